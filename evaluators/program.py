@@ -1,0 +1,100 @@
+"""Ranking programs: source text with an EVOLVE-BLOCK, compiled into ``prepare``/``score`` callables.
+
+The contract shown to programs (and to the LLM) is ``program_contract.md`` beside this file.
+This module only loads code; it does not make it safe to run (see ``evaluators.sandbox``).
+"""
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import ProgramError
+
+BLOCK_START = "# EVOLVE-BLOCK-START"
+BLOCK_END = "# EVOLVE-BLOCK-END"
+CONTRACT_FILE = Path(__file__).with_name("program_contract.md")
+SEEDS_DIR = Path(__file__).resolve().parent.parent / "seeds"
+
+
+def contract_text() -> str:
+    """The Index/Query documentation, exactly as shown to the LLM."""
+    return CONTRACT_FILE.read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class BlockSplit:
+    """A program cut into the fixed text before the block, the evolvable block, and the text after."""
+
+    head: str
+    block: str
+    tail: str
+
+    def join(self, block: str | None = None) -> str:
+        return self.head + (self.block if block is None else block) + self.tail
+
+
+def split_block(source: str) -> BlockSplit:
+    """Split at the markers (the marker lines belong to head and tail). Raises ProgramError if absent."""
+    start, end = source.find(BLOCK_START), source.find(BLOCK_END)
+    if start < 0 or end < 0 or end < start or source.count(BLOCK_START) != 1 or source.count(BLOCK_END) != 1:
+        raise ProgramError(
+            "no_evolve_block",
+            f"a ranking program needs exactly one '{BLOCK_START}' line followed by one '{BLOCK_END}' line",
+        )
+    head_end = source.index("\n", start) + 1 if "\n" in source[start:] else len(source)
+    tail_start = source.rfind("\n", 0, end) + 1
+    return BlockSplit(source[:head_end], source[head_end:tail_start], source[tail_start:])
+
+
+def seed_path(name: str) -> Path:
+    """Path of a shipped seed program by name (``bm25``, ``ql_dirichlet``)."""
+    p = SEEDS_DIR / f"{name}.py"
+    if not p.is_file():
+        known = sorted(x.stem for x in SEEDS_DIR.glob("*.py") if x.stem != "__init__")
+        raise ProgramError("unknown_seed", f"unknown seed {name!r}; shipped seeds: {', '.join(known)}")
+    return p
+
+
+@dataclass
+class Program:
+    """A compiled ranking program."""
+
+    name: str
+    source: str
+    prepare: Callable[[Any], Any] | None
+    score: Callable[[Any, Any, Any], np.ndarray]
+
+
+def compile_program(source: str, name: str = "<program>") -> Program:
+    """Execute the module text in a fresh namespace and pick up ``prepare``/``score``."""
+    try:
+        code = compile(source, name, "exec")
+    except SyntaxError as e:
+        raise ProgramError("syntax_error", f"{name}, line {e.lineno}: {e.msg}") from None
+    module = types.ModuleType("ranking_program")
+    module.__file__ = name
+    try:
+        exec(code, module.__dict__)
+    except Exception as e:
+        raise ProgramError(f"exception:{type(e).__name__}", f"importing the program raised {type(e).__name__}: {e}") from None
+    score = module.__dict__.get("score")
+    prepare = module.__dict__.get("prepare")
+    if not callable(score):
+        raise ProgramError("missing_score", "the program defines no function score(query, index, state)")
+    if prepare is not None and not callable(prepare):
+        raise ProgramError("bad_prepare", "prepare must be a function prepare(index) -> state")
+    return Program(name, source, prepare, score)
+
+
+def load_program(path: str | Path) -> Program:
+    """Compile a program file; a bare seed name (``bm25``) means the shipped seed."""
+    p = Path(path)
+    if not p.exists() and p.suffix == "" and "/" not in str(path):
+        p = seed_path(str(path))
+    if not p.is_file():
+        raise ProgramError("missing_file", f"program file {p} does not exist")
+    return compile_program(p.read_text(encoding="utf-8"), name=str(p))

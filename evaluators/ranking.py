@@ -1,0 +1,122 @@
+"""Running a ranking program over queries: analysed queries in, validated top-k rankings out.
+
+This is the only code that calls into a ranking program. It returns rankings (document numbers and
+scores), never metrics, so it can run inside an untrusted sandbox while judgements stay outside.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .analyzer import Analyzer
+from .errors import ProgramError
+
+DEFAULT_K = 1000
+
+
+@dataclass(frozen=True)
+class Query:
+    """An analysed query, as given to ``score`` (see program_contract.md)."""
+
+    id: str
+    text: str
+    terms: tuple[str, ...]
+    term_ids: np.ndarray  # int64, distinct in-vocabulary terms, first-occurrence order
+    qtf: np.ndarray  # float64, occurrences of each of term_ids in the query
+
+
+def make_queries(pairs: list[tuple[str, str]], index, analyzer: Analyzer | None = None) -> list[Query]:
+    """Analyse (id, text) pairs against an index's vocabulary."""
+    analyzer = analyzer or Analyzer()
+    out = []
+    for qid, text in pairs:
+        terms = tuple(analyzer.analyze(text))
+        counts: dict[int, int] = {}
+        for t in terms:
+            tid = index.term_id(t)
+            if tid >= 0:
+                counts[tid] = counts.get(tid, 0) + 1
+        term_ids = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
+        qtf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+        term_ids.flags.writeable = False
+        qtf.flags.writeable = False
+        out.append(Query(qid, text, terms, term_ids, qtf))
+    return out
+
+
+@dataclass
+class Ranking:
+    """Top-k results of one program on one collection's queries (document numbers, not ids)."""
+
+    query_ids: list[str]
+    doc_idx: list[np.ndarray]  # int64 per query, best first
+    scores: list[np.ndarray]  # float64 per query, non-increasing
+    latency_ms: np.ndarray  # per-query wall time of score() + top-k
+    prepare_ms: float
+
+
+def check_scores(scores, n_docs: int) -> np.ndarray:
+    """Validate what ``score`` returned; raise ProgramError with a precise reason otherwise."""
+    if not isinstance(scores, np.ndarray):
+        raise ProgramError(
+            "invalid_scores:type", f"score() must return a numpy array, got {type(scores).__name__}"
+        )
+    if scores.ndim != 1 or scores.shape[0] != n_docs:
+        raise ProgramError(
+            "invalid_scores:shape", f"score() must return shape ({n_docs},), got {scores.shape}"
+        )
+    if scores.dtype.kind not in "fiub":
+        raise ProgramError("invalid_scores:dtype", f"score() must return numbers, got dtype {scores.dtype}")
+    scores = scores.astype(np.float64, copy=False)
+    if np.isnan(scores).any():
+        raise ProgramError("invalid_scores:nan", f"score() returned {int(np.isnan(scores).sum())} NaN value(s)")
+    if np.isposinf(scores).any():
+        raise ProgramError("invalid_scores:inf", "score() returned +inf; use -inf only for documents not retrieved")
+    return scores
+
+
+def top_k(scores: np.ndarray, k: int = DEFAULT_K) -> tuple[np.ndarray, np.ndarray]:
+    """The k best finite-scored documents, by score descending then document number ascending.
+
+    Deterministic at the cut-off too: documents tied with the k-th score are taken in id order.
+    """
+    cand = np.flatnonzero(scores > -np.inf)
+    vals = scores[cand]
+    if len(cand) > k:
+        kth = np.partition(vals, len(vals) - k)[len(vals) - k]
+        above = vals > kth
+        n_tied = k - int(above.sum())
+        tied = np.flatnonzero(vals == kth)[:n_tied]  # ascending doc order
+        keep = np.concatenate([np.flatnonzero(above), tied])
+        cand, vals = cand[keep], vals[keep]
+    order = np.lexsort((cand, -vals))
+    return cand[order], vals[order]
+
+
+def rank(program, index, queries: list[Query], k: int = DEFAULT_K) -> Ranking:
+    """Run ``prepare`` once and ``score`` per query; raises ProgramError on any program failure."""
+    t0 = time.perf_counter()
+    try:
+        state = program.prepare(index) if program.prepare is not None else None
+    except ProgramError:
+        raise
+    except Exception as e:
+        raise ProgramError(f"exception:{type(e).__name__}", f"prepare() raised {type(e).__name__}: {e}") from None
+    prepare_ms = (time.perf_counter() - t0) * 1e3
+    doc_idx, all_scores, latency = [], [], np.empty(len(queries))
+    for i, q in enumerate(queries):
+        t0 = time.perf_counter()
+        try:
+            s = program.score(q, index, state)
+        except Exception as e:
+            raise ProgramError(
+                f"exception:{type(e).__name__}", f"score() raised {type(e).__name__} on query {q.id!r}: {e}"
+            ) from None
+        s = check_scores(s, index.n_docs)
+        idx, vals = top_k(s, k)
+        latency[i] = (time.perf_counter() - t0) * 1e3
+        doc_idx.append(idx)
+        all_scores.append(vals)
+    return Ranking([q.id for q in queries], doc_idx, all_scores, latency, prepare_ms)

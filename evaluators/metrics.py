@@ -8,6 +8,7 @@ ranx's dict conversion (the slow part for 1,000 results x 1,000 queries).
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -61,6 +62,7 @@ def metric_names(min_relevance: int) -> dict[str, str]:
 def evaluate_ranking(ranking, judged: Judgements) -> dict[str, np.ndarray]:
     """Per-query metric values (arrays aligned with ``ranking.query_ids``)."""
     _ensure_numba_cache()
+    from numba.core.errors import NumbaTypeSafetyWarning
     from numba.typed import List as TypedList
     from ranx import evaluate
 
@@ -74,7 +76,10 @@ def evaluate_ranking(ranking, judged: Judgements) -> dict[str, np.ndarray]:
             run.append(np.column_stack([idx.astype(np.float64), scores]))
     qrels = TypedList(judged.arrays)
     names = metric_names(judged.min_relevance)
-    out = evaluate(qrels, run, list(names.values()), return_mean=False)
+    with warnings.catch_warnings():
+        # ranx's own kernels trip numba's uint64->int64 notice; nothing we pass is affected.
+        warnings.simplefilter("ignore", category=NumbaTypeSafetyWarning)
+        out = evaluate(qrels, run, list(names.values()), return_mean=False)
     if len(names) == 1:
         out = {next(iter(names.values())): out}
     return {ours: np.asarray(out[theirs], dtype=np.float64) for ours, theirs in names.items()}

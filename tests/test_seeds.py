@@ -1,0 +1,105 @@
+"""Seeds against brute-force per-document reference implementations, and against Pyserini."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from evaluators.evaluate import evaluate_on, load_topics
+from evaluators.index import build_arrays, Index
+from evaluators.program import load_program, split_block
+from evaluators.ranking import make_queries, top_k
+
+WORDS = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "theta", "kappa", "lambda", "zeta"]
+
+
+def bm25_reference(query_terms, doc_terms, all_docs, k1=0.9, b=0.4):
+    n = len(all_docs)
+    avgdl = sum(len(d) for d in all_docs) / n
+    s, matched = 0.0, False
+    for t in set(query_terms):
+        qtf = query_terms.count(t)
+        tf = doc_terms.count(t)
+        if tf == 0:
+            continue
+        matched = True
+        df = sum(1 for d in all_docs if t in d)
+        idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+        s += qtf * idf * tf / (tf + k1 * (1 - b + b * len(doc_terms) / avgdl))
+    return s if matched else -math.inf
+
+
+def ql_reference(query_terms, doc_terms, all_docs, mu=2000.0):
+    total = sum(len(d) for d in all_docs)
+    s, matched = 0.0, False
+    for t in set(query_terms):
+        qtf = query_terms.count(t)
+        tf = doc_terms.count(t)
+        if tf == 0:
+            continue
+        matched = True
+        cf = sum(d.count(t) for d in all_docs)
+        pc = (cf + 1) / (total + 1)
+        s += qtf * max(0.0, math.log(1 + tf / (mu * pc)) + math.log(mu / (len(doc_terms) + mu)))
+    return s if matched else -math.inf
+
+
+def _index_from_terms(docs: list[list[str]]) -> Index:
+    arrays, doc_ids, terms, _ = build_arrays(((f"d{i}", " ".join(d)) for i, d in enumerate(docs)))
+    meta = {"n_docs": len(doc_ids), "n_terms": len(terms), "total_tokens": int(arrays["doc_len"].sum()),
+            "_terms": terms, "_doc_ids": doc_ids}
+    return Index("random", arrays, meta)
+
+
+collections = st.lists(st.lists(st.sampled_from(WORDS), min_size=0, max_size=30), min_size=1, max_size=25)
+queries = st.lists(st.sampled_from(WORDS + ["unseen"]), min_size=1, max_size=6)
+
+
+@pytest.mark.parametrize("seed,reference", [("bm25", bm25_reference), ("ql_dirichlet", ql_reference)])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(docs=collections, query=queries)
+def test_seed_equals_bruteforce(seed, reference, docs, query):
+    # The analyzer stems; these words are their own stems, so terms survive analysis unchanged.
+    index = _index_from_terms(docs)
+    program = load_program(seed)
+    (q,) = make_queries([("q", " ".join(query))], index)
+    state = program.prepare(index)
+    got = program.score(q, index, state)
+    expected = np.array([reference(query, d, docs) for d in docs])
+    assert got.shape == (len(docs),)
+    assert np.array_equal(np.isneginf(got), np.isneginf(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(got[finite], expected[finite], rtol=0, atol=1e-6)
+
+
+def test_top_k_breaks_ties_by_doc_number_even_at_the_cut():
+    scores = np.array([1.0, 3.0, 2.0, 3.0, -np.inf, 2.0, 2.0, 0.5])
+    idx, vals = top_k(scores, k=4)
+    assert idx.tolist() == [1, 3, 2, 5] and vals.tolist() == [3.0, 3.0, 2.0, 2.0]
+    idx, _ = top_k(scores, k=100)
+    assert idx.tolist() == [1, 3, 2, 5, 6, 0, 7]  # -inf never retrieved
+    assert top_k(np.full(5, -np.inf), 10)[0].size == 0
+
+
+def test_seeds_keep_fixed_parts_outside_block():
+    for name in ("bm25", "ql_dirichlet"):
+        src = load_program(name).source
+        parts = split_block(src)
+        assert "def score" in parts.block and "import numpy" in parts.head and parts.tail.strip() == "# EVOLVE-BLOCK-END"
+        assert parts.join() == src
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("dataset,address", [("scifact", "beir/scifact/test"), ("nfcorpus", "beir/nfcorpus/test")])
+def test_bm25_matches_pyserini_flat(shared_env, reference_scores, dataset, address):
+    ref = reference_scores["bm25-flat"][dataset]
+    result, _ = evaluate_on(load_program("bm25"), load_topics(address))
+    assert abs(result.metrics["ndcg@10"] - ref["nDCG@10"]) <= 0.005, result.metrics
+    assert abs(result.metrics["recall@100"] - ref["R@100"]) <= 0.01, result.metrics
+
+
+@pytest.mark.shared_data
+def test_ql_dirichlet_matches_lucene_on_scifact(shared_env):
+    result, _ = evaluate_on(load_program("ql_dirichlet"), load_topics("beir/scifact/test"))
+    assert abs(result.metrics["ndcg@10"] - 0.6663) <= 0.01, result.metrics

@@ -1,0 +1,130 @@
+"""Run configuration: defaults, a TOML file, then command-line flags, resolved once and saved in the run.
+
+Every field can be set in ``run.toml`` under the same name (see ``RunConfig``); a flag given on the
+command line wins over the file. The resolved configuration is written to ``<run>/config.toml``
+and into the archive, and ``--resume`` reads it back.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from evaluators.errors import EvorankError
+
+
+class ConfigError(EvorankError):
+    pass
+
+
+@dataclass
+class RunConfig:
+    # what to evolve and on what
+    seeds: list[str] = field(default_factory=lambda: ["bm25", "ql_dirichlet"])
+    suite: str | None = None  # None: "dev" when its data is here, else the built-in "demo"
+    datasets: list[str] = field(default_factory=list)
+    fitness: str = "rankevolve"  # or "latency-aware"
+    iterations: int = 100  # total proposals for the run (resume continues to this total)
+    seed: int = 0
+    # the proposer
+    llm: str = "auto"  # "offline", or models "gpt-4o-mini,gpt-4o:0.2"; auto = OPENAI_* env present ? LLM : offline
+    base_url: str | None = None  # default: $OPENAI_BASE_URL
+    api_key_env: str = "OPENAI_API_KEY"
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_tokens: int = 2048
+    request_timeout_s: float = 120.0
+    max_retries: int = 4
+    backoff_base_s: float = 1.0
+    prices: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> {input, output} USD per 1M tokens
+    in_flight: int = 4  # LLM proposals requested concurrently
+    operator_mix: dict[str, float] = field(default_factory=lambda: {"diff": 0.6, "full": 0.25, "crossover": 0.15})
+    prompts_dir: str | None = None
+    # the evaluator
+    workers: int = 0  # 0 = all cores
+    eval_timeout_s: float = 60.0
+    eval_memory_mb: int = 4096
+    cascade: bool = True
+    cascade_fraction: float = 0.9
+    # the archive
+    islands: int = 2
+    migration_every: int = 10  # generations (proposals per island)
+    migration_rate: float = 0.2
+    latency_edges: list[float] = field(default_factory=lambda: [0.5, 2.0, 4.0, 8.0, 16.0])
+    complexity_edges: list[float] = field(default_factory=lambda: [64.0, 128.0, 256.0, 512.0, 1024.0])
+    grid_metric: str | None = None  # an extra MAP-Elites axis, e.g. "ndcg@10"
+    # stopping
+    budget_usd: float | None = None
+    max_hours: float | None = None
+    # where
+    out: str | None = None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @property
+    def offline(self) -> bool:
+        return self.llm == "offline"
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+
+def from_dict(data: dict, source: str = "config") -> RunConfig:
+    unknown = sorted(set(data) - set(FIELDS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(FIELDS)}")
+    cfg = RunConfig()
+    for k, v in data.items():
+        setattr(cfg, k, v)
+    validate(cfg, source)
+    return cfg
+
+
+def load_toml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        with open(p, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML ({e})") from None
+
+
+def validate(cfg: RunConfig, source: str = "config") -> None:
+    def bad(msg):
+        raise ConfigError(f"{source}: {msg}")
+
+    if not isinstance(cfg.iterations, int) or cfg.iterations < 0:
+        bad(f"iterations must be a whole number >= 0, got {cfg.iterations!r}")
+    if cfg.islands < 1:
+        bad("islands must be >= 1")
+    if cfg.fitness not in ("rankevolve", "latency-aware"):
+        bad(f"fitness must be 'rankevolve' or 'latency-aware', got {cfg.fitness!r}")
+    mix = cfg.operator_mix
+    if not mix or any(k not in ("diff", "full", "crossover") or v < 0 for k, v in mix.items()) or sum(mix.values()) <= 0:
+        bad(f"operator_mix must weight diff/full/crossover with non-negative numbers, got {mix!r}")
+    if not 0 < cfg.cascade_fraction <= 2:
+        bad("cascade_fraction must be in (0, 2]")
+    if cfg.in_flight < 1:
+        bad("in_flight must be >= 1")
+    if not cfg.seeds:
+        bad("at least one seed program is needed")
+
+
+def save_toml(cfg: RunConfig, path: Path) -> None:
+    import tomli_w
+
+    path.write_text(tomli_w.dumps(cfg.to_dict()), encoding="utf-8")
+
+
+def workers(cfg: RunConfig) -> int:
+    return cfg.workers if cfg.workers and cfg.workers > 0 else (os.cpu_count() or 1)

@@ -1,0 +1,159 @@
+"""Turning an LLM reply into a candidate program: SEARCH/REPLACE diffs or a full block rewrite.
+
+Every failure is a ``ReplyError`` with a machine-readable ``reason`` (``no_code``, ``truncated``,
+``diff_no_match``, ``diff_ambiguous``, ``diff_outside_block``, ``no_change``) and a sentence that is
+shown to the LLM next time, so it can learn what went wrong.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from evaluators.program import BLOCK_END, BLOCK_START, split_block
+
+_DIFF = re.compile(r"<{5,}\s*SEARCH[^\n]*\n(.*?)\n?={5,}[^\n]*\n(.*?)\n?>{5,}\s*REPLACE", re.DOTALL)
+_FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)```", re.DOTALL)
+
+
+class ReplyError(Exception):
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Edit:
+    search: str
+    replace: str
+
+
+def parse_diff(reply: str) -> list[Edit]:
+    edits = [Edit(s, r) for s, r in _DIFF.findall(reply)]
+    if not edits:
+        if "<<<<<<< SEARCH" in reply or "<<<<<<<" in reply:
+            raise ReplyError("truncated", "a SEARCH/REPLACE block was opened but not closed with '>>>>>>> REPLACE'")
+        raise ReplyError("no_code", "the reply contained no SEARCH/REPLACE block")
+    return edits
+
+
+def _strip_lines(text: str) -> list[str]:
+    return [line.rstrip() for line in text.split("\n")]
+
+
+def _find_lines(haystack: list[str], needle: list[str], key) -> list[int]:
+    n = len(needle)
+    target = [key(x) for x in needle]
+    keyed = [key(x) for x in haystack]
+    return [i for i in range(len(haystack) - n + 1) if keyed[i : i + n] == target]
+
+
+def _indent(line: str) -> str:
+    return line[: len(line) - len(line.lstrip())]
+
+
+def apply_edit(block: str, edit: Edit) -> str:
+    """Apply one edit to the block text, tolerating whitespace drift.
+
+    Tries, in order: the exact text; the same lines ignoring trailing spaces; the same lines
+    ignoring indentation (the replacement is then re-indented by the difference); the same
+    non-blank lines. A match must be unique.
+    """
+    if edit.search and block.count(edit.search) == 1:
+        return block.replace(edit.search, edit.replace, 1)
+    if edit.search and block.count(edit.search) > 1:
+        raise ReplyError("diff_ambiguous", "a SEARCH text occurs more than once in the EVOLVE-BLOCK; include more context")
+    lines = block.split("\n")
+    search = _strip_lines(edit.search.strip("\n"))
+    replace = edit.replace.strip("\n").split("\n")
+    if not any(s.strip() for s in search):
+        raise ReplyError("diff_no_match", "a SEARCH section was empty")
+    for key in (str.rstrip, str.strip):
+        hits = _find_lines(lines, search, key)
+        if len(hits) > 1:
+            raise ReplyError("diff_ambiguous", "a SEARCH text occurs more than once in the EVOLVE-BLOCK; include more context")
+        if hits:
+            i = hits[0]
+            old_indent = _indent(lines[i])
+            new_indent = _indent(search[0])
+            if old_indent != new_indent:  # re-indent the replacement to where the match really is
+                replace = [
+                    (old_indent + r[len(new_indent):] if r.startswith(new_indent) else old_indent + r.lstrip())
+                    if r.strip() else r
+                    for r in replace
+                ]
+            return "\n".join(lines[:i] + replace + lines[i + len(search):])
+    # Last resort: ignore blank lines on both sides.
+    nonblank = [(i, line) for i, line in enumerate(lines) if line.strip()]
+    wanted = [s.strip() for s in search if s.strip()]
+    keys = [line.strip() for _, line in nonblank]
+    hits = [j for j in range(len(keys) - len(wanted) + 1) if keys[j : j + len(wanted)] == wanted]
+    if len(hits) == 1:
+        first, last = nonblank[hits[0]][0], nonblank[hits[0] + len(wanted) - 1][0]
+        return "\n".join(lines[:first] + replace + lines[last + 1:])
+    raise ReplyError(
+        "diff_no_match",
+        f"SEARCH text not found in the EVOLVE-BLOCK: {edit.search.strip().splitlines()[0][:80]!r}... "
+        "SEARCH must copy existing lines of the block exactly",
+    )
+
+
+def apply_diff(source: str, reply: str) -> str:
+    """Apply every SEARCH/REPLACE block of ``reply`` to the program's EVOLVE-BLOCK."""
+    parts = split_block(source)
+    block = parts.block
+    for edit in parse_diff(reply):
+        try:
+            block = apply_edit(block, edit)
+        except ReplyError as e:
+            fixed = parts.head + parts.tail
+            if e.reason == "diff_no_match" and edit.search.strip() and edit.search.strip() in fixed:
+                raise ReplyError("diff_outside_block", "a SEARCH text is outside the EVOLVE-BLOCK; only the block may change") from None
+            raise
+    if block == parts.block:
+        raise ReplyError("no_change", "the edits left the program unchanged")
+    return parts.join(_ensure_newline(block))
+
+
+def extract_code(reply: str) -> str:
+    """The code of the last fenced block (or the whole reply if it is bare code with the markers)."""
+    blocks = _FENCE.findall(reply)
+    if blocks:
+        return max(blocks, key=lambda b: (BLOCK_START in b or "def score" in b, len(b)))
+    if reply.count("```") % 2 == 1:
+        raise ReplyError("truncated", "the reply opened a ``` code fence but never closed it (truncated?)")
+    if BLOCK_START in reply or "def score" in reply:
+        return reply
+    raise ReplyError("no_code", "the reply contained no Python code block")
+
+
+def apply_full(source: str, reply: str) -> str:
+    """Replace the EVOLVE-BLOCK with the reply's code (the block only, or a whole module)."""
+    code = extract_code(reply)
+    parts = split_block(source)
+    if BLOCK_START in code:
+        if BLOCK_END not in code:
+            raise ReplyError("truncated", f"the code has '{BLOCK_START}' but no '{BLOCK_END}' (truncated?)")
+        block = split_block(code).block
+    else:
+        block = code.strip("\n") + "\n"
+    if "def score" not in block:
+        raise ReplyError("no_code", "the rewritten EVOLVE-BLOCK defines no score(query, index, state)")
+    if block.strip() == parts.block.strip():
+        raise ReplyError("no_change", "the rewrite is identical to the parent")
+    return parts.join(_ensure_newline(block))
+
+
+def _ensure_newline(block: str) -> str:
+    return block if block.endswith("\n") else block + "\n"
+
+
+def apply_reply(source: str, reply: str, mode: str, finish_reason: str | None = None) -> str:
+    """Candidate source from a reply in ``diff`` or ``full``/``crossover`` mode."""
+    try:
+        if mode == "diff":
+            return apply_diff(source, reply)
+        return apply_full(source, reply)
+    except ReplyError as e:
+        if finish_reason == "length" and e.reason in ("no_code", "truncated", "diff_no_match"):
+            raise ReplyError("truncated", f"the reply hit the max_tokens limit and was cut off ({e})") from None
+        raise

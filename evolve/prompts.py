@@ -1,0 +1,101 @@
+"""Prompt construction from template files (``evolve/prompts/*.txt``), overridable per run.
+
+A user folder given as ``prompts_dir`` may contain any of the template files; those found there
+replace the shipped ones. Templates use ``$name`` placeholders (``string.Template``).
+"""
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+from evaluators.program import contract_text
+
+SHIPPED = Path(__file__).with_name("prompts")
+TEMPLATES = ("system", "mutation", "diff_instructions", "full_instructions", "crossover_instructions")
+METRICS = ("ndcg@10", "recall@100", "recall@1000", "map@1000")
+
+
+@dataclass(frozen=True)
+class PromptTemplates:
+    texts: dict[str, str]
+
+    @classmethod
+    def load(cls, override_dir: str | Path | None = None) -> "PromptTemplates":
+        texts = {}
+        for name in TEMPLATES:
+            path = SHIPPED / f"{name}.txt"
+            if override_dir is not None and (Path(override_dir) / f"{name}.txt").is_file():
+                path = Path(override_dir) / f"{name}.txt"
+            texts[name] = path.read_text(encoding="utf-8")
+        return cls(texts)
+
+    def render(self, name: str, **values) -> str:
+        return string.Template(self.texts[name]).safe_substitute(**values)
+
+
+def _fmt(x, digits=4) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def metrics_table(program, seeds: dict[str, object]) -> str:
+    """Per-collection metrics of ``program`` next to each seed's, as a compact text table."""
+    if not program.metrics:
+        return "(not evaluated)"
+    header = "collection | " + " | ".join(METRICS) + " | " + " | ".join(f"{n} nDCG@10 / R@100" for n in seeds)
+    rows = [header, "-" * len(header)]
+    for coll, m in sorted(program.metrics.items()):
+        cells = [_fmt(m.get(k)) for k in METRICS]
+        for seed in seeds.values():
+            sm = seed.metrics.get(coll, {})
+            cells.append(f"{_fmt(sm.get('ndcg@10'))} / {_fmt(sm.get('recall@100'))}")
+        rows.append(f"{coll} | " + " | ".join(cells))
+    return "\n".join(rows)
+
+
+def failures_text(failures) -> str:
+    if not failures:
+        return "(none)"
+    return "\n".join(f"- {f.operator} proposal {f.id}: {f.failure_reason}: {(f.failure_detail or '')[:300]}" for f in failures)
+
+
+def inspirations_text(programs, block_of) -> str:
+    if not programs:
+        return "(none yet)"
+    parts = []
+    for p in programs:
+        parts.append(
+            f"## Program {p.id} (fitness {_fmt(p.fitness)}, latency {_fmt(p.latency_ratio, 2)} x BM25)\n"
+            f"```python\n{block_of(p.code).strip()}\n```"
+        )
+    return "\n\n".join(parts)
+
+
+def build_messages(templates: PromptTemplates, kind: str, parent, seeds: dict[str, object], objective: str,
+                   failures=(), inspirations=(), other=None, block_of=lambda code: code) -> list[dict]:
+    """Chat messages for one proposal. ``kind`` is diff, full or crossover."""
+    if kind == "diff":
+        instructions = templates.render("diff_instructions")
+    elif kind == "full":
+        instructions = templates.render("full_instructions")
+    elif kind == "crossover":
+        instructions = templates.render(
+            "crossover_instructions", other_id=other.id, other_fitness=_fmt(other.fitness),
+            other_code=block_of(other.code).strip(),
+        )
+    else:
+        raise ValueError(f"unknown proposal kind {kind!r}")
+    user = templates.render(
+        "mutation",
+        objective=objective,
+        contract=contract_text(),
+        parent_id=parent.id,
+        parent_fitness=_fmt(parent.fitness),
+        parent_latency=_fmt(parent.latency_ratio, 2),
+        parent_code=parent.code.strip(),
+        metrics_table=metrics_table(parent, seeds),
+        failures=failures_text(failures),
+        inspirations=inspirations_text(inspirations, block_of),
+        instructions=instructions,
+    )
+    return [{"role": "system", "content": templates.render("system")}, {"role": "user", "content": user}]

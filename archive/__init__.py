@@ -1,0 +1,158 @@
+"""evorank archive: every program of a run, and the elite population.
+
+Modules (each short and single-purpose):
+- programs  ProgramRecord; normalized_code_hash, complexity (source-only measures)
+- features  FeatureDim, GridSpec, feature resolution/binning, the cell rule `beats`
+- schema    SQLite DDL, SCHEMA_VERSION, version refusal
+- rows      ProgramRecord <-> programs-table row conversion (JSON cleaning, insert values)
+- store     RunStore: one WAL SQLite db per run dir, one transaction per write
+- elites    Islands (MAP-Elites grids per island), ring migration, verify
+- sampling  SamplingPolicy, rng_for, parent / inspiration selection
+
+Typical loop usage::
+
+    if fresh:
+        store = RunStore.create(run_dir, config, seed, grid=spec, n_islands=4)
+        islands = Islands.from_store(store)            # empty grids
+    else:
+        store = RunStore.open(run_dir)                 # single writer, locked
+        islands = resume_islands(store)                # replay + verify, raises if inconsistent
+    store.log_event("start" if fresh else "resume", {...})
+    for it in range(store.iterations_done() + 1, total_iterations + 1):
+        rng = rng_for(store.seed(), it)                # no RNG state across iterations
+        parent = select_parent(islands, island, rng, policy)
+        insp = select_inspirations(islands, island, parent, rng, policy)
+        ...                                            # LLM + evaluation
+        islands.add(store, ProgramRecord(..., iteration=it))   # one transaction
+        if migration_due(generation, every):
+            islands.migrate(store, generation, rate)   # atomic, idempotent per generation
+    store.log_event("stop", {...}); store.close()
+
+Readers (inspection while a run writes): RunStore.open(run_dir, readonly=True);
+wrap multi-query reads in `with store.read_snapshot():`.
+
+Public API (exact signatures):
+
+programs:
+    ProgramRecord(code, operator, island, generation, iteration, parent_ids=(),
+        status="accepted", failure_reason=None, failure_detail=None, metrics={},
+        fitness=None, latency_ms=None, latency_ratio=None, stage=0, model=None,
+        prompt=None, response=None, prompt_tokens=0, completion_tokens=0,
+        cost_usd=0.0, features={}, started_at=None,
+        id=None, code_hash=None, created_at=None, cell=None)   # last 4 set by the store
+        .is_migrant -> bool; .placeable -> bool
+    OPERATORS, STATUSES
+    normalized_code(code: str) -> str | None
+    normalized_code_hash(code: str) -> str
+    complexity(code: str) -> int
+features:
+    FeatureDim(name: str, edges: tuple[float, ...], log: bool = False)
+        .bin(value) -> int | None; .n_bins
+    GridSpec(dimensions: tuple[FeatureDim, ...])
+        .cell(features: dict) -> tuple[int, ...] | None; .names; .shape
+        .to_dict() -> dict; GridSpec.from_dict(d) -> GridSpec
+    default_grid_spec(metric: str | None = None, metric_edges=(...)) -> GridSpec
+    feature_value(rec, name) -> float | None
+    beats(challenger: float, incumbent: float) -> bool
+store:
+    RunStore.create(run_dir, config: dict, seed: int, versions: dict | None = None, *,
+                    grid: GridSpec | None = None, n_islands: int = 1,
+                    synchronous: str = "FULL") -> RunStore
+    RunStore.open(run_dir, readonly: bool = False, *, synchronous: str = "FULL") -> RunStore
+    .add_program(rec) -> int            .get(program_id) -> ProgramRecord
+    .get_many(ids) -> dict[int, ProgramRecord]
+    .programs(status=None, island=None, since_id=None) -> list[ProgramRecord]
+    .count(status=None) -> int
+    .has_code_hash(code_hash, island=None, status=None) -> int | None
+    .iterations_done() -> int           .record_iteration(iteration) -> None
+    .log_event(kind, data=None) -> None .events(kind=None) -> list[dict]
+    .config() -> dict  .seed() -> int  .versions() -> dict
+    .grid_spec() -> GridSpec  .n_islands() -> int  .schema_version() -> int
+    .placements(upto_id=None) -> list[(id, island, cell, fitness)]
+    .elite_table() -> dict[(island, cell), id]
+    .migration_done(generation) -> bool
+    .record_migration(generation, moves: list[(ProgramRecord, int)]) -> list[ProgramRecord]
+    .migrations() -> list[dict]        .summary() -> dict
+    .integrity_check() -> str          .execute(sql, args=()) -> list[Row]
+    .read_snapshot()  (context manager: one consistent read transaction)
+    .close(); context manager
+    collect_versions() -> dict; ReadOnlyStoreError; StoreLockedError
+schema:
+    SCHEMA_VERSION; SchemaVersionError
+elites:
+    Islands(spec, n_islands)
+    Islands.from_store(store, spec=None, n_islands=None, upto_id=None) -> Islands
+    .offer(rec) -> bool   .add(store, rec) -> bool
+    .migrate(store, generation: int, rate: float) -> list[int]
+    .elites(island) -> list[ProgramRecord]   .all_elites()   .cells(island)
+    .visits(island) -> dict   .best(island=None) -> ProgramRecord | None
+    .snapshot() -> dict[int, dict[cell, id]]
+    verify(store, spec=None, n_islands=None, islands=None, deep=False) -> list[str]
+    resume_islands(store, spec=None, n_islands=None) -> Islands   # raises ArchiveInconsistentError
+    migration_due(generation: int, every: int) -> bool
+sampling:
+    SamplingPolicy(exploit=0.7, explore=0.2, uniform=0.1, n_top=3, n_diverse=2,
+                   tournament_size=3)
+    rng_for(seed: int, iteration: int, stream: int = 0) -> np.random.Generator
+    select_parent(islands, island, rng, policy=SamplingPolicy()) -> ProgramRecord
+    choose_parent(islands, island, rng, policy=SamplingPolicy()) -> (ProgramRecord, mode)
+    select_inspirations(islands, island, parent, rng, policy=SamplingPolicy())
+        -> list[ProgramRecord]
+
+Imports are light: stdlib + numpy only (nothing from evaluators/evolve).
+"""
+
+from archive.elites import (
+    ArchiveInconsistentError,
+    Islands,
+    migration_due,
+    resume_islands,
+    verify,
+)
+from archive.features import FeatureDim, GridSpec, default_grid_spec, feature_value
+from archive.programs import (
+    OPERATORS,
+    STATUSES,
+    ProgramRecord,
+    complexity,
+    normalized_code,
+    normalized_code_hash,
+)
+from archive.sampling import (
+    SamplingPolicy,
+    choose_parent,
+    rng_for,
+    select_inspirations,
+    select_parent,
+)
+from archive.schema import SCHEMA_VERSION, SchemaVersionError
+from archive.store import ReadOnlyStoreError, RunStore, StoreLockedError, collect_versions
+
+__all__ = [
+    "ArchiveInconsistentError",
+    "FeatureDim",
+    "GridSpec",
+    "Islands",
+    "OPERATORS",
+    "ProgramRecord",
+    "ReadOnlyStoreError",
+    "RunStore",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "SamplingPolicy",
+    "SchemaVersionError",
+    "StoreLockedError",
+    "choose_parent",
+    "collect_versions",
+    "complexity",
+    "default_grid_spec",
+    "feature_value",
+    "migration_due",
+    "normalized_code",
+    "normalized_code_hash",
+    "resume_islands",
+    "rng_for",
+    "select_inspirations",
+    "select_parent",
+    "verify",
+]

@@ -1,0 +1,163 @@
+"""One evolved program as the archive records it, plus the code measures
+that only depend on its source text (normalized hash, complexity).
+
+Nothing here touches the database: `store.py` persists `ProgramRecord`s,
+`elites.py` places them in grids.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import math
+import re
+from dataclasses import dataclass, field
+
+OPERATORS = ("seed", "diff", "full", "crossover", "offline", "migration")
+"""Allowed `ProgramRecord.operator` values. Add here (not in callers) when the
+loop grows a new mutation operator, so typos fail loudly at insert time."""
+
+STATUSES = ("accepted", "failed", "duplicate", "rejected_cascade")
+"""Allowed `ProgramRecord.status` values; only 'accepted' may enter a grid."""
+
+EVOLVE_START = "# EVOLVE-BLOCK-START"
+EVOLVE_END = "# EVOLVE-BLOCK-END"
+
+
+@dataclass
+class ProgramRecord:
+    """Everything known about one candidate program.
+
+    Contract:
+    - The caller fills the descriptive fields; `id`, `code_hash`, `created_at`
+      and `cell` are set by `RunStore.add_program` (in place) and must be
+      None before the insert. `features` is completed by the store with the
+      grid's feature values it can compute (e.g. 'complexity').
+    - `metrics` is {collection: {metric: value}}; non-finite values are
+      stored as None (SQLite/JSON cannot round-trip NaN portably).
+    - `fitness` None (or non-finite, normalized to None) means "not
+      placeable": the program is archived but never enters a grid.
+    - A migrant copy has operator 'migration' and parent_ids == (original,);
+      it is never selected for migration again.
+    """
+
+    code: str
+    operator: str  # seed | diff | full | crossover | offline | migration
+    island: int
+    generation: int
+    iteration: int
+    parent_ids: tuple[int, ...] = ()
+    status: str = "accepted"  # accepted | failed | duplicate | rejected_cascade
+    failure_reason: str | None = None  # machine-readable e.g. "timeout", "forbidden:import os"
+    failure_detail: str | None = None  # short human text
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    fitness: float | None = None
+    latency_ms: float | None = None  # median per-query scoring latency
+    latency_ratio: float | None = None  # latency / BM25 seed latency in the same run
+    stage: int = 0  # cascade stage reached (1 = sample, 2 = full)
+    model: str | None = None
+    prompt: str | None = None
+    response: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    # Raw feature values; the cell is derived from the grid's (numeric) ones.
+    # Other keys may hold any JSON value (e.g. a seed's name) and are kept as is.
+    features: dict[str, float] = field(default_factory=dict)
+    started_at: float | None = None  # when the iteration that produced it began (caller)
+    id: int | None = None  # set by the store
+    code_hash: str | None = None  # set by the store (normalized)
+    created_at: float | None = None  # set by the store (commit time, unix seconds)
+    cell: tuple[int, ...] | None = None  # set by the store: grid cell, None if not placed
+
+    @property
+    def is_migrant(self) -> bool:
+        return self.operator == "migration"
+
+    @property
+    def placeable(self) -> bool:
+        """May enter a grid (cell membership is decided by the grid spec)."""
+        return (
+            self.status == "accepted"
+            and self.fitness is not None
+            and math.isfinite(self.fitness)
+        )
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
+                # A def whose only statement is its docstring still needs a body.
+                node.body = body[1:] or ([ast.Pass()] if not isinstance(node, ast.Module) else [])
+    return tree
+
+
+def normalized_code(code: str) -> str | None:
+    """Canonical source (docstrings and comments dropped, formatting unified),
+    or None if the code does not parse."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):  # ValueError: source with NUL bytes
+        return None
+    return ast.unparse(_strip_docstrings(tree))
+
+
+def normalized_code_hash(code: str) -> str:
+    """sha256 hex of the normalized code; for unparsable code, of the text
+    with all whitespace removed (so reformatting alone never yields a new
+    hash, even for broken programs)."""
+    norm = normalized_code(code)
+    if norm is None:
+        norm = "".join(code.split())
+    return hashlib.sha256(norm.encode("utf-8")).hexdigest()
+
+
+def _evolve_line_ranges(code: str) -> list[tuple[int, int]]:
+    """1-based inclusive line ranges strictly between start/end markers."""
+    ranges, start = [], None
+    for lineno, line in enumerate(code.splitlines(), 1):
+        text = line.strip()
+        if text.startswith(EVOLVE_START):
+            start = lineno
+        elif text.startswith(EVOLVE_END) and start is not None:
+            ranges.append((start + 1, lineno - 1))
+            start = None
+    return ranges
+
+
+def complexity(code: str) -> int:
+    """AST node count of the EVOLVE-BLOCK regions (all of them, summed) when
+    the markers are present, else of the whole module.
+
+    Nodes without a line number (contexts, operators) count with their
+    nearest located ancestor, so the result does not depend on where a block
+    starts. Unparsable code gets a token count as a rough proxy; such code is
+    never accepted, so it never matters for a grid.
+    """
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return len(re.findall(r"\w+|[^\w\s]", code))
+    ranges = _evolve_line_ranges(code)
+    if not ranges:
+        return sum(1 for _ in ast.walk(tree))
+
+    def inside(line: int) -> bool:
+        return any(lo <= line <= hi for lo, hi in ranges)
+
+    count = 0
+    stack: list[tuple[ast.AST, int | None]] = [(tree, None)]
+    while stack:
+        node, line = stack.pop()
+        line = getattr(node, "lineno", line)
+        if line is not None and inside(line):
+            count += 1
+        stack.extend((child, line) for child in ast.iter_child_nodes(node))
+    return count

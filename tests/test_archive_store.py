@@ -1,0 +1,264 @@
+"""RunStore: run record, program round trip, schema versioning, read-only
+access, the single-writer lock, and resume of island state."""
+
+import math
+import sqlite3
+
+import pytest
+
+from archive import (
+    SCHEMA_VERSION,
+    FeatureDim,
+    GridSpec,
+    Islands,
+    ProgramRecord,
+    ReadOnlyStoreError,
+    RunStore,
+    SchemaVersionError,
+    StoreLockedError,
+    normalized_code_hash,
+    resume_islands,
+    verify,
+)
+from archive.store import DB_NAME
+
+SPEC = GridSpec((FeatureDim("complexity", (8, 16, 32)), FeatureDim("latency_ratio", (0.5, 1, 2, 4), log=True)))
+
+
+def code(k: int) -> str:
+    return f"def score(tf, df):\n    return tf * {k} / (df + 1)\n"
+
+
+def rec(k: int, island=0, fitness=0.5, iteration=None, **kw) -> ProgramRecord:
+    kw.setdefault("latency_ratio", 1.0)
+    return ProgramRecord(
+        code=code(k),
+        operator=kw.pop("operator", "diff"),
+        island=island,
+        generation=kw.pop("generation", 1),
+        iteration=k if iteration is None else iteration,
+        fitness=fitness,
+        **kw,
+    )
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = RunStore.create(tmp_path / "run", {"islands": 2, "model": "m"}, seed=11, versions={}, grid=SPEC, n_islands=2)
+    yield s
+    s.close()
+
+
+def test_create_records_run_and_durability_pragmas(tmp_path):
+    s = RunStore.create(tmp_path / "r", {"a": [1, 2], "path": tmp_path}, seed=3, grid=SPEC, n_islands=3)
+    assert (tmp_path / "r" / DB_NAME).exists()
+    assert s.config() == {"a": [1, 2], "path": str(tmp_path)}
+    assert s.seed() == 3 and s.n_islands() == 3 and s.grid_spec() == SPEC
+    assert s.schema_version() == SCHEMA_VERSION
+    assert "python" in s.versions() and "sqlite" in s.versions()
+    assert s.execute("PRAGMA journal_mode")[0][0] == "wal"
+    assert s.execute("PRAGMA synchronous")[0][0] == 2  # FULL
+    assert [e["kind"] for e in s.events()] == ["create"]
+    assert s.iterations_done() == 0
+    s.close()
+    with pytest.raises(FileExistsError):
+        RunStore.create(tmp_path / "r", {}, seed=3)
+    with pytest.raises(FileNotFoundError):
+        RunStore.open(tmp_path / "missing")
+    with pytest.raises(ValueError):
+        RunStore.create(tmp_path / "neg", {}, seed=-1)
+
+
+def test_program_round_trip(store):
+    r = ProgramRecord(
+        code=code(1),
+        operator="crossover",
+        island=1,
+        generation=4,
+        iteration=9,
+        parent_ids=(3, 5),
+        metrics={"scifact": {"ndcg@10": 0.61, "recall@100": 0.9}, "nfcorpus": {"ndcg@10": 0.3}},
+        fitness=0.455,
+        latency_ms=0.8,
+        latency_ratio=1.6,
+        stage=2,
+        model="gpt-x",
+        prompt="P" * 5000,
+        response="R",
+        prompt_tokens=1200,
+        completion_tokens=300,
+        cost_usd=0.0123,
+        started_at=100.0,
+    )
+    pid = store.add_program(r)
+    assert r.id == pid and r.code_hash == normalized_code_hash(r.code)
+    assert r.cell is not None and r.created_at is not None
+    assert r.features["latency_ratio"] == 1.6 and r.features["complexity"] > 0
+    assert store.get(pid) == r
+    assert store.programs() == [r] and store.programs(island=0) == [] and store.programs(status="failed") == []
+    assert store.iterations_done() == 9
+    summary = store.summary()
+    assert summary["prompt_tokens"] == 1200 and summary["cost_usd"] == pytest.approx(0.0123)
+    with pytest.raises(KeyError):
+        store.get(999)
+    with pytest.raises(ValueError):
+        store.add_program(r)  # already stored
+
+
+def test_rejects_bad_records_without_writing(store):
+    for bad in (rec(1, operator="mutate"), rec(1, status="ok"), rec(1, island=2)):
+        with pytest.raises(ValueError):
+            store.add_program(bad)
+        assert bad.id is None
+    assert store.count() == 0 and store.iterations_done() == 0
+
+
+def test_unplaceable_programs_are_archived_not_placed(store):
+    failed = store.add_program(rec(1, status="failed", failure_reason="timeout", fitness=None))
+    nan = store.add_program(rec(2, fitness=float("nan"), metrics={"c": {"m": float("inf")}}))
+    no_latency = store.add_program(rec(3, latency_ratio=None))
+    assert store.get(failed).failure_reason == "timeout"
+    assert store.get(nan).fitness is None and store.get(nan).metrics == {"c": {"m": None}}
+    assert all(store.get(i).cell is None for i in (failed, nan, no_latency))
+    assert store.placements() == [] and store.elite_table() == {}
+    assert Islands.from_store(store).snapshot() == {0: {}, 1: {}}
+
+
+def test_numpy_scalars_are_stored_as_plain_numbers(store):
+    import numpy as np
+
+    r = rec(1, fitness=np.float64(0.25), latency_ratio=np.float32(1.5),
+            metrics={"c": {"ndcg@10": np.float32(0.5), "n": np.int64(3)}})
+    store.add_program(r)
+    got = store.get(r.id)
+    assert got.metrics == {"c": {"ndcg@10": 0.5, "n": 3}} and got.fitness == 0.25
+    assert type(got.metrics["c"]["ndcg@10"]) is float and got.features["latency_ratio"] == 1.5
+
+
+def test_has_code_hash_uses_normalized_code(store):
+    pid = store.add_program(rec(1))
+    variant = "# comment\ndef score(tf, df):\n    '''doc'''\n    return (tf * 1\n            / (df + 1))\n"
+    assert store.has_code_hash(normalized_code_hash(variant)) == pid
+    assert store.has_code_hash(normalized_code_hash(variant), island=1) is None
+    assert store.has_code_hash(normalized_code_hash(code(2))) is None
+
+
+def test_iteration_counter_is_a_high_water_mark(store):
+    store.add_program(rec(1, iteration=5))
+    store.add_program(rec(2, iteration=3))  # a slower in-flight candidate
+    assert store.iterations_done() == 5
+    store.record_iteration(7)
+    assert store.iterations_done() == 7
+
+
+def test_events(store):
+    store.log_event("start", {"pid": 1})
+    store.log_event("stop", {"reason": "done", "x": math.nan})
+    assert [e["kind"] for e in store.events()] == ["create", "start", "stop"]
+    assert store.events("stop")[0]["data"] == {"reason": "done", "x": None}
+
+
+def _set_schema_version(run_dir, version):
+    conn = sqlite3.connect(run_dir / DB_NAME)
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
+    conn.commit()
+    conn.close()
+
+
+def test_refuses_newer_schema(tmp_path):
+    RunStore.create(tmp_path, {}, seed=1, versions={}).close()
+    _set_schema_version(tmp_path, SCHEMA_VERSION + 1)
+    for readonly in (False, True):
+        with pytest.raises(SchemaVersionError, match=rf"version {SCHEMA_VERSION + 1}.*upgrade evorank"):
+            RunStore.open(tmp_path, readonly=readonly)
+    # The refused writable open released the writer lock.
+    _set_schema_version(tmp_path, SCHEMA_VERSION)
+    RunStore.open(tmp_path).close()
+
+
+def test_refuses_non_archive(tmp_path):
+    conn = sqlite3.connect(tmp_path / DB_NAME)
+    conn.execute("CREATE TABLE t(x)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(SchemaVersionError, match="not an evorank archive"):
+        RunStore.open(tmp_path, readonly=True)
+
+
+def test_readonly_store_cannot_write(store):
+    store.add_program(rec(1))
+    ro = RunStore.open(store.run_dir, readonly=True)
+    assert ro.count() == 1 and ro.seed() == 11
+    with pytest.raises(ReadOnlyStoreError):
+        ro.add_program(rec(2))
+    with pytest.raises(ReadOnlyStoreError):
+        ro.log_event("start")
+    with pytest.raises(ReadOnlyStoreError):
+        Islands.from_store(ro).migrate(ro, 1, 0.5)
+    # Not just the wrapper: SQLite itself refuses (mode=ro connection).
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        ro.execute("INSERT INTO events(ts, kind, data) VALUES (0, 'x', '{}')")
+    assert ro.count() == 1 and len(ro.events()) == 1
+    ro.close()
+
+
+def test_single_writer_lock(store):
+    with pytest.raises(StoreLockedError):
+        RunStore.open(store.run_dir)
+    RunStore.open(store.run_dir, readonly=True).close()  # readers are fine
+    run_dir = store.run_dir
+    store.close()
+    RunStore.open(run_dir).close()
+
+
+def test_from_store_refuses_other_grid_shape(store):
+    with pytest.raises(ValueError, match="fixed per run"):
+        Islands.from_store(store, spec=GridSpec((FeatureDim("complexity", (1, 2)),)))
+    with pytest.raises(ValueError, match="n_islands"):
+        Islands.from_store(store, n_islands=3)
+    assert verify(store, n_islands=3) != []
+
+
+def test_resume_restores_islands_and_migrations(tmp_path):
+    s = RunStore.create(tmp_path, {}, seed=5, versions={}, grid=SPEC, n_islands=2, synchronous="NORMAL")
+    islands = Islands.from_store(s)
+    for k in range(1, 40):
+        islands.add(s, rec(k, island=k % 2, fitness=(k * 37 % 11) / 10, latency_ratio=2 ** ((k % 7) - 2)))
+        if k % 10 == 0:
+            islands.migrate(s, k // 10, 0.5)
+    before = islands.snapshot()
+    assert any(e.is_migrant for e in islands.all_elites())
+    s.close()
+    s = RunStore.open(tmp_path)
+    again = resume_islands(s)
+    assert again.snapshot() == before
+    assert [r.id for r in again.all_elites()] == [r.id for r in islands.all_elites()]
+    assert again.all_elites() == islands.all_elites()
+    assert again.visits(0) == islands.visits(0)
+    # A round already recorded is not redone after resume.
+    n = s.count()
+    assert again.migrate(s, 3, 0.5) == [] and s.count() == n
+    s.close()
+
+
+def test_verify_detects_tampering(tmp_path):
+    s = RunStore.create(tmp_path, {}, seed=5, versions={}, grid=SPEC, n_islands=2, synchronous="NORMAL")
+    islands = Islands.from_store(s)
+    for k in range(1, 12):
+        islands.add(s, rec(k, island=k % 2, fitness=k / 10, latency_ratio=1.0 + k))
+    islands.migrate(s, 1, 1.0)
+    assert verify(s, islands=islands, deep=True) == []
+    s.close()
+    raw = sqlite3.connect(tmp_path / DB_NAME)
+    raw.execute("UPDATE programs SET code = code || 'x = 1' WHERE id = 1")
+    raw.execute("DELETE FROM elites WHERE rowid = (SELECT MIN(rowid) FROM elites)")
+    raw.execute("UPDATE programs SET cell = '[0,0]' WHERE id = 2")
+    raw.execute("DELETE FROM migrations WHERE id = 1")
+    raw.commit()
+    raw.close()
+    s = RunStore.open(tmp_path, readonly=True)
+    problems = verify(s, deep=True)
+    text = "\n".join(problems)
+    assert "code_hash" in text and "elite table" in text and "stored cell" in text
+    assert "no migrations row" in text
+    s.close()

@@ -147,12 +147,17 @@ def _ensure_newline(block: str) -> str:
     return block if block.endswith("\n") else block + "\n"
 
 
-def apply_reply(source: str, reply: str, mode: str, finish_reason: str | None = None) -> str:
-    """Candidate source from a reply in ``diff`` or ``full``/``crossover`` mode."""
+def apply_reply(source: str, reply: str, mode: str, finish_reason: str | None = None) -> tuple[str, str]:
+    """(candidate source, what was applied: "diff" or "full") from a reply.
+
+    ``mode`` is what was asked for; models often answer in the other form (a whole block when a
+    diff was asked, or SEARCH/REPLACE blocks for a rewrite), and either is accepted.
+    """
     try:
-        if mode == "diff":
-            return apply_diff(source, reply)
-        return apply_full(source, reply)
+        has_diff = bool(_DIFF.search(reply)) or "<<<<<<< SEARCH" in reply
+        if has_diff or (mode == "diff" and not _FENCE.search(reply)):
+            return apply_diff(source, reply), "diff"
+        return apply_full(source, reply), "full"
     except ReplyError as e:
         if finish_reason == "length" and e.reason in ("no_code", "truncated", "diff_no_match"):
             raise ReplyError("truncated", f"the reply hit the max_tokens limit and was cut off ({e})") from None

@@ -8,15 +8,15 @@ BM25 = load_program("bm25").source
 
 def test_diff_applies_inside_block_only():
     reply = "Idea: stronger saturation.\n<<<<<<< SEARCH\nK1 = 0.9\n=======\nK1 = 1.2\n>>>>>>> REPLACE\n"
-    out = apply_reply(BM25, reply, "diff")
-    assert "K1 = 1.2" in out
+    out, applied = apply_reply(BM25, reply, "diff")
+    assert "K1 = 1.2" in out and applied == "diff"
     assert split_block(out).head == split_block(BM25).head and split_block(out).tail == split_block(BM25).tail
 
 
 def test_diff_tolerates_whitespace_drift():
     reply = ("<<<<<<< SEARCH\n  weights = idf[term_of_posting] * tf / (tf + norm)   \n=======\n"
              "  weights = idf[term_of_posting] * tf / (tf + norm + 0.1)\n>>>>>>> REPLACE")
-    out = apply_reply(BM25, reply, "diff")
+    out, _ = apply_reply(BM25, reply, "diff")
     assert "    weights = idf[term_of_posting] * tf / (tf + norm + 0.1)" in out  # re-indented to the match
 
 
@@ -35,10 +35,13 @@ def test_diff_failures_have_reasons(reply, reason):
 
 def test_full_rewrite_block_or_module():
     block = "```python\nK = 1.0\n\ndef score(query, index, state):\n    return np.zeros(index.n_docs)\n```"
-    out = apply_reply(BM25, "New idea.\n" + block, "full")
+    out, applied = apply_reply(BM25, "New idea.\n" + block, "full")
     assert split_block(out).block.startswith("K = 1.0") and split_block(out).head == split_block(BM25).head
+    assert applied == "full"
     module = "```python\n" + BM25.replace("K1 = 0.9", "K1 = 1.5") + "```"
-    assert "K1 = 1.5" in apply_reply(BM25, module, "full")
+    assert "K1 = 1.5" in apply_reply(BM25, module, "full")[0]
+    # a rewrite answered where a diff was asked for is still accepted, as a rewrite
+    assert apply_reply(BM25, block, "diff")[1] == "full"
 
 
 def test_full_rewrite_truncation():

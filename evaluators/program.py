@@ -5,6 +5,7 @@ This module only loads code; it does not make it safe to run (see ``evaluators.s
 """
 from __future__ import annotations
 
+import sys
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,10 +78,18 @@ def compile_program(source: str, name: str = "<program>") -> Program:
         raise ProgramError("syntax_error", f"{name}, line {e.lineno}: {e.msg}") from None
     module = types.ModuleType("ranking_program")
     module.__file__ = name
+    # dataclasses (and pickling) look the defining module up in sys.modules while the body runs.
+    previous = sys.modules.get(module.__name__)
+    sys.modules[module.__name__] = module
     try:
         exec(code, module.__dict__)
     except Exception as e:
         raise ProgramError(f"exception:{type(e).__name__}", f"importing the program raised {type(e).__name__}: {e}") from None
+    finally:
+        if previous is None:
+            sys.modules.pop(module.__name__, None)
+        else:
+            sys.modules[module.__name__] = previous
     score = module.__dict__.get("score")
     prepare = module.__dict__.get("prepare")
     if not callable(score):

@@ -1,0 +1,448 @@
+"""Evaluate many candidate programs on many collections: static checks, sandboxed parallel runs, cascade.
+
+``Evaluator`` loads every collection's ``Topics`` once in the trusted process and fans
+(candidate x collection) tasks out over persistent joblib/loky worker processes. A worker keeps
+the memory-mapped ``Index`` objects it has opened (cached by index folder) and the allowed modules
+imported, and runs each task through ``evaluators.sandbox.run_sandboxed`` (a fresh isolated child
+per task). Workers receive program text, the index folder, analysed queries and limits, and return
+rankings only; judgements never leave this process, where ``measure()`` turns rankings into metrics.
+
+Cascade: with a parent's stage-1 fitness known, a candidate is first scored on a fixed, seeded sample
+of each collection's queries; only if its stage-1 fitness reaches ``threshold`` x the parent's does
+it get the full evaluation, which scores every query (so full metrics never depend on the cascade).
+Stage-1 fitness ignores latency; for fully evaluated candidates it is derived from the per-query
+metrics of the same sample, so children can always be compared with it.
+
+Typical use (the evolution loop)::
+
+    with Evaluator(resolve_collections("dev", None), n_workers=2) as ev:
+        results = ev.evaluate(sources, seed_sources, parent_stage1)
+
+Workers are started with an environment in which every variable not in ``WORKER_ENV_KEEP`` is blanked
+(``OPENAI_API_KEY`` and the like never reach a process that forks candidates).
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .evaluate import CollectionResult, SuiteResult, Topics, failed_result, latency_ratio, load_topics, measure, summarize
+from .errors import ProgramError
+from .metrics import Judgements, fitness, fitness_spec
+from .program import seed_path
+from .ranking import DEFAULT_K, Query
+from .sandbox import LAYERS, Limits, SandboxResult, _warn_once, remove_stale_jails, run_sandboxed
+from .static_check import static_check
+
+__all__ = ["Limits", "CascadeConfig", "CandidateResult", "Evaluator", "evaluate_program_sandboxed", "cascade_sample"]
+
+log = logging.getLogger(__name__)
+
+#: Environment variables passed to worker processes with their values; all others are blanked.
+WORKER_ENV_KEEP = frozenset({
+    "PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_NUMERIC", "TZ", "TMPDIR", "TEMP", "TMP",
+    "PYTHONPATH", "PYTHONHOME", "PYTHONHASHSEED", "PYTHONNOUSERSITE", "PYTHONSAFEPATH", "VIRTUAL_ENV",
+    "LD_LIBRARY_PATH", "SYSTEMROOT",
+})
+_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+               "NUMEXPR_NUM_THREADS": "1", "VECLIB_MAXIMUM_THREADS": "1"}
+
+
+@dataclass(frozen=True)
+class CascadeConfig:
+    """Stage 1 scores min(all, max(min_queries, ceil(fraction x n))) queries per collection (a sample seeded
+    by collection name and the evaluator's seed); a candidate goes on to the full evaluation when its
+    stage-1 fitness is at least ``threshold`` x its parent's stage-1 fitness."""
+
+    fraction: float = 0.2
+    min_queries: int = 20
+    threshold: float = 0.9
+
+
+@dataclass
+class CandidateResult:
+    """One candidate over all collections.
+
+    stage: 0 = rejected by the static checks, 1 = stopped after stage 1 (by the cascade or a failure),
+    2 = fully evaluated (successfully or not).
+    fitness: the full-evaluation fitness (0.0 for any failure, at any stage); None when the cascade
+    stopped a working candidate (its stage-1 sample scores are in ``suite`` and ``stage1_fitness``).
+    suite: per-collection results of the last stage run (stage-1 sample results when stage == 1;
+    failed results naming the static violation when stage == 0).
+    failure_reason / failure_detail: the first failure (machine-readable, and text for the LLM).
+    latency_ms: geometric mean over collections of the median per-query latency (full evaluation only).
+    """
+
+    name: str
+    stage: int
+    suite: SuiteResult | None
+    fitness: float | None
+    stage1_fitness: float | None = None
+    failure_reason: str | None = None
+    failure_detail: str | None = None
+    latency_ms: float | None = None
+    outputs: dict[str, str] = field(default_factory=dict)  # collection -> captured stdout/stderr (non-empty)
+    eval_seconds: float = 0.0  # summed wall time of this candidate's sandboxed runs
+
+    @property
+    def ok(self) -> bool:
+        return self.failure_reason is None
+
+    @property
+    def stopped_by_cascade(self) -> bool:
+        return self.stage == 1 and self.failure_reason is None
+
+
+@dataclass(frozen=True)
+class _Task:
+    source: str
+    name: str
+    index_path: str
+    queries: list[Query]
+    k: int
+    limits: Limits
+    restrict_builtins: bool
+
+
+# -- worker side -------------------------------------------------------------------------------------
+
+_worker_indexes: dict[str, object] = {}
+
+
+def _worker_init() -> None:
+    for key in [k for k, v in os.environ.items() if v == "" and k not in WORKER_ENV_KEEP]:
+        del os.environ[key]
+    from .sandbox import prepare_process
+
+    prepare_process()
+
+
+def _worker_task(task: _Task) -> SandboxResult:
+    """Runs in a worker: open (or reuse) the memory-mapped index, then one sandboxed run."""
+    from .index import load_index
+
+    index = _worker_indexes.get(task.index_path)
+    if index is None:
+        index = load_index(Path(task.index_path), verify=False)
+        _worker_indexes[task.index_path] = index
+    return run_sandboxed(task.source, index, task.queries, task.k, task.limits, name=task.name,
+                         restrict_builtins=task.restrict_builtins)
+
+
+def _worker_env() -> dict[str, str]:
+    env = {k: "" for k in os.environ if k not in WORKER_ENV_KEEP}
+    env.update(_THREAD_ENV)
+    return env
+
+
+# -- cascade sampling --------------------------------------------------------------------------------
+
+def cascade_sample(n_queries: int, collection: str, seed: int = 0, cascade: CascadeConfig = CascadeConfig()) -> np.ndarray:
+    """Sorted indices of the stage-1 queries of a collection (deterministic in name and seed)."""
+    size = min(n_queries, max(cascade.min_queries, math.ceil(cascade.fraction * n_queries)))
+    if size >= n_queries:
+        return np.arange(n_queries)
+    digest = hashlib.sha256(f"{collection}|{seed}".encode()).digest()
+    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    return np.sort(rng.choice(n_queries, size=size, replace=False))
+
+
+def _subset_topics(topics: Topics, idx: np.ndarray) -> Topics:
+    judged = topics.judged
+    sub = Judgements([judged.query_ids[i] for i in idx], [judged.arrays[i] for i in idx], judged.min_relevance,
+                     judged.unknown_docs)
+    return Topics(topics.name, topics.index, [topics.queries[i] for i in idx], sub, list(topics.warnings))
+
+
+# -- the evaluator -----------------------------------------------------------------------------------
+
+@dataclass
+class _Candidate:
+    i: int
+    name: str
+    source: str
+    parent: float | None
+    stage: int = 0
+    pending: int = 0
+    stage1: dict[int, CollectionResult] = field(default_factory=dict)
+    full: dict[int, CollectionResult] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class Evaluator:
+    """Sandboxed, parallel, cascaded evaluation of candidate programs on a fixed set of collections."""
+
+    def __init__(self, addresses: list[str], n_workers: int | None = None, limits: Limits = Limits(),
+                 fitness: str = "rankevolve", cascade: CascadeConfig | None = CascadeConfig(), seed: int = 0,
+                 k: int = DEFAULT_K, *, topics: list[Topics] | None = None, reference: str | None = "bm25"):
+        """``topics`` may pass already loaded collections instead of loading ``addresses``; ``reference`` is the
+        seed (name or source) whose latency the latency-aware fitness compares against (measured once, lazily)."""
+        self.topics: list[Topics] = list(topics) if topics is not None else [load_topics(a) for a in addresses]
+        self.n_workers = max(1, n_workers or os.cpu_count() or 1)
+        self.limits = limits
+        self.spec = fitness_spec(fitness)
+        self.cascade = cascade
+        self.seed = seed
+        self.k = k
+        self._reference_spec = reference
+        self._reference: list[CollectionResult] | None = None
+        self._executor = None
+        self.layers: tuple[str, ...] = ()
+        # Test-only switch: skip static checks and the runtime builtins restriction, to prove the OS layers
+        # hold by themselves. Never set this for LLM-written programs.
+        self._unsafe_skip_language_checks = False
+        for t in self.topics:
+            if getattr(t.index, "path", None) is None:
+                raise ValueError(f"collection {t.name!r} has no on-disk index; sandboxed workers map indexes from disk")
+        self._samples: list[np.ndarray] = []
+        self._stage1_topics: list[Topics] = []
+        sampling = cascade or CascadeConfig()  # stage-1 fitness is defined (and reported) even without a cascade
+        for t in self.topics:
+            idx = cascade_sample(len(t.queries), t.name, seed, sampling)
+            self._samples.append(idx)
+            self._stage1_topics.append(t if len(idx) == len(t.queries) else _subset_topics(t, idx))
+        # Largest collections first, so the slowest task does not start last.
+        self._order = sorted(range(len(self.topics)),
+                             key=lambda j: -(self.topics[j].index.n_docs * max(1, len(self.topics[j].queries))))
+
+    # -- public API ----------------------------------------------------------------------------------
+    def evaluate(self, sources: list[str], seed_sources: list[str | None] | None = None,
+                 parent_stage1: list[float | None] | None = None, names: list[str] | None = None) -> list[CandidateResult]:
+        """Evaluate a batch; each candidate's head/tail must match its seed (when given). Never raises for a
+        candidate's behaviour: every outcome is a CandidateResult, in input order."""
+        n = len(sources)
+        seed_sources = list(seed_sources) if seed_sources is not None else [None] * n
+        parent_stage1 = list(parent_stage1) if parent_stage1 is not None else [None] * n
+        names = list(names) if names is not None else [f"candidate-{i}" for i in range(n)]
+        if not (len(seed_sources) == len(parent_stage1) == len(names) == n):
+            raise ValueError("sources, seed_sources, parent_stage1 and names must have the same length")
+        results: list[CandidateResult | None] = [None] * n
+        if self.spec.latency_exponent > 0 and n:
+            self.reference_results()  # measured first, not in the middle of the batch
+        runnable = []
+        for i, src in enumerate(sources):
+            if not self._unsafe_skip_language_checks:
+                try:
+                    static_check(src, seed_sources[i])
+                except ProgramError as e:
+                    results[i] = self._rejected(names[i], e.reason, str(e))
+                    continue
+            runnable.append(_Candidate(i, names[i], src, parent_stage1[i]))
+        for cand, res in zip(runnable, self._run(runnable)):
+            results[cand.i] = res
+        return results  # type: ignore[return-value]
+
+    def evaluate_trusted(self, source: str, name: str = "trusted") -> CandidateResult:
+        """A trusted program (a seed, a baseline): no static checks, no cascade, same sandboxed path."""
+        cand = _Candidate(0, name, source, None)
+        return self._run([cand], use_cascade=False)[0]
+
+    def reference_results(self) -> list[CollectionResult]:
+        """Full results of the reference seed (for latency ratios), measured once per Evaluator."""
+        if self._reference is None:
+            spec = self._reference_spec or "bm25"
+            src = spec if "\n" in spec else seed_path(spec).read_text(encoding="utf-8")
+            res = self.evaluate_trusted(src, name="reference")
+            self._reference = res.suite.collections if res.suite is not None else []
+        return self._reference
+
+    def close(self) -> None:
+        """Stop the workers (and with them any running sandbox) and remove their jail folders."""
+        if self._executor is not None:
+            try:
+                self._executor.shutdown(wait=True, kill_workers=True)
+            except TypeError:  # pragma: no cover - other executor kinds
+                self._executor.shutdown(wait=True)
+            self._executor = None
+            remove_stale_jails()
+
+    def __enter__(self) -> "Evaluator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):  # pragma: no cover - best effort, never blocks
+        try:
+            self._reset_pool()
+        except Exception:
+            pass
+
+    # -- internals -----------------------------------------------------------------------------------
+    def _pool(self):
+        if self._executor is None:
+            from joblib.externals.loky.process_executor import ProcessPoolExecutor
+
+            self._executor = ProcessPoolExecutor(max_workers=self.n_workers, initializer=_worker_init,
+                                                 env=_worker_env())
+        return self._executor
+
+    def _reset_pool(self) -> None:
+        ex, self._executor = self._executor, None
+        if ex is not None:
+            try:
+                ex.shutdown(wait=False, kill_workers=True)
+            except Exception:  # pragma: no cover
+                pass
+
+    def _rejected(self, name: str, reason: str, message: str) -> CandidateResult:
+        cols = [failed_result(t, reason, message) for t in self.topics]
+        return CandidateResult(name, 0, SuiteResult(name, cols, 0.0, self.spec.name), 0.0, None, reason, message)
+
+    def _task(self, cand: _Candidate, stage: int, j: int) -> _Task:
+        topics = self.topics[j] if stage == 2 else self._stage1_topics[j]
+        return _Task(cand.source, "<candidate>", str(self.topics[j].index.path), topics.queries, self.k, self.limits,
+                     not self._unsafe_skip_language_checks)
+
+    def _run(self, cands: list[_Candidate], use_cascade: bool = True) -> list[CandidateResult]:
+        out: dict[int, CandidateResult] = {}
+        futures: dict[cf.Future, tuple[_Candidate, int, int, int]] = {}
+        pool_of: dict[cf.Future, object] = {}
+
+        def submit(cand: _Candidate, stage: int, j: int, attempt: int = 0) -> None:
+            pool = self._pool()
+            fut = pool.submit(_worker_task, self._task(cand, stage, j))
+            futures[fut] = (cand, stage, j, attempt)
+            pool_of[fut] = pool
+            cand.pending += 1
+
+        def start_stage(cand: _Candidate, stage: int) -> None:
+            cand.stage = stage
+            for j in self._order:
+                if stage == 2 and j in cand.stage1 and len(self._samples[j]) == len(self.topics[j].queries):
+                    cand.full[j] = cand.stage1[j]  # stage 1 already scored every query of this collection
+                    continue
+                submit(cand, stage, j)
+            if cand.pending == 0:
+                finish_stage(cand)
+
+        def finish_stage(cand: _Candidate) -> None:
+            if cand.stage == 1:
+                results = [cand.stage1[j] for j in range(len(self.topics))]
+                failed = next((r for r in results if not r.ok), None)
+                if failed is not None:
+                    out[cand.i] = self._final(cand, 1, results, None)
+                    return
+                fit1 = fitness({r.name: r.metrics for r in results}, self.spec, None)
+                if self.cascade is not None and fit1 < self.cascade.threshold * (cand.parent or 0.0):
+                    out[cand.i] = self._final(cand, 1, results, fit1)
+                    return
+                start_stage(cand, 2)
+            else:
+                results = [cand.full[j] for j in range(len(self.topics))]
+                out[cand.i] = self._final(cand, 2, results, None)
+
+        for cand in cands:
+            parent = cand.parent
+            if use_cascade and self.cascade is not None and parent is not None and parent > 0:
+                start_stage(cand, 1)
+            else:
+                start_stage(cand, 2)
+
+        idle_limit = self.limits.timeout_s + 120.0
+        while futures:
+            done, _ = cf.wait(list(futures), timeout=idle_limit, return_when=cf.FIRST_COMPLETED)
+            if not done:  # nothing finished for far longer than any task may run: the pool is wedged
+                log.error("sandbox workers stopped responding; restarting them")
+                self._reset_pool()
+                for fut in list(futures):
+                    cand, stage, j, attempt = futures.pop(fut)
+                    pool_of.pop(fut, None)
+                    cand.pending -= 1
+                    self._record(cand, stage, j, SandboxResult(None, "sandbox_error", "the worker stopped responding"))
+                    if cand.pending == 0:
+                        finish_stage(cand)
+                continue
+            for fut in done:
+                cand, stage, j, attempt = futures.pop(fut)
+                pool = pool_of.pop(fut, None)
+                cand.pending -= 1
+                try:
+                    sres = fut.result()
+                except Exception as e:  # a worker died (not a candidate: those die in their own child process)
+                    if pool is not None and pool is self._executor:  # not yet replaced
+                        log.warning("sandbox worker failed (%s: %s); restarting the pool", type(e).__name__, e)
+                        self._reset_pool()
+                    if attempt < 1:
+                        submit(cand, stage, j, attempt + 1)
+                        continue
+                    sres = SandboxResult(None, "sandbox_error", f"the evaluation worker failed: {type(e).__name__}: {e}")
+                self._record(cand, stage, j, sres)
+                if cand.pending == 0:
+                    finish_stage(cand)
+        return [out[c.i] for c in cands]
+
+    def _record(self, cand: _Candidate, stage: int, j: int, sres: SandboxResult) -> None:
+        topics = self.topics[j] if stage == 2 else self._stage1_topics[j]
+        if sres.layers and sres.layers != self.layers:
+            self.layers = sres.layers
+            missing = [x for x in LAYERS if x != "userns" and x not in sres.layers]
+            if missing:
+                _warn_once("layers", "sandbox: isolation layers not available here: " + ", ".join(missing)
+                           + " (see docs/sandbox.md)")
+        cand.seconds += sres.wall_ms / 1e3
+        if sres.output.strip():
+            cand.outputs[topics.name] = sres.output
+        if sres.ok:
+            try:
+                res = measure(sres.ranking, topics)
+            except Exception as e:  # pragma: no cover - a bug on the trusted side, reported, not raised
+                res = failed_result(topics, "measure_error", f"{type(e).__name__}: {e}")
+        else:
+            res = failed_result(topics, sres.reason, sres.message or sres.reason)
+        (cand.stage1 if stage == 1 else cand.full)[j] = res
+
+    def _final(self, cand: _Candidate, stage: int, results: list[CollectionResult], fit1: float | None) -> CandidateResult:
+        ok = all(r.ok for r in results)
+        ratio = None
+        if stage == 2 and ok and self.spec.latency_exponent > 0:
+            ratio = latency_ratio(results, self.reference_results())
+        suite = summarize(cand.name, results, self.spec, ratio)
+        failed = next((r for r in results if not r.ok), None)
+        reason = failed.error_reason if failed else None
+        detail = f"{failed.name}: {failed.error}" if failed else None
+        if stage == 2 and ok:
+            fit1 = self._stage1_from_full(results)
+        latency = None
+        if stage == 2 and ok:
+            lat = [r.latency_median_ms for r in results if r.latency_median_ms > 0]
+            latency = float(np.exp(np.mean(np.log(lat)))) if lat else None
+        if failed is not None:
+            fit = 0.0
+        elif stage == 2:
+            fit = suite.fitness
+        else:
+            fit = None
+        return CandidateResult(cand.name, stage, suite, fit, fit1, reason, detail, latency, dict(cand.outputs),
+                               cand.seconds)
+
+    def _stage1_from_full(self, results: list[CollectionResult]) -> float:
+        per = {}
+        for j, r in enumerate(results):
+            idx = self._samples[j]
+            per[r.name] = {m: float(np.mean(v[idx])) for m, v in r.per_query.items()}
+        return fitness(per, self.spec, None)
+
+
+def evaluate_program_sandboxed(source: str, addresses: list[str], *, seed_source: str | None = None,
+                               name: str = "program", n_workers: int | None = None, limits: Limits = Limits(),
+                               fitness: str = "rankevolve", k: int = DEFAULT_K, trusted: bool = False,
+                               topics: list[Topics] | None = None) -> SuiteResult:
+    """One program, full evaluation, in the sandbox (for the CLI). ``trusted`` skips the static checks."""
+    n = len(topics) if topics is not None else len(addresses)
+    workers = max(1, min(n_workers or os.cpu_count() or 1, n))
+    with Evaluator(addresses, n_workers=workers, limits=limits, fitness=fitness, cascade=None, k=k,
+                   topics=topics) as ev:
+        if trusted:
+            res = ev.evaluate_trusted(source, name=name)
+        else:
+            res = ev.evaluate([source], [seed_source], [None], [name])[0]
+    return res.suite

@@ -131,7 +131,8 @@ def cmd_eval(args) -> int:
     from evaluators.suites import resolve_collections
 
     addresses = resolve_collections(args.suite, args.datasets)
-    program = load_program(args.program)
+    from evolve.inspect_cmds import load_program_arg  # RUN:ID (runs/x:best) or a file / seed name
+    program = load_program_arg(args.program)
     reference = load_program("bm25") if args.fitness == "latency-aware" else None
     log = (lambda m: print(m, file=sys.stderr)) if not args.json else None
     results, ref_results = [], []
@@ -184,6 +185,152 @@ def print_suite(suite) -> None:
     console.print(f"fitness ({suite.fitness_name}): [bold]{suite.fitness:.4f}[/]{extra}")
 
 
+# -- evorank run ---------------------------------------------------------------------------------
+
+RUN_FLAGS = ("seeds", "suite", "datasets", "iterations", "llm", "base_url", "workers", "out", "budget_usd",
+             "max_hours", "seed", "fitness", "islands", "in_flight", "prompts_dir", "max_tokens", "inspirations")
+
+
+def _available(address: str) -> bool:
+    from evaluators.collections import load_collection
+
+    try:
+        load_collection(address)
+        return True
+    except EvorankError:
+        return False
+
+
+def resolve_run_config(args):
+    """Defaults < --config file < flags; for a resume, the saved config < flags."""
+    from evolve.config import from_dict, load_toml
+
+    data: dict = {}
+    if args.resume:
+        data.update(load_toml(Path(args.resume) / "config.toml"))
+    elif args.config:
+        data.update(load_toml(args.config))
+    for name in RUN_FLAGS:
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if name in ("seeds", "datasets") and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        data[name] = value
+    return from_dict(data, source=str(args.config or (Path(args.resume) / "config.toml" if args.resume else "flags")))
+
+
+def cmd_run(args) -> int:
+    import time as _time
+
+    from evolve.config import save_toml, workers
+    from evolve.loop import Engine, install_signal_handlers
+    from evolve.report_live import Reporter, setup_logging
+    from evaluators.suites import resolve_collections
+
+    console = _console()
+    cfg = resolve_run_config(args)
+    notes = []
+    if cfg.llm == "auto":
+        if os.environ.get(cfg.api_key_env) or os.environ.get("OPENAI_BASE_URL") or cfg.base_url:
+            cfg.llm = os.environ.get("EVORANK_MODEL", "gpt-4o-mini")
+            notes.append(f"LLM: {cfg.llm} at {cfg.base_url or os.environ.get('OPENAI_BASE_URL') or 'api.openai.com'}")
+        else:
+            cfg.llm = "offline"
+            notes.append("No OPENAI_API_KEY / OPENAI_BASE_URL set: using the offline mutator (--llm offline). "
+                         "Set them (or pass --llm MODEL --base-url URL) to evolve with an LLM.")
+    if cfg.suite is None and not cfg.datasets:
+        from evaluators.suites import get_suite
+
+        if all(_available(a) for a in get_suite("dev").collections):
+            cfg.suite = "dev"
+        else:
+            cfg.suite = "demo"
+            notes.append("No test collections found here, so this runs on the built-in demo collection. For real data: "
+                         "set EVORANK_DATA / IR_DATASETS_HOME and pass --suite dev (see `evorank datasets`).")
+    addresses = resolve_collections(cfg.suite, cfg.datasets)
+    run_dir = Path(args.resume or cfg.out or Path("runs") / _time.strftime("%Y%m%d-%H%M%S"))
+    if not args.resume:
+        if (run_dir / "archive.sqlite").exists():
+            raise EvorankError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.out = str(run_dir)
+        save_toml(cfg, run_dir / "config.toml")
+    elif not (run_dir / "archive.sqlite").exists():
+        raise EvorankError(f"{run_dir} holds no run to resume (no archive.sqlite)")
+    else:
+        save_toml(cfg, run_dir / "config.toml")
+    setup_logging(run_dir, verbose=args.verbose)
+    for n in notes:
+        console.print(f"[yellow]note[/] {n}")
+    console.print(f"run: {run_dir}  suite: {cfg.suite or '-'} ({len(addresses)} collections)  "
+                  f"iterations: {cfg.iterations}  proposer: {cfg.llm}  workers: {workers(cfg)}  seed: {cfg.seed}")
+
+    from evaluators.parallel import CascadeConfig, Evaluator, Limits
+
+    evaluator = Evaluator(
+        addresses, n_workers=workers(cfg),
+        limits=Limits(timeout_s=cfg.eval_timeout_s, memory_mb=cfg.eval_memory_mb),
+        fitness=cfg.fitness, cascade=CascadeConfig(threshold=cfg.cascade_threshold) if cfg.cascade else None,
+        seed=cfg.seed,
+    )
+    reporter = Reporter(console, enabled=not args.quiet)
+    engine = Engine(cfg, run_dir, addresses, evaluator, resume=bool(args.resume), reporter=reporter)
+    restore = install_signal_handlers(engine)
+    try:
+        best = engine.run()
+    except KeyboardInterrupt:
+        engine.request_stop("interrupted")
+        best = engine.best()
+    finally:
+        restore()
+        evaluator.close()
+    print_run_summary(console, engine, best, run_dir)
+    engine.close()
+    return 0 if engine.stop_reason in ("completed", "interrupted", "terminated", "budget", "max_hours") else 1
+
+
+def print_run_summary(console, engine, best, run_dir: Path) -> None:
+    from rich.table import Table
+
+    from evolve.prompts import METRICS
+
+    done, _ = engine.proposals_done()
+    s = engine.stats
+    console.print(f"\n[bold]run {engine.stop_reason}[/]: {done}/{engine.cfg.iterations} proposals "
+                  f"(this session: {s.accepted} accepted, {s.failed} failed, {s.duplicate} duplicate, "
+                  f"{s.rejected} cut by the cascade; {s.prompt_tokens + s.completion_tokens:,} tokens, ${s.cost_usd:.4f})")
+    if best is None:
+        return
+    seeds = engine.seed_records
+    table = Table(title=f"best program #{best.id} (fitness {best.fitness:.4f}, latency "
+                        f"{best.latency_ratio or float('nan'):.2f}x BM25, {best.operator})", title_justify="left")
+    table.add_column("collection")
+    for m in METRICS:
+        table.add_column(m, justify="right")
+    for name in seeds:
+        table.add_column(f"{name} nDCG@10/R@100", justify="right")
+    for coll, m in sorted(best.metrics.items()):
+        row = [coll] + [f"{m.get(k, float('nan')):.4f}" for k in METRICS]
+        for seed in seeds.values():
+            sm = seed.metrics.get(coll, {})
+            row.append(f"{sm.get('ndcg@10', float('nan')):.4f} / {sm.get('recall@100', float('nan')):.4f}")
+        table.add_row(*row)
+    console.print(table)
+    for name, seed in seeds.items():
+        gain = (best.fitness / seed.fitness - 1) * 100 if seed.fitness else float("nan")
+        console.print(f"  vs {name}: fitness {seed.fitness:.4f} -> {best.fitness:.4f} ({gain:+.2f}%)")
+    best_path = run_dir / "best.py"
+    best_path.write_text(best.code, encoding="utf-8")
+    console.print(f"\nbest program written to {best_path}\nnext:\n"
+                  f"  evorank eval {run_dir}:best --suite heldout   # does it transfer to unseen collections?\n"
+                  f"  evorank top {run_dir}  /  evorank show {run_dir} best  /  evorank lineage {run_dir} best\n"
+                  f"  evorank report {run_dir} -o report.html      # plots, grids, lineage diffs, transfer table\n"
+                  f"  evorank export {run_dir} best -o my_scorer.py  # a standalone scorer (numpy, scipy, PyStemmer)\n"
+                  f"  evorank run --resume {run_dir} --iterations {engine.cfg.iterations * 2}   # keep evolving\n"
+                  f"  log: {run_dir / 'run.log'}   archive: {run_dir / 'archive.sqlite'}")
+
+
 # -- entry point -----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -204,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
         "beir/scifact/test,local:cisi --runs-out runs/\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("program", help="program file, or a seed name (bm25, ql_dirichlet)")
+    p.add_argument("program", help="program file, a seed name (bm25, ql_dirichlet), or a program in a run: "
+                   "RUN:best, RUN:42, RUN:best@island:1")
     p.add_argument("--suite", help="named suite (see `evorank datasets`): demo, quick, dev, heldout, ...")
     p.add_argument("--datasets", help="comma-separated collection addresses: ir_datasets ids, local:<name>, folders")
     p.add_argument("--fitness", default="rankevolve", choices=["rankevolve", "latency-aware"],
@@ -214,6 +362,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-out", metavar="DIR", help="also write one TREC run file per collection into DIR")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "run",
+        help="run (or resume) an evolution job: the main command",
+        description="Evolve ranking programs. An LLM (any OpenAI-compatible endpoint) or the offline mutator proposes "
+        "changes to the seeds' EVOLVE-BLOCKs; every candidate is evaluated in a sandbox on the suite's collections; "
+        "the archive (a SQLite file in the run folder) keeps every program and the MAP-Elites elites. "
+        "Ctrl-C stops cleanly; --resume continues to the same total.",
+        epilog="examples:\n"
+        "  evorank run                                              offline on whatever data is here (demo otherwise)\n"
+        "  evorank run --suite dev --llm offline --iterations 300 --seed 0\n"
+        "  OPENAI_API_KEY=... evorank run --suite quick --llm gpt-4o-mini,gpt-4o:0.2 --budget-usd 5\n"
+        "  evorank run --llm local --base-url http://127.0.0.1:8089/v1 --suite quick   # a local llama.cpp server\n"
+        "  evorank run --resume runs/20261122-101500 --iterations 600\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", metavar="RUN.TOML", help="settings file (any RunConfig field); flags override it")
+    p.add_argument("--seeds", help="comma-separated seed programs (default bm25,ql_dirichlet)")
+    p.add_argument("--suite", help="collections to evolve on (default: dev if available, else demo)")
+    p.add_argument("--datasets", help="extra comma-separated collection addresses")
+    p.add_argument("--iterations", type=int, help="total proposals for the run (default 100)")
+    p.add_argument("--llm", help="'offline', or MODEL[,MODEL:weight...] (default: LLM if OPENAI_* is set, else offline)")
+    p.add_argument("--base-url", dest="base_url", help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL)")
+    p.add_argument("--workers", type=int, help="evaluation processes (default: all cores)")
+    p.add_argument("--in-flight", dest="in_flight", type=int, help="concurrent LLM requests (default 4)")
+    p.add_argument("--islands", type=int, help="number of islands (default 2)")
+    p.add_argument("--fitness", choices=["rankevolve", "latency-aware"])
+    p.add_argument("--max-tokens", dest="max_tokens", type=int, help="completion token cap per LLM request (default 2048)")
+    p.add_argument("--inspirations", type=int, help="other archive programs shown in each prompt (default 3)")
+    p.add_argument("--prompts-dir", dest="prompts_dir", help="folder with prompt templates overriding the shipped ones")
+    p.add_argument("--out", help="run folder (default runs/<timestamp>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    p.add_argument("--budget-usd", dest="budget_usd", type=float, help="stop cleanly once LLM spend reaches this")
+    p.add_argument("--max-hours", dest="max_hours", type=float, help="stop cleanly after this many hours")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every iteration to stderr too")
+    p.set_defaults(func=cmd_run)
+
+    from evolve.inspect_cmds import add_inspection_commands  # status top show diff lineage report export
+    add_inspection_commands(sub)
 
     p = sub.add_parser("datasets", help="list suites and which of their collections are available offline",
                        description="List the named suites, their collections, and whether each is available "
@@ -238,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
+    except BrokenPipeError:  # `evorank top RUN | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
 
 
 if __name__ == "__main__":

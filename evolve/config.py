@@ -47,12 +47,13 @@ class RunConfig:
     in_flight: int = 4  # LLM proposals requested concurrently
     operator_mix: dict[str, float] = field(default_factory=lambda: {"diff": 0.6, "full": 0.25, "crossover": 0.15})
     prompts_dir: str | None = None
+    inspirations: int = 3  # other programs shown in each prompt (half top, half diverse elites)
     # the evaluator
     workers: int = 0  # 0 = all cores
     eval_timeout_s: float = 60.0
     eval_memory_mb: int = 4096
     cascade: bool = True
-    cascade_fraction: float = 0.9
+    cascade_threshold: float = 0.9
     # the archive
     islands: int = 2
     migration_every: int = 10  # generations (proposals per island)
@@ -112,8 +113,8 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
     mix = cfg.operator_mix
     if not mix or any(k not in ("diff", "full", "crossover") or v < 0 for k, v in mix.items()) or sum(mix.values()) <= 0:
         bad(f"operator_mix must weight diff/full/crossover with non-negative numbers, got {mix!r}")
-    if not 0 < cfg.cascade_fraction <= 2:
-        bad("cascade_fraction must be in (0, 2]")
+    if not 0 < cfg.cascade_threshold <= 2:
+        bad("cascade_threshold must be in (0, 2]")
     if cfg.in_flight < 1:
         bad("in_flight must be >= 1")
     if not cfg.seeds:

@@ -1,0 +1,70 @@
+"""What a running job shows: a live progress line on a terminal, a log file always, a final summary."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("evorank")
+
+
+def setup_logging(run_dir: Path, verbose: bool = False) -> None:
+    """Everything goes to ``<run>/run.log``; warnings (or everything with -v) to stderr too."""
+    log.setLevel(logging.INFO)
+    log.handlers.clear()
+    fh = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
+    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(fh)
+    sh = logging.StreamHandler(sys.stderr)
+    sh.setLevel(logging.INFO if verbose else logging.WARNING)
+    sh.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    log.addHandler(sh)
+    log.propagate = False
+
+
+class Reporter:
+    """Rich progress bar: iteration, best fitness and gain over the seed, outcomes, tokens, cost, ETA."""
+
+    def __init__(self, console, enabled: bool = True):
+        self.console = console
+        self.enabled = enabled
+        self.progress = None
+        self.task = None
+        self.t0 = time.monotonic()
+
+    def start(self, engine, done: int) -> None:
+        self.baseline = max((r.fitness or 0.0) for r in engine.seed_records.values())
+        self.baseline_name = max(engine.seed_records, key=lambda n: engine.seed_records[n].fitness or 0.0)
+        if not self.enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]evolving[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.description}"),
+            console=self.console, transient=False,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(self._describe(engine), total=engine.cfg.iterations, completed=done)
+
+    def _describe(self, engine) -> str:
+        best = engine.best()
+        s = engine.stats
+        fit = best.fitness if best and best.fitness is not None else 0.0
+        gain = (fit / self.baseline - 1) * 100 if self.baseline else 0.0
+        money = f" ${s.cost_usd:.3f}" if s.cost_usd else ""
+        tokens = s.prompt_tokens + s.completion_tokens
+        tok = f" tok {tokens / 1000:.1f}k" if tokens else ""
+        return (f"best {fit:.4f} ({gain:+.2f}% vs {self.baseline_name}) | ok {s.accepted} fail {s.failed} "
+                f"dup {s.duplicate} cut {s.rejected}{tok}{money}")
+
+    def update(self, engine, rec) -> None:
+        if self.progress is not None and rec.operator not in ("seed", "migration"):
+            self.progress.update(self.task, advance=1, description=self._describe(engine))
+
+    def finish(self, engine) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, description=self._describe(engine))
+            self.progress.stop()
+            self.progress = None

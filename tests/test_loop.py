@@ -1,0 +1,202 @@
+"""The evolution loop end to end: scripted LLM server, offline determinism, kill -9 and resume."""
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from archive import RunStore
+from evolve.config import RunConfig
+from evolve.loop import Engine
+
+from fake_openai import FakeOpenAI
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def diff(search, replace, usage):
+    return {"content": f"Idea.\n<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE\n", "usage": usage}
+
+
+FULL_REWRITE = '''A log-idf variant.
+```python
+K1 = 0.9
+B = 0.4
+
+
+def prepare(index):
+    td = index.term_doc
+    idf = np.log((index.n_docs + 1.0) / (index.df + 0.5))
+    tf = td.data.astype(np.float64)
+    norm = K1 * (1.0 - B + B * index.doc_len[td.indices] / index.avg_doc_len)
+    term_of_posting = np.repeat(np.arange(index.n_terms), np.diff(td.indptr))
+    weights = idf[term_of_posting] * tf / (tf + norm)
+    return sp.csr_matrix((weights, td.indices, td.indptr), shape=td.shape)
+
+
+def score(query, index, state):
+    rows = state[query.term_ids]
+    weights = rows.data * np.repeat(query.qtf, np.diff(rows.indptr))
+    scores = np.bincount(rows.indices, weights=weights, minlength=index.n_docs)
+    matched = np.bincount(rows.indices, minlength=index.n_docs) > 0
+    return np.where(matched, scores, -np.inf)
+```
+'''
+HOSTILE = '''```python
+import os
+
+
+def score(query, index, state):
+    os.system("echo pwned")
+    return np.zeros(index.n_docs)
+```'''
+
+SCRIPT = [
+    diff("K1 = 0.9", "K1 = 1.2", (100, 20)),                                   # 1 accepted
+    diff("K1 = 7.7", "K1 = 1.0", (110, 21)),                                   # 2 diff does not apply
+    {"content": FULL_REWRITE, "usage": (120, 30)},                             # 3 accepted (full)
+    {"content": "BM25 is great; I would keep it.", "usage": (130, 10)},         # 4 prose, no code
+    {"content": "```python\ndef score(query, index, state):\n    return np.", "finish_reason": "length",
+     "usage": (140, 40)},                                                      # 5 truncated
+    {"content": HOSTILE, "usage": (150, 25)},                                  # 6 hostile
+    {"status": 429, "headers": {"Retry-After": "1"}},                          # 7: 429, then
+    diff("B = 0.4", "B = 0.6", (160, 20)),                                     #    accepted
+    {"status": 500},                                                           # 8: 500, then
+    diff("    weights = idf[term_of_posting] * tf / (tf + norm)",
+         "    weights = idf[term_of_posting] * tf / (tf + norm + 0.05)", (170, 22)),  # accepted
+    {"content": "too late", "delay": 3.0, "usage": (999, 999)},                # 9: slower than the timeout, then
+    diff("    matched = np.bincount(rows.indices, minlength=index.n_docs) > 0",
+         "    matched = np.bincount(rows.indices, minlength=index.n_docs) >= 1", (180, 23)),  # accepted
+]
+EXPECTED = {1: ("accepted", None), 2: ("failed", "diff_no_match"), 3: ("accepted", None), 4: ("failed", "no_code"),
+            5: ("failed", "truncated"), 6: ("failed", "forbidden"), 7: ("accepted", None), 8: ("accepted", None),
+            9: ("accepted", None)}
+
+
+def make_config(tmp_path, collection, **kw):
+    base = dict(seeds=["bm25"], datasets=[str(collection)], iterations=9, islands=1, workers=1, in_flight=1,
+                eval_timeout_s=20, cascade=False, out=str(tmp_path / "run"))
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def run_engine(cfg, collection, resume=False):
+    from evaluators.parallel import Evaluator, Limits
+
+    evaluator = Evaluator([str(collection)], n_workers=1, limits=Limits(timeout_s=cfg.eval_timeout_s), cascade=None)
+    try:
+        engine = Engine(cfg, Path(cfg.out), [str(collection)], evaluator, resume=resume)
+        best = engine.run()
+        return engine, best
+    finally:
+        evaluator.close()
+
+
+def test_scripted_llm_run_records_every_proposal(tmp_path, tiny_collection, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with FakeOpenAI(SCRIPT) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="fake-model", base_url=srv.url, request_timeout_s=1.5,
+                          max_retries=2, backoff_base_s=0.01, operator_mix={"diff": 1.0},
+                          prices={"fake-model": {"input": 2.0, "output": 8.0}})
+        engine, best = run_engine(cfg, tiny_collection)
+        requests = list(srv.requests)
+    store = RunStore.open(Path(cfg.out), readonly=True)
+    progs = {p.iteration: p for p in store.programs() if p.iteration > 0}
+    assert sorted(progs) == list(range(1, 10))
+    for it, (status, reason) in EXPECTED.items():
+        assert progs[it].status == status, (it, progs[it].status, progs[it].failure_reason, progs[it].failure_detail)
+        if reason:
+            assert progs[it].failure_reason.startswith(reason), (it, progs[it].failure_reason)
+            assert progs[it].failure_detail
+    assert progs[3].operator == "full" and progs[1].operator == "diff"
+    assert "import" in progs[6].failure_reason and "os" in progs[6].failure_reason
+    # retries: 12 scripted answers, each consumed once; the 429 was honoured (>= 1 s gap)
+    assert len(requests) == len(SCRIPT)
+    gap = requests[7]["time"] - requests[6]["time"]
+    assert gap >= 0.95
+    usage = [s["usage"] for s in SCRIPT if "content" in s and not s.get("delay")]
+    assert sum(p.prompt_tokens for p in progs.values()) == sum(u[0] for u in usage)
+    assert sum(p.completion_tokens for p in progs.values()) == sum(u[1] for u in usage)
+    assert sum(p.cost_usd for p in progs.values()) == pytest.approx(sum(u[0] * 2 + u[1] * 8 for u in usage) / 1e6)
+    # the prompt shows the contract, the parent and the failures of its line
+    assert "EVOLVE-BLOCK" in progs[9].prompt and "index.term_doc" in progs[9].prompt
+    assert "diff_no_match" in progs[9].prompt or "no_code" in progs[9].prompt
+    assert best is not None and best.status == "accepted"
+    store.close()
+
+
+def test_budget_cap_stops_cleanly(tmp_path, tiny_collection, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    script = [diff("K1 = 0.9", f"K1 = {1 + i / 10}", (1000, 1000)) for i in range(10)]
+    with FakeOpenAI(script) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, operator_mix={"diff": 1.0},
+                          prices={"m": {"input": 1000.0, "output": 1000.0}}, budget_usd=5.0, iterations=10)
+        engine, _ = run_engine(cfg, tiny_collection)
+    assert engine.stop_reason == "budget"
+    done, _ = engine.proposals_done()
+    assert done == 3  # $2 per call: stops once $5 is reached
+
+
+def _run_cli(args, **kw):
+    env = dict(os.environ)
+    return subprocess.Popen([sys.executable, "-m", "evolve.cli", "run", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, **kw)
+
+
+def _best_code(run_dir):
+    store = RunStore.open(run_dir, readonly=True)
+    try:
+        best = max((p for p in store.programs(status="accepted")), key=lambda p: (p.fitness, -p.id))
+        return best.code, best.fitness
+    finally:
+        store.close()
+
+
+def test_offline_run_is_deterministic(tmp_path, tiny_collection):
+    outs = []
+    for name in ("a", "b"):
+        p = _run_cli(["--llm", "offline", "--datasets", str(tiny_collection), "--iterations", "12", "--seed", "3",
+                      "--workers", "2", "--out", str(tmp_path / name), "--quiet"])
+        out, _ = p.communicate(timeout=240)
+        assert p.returncode == 0, out.decode()[-3000:]
+        outs.append(out.decode())
+    assert _best_code(tmp_path / "a") == _best_code(tmp_path / "b")
+    assert "best program" in outs[0] and "offline" in outs[0]
+
+
+def test_kill_9_then_resume_finishes_the_requested_total(tmp_path, tiny_collection):
+    run_dir = tmp_path / "run"
+    p = _run_cli(["--llm", "offline", "--datasets", str(tiny_collection), "--iterations", "30", "--seed", "1",
+                  "--workers", "1", "--out", str(run_dir), "--quiet"])
+    db = run_dir / "archive.sqlite"
+    deadline = time.monotonic() + 180
+    seen = 0
+    while time.monotonic() < deadline:
+        if db.exists():
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+                    seen = con.execute("SELECT COUNT(*) FROM programs WHERE iteration > 0").fetchone()[0]
+            except sqlite3.OperationalError:
+                seen = 0
+        if seen >= 8 or p.poll() is not None:
+            break
+        time.sleep(0.2)
+    assert p.poll() is None, "run finished before it could be killed"
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    before = {r[0]: r[1] for r in sqlite3.connect(str(db)).execute("SELECT id, code FROM programs")}
+    r = _run_cli(["--resume", str(run_dir), "--quiet"])
+    out, _ = r.communicate(timeout=300)
+    assert r.returncode == 0, out.decode()[-3000:]
+    con = sqlite3.connect(str(db))
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    rows = con.execute("SELECT iteration FROM programs WHERE iteration > 0 AND operator != 'migration'").fetchall()
+    assert len(rows) == 30 and len({r[0] for r in rows}) == 30
+    after = {r[0]: r[1] for r in con.execute("SELECT id, code FROM programs")}
+    assert all(after[i] == code for i, code in before.items())  # nothing committed was lost
+    events = [r[0] for r in con.execute("SELECT kind FROM events ORDER BY rowid")]
+    assert events.count("resume") == 1 and events[-1] == "stop"

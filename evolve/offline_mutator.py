@@ -737,6 +737,46 @@ def _stmt_sizes(tree: ast.Module) -> dict[tuple[str, str], int]:
     return out
 
 
+def _pure(expr: ast.expr, np_alias: str | None) -> bool:
+    """Arithmetic on names, attributes and subscripts, and calls of numpy functions or ``.astype``."""
+    for n in ast.walk(expr):
+        if isinstance(n, ast.Call):
+            f = n.func
+            if not (_np_fn(f, np_alias) is not None or (isinstance(f, ast.Attribute) and f.attr == "astype")):
+                return False
+        elif isinstance(n, ast.Attribute):
+            if n.attr.startswith("_"):
+                return False
+        elif not isinstance(n, (ast.Name, ast.Constant, ast.Subscript, ast.Slice, ast.Tuple, ast.BinOp, ast.UnaryOp,
+                                ast.operator, ast.unaryop, ast.expr_context, ast.keyword)):
+            return False
+    return True
+
+
+def _drop_dead_assignments(tree: ast.Module, np_alias: str | None) -> None:
+    """Remove side-effect-free assignments inside functions whose variable is never read afterwards
+    (what a graft or a prune leaves behind), until none is left."""
+    for func in tree.body:
+        if not isinstance(func, ast.FunctionDef):
+            continue
+        changed = True
+        while changed:
+            changed = False
+            for pos, stmt in enumerate(func.body):
+                if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)):
+                    continue
+                name = stmt.targets[0].id
+                later = func.body[pos + 1:]
+                if any(isinstance(n, ast.Name) and n.id == name for s in later for n in ast.walk(s)):
+                    continue
+                if any(isinstance(n, (ast.Global, ast.Nonlocal)) for n in ast.walk(func)):
+                    return
+                if _pure(stmt.value, np_alias):
+                    del func.body[pos]
+                    changed = True
+                    break
+
+
 class _Checker:
     """Accepts an edited tree only if it is as sound as the parent."""
 
@@ -762,6 +802,7 @@ class _Checker:
 
     def accept(self, tree: ast.Module) -> tuple[str, ast.Module]:
         """Return (new block text, its parsed tree), or raise _NoEdit."""
+        _drop_dead_assignments(tree, self.prog.np)
         ast.fix_missing_locations(tree)
         text = _format_block(tree)
         if text == self.base_text:

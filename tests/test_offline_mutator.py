@@ -238,6 +238,19 @@ def test_children_use_no_new_names_or_imports(name, children):
         assert "np.bincount(rows.indices, minlength=index.n_docs) > 0" in block
 
 
+@pytest.mark.parametrize("name", list(SEEDS))
+def test_children_leave_no_dead_assignments(name, children):
+    """What a graft or a prune leaves unused is removed (the seeds have none)."""
+    for m, _ in children[name]:
+        for func in ast.parse(split_block(m.source).block).body:
+            if isinstance(func, ast.FunctionDef):
+                for pos, stmt in enumerate(func.body):
+                    if isinstance(stmt, ast.Assign):
+                        target = stmt.targets[0].id
+                        later = {n.id for s in func.body[pos + 1:] for n in ast.walk(s) if isinstance(n, ast.Name)}
+                        assert target in later, (target, m.description)
+
+
 # -- odd input ------------------------------------------------------------------------------
 
 HEAD = "import numpy as np\nimport scipy.sparse as sp\nimport math\n\n# EVOLVE-BLOCK-START\n"

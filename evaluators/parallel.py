@@ -20,6 +20,10 @@ Typical use (the evolution loop)::
 
 Workers are started with an environment in which every variable not in ``WORKER_ENV_KEEP`` is blanked
 (``OPENAI_API_KEY`` and the like never reach a process that forks candidates).
+
+``cluster=`` (an address such as ``tcp://HOST:8786``, or a ``distributed.Client``) runs the same tasks
+on a Dask cluster instead of the local pool, and ``shard_queries=N`` splits collections with more than
+N queries into query shards, one task each (both in ``evaluators/cluster.py``, see ``docs/cluster.md``).
 """
 from __future__ import annotations
 
@@ -33,11 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .cluster import EvalTask as _Task, merge_shards, shard_bounds
 from .evaluate import CollectionResult, SuiteResult, Topics, failed_result, latency_ratio, load_topics, measure, summarize
 from .errors import ProgramError
 from .metrics import Judgements, fitness, fitness_spec
 from .program import seed_path
-from .ranking import DEFAULT_K, Query
+from .ranking import DEFAULT_K
 from .sandbox import LAYERS, Limits, SandboxResult, _warn_once, remove_stale_jails, run_sandboxed
 from .static_check import static_check
 
@@ -98,17 +103,6 @@ class CandidateResult:
     @property
     def stopped_by_cascade(self) -> bool:
         return self.stage == 1 and self.failure_reason is None
-
-
-@dataclass(frozen=True)
-class _Task:
-    source: str
-    name: str
-    index_path: str
-    queries: list[Query]
-    k: int
-    limits: Limits
-    restrict_builtins: bool
 
 
 # -- worker side -------------------------------------------------------------------------------------
@@ -173,6 +167,7 @@ class _Candidate:
     pending: int = 0
     stage1: dict[int, CollectionResult] = field(default_factory=dict)
     full: dict[int, CollectionResult] = field(default_factory=dict)
+    shards: dict[tuple[int, int], list[SandboxResult | None]] = field(default_factory=dict)  # (stage, j) -> parts
     outputs: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -182,11 +177,20 @@ class Evaluator:
 
     def __init__(self, addresses: list[str], n_workers: int | None = None, limits: Limits = Limits(),
                  fitness: str = "rankevolve", cascade: CascadeConfig | None = CascadeConfig(), seed: int = 0,
-                 k: int = DEFAULT_K, *, topics: list[Topics] | None = None, reference: str | None = "bm25"):
+                 k: int = DEFAULT_K, *, topics: list[Topics] | None = None, reference: str | None = "bm25",
+                 cluster=None, shard_queries: int | None = None, cluster_retries: int = 1):
         """``topics`` may pass already loaded collections instead of loading ``addresses``; ``reference`` is the
-        seed (name or source) whose latency the latency-aware fitness compares against (measured once, lazily)."""
+        seed (name or source) whose latency the latency-aware fitness compares against (measured once, lazily).
+
+        ``cluster``: a Dask scheduler address, ``distributed.Client`` or ``cluster.ClusterBackend`` to run the tasks
+        on (connects and warms the workers up now; raises ``ClusterError``); ``n_workers`` then does not apply.
+        ``cluster_retries``: how often Dask re-runs a task that raised on a worker. ``shard_queries``: at most this
+        many queries per task (None or 0: one task per collection)."""
         self.topics: list[Topics] = list(topics) if topics is not None else [load_topics(a) for a in addresses]
         self.n_workers = max(1, n_workers or os.cpu_count() or 1)
+        if shard_queries is not None and shard_queries < 0:
+            raise ValueError("shard_queries must be >= 0")
+        self.shard_queries = shard_queries or None
         self.limits = limits
         self.spec = fitness_spec(fitness)
         self.cascade = cascade
@@ -212,6 +216,24 @@ class Evaluator:
         # Largest collections first, so the slowest task does not start last.
         self._order = sorted(range(len(self.topics)),
                              key=lambda j: -(self.topics[j].index.n_docs * max(1, len(self.topics[j].queries))))
+        self._bounds = {(stage, j): shard_bounds(len(t.queries), self.shard_queries)
+                        for stage, tl in ((1, self._stage1_topics), (2, self.topics)) for j, t in enumerate(tl)}
+        #: (candidate name, stage, collection, shard) of every task result recorded by the last evaluate call
+        self.last_tasks: list[tuple[str, int, str, int]] = []
+        self.task_retries = 0  # tasks re-submitted after their worker failed (since construction)
+        self._cluster = None
+        self._signatures: list[str] = []
+        if cluster is not None:
+            from .cluster import ClusterBackend, index_signature
+
+            self._signatures = [index_signature(t.index) for t in self.topics]
+            self._cluster = cluster if isinstance(cluster, ClusterBackend) else ClusterBackend(cluster, cluster_retries)
+            try:
+                self._cluster.warm_up(self._index_specs())
+            except BaseException:
+                self._cluster.close()
+                raise
+            self.n_workers = max(1, self._cluster.slots())
 
     # -- public API ----------------------------------------------------------------------------------
     def evaluate(self, sources: list[str], seed_sources: list[str | None] | None = None,
@@ -255,7 +277,12 @@ class Evaluator:
         return self._reference
 
     def close(self) -> None:
-        """Stop the workers (and with them any running sandbox) and remove their jail folders."""
+        """Stop the workers (and with them any running sandbox) and remove their jail folders. On a cluster:
+        cancel what is still queued and disconnect (a Client passed in stays open)."""
+        if self._cluster is not None:
+            self._executor = None
+            self._cluster.close()
+            return
         if self._executor is not None:
             try:
                 self._executor.shutdown(wait=True, kill_workers=True)
@@ -278,6 +305,9 @@ class Evaluator:
 
     # -- internals -----------------------------------------------------------------------------------
     def _pool(self):
+        if self._cluster is not None:
+            self._executor = self._cluster.executor()
+            return self._executor
         if self._executor is None:
             from joblib.externals.loky.process_executor import ProcessPoolExecutor
 
@@ -286,6 +316,8 @@ class Evaluator:
         return self._executor
 
     def _reset_pool(self) -> None:
+        if self._cluster is not None:  # a failed task does not break a cluster; Dask replaces dead workers
+            return
         ex, self._executor = self._executor, None
         if ex is not None:
             try:
@@ -297,22 +329,50 @@ class Evaluator:
         cols = [failed_result(t, reason, message) for t in self.topics]
         return CandidateResult(name, 0, SuiteResult(name, cols, 0.0, self.spec.name), 0.0, None, reason, message)
 
-    def _task(self, cand: _Candidate, stage: int, j: int) -> _Task:
+    def _index_specs(self) -> list[tuple[str, str, str | None]]:
+        send = self._cluster is not None and self._cluster.send_paths
+        return [(t.name, sig, str(t.index.path) if send else None) for t, sig in zip(self.topics, self._signatures)]
+
+    def _task(self, cand: _Candidate, stage: int, j: int, s: int = 0) -> _Task:
         topics = self.topics[j] if stage == 2 else self._stage1_topics[j]
-        return _Task(cand.source, "<candidate>", str(self.topics[j].index.path), topics.queries, self.k, self.limits,
-                     not self._unsafe_skip_language_checks)
+        a, b = self._bounds[(stage, j)][s]
+        queries = topics.queries if (a, b) == (0, len(topics.queries)) else topics.queries[a:b]
+        if self._cluster is None:
+            return _Task(cand.source, "<candidate>", str(self.topics[j].index.path), queries, self.k, self.limits,
+                         not self._unsafe_skip_language_checks)
+        path = str(self.topics[j].index.path) if self._cluster.send_paths else ""
+        return _Task(cand.source, "<candidate>", path, queries, self.k, self.limits,
+                     not self._unsafe_skip_language_checks, self.topics[j].name, self._signatures[j])
 
     def _run(self, cands: list[_Candidate], use_cascade: bool = True) -> list[CandidateResult]:
         out: dict[int, CandidateResult] = {}
-        futures: dict[cf.Future, tuple[_Candidate, int, int, int]] = {}
+        futures: dict[cf.Future, tuple[_Candidate, int, int, int, int]] = {}
         pool_of: dict[cf.Future, object] = {}
+        self.last_tasks = []
+        if self._cluster is not None:
+            from .cluster import run_cluster_task as task_fn
+        else:
+            task_fn = _worker_task
 
-        def submit(cand: _Candidate, stage: int, j: int, attempt: int = 0) -> None:
+        def submit(cand: _Candidate, stage: int, j: int, s: int, attempt: int = 0) -> None:
             pool = self._pool()
-            fut = pool.submit(_worker_task, self._task(cand, stage, j))
-            futures[fut] = (cand, stage, j, attempt)
+            fut = pool.submit(task_fn, self._task(cand, stage, j, s))
+            futures[fut] = (cand, stage, j, s, attempt)
             pool_of[fut] = pool
             cand.pending += 1
+
+        def complete(cand: _Candidate, stage: int, j: int, s: int, sres: SandboxResult) -> None:
+            """Record one shard's result; when it was the collection's last, merge and measure."""
+            parts = cand.shards.get((stage, j))
+            if parts is None or parts[s] is not None:  # never count a task twice
+                log.error("duplicate result for %s stage %d %s shard %d ignored", cand.name, stage,
+                          self.topics[j].name, s)
+                return
+            parts[s] = sres
+            self.last_tasks.append((cand.name, stage, self.topics[j].name, s))
+            if all(p is not None for p in parts):
+                del cand.shards[(stage, j)]
+                self._record(cand, stage, j, merge_shards(parts, self._bounds[(stage, j)], self.limits.output_bytes))
 
         def start_stage(cand: _Candidate, stage: int) -> None:
             cand.stage = stage
@@ -320,7 +380,10 @@ class Evaluator:
                 if stage == 2 and j in cand.stage1 and len(self._samples[j]) == len(self.topics[j].queries):
                     cand.full[j] = cand.stage1[j]  # stage 1 already scored every query of this collection
                     continue
-                submit(cand, stage, j)
+                n_shards = len(self._bounds[(stage, j)])
+                cand.shards[(stage, j)] = [None] * n_shards
+                for s in range(n_shards):
+                    submit(cand, stage, j, s)
             if cand.pending == 0:
                 finish_stage(cand)
 
@@ -354,28 +417,32 @@ class Evaluator:
                 log.error("sandbox workers stopped responding; restarting them")
                 self._reset_pool()
                 for fut in list(futures):
-                    cand, stage, j, attempt = futures.pop(fut)
+                    cand, stage, j, s, attempt = futures.pop(fut)
                     pool_of.pop(fut, None)
+                    fut.cancel()  # on a cluster: drop the queued task
                     cand.pending -= 1
-                    self._record(cand, stage, j, SandboxResult(None, "sandbox_error", "the worker stopped responding"))
+                    complete(cand, stage, j, s, SandboxResult(None, "sandbox_error", "the worker stopped responding"))
                     if cand.pending == 0:
                         finish_stage(cand)
                 continue
             for fut in done:
-                cand, stage, j, attempt = futures.pop(fut)
+                cand, stage, j, s, attempt = futures.pop(fut)
                 pool = pool_of.pop(fut, None)
                 cand.pending -= 1
                 try:
                     sres = fut.result()
                 except Exception as e:  # a worker died (not a candidate: those die in their own child process)
-                    if pool is not None and pool is self._executor:  # not yet replaced
+                    if self._cluster is not None:
+                        log.warning("evaluation task failed on the cluster (%s: %s)", type(e).__name__, e)
+                    elif pool is not None and pool is self._executor:  # not yet replaced
                         log.warning("sandbox worker failed (%s: %s); restarting the pool", type(e).__name__, e)
                         self._reset_pool()
                     if attempt < 1:
-                        submit(cand, stage, j, attempt + 1)
+                        self.task_retries += 1
+                        submit(cand, stage, j, s, attempt + 1)
                         continue
                     sres = SandboxResult(None, "sandbox_error", f"the evaluation worker failed: {type(e).__name__}: {e}")
-                self._record(cand, stage, j, sres)
+                complete(cand, stage, j, s, sres)
                 if cand.pending == 0:
                     finish_stage(cand)
         return [out[c.i] for c in cands]
@@ -435,12 +502,16 @@ class Evaluator:
 def evaluate_program_sandboxed(source: str, addresses: list[str], *, seed_source: str | None = None,
                                name: str = "program", n_workers: int | None = None, limits: Limits = Limits(),
                                fitness: str = "rankevolve", k: int = DEFAULT_K, trusted: bool = False,
-                               topics: list[Topics] | None = None) -> SuiteResult:
-    """One program, full evaluation, in the sandbox (for the CLI). ``trusted`` skips the static checks."""
-    n = len(topics) if topics is not None else len(addresses)
-    workers = max(1, min(n_workers or os.cpu_count() or 1, n))
+                               topics: list[Topics] | None = None, cluster=None,
+                               shard_queries: int | None = None) -> SuiteResult:
+    """One program, full evaluation, in the sandbox (for the CLI). ``trusted`` skips the static checks.
+    ``cluster`` / ``shard_queries``: as for ``Evaluator``."""
+    workers = n_workers or os.cpu_count() or 1
+    if not shard_queries:  # one task per collection: more workers than collections would idle
+        workers = min(workers, len(topics) if topics is not None else len(addresses))
+    workers = max(1, workers)
     with Evaluator(addresses, n_workers=workers, limits=limits, fitness=fitness, cascade=None, k=k,
-                   topics=topics) as ev:
+                   topics=topics, cluster=cluster, shard_queries=shard_queries) as ev:
         if trusted:
             res = ev.evaluate_trusted(source, name=name)
         else:

@@ -133,6 +133,10 @@ def cmd_eval(args) -> int:
     addresses = resolve_collections(args.suite, args.datasets)
     from evolve.inspect_cmds import load_program_arg  # RUN:ID (runs/x:best) or a file / seed name
     program = load_program_arg(args.program)
+    if args.cluster:
+        return _eval_on_cluster(args, addresses, program)
+    if args.shard_queries:
+        raise EvorankError("--shard-queries splits the sandboxed evaluation tasks of --cluster; use it with --cluster")
     reference = load_program("bm25") if args.fitness == "latency-aware" else None
     log = (lambda m: print(m, file=sys.stderr)) if not args.json else None
     results, ref_results = [], []
@@ -147,6 +151,28 @@ def cmd_eval(args) -> int:
             write_trec_run(Path(args.runs_out) / f"{_safe(address)}.run", ranking, topics, tag=Path(args.program).stem)
     ratio = latency_ratio(results, ref_results) if reference is not None else None
     suite = summarize(str(args.program), results, args.fitness, ratio)
+    if args.json:
+        print(json.dumps(suite.to_json(), indent=2))
+    else:
+        print_suite(suite)
+    return 0 if suite.ok else 1
+
+
+def _eval_on_cluster(args, addresses, program) -> int:
+    """``eval --cluster``: the sandboxed path (as in ``run``), its tasks on the Dask cluster."""
+    from evaluators.evaluate import load_topics
+    from evaluators.parallel import evaluate_program_sandboxed
+
+    if args.runs_out:
+        raise EvorankError("--runs-out writes rankings from an in-process evaluation; drop --cluster to use it")
+    log = (lambda m: print(m, file=sys.stderr)) if not args.json else None
+    progress = sys.stderr.isatty() and not args.json
+    topics = [load_topics(a, progress=progress, log=log) for a in addresses]
+    # Your own program (or one from a run archive, which passed the checks when it was evolved): no static checks,
+    # like the in-process path, but it runs in the sandbox on the workers.
+    suite = evaluate_program_sandboxed(program.source, addresses, name=str(args.program), fitness=args.fitness,
+                                       k=args.k, trusted=True, topics=topics, cluster=args.cluster,
+                                       shard_queries=args.shard_queries or None)
     if args.json:
         print(json.dumps(suite.to_json(), indent=2))
     else:
@@ -188,7 +214,8 @@ def print_suite(suite) -> None:
 # -- evorank run ---------------------------------------------------------------------------------
 
 RUN_FLAGS = ("seeds", "suite", "datasets", "iterations", "llm", "base_url", "workers", "out", "budget_usd",
-             "max_hours", "seed", "fitness", "islands", "in_flight", "prompts_dir", "max_tokens", "inspirations")
+             "max_hours", "seed", "fitness", "islands", "in_flight", "prompts_dir", "max_tokens", "inspirations",
+             "cluster", "shard_queries", "api_key_env", "request_timeout_s")
 
 
 def _available(address: str) -> bool:
@@ -272,8 +299,14 @@ def cmd_run(args) -> int:
         addresses, n_workers=workers(cfg),
         limits=Limits(timeout_s=cfg.eval_timeout_s, memory_mb=cfg.eval_memory_mb),
         fitness=cfg.fitness, cascade=CascadeConfig(threshold=cfg.cascade_threshold) if cfg.cascade else None,
-        seed=cfg.seed,
+        seed=cfg.seed, cluster=cfg.cluster or None, shard_queries=cfg.shard_queries or None,
     )
+    if cfg.cluster:
+        console.print(f"cluster: {cfg.cluster} ({evaluator.n_workers} worker threads)")
+        if not cfg.workers and evaluator.n_workers > workers(cfg):
+            console.print(f"[yellow]note[/] candidates are proposed {workers(cfg)} at a time (--workers defaults to "
+                          f"this machine's cores); pass --workers {evaluator.n_workers} (or --in-flight with an LLM) "
+                          "to keep the cluster busy")
     reporter = Reporter(console, enabled=not args.quiet)
     engine = Engine(cfg, run_dir, addresses, evaluator, resume=bool(args.resume), reporter=reporter)
     restore = install_signal_handlers(engine)
@@ -333,6 +366,24 @@ def print_run_summary(console, engine, best, run_dir: Path) -> None:
 
 # -- entry point -----------------------------------------------------------------------------------
 
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return n
+
+
+def _add_cluster_args(p) -> None:
+    p.add_argument("--cluster", metavar="tcp://HOST:PORT",
+                   help="evaluate in the sandbox on the workers of this Dask scheduler (needs "
+                   "pip install 'evorank[dask]'; see docs/cluster.md)")
+    p.add_argument("--shard-queries", dest="shard_queries", type=_count, metavar="N",
+                   help="split collections into evaluation tasks of at most N queries (default: one per collection)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="evorank",
@@ -361,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=1000, help="documents kept per query (default 1000)")
     p.add_argument("--runs-out", metavar="DIR", help="also write one TREC run file per collection into DIR")
     p.add_argument("--json", action="store_true", help="print results as JSON")
+    _add_cluster_args(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
@@ -385,6 +437,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, help="total proposals for the run (default 100)")
     p.add_argument("--llm", help="'offline', or MODEL[,MODEL:weight...] (default: LLM if OPENAI_* is set, else offline)")
     p.add_argument("--base-url", dest="base_url", help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL)")
+    p.add_argument("--api-key-env", dest="api_key_env", metavar="VAR",
+                   help="environment variable holding the API key (default OPENAI_API_KEY; local servers need none)")
+    p.add_argument("--request-timeout", dest="request_timeout_s", type=float, metavar="SECONDS",
+                   help="give up on one LLM request after this long (default 120; raise it for slow local models)")
     p.add_argument("--workers", type=int, help="evaluation processes (default: all cores)")
     p.add_argument("--in-flight", dest="in_flight", type=int, help="concurrent LLM requests (default 4)")
     p.add_argument("--islands", type=int, help="number of islands (default 2)")
@@ -399,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="log every iteration to stderr too")
+    _add_cluster_args(p)
     p.set_defaults(func=cmd_run)
 
     from evolve.inspect_cmds import add_inspection_commands  # status top show diff lineage report export

@@ -54,6 +54,8 @@ class RunConfig:
     eval_memory_mb: int = 4096
     cascade: bool = True
     cascade_threshold: float = 0.9
+    cluster: str | None = None  # Dask scheduler address (tcp://HOST:8786): evaluate there instead of local workers
+    shard_queries: int = 0  # split collections into tasks of at most this many queries (0 = one task per collection)
     # the archive
     islands: int = 2
     migration_every: int = 10  # generations (proposals per island)
@@ -119,6 +121,8 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         bad("in_flight must be >= 1")
     if not cfg.seeds:
         bad("at least one seed program is needed")
+    if not isinstance(cfg.shard_queries, int) or cfg.shard_queries < 0:
+        bad(f"shard_queries must be a whole number >= 0, got {cfg.shard_queries!r}")
 
 
 def save_toml(cfg: RunConfig, path: Path) -> None:

@@ -200,3 +200,18 @@ def test_kill_9_then_resume_finishes_the_requested_total(tmp_path, tiny_collecti
     assert all(after[i] == code for i, code in before.items())  # nothing committed was lost
     events = [r[0] for r in con.execute("SELECT kind FROM events ORDER BY rowid")]
     assert events.count("resume") == 1 and events[-1] == "stop"
+
+
+def test_run_settings_flags_override_the_config_file(tmp_path):
+    """Defaults < --config file < flags, for the LLM connection settings a local server needs."""
+    from evolve.cli import build_parser, resolve_run_config
+
+    cfg_file = tmp_path / "run.toml"
+    cfg_file.write_text('llm = "local"\nrequest_timeout_s = 300\nmax_tokens = 800\niterations = 7\n')
+    args = build_parser().parse_args(["run", "--config", str(cfg_file), "--request-timeout", "900",
+                                      "--api-key-env", "LOCAL_LLM_KEY", "--base-url", "http://127.0.0.1:8089/v1"])
+    cfg = resolve_run_config(args)
+    assert cfg.request_timeout_s == 900 and cfg.api_key_env == "LOCAL_LLM_KEY"
+    assert cfg.base_url == "http://127.0.0.1:8089/v1" and cfg.llm == "local"
+    assert cfg.max_tokens == 800 and cfg.iterations == 7  # from the file, no flag given
+    assert resolve_run_config(build_parser().parse_args(["run"])).request_timeout_s == 120  # the default

@@ -574,6 +574,14 @@ def _restricted_builtins() -> dict:
     real_getattr = builtins.getattr
 
     def guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
+        # numpy's C code imports its own internals on first use (``ndarray.sum`` -> numpy._core._methods,
+        # array printing, error classes) through whatever ``__import__`` the calling frame's builtins hold,
+        # which is this one when the candidate made the call. Those modules are already loaded, so handing
+        # them back adds no code and no reach the candidate lacks at runtime anyway; anything not yet
+        # loaded, or outside numpy/scipy, stays forbidden.
+        top = name.partition(".")[0]
+        if not level and name not in _SAFE_IMPORTS and top in ("numpy", "scipy") and name in sys.modules:
+            return sys.modules[name] if fromlist else sys.modules[top]  # no import machinery, so nothing new
         if level or name not in _SAFE_IMPORTS:
             raise ImportError(f"import of {name!r} is not allowed")
         for item in fromlist or ():

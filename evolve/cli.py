@@ -129,14 +129,25 @@ def cmd_eval(args) -> int:
     from evaluators.index import _safe
     from evaluators.program import load_program
     from evaluators.suites import resolve_collections
+    from evolve.inspect_cmds import resolve_program_arg
 
     addresses = resolve_collections(args.suite, args.datasets)
-    from evolve.inspect_cmds import load_program_arg  # RUN:ID (runs/x:best) or a file / seed name
-    program = load_program_arg(args.program)
-    if args.cluster:
-        return _eval_on_cluster(args, addresses, program)
-    if args.shard_queries:
+    from_run = resolve_program_arg(args.program)  # RUN:ID (runs/x:best): LLM-written code, or None
+    sandbox = args.sandbox if args.sandbox is not None else (from_run is not None or bool(args.cluster))
+    if args.shard_queries and not args.cluster:
         raise EvorankError("--shard-queries splits the sandboxed evaluation tasks of --cluster; use it with --cluster")
+    if args.cluster and not sandbox:
+        raise EvorankError("--cluster always evaluates in the sandbox on the workers; drop --no-sandbox")
+    if sandbox:
+        if from_run is not None:
+            name, source = from_run
+        else:
+            name, source = str(args.program), load_program(args.program).source
+        return _eval_sandboxed(args, addresses, name, source, checked=from_run is not None or bool(args.sandbox))
+    program = load_program(args.program) if from_run is None else None
+    if program is None:
+        from evaluators.program import compile_program
+        program = compile_program(from_run[1], name=from_run[0])
     reference = load_program("bm25") if args.fitness == "latency-aware" else None
     log = (lambda m: print(m, file=sys.stderr)) if not args.json else None
     results, ref_results = [], []
@@ -158,20 +169,22 @@ def cmd_eval(args) -> int:
     return 0 if suite.ok else 1
 
 
-def _eval_on_cluster(args, addresses, program) -> int:
-    """``eval --cluster``: the sandboxed path (as in ``run``), its tasks on the Dask cluster."""
+def _eval_sandboxed(args, addresses, name: str, source: str, checked: bool) -> int:
+    """``eval`` of code that is not yours (a program from a run archive, ``--sandbox``) or on ``--cluster``: the
+    path ``run`` uses, one sandboxed task per collection on local workers or on the cluster. ``checked`` puts
+    the code through the static checks first, as in ``run``."""
     from evaluators.evaluate import load_topics
     from evaluators.parallel import evaluate_program_sandboxed
 
     if args.runs_out:
-        raise EvorankError("--runs-out writes rankings from an in-process evaluation; drop --cluster to use it")
+        raise EvorankError("--runs-out needs the rankings in this process, and this evaluation runs in the sandbox "
+                           "(a program from a run archive, --sandbox or --cluster); if you have read the code and "
+                           "trust it, add --no-sandbox (or `evorank export` it and evaluate the file)")
     log = (lambda m: print(m, file=sys.stderr)) if not args.json else None
     progress = sys.stderr.isatty() and not args.json
     topics = [load_topics(a, progress=progress, log=log) for a in addresses]
-    # Your own program (or one from a run archive, which passed the checks when it was evolved): no static checks,
-    # like the in-process path, but it runs in the sandbox on the workers.
-    suite = evaluate_program_sandboxed(program.source, addresses, name=str(args.program), fitness=args.fitness,
-                                       k=args.k, trusted=True, topics=topics, cluster=args.cluster,
+    suite = evaluate_program_sandboxed(source, addresses, name=name, fitness=args.fitness, k=args.k,
+                                       trusted=not checked, topics=topics, cluster=args.cluster,
                                        shard_queries=args.shard_queries or None)
     if args.json:
         print(json.dumps(suite.to_json(), indent=2))
@@ -411,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "slower than BM25 (measured in the same run)")
     p.add_argument("--k", type=int, default=1000, help="documents kept per query (default 1000)")
     p.add_argument("--runs-out", metavar="DIR", help="also write one TREC run file per collection into DIR")
+    p.add_argument("--sandbox", action=argparse.BooleanOptionalAction, default=None,
+                   help="run the program through the static checks and in the sandbox, as `run` does (default: on "
+                   "for RUN:ID, whose code an LLM wrote; off for your own files and the seeds)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     _add_cluster_args(p)
     p.set_defaults(func=cmd_eval)

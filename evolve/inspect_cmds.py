@@ -731,30 +731,40 @@ def available_collections(addresses) -> tuple[list[str], dict[str, str]]:
     return ok, missing
 
 
-def evaluate_sources(sources: dict[str, str], addresses, k: int = 1000, log=None) -> dict[str, dict]:
-    """Evaluate programs (label -> source) on collections exactly as ``evorank eval`` does
-    (``load_topics`` once per collection, then ``evaluate_on`` per program).
+def evaluate_sources(sources: dict[str, str], addresses, k: int = 1000, log=None,
+                     trusted: frozenset[str] | set[str] = frozenset()) -> dict[str, dict]:
+    """Evaluate programs (label -> source) on collections as ``evorank eval`` does: ``load_topics`` once per
+    collection; programs whose label is in ``trusted`` (the seeds) with ``evaluate_on`` in this process, the
+    others (LLM-written code) through the static checks and the sandbox, as in ``evorank run``.
 
     Returns {label: {"collections": {address: metrics | None}, "errors": {address: reason}}}."""
     from evaluators.evaluate import evaluate_on, load_topics
+    from evaluators.parallel import evaluate_program_sandboxed
     from evaluators.program import compile_program
 
-    programs, out = {}, {}
+    addresses = list(addresses)
+    topics = [load_topics(a, log=log) for a in addresses]
+    out = {label: {"collections": {}, "errors": {}} for label in sources}
+
+    def record(label, address, ok, metrics, why):
+        out[label]["collections"][address] = dict(metrics) if ok else None
+        if not ok:
+            out[label]["errors"][address] = why
+
     for label, src in sources.items():
-        out[label] = {"collections": {}, "errors": {}}
-        try:
-            programs[label] = compile_program(src, name=label)
-        except EvorankError as e:
-            out[label]["errors"]["*"] = str(e)
-    for address in addresses:
-        topics = load_topics(address, log=log)
-        for label, prog in programs.items():
-            res, _ = evaluate_on(prog, topics, k=k)
-            if res.ok:
-                out[label]["collections"][address] = dict(res.metrics)
-            else:
-                out[label]["collections"][address] = None
-                out[label]["errors"][address] = f"{res.error_reason}: {res.error}"
+        if label in trusted:
+            try:
+                prog = compile_program(src, name=label)
+            except EvorankError as e:
+                out[label]["errors"]["*"] = str(e)
+                continue
+            for address, t in zip(addresses, topics):
+                res, _ = evaluate_on(prog, t, k=k)
+                record(label, address, res.ok, res.metrics, f"{res.error_reason}: {res.error}")
+        else:
+            suite = evaluate_program_sandboxed(src, addresses, name=label, k=k, topics=topics)
+            for address, res in zip(addresses, suite.collections):
+                record(label, address, res.ok, res.metrics, f"{res.error_reason}: {res.error}")
     return out
 
 

@@ -6,10 +6,9 @@ summary, fitness over iterations, the best program vs the seeds per collection, 
 MAP-Elites grid, the best program's lineage with each step's diff, seen vs held-out (transfer)
 metrics, outcomes and failure reasons over time, tokens and cost over time, and the top programs.
 
-Held-out numbers are computed at report time with the same code path as ``evorank eval RUN:ID``
-(``evolve.inspect_cmds.evaluate_sources``: ``load_topics`` + ``evaluate_on``), in this process,
-for the best program and the seeds; evolved code is first put through the static checks it passed
-in the run.
+Held-out numbers are computed at report time with the same code paths as ``evorank eval``
+(``evolve.inspect_cmds.evaluate_sources``) for the best program and the seeds: the seeds in this
+process, evolved code through the static checks and the sandbox, as in the run.
 """
 from __future__ import annotations
 
@@ -348,7 +347,8 @@ def transfer_data(best: ProgramRecord, seeds: dict[str, ProgramRecord], heldout:
         else:
             sources[label] = rec.code
     t0 = time.monotonic()
-    results = evaluate_sources(sources, ok, log=log)
+    trusted = {label for label, rec in programs.items() if rec.operator == "seed"}
+    results = evaluate_sources(sources, ok, log=log, trusted=trusted)
     out["heldout_collections"] = ok
     for label, res in results.items():
         out["heldout"][label] = res["collections"]

@@ -530,3 +530,35 @@ def score(query, index, state):
     assert res.output.startswith("prepared")
     ref = run(topics, SPLIT.block)
     assert all((a == b).all() for a, b in zip(res.ranking.doc_idx, ref.ranking.doc_idx))
+
+
+def test_numpy_methods_that_import_lazily_from_c_work_under_the_runtime_layer(topics):
+    """ndarray.sum/mean/std/max..., array printing and sparse reductions import numpy internals from C on first
+    use; with the candidate's frame on top, those imports go through its restricted ``__import__``. They load
+    nothing new and must not fail (an LLM-written ``tf.sum()`` was once rejected as a forbidden import)."""
+    block = '''
+def prepare(index):
+    td = index.term_doc
+    idf = np.log1p((index.n_docs - index.df + 0.5) / (index.df + 0.5))
+    tf = td.data.astype(np.float64)
+    norm = 0.9 * (0.6 + 0.4 * index.doc_len[td.indices] / index.doc_len.mean())
+    rows = np.repeat(np.arange(index.n_terms), np.diff(td.indptr))
+    w = idf[rows] * tf / (tf + norm)
+    stats = (tf.sum(), tf.prod(), tf.mean(), tf.std(), tf.var(), tf.max(), tf.min(), tf.any(), tf.all(),
+             tf.clip(0, 3).sum(), tf.round(1).sum(), np.median(tf), np.percentile(tf, 90), np.linalg.norm(tf),
+             td.sum(axis=1).max(), td.max(), str(tf[:3]), repr(tf[:3]), f"{tf.mean():.3f}", tf.argmax(), tf.ptp()
+             if hasattr(tf, "ptp") else 0.0, np.partition(tf, 1)[0], tf.cumsum()[-1], tf.astype(np.float32).sum())
+    print(len(stats))
+    return sp.csr_matrix((w, td.indices, td.indptr), shape=td.shape)
+
+
+def score(query, index, state):
+    rows = state[query.term_ids]
+    weights = rows.data * np.repeat(query.qtf, np.diff(rows.indptr))
+    weights = weights / max(float(weights.sum()), 1e-9) * weights.size
+    scores = np.bincount(rows.indices, weights=weights, minlength=index.n_docs)
+    matched = np.bincount(rows.indices, minlength=index.n_docs) > 0
+    return np.where(matched, scores, -np.inf)
+'''
+    res = run(topics, block, limits=Limits(timeout_s=5.0, memory_mb=400, output_bytes=20_000))
+    assert res.reason is None, (res.reason, res.message)

@@ -232,11 +232,10 @@ RUN_FLAGS = ("seeds", "suite", "datasets", "iterations", "llm", "base_url", "wor
 
 
 def _available(address: str) -> bool:
-    from evaluators.collections import load_collection
-
+    """Whether the collection is here now; never downloads (a bare `evorank run` must not start fetching
+    data sets to decide what its default is)."""
     try:
-        load_collection(address)
-        return True
+        return _availability(address)[0] in ("indexed", "available")
     except EvorankError:
         return False
 

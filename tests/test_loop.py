@@ -215,3 +215,21 @@ def test_run_settings_flags_override_the_config_file(tmp_path):
     assert cfg.base_url == "http://127.0.0.1:8089/v1" and cfg.llm == "local"
     assert cfg.max_tokens == 800 and cfg.iterations == 7  # from the file, no flag given
     assert resolve_run_config(build_parser().parse_args(["run"])).request_timeout_s == 120  # the default
+
+
+def test_default_suite_probe_never_downloads(tmp_path, tiny_collection, monkeypatch):
+    """Deciding between `dev` and the demo looks only at what is on disk: with an empty ir_datasets home the
+    BEIR collections count as absent and nothing is fetched (a download attempt would write under it)."""
+    import ir_datasets.util.download as download
+
+    from evolve.cli import _available
+
+    home = tmp_path / "irds"
+    home.mkdir()
+    monkeypatch.setenv("IR_DATASETS_HOME", str(home))
+    monkeypatch.setenv("EVORANK_DATA", str(tmp_path / "nodata"))
+    fetched = []
+    monkeypatch.setattr(download.Download, "__init__", lambda self, *a, **k: fetched.append(a) or None)
+    assert not _available("beir/scifact/test") and not _available("local:cranfield")
+    assert fetched == [] and not [p for p in home.rglob("*") if p.is_file()]
+    assert _available(str(tiny_collection))

@@ -70,12 +70,28 @@ class Program:
     score: Callable[[Any, Any, Any], np.ndarray]
 
 
-def compile_program(source: str, name: str = "<program>") -> Program:
-    """Execute the module text in a fresh namespace and pick up ``prepare``/``score``."""
+def compile_source(source: str, name: str):
+    """The module's code object; a syntax error becomes ``ProgramError("syntax_error")`` naming the line."""
     try:
-        code = compile(source, name, "exec")
+        return compile(source, name, "exec")
     except SyntaxError as e:
         raise ProgramError("syntax_error", f"{name}, line {e.lineno}: {e.msg}") from None
+
+
+def entry_points(namespace: dict) -> tuple[Callable[[Any], Any] | None, Callable[[Any, Any, Any], np.ndarray]]:
+    """(prepare or None, score) from an executed program's namespace, or the contract error."""
+    score = namespace.get("score")
+    prepare = namespace.get("prepare")
+    if not callable(score):
+        raise ProgramError("missing_score", "the program defines no function score(query, index, state)")
+    if prepare is not None and not callable(prepare):
+        raise ProgramError("bad_prepare", "prepare must be a function prepare(index) -> state")
+    return prepare, score
+
+
+def compile_program(source: str, name: str = "<program>") -> Program:
+    """Execute the module text in a fresh namespace and pick up ``prepare``/``score``."""
+    code = compile_source(source, name)
     module = types.ModuleType("ranking_program")
     module.__file__ = name
     # dataclasses (and pickling) look the defining module up in sys.modules while the body runs.
@@ -90,20 +106,21 @@ def compile_program(source: str, name: str = "<program>") -> Program:
             sys.modules.pop(module.__name__, None)
         else:
             sys.modules[module.__name__] = previous
-    score = module.__dict__.get("score")
-    prepare = module.__dict__.get("prepare")
-    if not callable(score):
-        raise ProgramError("missing_score", "the program defines no function score(query, index, state)")
-    if prepare is not None and not callable(prepare):
-        raise ProgramError("bad_prepare", "prepare must be a function prepare(index) -> state")
+    prepare, score = entry_points(module.__dict__)
     return Program(name, source, prepare, score)
 
 
-def load_program(path: str | Path) -> Program:
-    """Compile a program file; a bare seed name (``bm25``) means the shipped seed."""
+def program_path(path: str | Path) -> Path:
+    """The file of a program: ``path`` itself, or for a bare seed name (``bm25``) the shipped seed."""
     p = Path(path)
     if not p.exists() and p.suffix == "" and "/" not in str(path):
         p = seed_path(str(path))
     if not p.is_file():
         raise ProgramError("missing_file", f"program file {p} does not exist")
+    return p
+
+
+def load_program(path: str | Path) -> Program:
+    """Compile a program file; a bare seed name (``bm25``) means the shipped seed."""
+    p = program_path(path)
     return compile_program(p.read_text(encoding="utf-8"), name=str(p))

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ProgramError
+from .program import compile_source, entry_points
 from .ranking import DEFAULT_K, Ranking, check_scores, top_k
 from .static_check import ALLOWED_IMPORTS, ALLOWED_MODULES, FORBIDDEN_ATTRIBUTES, FORBIDDEN_NAMES
 
@@ -668,10 +669,7 @@ def _harness(res_w: int, source: str, index, queries, k: int, name: str, restric
 
     stage = "importing the program"
     try:
-        try:
-            code = compile(source, name, "exec")
-        except SyntaxError as e:
-            raise ProgramError("syntax_error", f"{name}, line {e.lineno}: {e.msg}") from None
+        code = compile_source(source, name)
         mod = types.ModuleType("ranking_program")
         mod.__file__ = name
         sys.modules["ranking_program"] = mod  # (this process only) dataclasses look classes' modules up here
@@ -679,12 +677,7 @@ def _harness(res_w: int, source: str, index, queries, k: int, name: str, restric
         if restrict_builtins:
             module["__builtins__"] = _restricted_builtins()
         exec(code, module)
-        score = module.get("score")
-        prepare = module.get("prepare")
-        if not callable(score):
-            raise ProgramError("missing_score", "the program defines no function score(query, index, state)")
-        if prepare is not None and not callable(prepare):
-            raise ProgramError("bad_prepare", "prepare must be a function prepare(index) -> state")
+        prepare, score = entry_points(module)
         stage = "prepare()"
         t0 = perf()
         state = prepare(index) if prepare is not None else None

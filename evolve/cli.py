@@ -127,27 +127,26 @@ def cmd_datasets(args) -> int:
 def cmd_eval(args) -> int:
     from evaluators.evaluate import evaluate_on, latency_ratio, load_topics, summarize, write_trec_run
     from evaluators.index import _safe
-    from evaluators.program import load_program
+    from evaluators.program import compile_program, load_program, program_path
     from evaluators.suites import resolve_collections
     from evolve.inspect_cmds import resolve_program_arg
 
     addresses = resolve_collections(args.suite, args.datasets)
     from_run = resolve_program_arg(args.program)  # RUN:ID (runs/x:best): LLM-written code, or None
+    if from_run is not None:
+        label, source = from_run
+        code_name = label
+    else:  # read, not run: with --sandbox the file's code must not execute here
+        path = program_path(args.program)
+        label, code_name, source = str(args.program), str(path), path.read_text(encoding="utf-8")
     sandbox = args.sandbox if args.sandbox is not None else (from_run is not None or bool(args.cluster))
     if args.shard_queries and not args.cluster:
         raise EvorankError("--shard-queries splits the sandboxed evaluation tasks of --cluster; use it with --cluster")
     if args.cluster and not sandbox:
         raise EvorankError("--cluster always evaluates in the sandbox on the workers; drop --no-sandbox")
     if sandbox:
-        if from_run is not None:
-            name, source = from_run
-        else:
-            name, source = str(args.program), load_program(args.program).source
-        return _eval_sandboxed(args, addresses, name, source, checked=from_run is not None or bool(args.sandbox))
-    program = load_program(args.program) if from_run is None else None
-    if program is None:
-        from evaluators.program import compile_program
-        program = compile_program(from_run[1], name=from_run[0])
+        return _eval_sandboxed(args, addresses, label, source, checked=from_run is not None or bool(args.sandbox))
+    program = compile_program(source, name=code_name)
     reference = load_program("bm25") if args.fitness == "latency-aware" else None
     log = (lambda m: print(m, file=sys.stderr)) if not args.json else None
     results, ref_results = [], []

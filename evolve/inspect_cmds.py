@@ -146,17 +146,6 @@ def resolve_program_arg(text: str) -> tuple[str, str] | None:
     return f"{run_dir}:{ident} (#{rec.id})", rec.code
 
 
-def load_program_arg(text):
-    """A compiled program from ``RUN:ID`` or from what ``evaluators.program.load_program`` accepts."""
-    from evaluators.program import compile_program, load_program
-
-    found = resolve_program_arg(str(text))
-    if found is None:
-        return load_program(text)
-    name, source = found
-    return compile_program(source, name=name)
-
-
 # -- small helpers --------------------------------------------------------------------------------
 
 def short_name(address: str) -> str:

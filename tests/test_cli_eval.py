@@ -53,3 +53,17 @@ def test_datasets_lists_suites_offline(shared_env, capsys):
     assert dev["beir/scifact/test"]["docs"] == 5183
     assert {c["status"] for c in out["rankevolve12"]["collections"] if c["address"] == "bright/biology"} == {"needs download"}
     assert len(out["rankevolve-transfer"]["collections"]) == 16
+
+
+def test_sandboxed_eval_never_runs_the_file_here(tiny_collection, tmp_path, capsys):
+    """`eval FILE --sandbox` reads the file and hands it to the checks and the jail; its module body must not
+    execute in the calling process first."""
+    from evaluators.program import seed_path
+
+    marker = tmp_path / "ran-here"
+    bad = tmp_path / "side_effect.py"
+    bad.write_text(seed_path("bm25").read_text().replace(
+        "# EVOLVE-BLOCK-START", f"# EVOLVE-BLOCK-START\nimport os\nos.makedirs({str(marker)!r})", 1))
+    assert main(["eval", str(bad), "--datasets", str(tiny_collection), "--sandbox", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["collections"][0]["error_reason"] == "forbidden:import os"
+    assert not marker.exists()

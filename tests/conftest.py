@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import tempfile
 from pathlib import Path
@@ -66,6 +67,61 @@ def write_beir(folder: Path, docs: dict[str, str | tuple[str, str]], queries: di
             f.write(f"{q}\t{d}\t{g}\n")
     return folder
 
+
+
+WORDS = ("apple banana cherry delta echo foxtrot golf hotel india juliet kilo lima mango nectar oscar papa "
+         "quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
+
+
+def write_random_beir(folder: Path, n_docs: int = 80, n_queries: int = 40, seed: int = 0,
+                      judged_per_query: int = 6) -> Path:
+    """A seeded random BEIR-layout collection over a 26-word vocabulary: docs of 5-40 words, 3-word queries,
+    ``judged_per_query`` random documents judged 1 or 2 per query."""
+    rnd = random.Random(seed)
+    docs = {f"d{i}": " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(5, 40))) for i in range(n_docs)}
+    queries = {f"q{i}": " ".join(rnd.choice(WORDS) for _ in range(3)) for i in range(n_queries)}
+    qrels = [(f"q{i}", f"d{d}", rnd.randint(1, 2)) for i in range(n_queries)
+             for d in rnd.sample(range(n_docs), judged_per_query)]
+    return write_beir(folder, docs, queries, qrels)
+
+
+def proc_table() -> dict[int, tuple[int, int]]:
+    """pid -> (ppid, uid) of every live (non-zombie) process, from /proc (no psutil)."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{d}/status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if fields.get("State", "").strip().startswith("Z"):
+            continue
+        out[int(d)] = (int(fields["PPid"]), int(fields["Uid"].split()[0]))
+    return out
+
+
+def descendants(pid: int, table: dict[int, tuple[int, int]] | None = None) -> list[int]:
+    """Every live process below ``pid``."""
+    table = proc_table() if table is None else table
+    out, frontier = [], [pid]
+    while frontier:
+        cur = frontier.pop()
+        kids = [p for p, (pp, _) in table.items() if pp == cur]
+        out.extend(kids)
+        frontier.extend(kids)
+    return out
+
+
+def sandbox_processes() -> list[int]:
+    """Live processes under a sandbox uid that descend from this test process (other people's runs excluded)."""
+    from evaluators.sandbox import SANDBOX_UID_BASE, SANDBOX_UID_SPAN
+
+    table = proc_table()
+    mine = set(descendants(os.getpid(), table))
+    return [p for p, (_, uid) in table.items()
+            if SANDBOX_UID_BASE <= uid < SANDBOX_UID_BASE + SANDBOX_UID_SPAN and p in mine]
 
 TINY_DOCS = {
     "d1": ("Solar panels", "Solar panels convert sunlight into electricity for homes."),

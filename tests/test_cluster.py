@@ -11,16 +11,15 @@ import dataclasses
 import importlib.util
 import json
 import os
-import random
 import signal
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import write_random_beir
 from evaluators.cluster import ClusterError, IndexMismatch, index_signature, merge_shards, resolve_index, shard_bounds
 from evaluators.evaluate import load_topics
 from evaluators.parallel import CascadeConfig, Evaluator, Limits
@@ -37,26 +36,6 @@ MODIFIED = SPLIT.join(SPLIT.block.replace("K1 = 0.9", "K1 = 1.6").replace("B = 0
 SHARD = 12  # queries per task: 2-4 shards for the collections below
 LIMITS = Limits(timeout_s=30, memory_mb=400)
 SECRET = "sk-cluster-test-secret"
-
-
-def make_collection(folder: Path, n_docs: int, n_queries: int, seed: int) -> Path:
-    rnd = random.Random(seed)
-    words = ("apple banana cherry delta echo foxtrot golf hotel india juliet kilo lima mango nectar oscar papa "
-             "quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
-    (folder / "qrels").mkdir(parents=True, exist_ok=True)
-    with open(folder / "corpus.jsonl", "w") as f:
-        for i in range(n_docs):
-            f.write(json.dumps({"_id": f"d{i}", "text": " ".join(rnd.choice(words) for _ in range(rnd.randint(5, 40)))})
-                    + "\n")
-    with open(folder / "queries.jsonl", "w") as f:
-        for i in range(n_queries):
-            f.write(json.dumps({"_id": f"q{i}", "text": " ".join(rnd.choice(words) for _ in range(3))}) + "\n")
-    with open(folder / "qrels" / "test.tsv", "w") as f:
-        f.write("query-id\tcorpus-id\tscore\n")
-        for i in range(n_queries):
-            for d in rnd.sample(range(n_docs), 5):
-                f.write(f"q{i}\td{d}\t{rnd.randint(1, 2)}\n")
-    return folder
 
 
 # -- no dask needed ----------------------------------------------------------------------------------
@@ -88,7 +67,7 @@ def test_merge_shards_in_query_order_and_first_failure_wins():
 
 
 def test_index_signature_is_checked_on_resolution(tmp_path, cache_dir):
-    topics = load_topics(str(make_collection(tmp_path / "c", 30, 8, seed=3)))
+    topics = load_topics(str(write_random_beir(tmp_path / "c", 30, 8, seed=3, judged_per_query=5)))
     sig = index_signature(topics.index)
     # by address, into this process's cache (what a remote worker does): same signature
     assert index_signature(resolve_index(topics.name, sig, None)) == sig
@@ -120,7 +99,8 @@ def env(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EVORANK_CACHE", str(root / "cache"))
         mp.setenv("OPENAI_API_KEY", SECRET)  # must not reach the workers
-        paths = [make_collection(root / "big", 120, 45, seed=1), make_collection(root / "small", 60, 26, seed=2)]
+        paths = [write_random_beir(root / "big", 120, 45, seed=1, judged_per_query=5),
+                 write_random_beir(root / "small", 60, 26, seed=2, judged_per_query=5)]
         topics = [load_topics(str(p)) for p in paths]
         with Evaluator([], n_workers=1, limits=LIMITS, topics=topics, cascade=None) as ev:
             local = ev.evaluate([BM25, MODIFIED], [BM25, BM25], [None, None], ["bm25", "modified"])
@@ -181,7 +161,7 @@ def test_workers_resolve_collections_by_address_into_their_own_cache(env):
     from evaluators.evaluate import evaluate_on
     from evaluators.program import compile_program
 
-    topics = load_topics(str(make_collection(env["root"] / "third", 70, 30, seed=4)))  # new to the workers
+    topics = load_topics(str(write_random_beir(env["root"] / "third", 70, 30, seed=4, judged_per_query=5)))  # new to the workers
     reference, _ = evaluate_on(compile_program(BM25), topics)
     backend = ClusterBackend(env["client"])
     backend.send_paths = False  # as on remote machines: the controller's index folders are not there

@@ -6,7 +6,6 @@ environment, fork bombs and escapes. Short limits keep the file fast.
 """
 import json
 import os
-import random
 import socket
 import struct
 import time
@@ -18,8 +17,9 @@ import pytest
 from evaluators.evaluate import evaluate_on, load_topics, measure
 from evaluators.program import compile_program, seed_path, split_block
 from evaluators.ranking import rank
+from conftest import proc_table, sandbox_processes, write_random_beir
 from evaluators.sandbox import (
-    LAYERS, SANDBOX_UID_BASE, SANDBOX_UID_SPAN, Limits, _parse_records, isolation_layers, run_sandboxed,
+    LAYERS, SANDBOX_UID_BASE, Limits, _parse_records, isolation_layers, run_sandboxed,
 )
 
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "evorank" / "numba"))
@@ -31,32 +31,12 @@ IS_ROOT = os.geteuid() == 0
 LIMITS = Limits(timeout_s=2.0, memory_mb=300, output_bytes=20_000)
 
 
-def make_collection(folder: Path, n_docs: int = 80, n_queries: int = 40, seed: int = 0) -> Path:
-    rnd = random.Random(seed)
-    words = ("apple banana cherry delta echo foxtrot golf hotel india juliet kilo lima mango nectar oscar papa "
-             "quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
-    (folder / "qrels").mkdir(parents=True, exist_ok=True)
-    with open(folder / "corpus.jsonl", "w") as f:
-        for i in range(n_docs):
-            text = " ".join(rnd.choice(words) for _ in range(rnd.randint(5, 40)))
-            f.write(json.dumps({"_id": f"d{i}", "title": "", "text": text}) + "\n")
-    with open(folder / "queries.jsonl", "w") as f:
-        for i in range(n_queries):
-            f.write(json.dumps({"_id": f"q{i}", "text": " ".join(rnd.choice(words) for _ in range(3))}) + "\n")
-    with open(folder / "qrels" / "test.tsv", "w") as f:
-        f.write("query-id\tcorpus-id\tscore\n")
-        for i in range(n_queries):
-            for d in rnd.sample(range(n_docs), 6):
-                f.write(f"q{i}\td{d}\t{rnd.randint(1, 2)}\n")
-    return folder
-
-
 @pytest.fixture(scope="module")
 def topics(tmp_path_factory):
     root = tmp_path_factory.mktemp("sandbox")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EVORANK_CACHE", str(root / "cache"))
-        yield load_topics(str(make_collection(root / "coll")))
+        yield load_topics(str(write_random_beir(root / "coll")))
 
 
 @pytest.fixture
@@ -76,46 +56,11 @@ def run(topics, block: str, limits: Limits = LIMITS, unsafe: bool = False, queri
     return res
 
 
-def _proc_table() -> dict[int, tuple[int, int]]:
-    """pid -> (ppid, uid) of every live (non-zombie) process, from /proc (no psutil)."""
-    out = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            status = Path(f"/proc/{d}/status").read_text()
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if fields.get("State", "").strip().startswith("Z"):
-            continue
-        out[int(d)] = (int(fields["PPid"]), int(fields["Uid"].split()[0]))
-    return out
-
-
-def _descendants(table: dict[int, tuple[int, int]], pid: int) -> set[int]:
-    out, frontier = set(), [pid]
-    while frontier:
-        cur = frontier.pop()
-        kids = [p for p, (pp, _) in table.items() if pp == cur]
-        out.update(kids)
-        frontier.extend(kids)
-    return out
-
-
-def sandbox_processes() -> list[int]:
-    """Live processes under a sandbox uid that descend from this test process."""
-    table = _proc_table()
-    mine = _descendants(table, os.getpid())
-    return [p for p, (_, uid) in table.items() if SANDBOX_UID_BASE <= uid < SANDBOX_UID_BASE + SANDBOX_UID_SPAN
-            and p in mine]
-
-
 def children_of_this_process() -> list[int]:
     """Children of this process, except the resource-tracker helpers that multiprocessing/loky keep."""
     me = os.getpid()
     out = []
-    for p, (ppid, _) in _proc_table().items():
+    for p, (ppid, _) in proc_table().items():
         if ppid == me:
             try:
                 cmd = Path(f"/proc/{p}/cmdline").read_bytes()

@@ -1,7 +1,5 @@
 """Sandboxed parallel evaluation (evaluators/parallel.py): the adversarial battery, workers, cascade."""
-import json
 import os
-import random
 import socket
 import time
 from pathlib import Path
@@ -12,7 +10,7 @@ import pytest
 from evaluators.evaluate import evaluate_on, load_topics
 from evaluators.parallel import CascadeConfig, Evaluator, Limits, cascade_sample, evaluate_program_sandboxed
 from evaluators.program import compile_program, seed_path, split_block
-from evaluators.sandbox import SANDBOX_UID_BASE, SANDBOX_UID_SPAN
+from conftest import descendants, sandbox_processes, write_random_beir
 
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "evorank" / "numba"))
 
@@ -24,66 +22,11 @@ TIMEOUT = 2.0
 LIMITS = Limits(timeout_s=TIMEOUT, memory_mb=300, output_bytes=20_000)
 
 
-def make_collection(folder: Path, n_docs: int = 80, n_queries: int = 40, seed: int = 0) -> Path:
-    rnd = random.Random(seed)
-    words = ("apple banana cherry delta echo foxtrot golf hotel india juliet kilo lima mango nectar oscar papa "
-             "quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
-    (folder / "qrels").mkdir(parents=True, exist_ok=True)
-    with open(folder / "corpus.jsonl", "w") as f:
-        for i in range(n_docs):
-            text = " ".join(rnd.choice(words) for _ in range(rnd.randint(5, 40)))
-            f.write(json.dumps({"_id": f"d{i}", "title": "", "text": text}) + "\n")
-    with open(folder / "queries.jsonl", "w") as f:
-        for i in range(n_queries):
-            f.write(json.dumps({"_id": f"q{i}", "text": " ".join(rnd.choice(words) for _ in range(3))}) + "\n")
-    with open(folder / "qrels" / "test.tsv", "w") as f:
-        f.write("query-id\tcorpus-id\tscore\n")
-        for i in range(n_queries):
-            for d in rnd.sample(range(n_docs), 6):
-                f.write(f"q{i}\td{d}\t{rnd.randint(1, 2)}\n")
-    return folder
-
-
-def proc_table() -> dict[int, tuple[int, int]]:
-    """pid -> (ppid, uid) of every live process (psutil-free)."""
-    out = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            status = Path(f"/proc/{d}/status").read_text()
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if fields.get("State", "").strip().startswith("Z"):
-            continue
-        out[int(d)] = (int(fields["PPid"]), int(fields["Uid"].split()[0]))
-    return out
-
-
 def _cmdline(pid: int) -> bytes:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
-
-
-def sandbox_processes() -> list[int]:
-    """Live processes under a sandbox uid that descend from this test process (other people's runs excluded)."""
-    mine = set(descendants(os.getpid()))
-    return [p for p, (_, uid) in proc_table().items()
-            if SANDBOX_UID_BASE <= uid < SANDBOX_UID_BASE + SANDBOX_UID_SPAN and p in mine]
-
-
-def descendants(pid: int) -> list[int]:
-    table = proc_table()
-    out, frontier = [], [pid]
-    while frontier:
-        cur = frontier.pop()
-        kids = [p for p, (pp, _) in table.items() if pp == cur]
-        out.extend(kids)
-        frontier.extend(kids)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +38,7 @@ def env(tmp_path_factory):
         mp.setenv("OPENAI_API_KEY", SECRET)
         mp.setenv("EVORANK_TEST_TOKEN", SECRET + "-token")
         mp.setenv("https_proxy", "http://proxy.invalid:3128")
-        topics = load_topics(str(make_collection(root / "coll")))
+        topics = load_topics(str(write_random_beir(root / "coll")))
         ev = Evaluator([], n_workers=2, limits=LIMITS, topics=[topics], cascade=CascadeConfig())
         server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         server.bind(("127.0.0.1", 0))

@@ -759,6 +759,7 @@ def _drop_dead_assignments(tree: ast.Module, np_alias: str | None) -> None:
     for func in tree.body:
         if not isinstance(func, ast.FunctionDef):
             continue
+        shared_names = any(isinstance(n, (ast.Global, ast.Nonlocal)) for n in ast.walk(func))
         changed = True
         while changed:
             changed = False
@@ -769,7 +770,7 @@ def _drop_dead_assignments(tree: ast.Module, np_alias: str | None) -> None:
                 later = func.body[pos + 1:]
                 if any(isinstance(n, ast.Name) and n.id == name for s in later for n in ast.walk(s)):
                     continue
-                if any(isinstance(n, (ast.Global, ast.Nonlocal)) for n in ast.walk(func)):
+                if shared_names:  # the assignment may be read elsewhere
                     return
                 if _pure(stmt.value, np_alias):
                     del func.body[pos]

@@ -102,15 +102,15 @@ sampling:
 Imports are light: stdlib + numpy only (nothing from evaluators/evolve).
 """
 
-from archive.elites import (
+from evorank.archive.elites import (
     ArchiveInconsistentError,
     Islands,
     migration_due,
     resume_islands,
     verify,
 )
-from archive.features import FeatureDim, GridSpec, default_grid_spec, feature_value
-from archive.programs import (
+from evorank.archive.features import FeatureDim, GridSpec, default_grid_spec, feature_value
+from evorank.archive.programs import (
     OPERATORS,
     STATUSES,
     ProgramRecord,
@@ -118,15 +118,15 @@ from archive.programs import (
     normalized_code,
     normalized_code_hash,
 )
-from archive.sampling import (
+from evorank.archive.sampling import (
     SamplingPolicy,
     choose_parent,
     rng_for,
     select_inspirations,
     select_parent,
 )
-from archive.schema import SCHEMA_VERSION, SchemaVersionError
-from archive.store import ReadOnlyStoreError, RunStore, StoreLockedError, collect_versions
+from evorank.archive.schema import SCHEMA_VERSION, SchemaVersionError
+from evorank.archive.store import ReadOnlyStoreError, RunStore, StoreLockedError, collect_versions
 
 __all__ = [
     "ArchiveInconsistentError",

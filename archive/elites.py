@@ -26,8 +26,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from archive.features import Cell, GridSpec, beats, complete_features
-from archive.programs import ProgramRecord, normalized_code_hash
+from evorank.archive.features import Cell, GridSpec, beats, complete_features
+from evorank.archive.programs import ProgramRecord, normalized_code_hash
 
 
 class ArchiveInconsistentError(RuntimeError):

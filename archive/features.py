@@ -14,7 +14,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from archive.programs import ProgramRecord, complexity
+from evorank.archive.programs import ProgramRecord, complexity
 
 Cell = tuple[int, ...]
 

@@ -13,8 +13,8 @@ import numbers
 import sqlite3
 import time
 
-from archive.features import GridSpec, complete_features, decode_cell, encode_cell
-from archive.programs import ProgramRecord, normalized_code_hash
+from evorank.archive.features import GridSpec, complete_features, decode_cell, encode_cell
+from evorank.archive.programs import ProgramRecord, normalized_code_hash
 
 
 def clean(obj):

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from archive.elites import Islands, rank_key
-from archive.programs import ProgramRecord
+from evorank.archive.elites import Islands, rank_key
+from evorank.archive.programs import ProgramRecord
 
 MODES = ("exploit", "explore", "uniform")
 

@@ -37,9 +37,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from archive import rows, schema
-from archive.features import GridSpec, beats, decode_cell, default_grid_spec, encode_cell
-from archive.programs import OPERATORS, STATUSES, ProgramRecord
+from evorank.archive import rows, schema
+from evorank.archive.features import GridSpec, beats, decode_cell, default_grid_spec, encode_cell
+from evorank.archive.programs import OPERATORS, STATUSES, ProgramRecord
 
 try:
     import fcntl

@@ -40,12 +40,12 @@ def main() -> None:
     import bm25s
     from bm25s.tokenization import Tokenized
 
-    from evaluators.evaluate import evaluate_on, load_topics
-    from evaluators.program import load_program
-    from evaluators.ranking import rank
-    from evaluators.suites import get_suite
+    from evorank.evaluators.evaluate import evaluate_on, load_topics
+    from evorank.evaluators.program import load_program
+    from evorank.evaluators.ranking import rank
+    from evorank.evaluators.suites import get_suite
 
-    from evaluators.index import cache_root
+    from evorank.evaluators.index import cache_root
 
     # numba's compiled metrics stay in the persistent cache (as for users); indexes start cold.
     os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_root() / "numba"))
@@ -99,7 +99,7 @@ def main() -> None:
         warm = best_of(dev_inprocess, args.repeats)
         print(f"dev suite, BM25 seed, warm cache, in-process: {warm:.2f} s (target <= 3 s)")
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "evolve.cli", "eval", "bm25", "--suite", "dev", "--json"],
+        subprocess.run([sys.executable, "-m", "evorank", "eval", "bm25", "--suite", "dev", "--json"],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ)
         print(f"dev suite, BM25 seed, warm cache, fresh `evorank eval` process: {time.perf_counter() - t0:.2f} s")
     finally:

@@ -35,11 +35,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evaluators.errors import ProgramError
-from evaluators.evaluate import evaluate_on, load_topics, summarize
-from evaluators.program import compile_program, seed_path, split_block
-from evaluators.suites import get_suite
-from evolve.offline_mutator import mutate
+from evorank.evaluators.errors import ProgramError
+from evorank.evaluators.evaluate import evaluate_on, load_topics, summarize
+from evorank.evaluators.program import compile_program, seed_path, split_block
+from evorank.evaluators.suites import get_suite
+from evorank.evolve.offline_mutator import mutate
 
 
 @dataclass

@@ -21,12 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evaluators.evaluate import load_topics  # noqa: E402
-from evaluators.parallel import CascadeConfig, Evaluator, Limits  # noqa: E402
-from evaluators.program import compile_program, seed_path, split_block  # noqa: E402
-from evaluators.ranking import rank  # noqa: E402
-from evaluators.sandbox import isolation_layers, prepare_process, run_sandboxed  # noqa: E402
-from evaluators.suites import resolve_collections  # noqa: E402
+from evorank.evaluators.evaluate import load_topics  # noqa: E402
+from evorank.evaluators.parallel import CascadeConfig, Evaluator, Limits  # noqa: E402
+from evorank.evaluators.program import compile_program, seed_path, split_block  # noqa: E402
+from evorank.evaluators.ranking import rank  # noqa: E402
+from evorank.evaluators.sandbox import isolation_layers, prepare_process, run_sandboxed  # noqa: E402
+from evorank.evaluators.suites import resolve_collections  # noqa: E402
 
 BM25 = seed_path("bm25").read_text(encoding="utf-8")
 QL = seed_path("ql_dirichlet").read_text(encoding="utf-8")

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
+from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,6 @@ import numpy as np
 
 from .errors import CollectionError
 
-_PACKAGE_DATA = Path(__file__).resolve().parent.parent / "evolve" / "data"
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def load_collection(address: str, settings: CollectionSettings | None = None) ->
         settings = collection_settings(address)
     kind, where = resolve(address)
     if kind == "builtin":
-        folder = _PACKAGE_DATA / where
+        folder = Path(str(resources.files("evorank.evaluators") / "data" / where))
         if not (folder / "corpus.jsonl").exists():
             raise CollectionError(f"unknown built-in collection {where!r}; the only one shipped is 'builtin:demo'")
         coll = _load_beir_folder(address, folder, settings, source="builtin")

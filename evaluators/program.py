@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 import types
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,13 +18,11 @@ from .errors import ProgramError
 
 BLOCK_START = "# EVOLVE-BLOCK-START"
 BLOCK_END = "# EVOLVE-BLOCK-END"
-CONTRACT_FILE = Path(__file__).with_name("program_contract.md")
-SEEDS_DIR = Path(__file__).resolve().parent.parent / "seeds"
 
 
 def contract_text() -> str:
     """The Index/Query documentation, exactly as shown to the LLM."""
-    return CONTRACT_FILE.read_text(encoding="utf-8")
+    return (resources.files("evorank.evaluators") / "program_contract.md").read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -53,9 +52,10 @@ def split_block(source: str) -> BlockSplit:
 
 def seed_path(name: str) -> Path:
     """Path of a shipped seed program by name (``bm25``, ``ql_dirichlet``)."""
-    p = SEEDS_DIR / f"{name}.py"
+    seeds = resources.files("evorank.seeds")
+    p = Path(str(seeds / f"{name}.py"))
     if not p.is_file():
-        known = sorted(x.stem for x in SEEDS_DIR.glob("*.py") if x.stem != "__init__")
+        known = sorted(x.name[:-3] for x in seeds.iterdir() if x.name.endswith(".py") and x.name != "__init__.py")
         raise ProgramError("unknown_seed", f"unknown seed {name!r}; shipped seeds: {', '.join(known)}")
     return p
 

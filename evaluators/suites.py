@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
+from importlib import resources
 
 from .collections import CollectionSettings
 from .errors import CollectionError
@@ -14,7 +14,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-SUITES_FILE = Path(__file__).with_name("suites.toml")
 
 
 @dataclass(frozen=True)
@@ -26,8 +25,7 @@ class Suite:
 
 @lru_cache(maxsize=1)
 def _config() -> dict:
-    with open(SUITES_FILE, "rb") as f:
-        return tomllib.load(f)
+    return tomllib.loads((resources.files("evorank.evaluators") / "suites.toml").read_text(encoding="utf-8"))
 
 
 def suites() -> dict[str, Suite]:

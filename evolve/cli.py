@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from evaluators.errors import EvorankError
+from evorank.evaluators.errors import EvorankError
 
 EPILOG_MAIN = """\
 examples:
@@ -39,8 +39,8 @@ def _err(msg: str) -> None:
 
 def _availability(address: str) -> tuple[str, int | None, int | None]:
     """(status, docs, judged queries) without downloading anything."""
-    from evaluators.collections import load_collection, resolve
-    from evaluators.index import cache_root, index_key, _safe
+    from evorank.evaluators.collections import load_collection, resolve
+    from evorank.evaluators.index import cache_root, index_key, _safe
 
     kind, where = resolve(address)
     if kind == "ir_datasets":
@@ -79,11 +79,11 @@ def _availability(address: str) -> tuple[str, int | None, int | None]:
 
 
 def cmd_datasets(args) -> int:
-    from evaluators.suites import suites
+    from evorank.evaluators.suites import suites
 
     chosen = suites()
     if args.suite:
-        from evaluators.suites import get_suite
+        from evorank.evaluators.suites import get_suite
 
         chosen = {args.suite: get_suite(args.suite)}
     out = {}
@@ -113,7 +113,7 @@ def cmd_datasets(args) -> int:
     if args.json:
         print(json.dumps(out, indent=2))
     else:
-        from evaluators.collections import data_root
+        from evorank.evaluators.collections import data_root
 
         console.print(
             f"data root (local:<name>): {data_root()}   ir_datasets home: "
@@ -125,11 +125,11 @@ def cmd_datasets(args) -> int:
 # -- evorank eval ----------------------------------------------------------------------------------
 
 def cmd_eval(args) -> int:
-    from evaluators.evaluate import evaluate_on, latency_ratio, load_topics, summarize, write_trec_run
-    from evaluators.index import _safe
-    from evaluators.program import compile_program, load_program, program_path
-    from evaluators.suites import resolve_collections
-    from evolve.inspect_cmds import resolve_program_arg
+    from evorank.evaluators.evaluate import evaluate_on, latency_ratio, load_topics, summarize, write_trec_run
+    from evorank.evaluators.index import _safe
+    from evorank.evaluators.program import compile_program, load_program, program_path
+    from evorank.evaluators.suites import resolve_collections
+    from evorank.evolve.inspect_cmds import resolve_program_arg
 
     addresses = resolve_collections(args.suite, args.datasets)
     from_run = resolve_program_arg(args.program)  # RUN:ID (runs/x:best): LLM-written code, or None
@@ -172,8 +172,8 @@ def _eval_sandboxed(args, addresses, name: str, source: str, checked: bool) -> i
     """``eval`` of code that is not yours (a program from a run archive, ``--sandbox``) or on ``--cluster``: the
     path ``run`` uses, one sandboxed task per collection on local workers or on the cluster. ``checked`` puts
     the code through the static checks first, as in ``run``."""
-    from evaluators.evaluate import load_topics
-    from evaluators.parallel import evaluate_program_sandboxed
+    from evorank.evaluators.evaluate import load_topics
+    from evorank.evaluators.parallel import evaluate_program_sandboxed
 
     if args.runs_out:
         raise EvorankError("--runs-out needs the rankings in this process, and this evaluation runs in the sandbox "
@@ -241,7 +241,7 @@ def _available(address: str) -> bool:
 
 def resolve_run_config(args):
     """Defaults < --config file < flags; for a resume, the saved config < flags."""
-    from evolve.config import from_dict, load_toml
+    from evorank.evolve.config import from_dict, load_toml
 
     data: dict = {}
     if args.resume:
@@ -261,10 +261,10 @@ def resolve_run_config(args):
 def cmd_run(args) -> int:
     import time as _time
 
-    from evolve.config import save_toml, workers
-    from evolve.loop import Engine, install_signal_handlers
-    from evolve.report_live import Reporter, setup_logging
-    from evaluators.suites import resolve_collections
+    from evorank.evolve.config import save_toml, workers
+    from evorank.evolve.loop import Engine, install_signal_handlers
+    from evorank.evolve.report_live import Reporter, setup_logging
+    from evorank.evaluators.suites import resolve_collections
 
     console = _console()
     cfg = resolve_run_config(args)
@@ -278,7 +278,7 @@ def cmd_run(args) -> int:
             notes.append("No OPENAI_API_KEY / OPENAI_BASE_URL set: using the offline mutator (--llm offline). "
                          "Set them (or pass --llm MODEL --base-url URL) to evolve with an LLM.")
     if cfg.suite is None and not cfg.datasets:
-        from evaluators.suites import get_suite
+        from evorank.evaluators.suites import get_suite
 
         if all(_available(a) for a in get_suite("dev").collections):
             cfg.suite = "dev"
@@ -304,7 +304,7 @@ def cmd_run(args) -> int:
     console.print(f"run: {run_dir}  suite: {cfg.suite or '-'} ({len(addresses)} collections)  "
                   f"iterations: {cfg.iterations}  proposer: {cfg.llm}  workers: {workers(cfg)}  seed: {cfg.seed}")
 
-    from evaluators.parallel import CascadeConfig, Evaluator, Limits
+    from evorank.evaluators.parallel import CascadeConfig, Evaluator, Limits
 
     evaluator = Evaluator(
         addresses, n_workers=workers(cfg),
@@ -337,7 +337,7 @@ def cmd_run(args) -> int:
 def print_run_summary(console, engine, best, run_dir: Path) -> None:
     from rich.table import Table
 
-    from evolve.prompts import METRICS
+    from evorank.evolve.prompts import METRICS
 
     done, _ = engine.proposals_done()
     s = engine.stats
@@ -472,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_args(p)
     p.set_defaults(func=cmd_run)
 
-    from evolve.inspect_cmds import add_inspection_commands  # status top show diff lineage report export
+    from evorank.evolve.inspect_cmds import add_inspection_commands  # status top show diff lineage report export
     add_inspection_commands(sub)
 
     p = sub.add_parser("datasets", help="list suites and which of their collections are available offline",

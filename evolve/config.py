@@ -17,7 +17,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from evaluators.errors import EvorankError
+from evorank.evaluators.errors import EvorankError
 
 
 class ConfigError(EvorankError):

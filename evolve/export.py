@@ -17,12 +17,13 @@ import datetime as _dt
 import json
 import re
 import sys
+from importlib import resources
 from pathlib import Path
 
-from archive import ProgramRecord
-from evaluators.errors import EvorankError
+from evorank.archive import ProgramRecord
+from evorank.evaluators.errors import EvorankError
 
-TEMPLATE = Path(__file__).with_name("export_template.py.txt")
+TEMPLATE = resources.files("evorank.evolve") / "export_template.py.txt"
 PLACEHOLDERS = ("@@TITLE@@", "@@PROVENANCE@@", "@@MODULE@@", "@@FUTURE@@", "@@PROVENANCE_DICT@@",
                 "@@PROGRAM_LABEL@@", "@@PROGRAM@@")
 
@@ -167,7 +168,7 @@ def _py_literal(obj) -> str:
 
 
 def export_program(run_dir, ident: str = "best", out: str | Path | None = None) -> tuple[Path, ProgramRecord]:
-    from evolve.inspect_cmds import open_run, resolve_id, seed_ancestor
+    from evorank.evolve.inspect_cmds import open_run, resolve_id, seed_ancestor
 
     with open_run(run_dir) as store:
         with store.read_snapshot():

@@ -29,8 +29,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from archive import Islands, ProgramRecord, RunStore
-from evaluators.errors import EvorankError
+from evorank.archive import Islands, ProgramRecord, RunStore
+from evorank.evaluators.errors import EvorankError
 
 METRIC_LABELS = {"ndcg@10": "nDCG@10", "recall@100": "R@100", "recall@1000": "R@1000", "map@1000": "MAP@1000"}
 ID_FORMS = "best, best@island:K, a program id, a code-hash prefix, or seed:NAME"
@@ -703,7 +703,7 @@ def cmd_lineage(args) -> int:
 
 def available_collections(addresses) -> tuple[list[str], dict[str, str]]:
     """(loadable addresses, {missing address: why}) without downloading anything new."""
-    from evaluators.collections import load_collection, resolve
+    from evorank.evaluators.collections import load_collection, resolve
 
     ok, missing = [], {}
     for a in addresses:
@@ -727,9 +727,9 @@ def evaluate_sources(sources: dict[str, str], addresses, k: int = 1000, log=None
     others (LLM-written code) through the static checks and the sandbox, as in ``evorank run``.
 
     Returns {label: {"collections": {address: metrics | None}, "errors": {address: reason}}}."""
-    from evaluators.evaluate import evaluate_on, load_topics
-    from evaluators.parallel import evaluate_program_sandboxed
-    from evaluators.program import compile_program
+    from evorank.evaluators.evaluate import evaluate_on, load_topics
+    from evorank.evaluators.parallel import evaluate_program_sandboxed
+    from evorank.evaluators.program import compile_program
 
     addresses = list(addresses)
     topics = [load_topics(a, log=log) for a in addresses]
@@ -852,13 +852,13 @@ def add_inspection_commands(sub) -> None:
 
 
 def _cmd_report(args) -> int:
-    from evolve.report import cmd_report
+    from evorank.evolve.report import cmd_report
 
     return cmd_report(args)
 
 
 def _cmd_export(args) -> int:
-    from evolve.export import cmd_export
+    from evorank.evolve.export import cmd_export
 
     return cmd_export(args)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from archive import (
+from evorank.archive import (
     FeatureDim,
     GridSpec,
     Islands,
@@ -36,9 +36,9 @@ from archive import (
     select_inspirations,
     select_parent,
 )
-from evaluators.metrics import fitness as fitness_of
-from evaluators.metrics import fitness_spec
-from evaluators.program import load_program, split_block
+from evorank.evaluators.metrics import fitness as fitness_of
+from evorank.evaluators.metrics import fitness_spec
+from evorank.evaluators.program import load_program, split_block
 
 from .config import RunConfig, workers
 from .llm import Budget, LLMClient, LLMSettings, parse_models

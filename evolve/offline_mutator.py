@@ -59,8 +59,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from evaluators.errors import ProgramError
-from evaluators.program import split_block
+from evorank.evaluators.errors import ProgramError
+from evorank.evaluators.program import split_block
 
 OPERATORS = (
     "offline:constant",

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
-from evaluators.program import contract_text
+from evorank.evaluators.program import contract_text
 
-SHIPPED = Path(__file__).with_name("prompts")
+SHIPPED = resources.files("evorank.evolve") / "prompts"
 TEMPLATES = ("system", "mutation", "diff_instructions", "full_instructions", "crossover_instructions")
 METRICS = ("ndcg@10", "recall@100", "recall@1000", "map@1000")
 

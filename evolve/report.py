@@ -22,9 +22,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from archive import Islands, ProgramRecord
-from evaluators.errors import EvorankError
-from evolve.inspect_cmds import (
+from evorank.archive import Islands, ProgramRecord
+from evorank.evaluators.errors import EvorankError
+from evorank.evolve.inspect_cmds import (
     METRIC_LABELS,
     available_collections,
     evaluate_sources,
@@ -288,7 +288,7 @@ def plot_cost(P: Plots, programs) -> str:
 # -- transfer ------------------------------------------------------------------------------------------
 
 def heldout_addresses(spec: str) -> list[str]:
-    from evaluators.suites import resolve_collections, suites
+    from evorank.evaluators.suites import resolve_collections, suites
 
     if spec in suites():
         return resolve_collections(spec, None)
@@ -296,7 +296,7 @@ def heldout_addresses(spec: str) -> list[str]:
 
 
 def _suite_names() -> set[str]:
-    from evaluators.suites import suites
+    from evorank.evaluators.suites import suites
 
     return set(suites())
 

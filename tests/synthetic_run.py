@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from archive import FeatureDim, GridSpec, Islands, ProgramRecord, RunStore
-from evaluators.evaluate import evaluate_on, load_topics
-from evaluators.metrics import fitness, fitness_spec
-from evaluators.program import compile_program, seed_path
+from evorank.archive import FeatureDim, GridSpec, Islands, ProgramRecord, RunStore
+from evorank.evaluators.evaluate import evaluate_on, load_topics
+from evorank.evaluators.metrics import fitness, fitness_spec
+from evorank.evaluators.program import compile_program, seed_path
 
 from conftest import TINY_DOCS, TINY_QRELS, TINY_QUERIES, write_beir
 

@@ -1,4 +1,4 @@
-from evaluators.analyzer import STOPWORDS, Analyzer, analyze, tokenize
+from evorank.evaluators.analyzer import STOPWORDS, Analyzer, analyze, tokenize
 
 
 def test_standard_tokenizer_rules():

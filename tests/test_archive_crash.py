@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from archive import (  # ProgramRecord, rng_for: used by the exec'd RECORD_SRC
+from evorank.archive import (  # ProgramRecord, rng_for: used by the exec'd RECORD_SRC
     FeatureDim,
     GridSpec,
     Islands,
@@ -23,7 +23,7 @@ from archive import (  # ProgramRecord, rng_for: used by the exec'd RECORD_SRC
     rng_for,  # noqa: F401
     verify,
 )
-from archive.store import DB_NAME
+from evorank.archive.store import DB_NAME
 
 SPEC = GridSpec((FeatureDim("complexity", (10, 20, 40)), FeatureDim("latency_ratio", (0.5, 1, 2, 4, 8, 16), log=True)))
 SEED = 123
@@ -66,7 +66,7 @@ exec(RECORD_SRC)
 
 WRITER = f'''
 import hashlib, sys
-from archive import ProgramRecord, RunStore, resume_islands, rng_for
+from evorank.archive import ProgramRecord, RunStore, resume_islands, rng_for
 {DIGEST_SRC}
 {RECORD_SRC}
 run_dir, out_path = sys.argv[1], sys.argv[2]
@@ -172,7 +172,7 @@ def test_sigkill_writer_loses_nothing_committed(tmp_path):
 
 READER = '''
 import json, os, sys, time
-from archive import RunStore, normalized_code_hash, verify
+from evorank.archive import RunStore, normalized_code_hash, verify
 run_dir, stop_path, out_path = sys.argv[1:4]
 store = RunStore.open(run_dir, readonly=True)
 print("READY", flush=True)

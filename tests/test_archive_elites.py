@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from archive import (
+from evorank.archive import (
     FeatureDim,
     GridSpec,
     Islands,
@@ -17,7 +17,7 @@ from archive import (
     normalized_code_hash,
     verify,
 )
-from archive.features import default_grid_spec, feature_value
+from evorank.archive.features import default_grid_spec, feature_value
 
 SPEC = GridSpec((FeatureDim("complexity", (10, 20)), FeatureDim("latency_ratio", (0.5, 1, 2, 4), log=True)))
 

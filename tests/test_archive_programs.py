@@ -3,7 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from archive.programs import complexity, normalized_code, normalized_code_hash
+from evorank.archive.programs import complexity, normalized_code, normalized_code_hash
 
 BASE = '''
 import math

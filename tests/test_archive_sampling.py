@@ -5,7 +5,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from archive import (
+from evorank.archive import (
     FeatureDim,
     GridSpec,
     Islands,

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from archive import (
+from evorank.archive import (
     SCHEMA_VERSION,
     FeatureDim,
     GridSpec,
@@ -20,7 +20,7 @@ from archive import (
     resume_islands,
     verify,
 )
-from archive.store import DB_NAME
+from evorank.archive.store import DB_NAME
 
 SPEC = GridSpec((FeatureDim("complexity", (8, 16, 32)), FeatureDim("latency_ratio", (0.5, 1, 2, 4), log=True)))
 

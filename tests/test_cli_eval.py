@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from evolve.cli import main
+from evorank.evolve.cli import main
 
 
 def test_eval_json_and_runs(tiny_collection, tmp_path, capsys):
@@ -26,7 +26,7 @@ def test_eval_table_and_latency_preset(tiny_collection, capsys):
 def test_eval_failing_program_reports_reason(tiny_collection, tmp_path, capsys):
     bad = tmp_path / "bad.py"
     src = (tmp_path / "x").parent  # noqa: F841
-    from evaluators.program import seed_path
+    from evorank.evaluators.program import seed_path
 
     text = seed_path("bm25").read_text().replace("return np.where(matched, scores, -np.inf)", "return [0.0]")
     bad.write_text(text)
@@ -58,7 +58,7 @@ def test_datasets_lists_suites_offline(shared_env, capsys):
 def test_sandboxed_eval_never_runs_the_file_here(tiny_collection, tmp_path, capsys):
     """`eval FILE --sandbox` reads the file and hands it to the checks and the jail; its module body must not
     execute in the calling process first."""
-    from evaluators.program import seed_path
+    from evorank.evaluators.program import seed_path
 
     marker = tmp_path / "ran-here"
     bad = tmp_path / "side_effect.py"

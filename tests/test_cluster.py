@@ -20,13 +20,13 @@ import numpy as np
 import pytest
 
 from conftest import write_random_beir
-from evaluators.cluster import ClusterError, IndexMismatch, index_signature, merge_shards, resolve_index, shard_bounds
-from evaluators.evaluate import load_topics
-from evaluators.parallel import CascadeConfig, Evaluator, Limits
-from evaluators.program import seed_path, split_block
-from evaluators.ranking import Ranking
-from evaluators.sandbox import SandboxResult
-from evolve.cli import main
+from evorank.evaluators.cluster import ClusterError, IndexMismatch, index_signature, merge_shards, resolve_index, shard_bounds
+from evorank.evaluators.evaluate import load_topics
+from evorank.evaluators.parallel import CascadeConfig, Evaluator, Limits
+from evorank.evaluators.program import seed_path, split_block
+from evorank.evaluators.ranking import Ranking
+from evorank.evaluators.sandbox import SandboxResult
+from evorank.evolve.cli import main
 
 HAVE_DASK = importlib.util.find_spec("distributed") is not None
 
@@ -93,7 +93,7 @@ def env(tmp_path_factory):
         if os.environ.get("EVORANK_REQUIRE_DASK") == "1":
             pytest.fail(msg + " and EVORANK_REQUIRE_DASK=1 forbids skipping")
         pytest.skip(msg)
-    from evaluators.cluster import local_cluster
+    from evorank.evaluators.cluster import local_cluster
 
     root = tmp_path_factory.mktemp("cluster")
     with pytest.MonkeyPatch.context() as mp:
@@ -157,9 +157,9 @@ def test_cluster_metrics_identical_to_local_with_shards_and_cascade(env):
 
 
 def test_workers_resolve_collections_by_address_into_their_own_cache(env):
-    from evaluators.cluster import ClusterBackend
-    from evaluators.evaluate import evaluate_on
-    from evaluators.program import compile_program
+    from evorank.evaluators.cluster import ClusterBackend
+    from evorank.evaluators.evaluate import evaluate_on
+    from evorank.evaluators.program import compile_program
 
     topics = load_topics(str(write_random_beir(env["root"] / "third", 70, 30, seed=4, judged_per_query=5)))  # new to the workers
     reference, _ = evaluate_on(compile_program(BM25), topics)

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from evaluators.collections import CollectionSettings, load_collection
-from evaluators.errors import CollectionError
-from evaluators.evaluate import load_topics
+from evorank.evaluators.collections import CollectionSettings, load_collection
+from evorank.evaluators.errors import CollectionError
+from evorank.evaluators.evaluate import load_topics
 
 from conftest import write_beir
 

@@ -18,17 +18,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from archive import ProgramRecord
-from evaluators.analyzer import Analyzer as EvoAnalyzer
-from evaluators.analyzer import tokenize as evo_tokenize
-from evaluators.collections import load_collection
-from evaluators.evaluate import load_topics
-from evaluators.index import _safe
-from evaluators.metrics import evaluate_ranking
-from evaluators.program import compile_program
-from evaluators.ranking import Ranking, make_queries, rank
-from evolve.cli import main
-from evolve.export import TEMPLATE, render, template_names
+from evorank.archive import ProgramRecord
+from evorank.evaluators.analyzer import Analyzer as EvoAnalyzer
+from evorank.evaluators.analyzer import tokenize as evo_tokenize
+from evorank.evaluators.collections import load_collection
+from evorank.evaluators.evaluate import load_topics
+from evorank.evaluators.index import _safe
+from evorank.evaluators.metrics import evaluate_ranking
+from evorank.evaluators.program import compile_program
+from evorank.evaluators.ranking import Ranking, make_queries, rank
+from evorank.evolve.cli import main
+from evorank.evolve.export import TEMPLATE, render, template_names
 
 from synthetic_run import RICH, make_collections, make_run
 
@@ -38,7 +38,7 @@ ALLOWED_IMPORTS = {"re", "numpy", "scipy", "scipy.sparse", "Stemmer", "json", "s
 CHILD = r'''
 import importlib.abc, json, sys
 repo, folder, job_file, out_file = sys.argv[1:5]
-BLOCKED = ("evaluators", "evolve", "archive", "seeds")
+BLOCKED = ("evorank", "evaluators", "evolve", "archive", "seeds")
 
 
 class HideEvorank(importlib.abc.MetaPathFinder):
@@ -52,7 +52,7 @@ sys.meta_path.insert(0, HideEvorank())
 sys.path[:] = [p for p in sys.path if p and not p.startswith(repo)]
 sys.path.insert(0, folder)
 try:
-    import evaluators  # noqa: F401
+    import evorank.evaluators  # noqa: F401
 except ImportError:
     pass
 else:
@@ -168,7 +168,7 @@ def test_exported_analyzer_and_index_match_evorank(syn, tmp_path):
     for t in texts:
         assert mod.tokenize(t) == evo_tokenize(t)
         assert ours.analyze(t) == theirs.analyze(t)
-    assert mod.STOPWORDS == __import__("evaluators.analyzer", fromlist=["x"]).STOPWORDS
+    assert mod.STOPWORDS == __import__("evorank.evaluators.analyzer", fromlist=["x"]).STOPWORDS
     idx = mod.build_index(docs)
     ref = load_topics("builtin:demo").index
     assert (idx.n_docs, idx.n_terms, idx.total_tokens, idx.avg_doc_len) == (ref.n_docs, ref.n_terms, ref.total_tokens,

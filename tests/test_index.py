@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from evaluators.collections import load_collection
-from evaluators.index import get_index, load_index
+from evorank.evaluators.collections import load_collection
+from evorank.evaluators.index import get_index, load_index
 
 
 def test_index_statistics(tiny_collection):

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from archive import ProgramRecord, RunStore
-from evolve.cli import main
-from evolve.inspect_cmds import InspectError, resolve_id, resolve_program_arg, short_name, split_run_address, writer_pid
+from evorank.archive import ProgramRecord, RunStore
+from evorank.evolve.cli import main
+from evorank.evolve.inspect_cmds import InspectError, resolve_id, resolve_program_arg, short_name, split_run_address, writer_pid
 
 from synthetic_run import BM25, CHILD_K1, make_collections, make_run
 
@@ -250,7 +250,7 @@ _LOOP_READY = all((REPO / p).is_file() for p in ("evolve/loop.py", "evolve/offli
 def test_real_offline_run_can_be_inspected(tiny_collection, tmp_path, capsys):
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "evolve.cli", "run", "--llm", "offline", "--datasets", str(tiny_collection),
+        [sys.executable, "-m", "evorank", "run", "--llm", "offline", "--datasets", str(tiny_collection),
          "--iterations", "6", "--workers", "1", "--out", str(out), "--quiet"],
         cwd=REPO, capture_output=True, text=True, timeout=240, env={**os.environ, "COLUMNS": "160"},
     )

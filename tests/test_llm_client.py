@@ -1,7 +1,7 @@
 """The LLM client against a scripted OpenAI-compatible server on 127.0.0.1."""
 import numpy as np
 
-from evolve.llm import Budget, LLMClient, LLMSettings, ModelSpec, parse_models
+from evorank.evolve.llm import Budget, LLMClient, LLMSettings, ModelSpec, parse_models
 
 from fake_openai import FakeOpenAI
 

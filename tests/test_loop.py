@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from archive import RunStore
-from evolve.config import RunConfig
-from evolve.loop import Engine
+from evorank.archive import RunStore
+from evorank.evolve.config import RunConfig
+from evorank.evolve.loop import Engine
 
 from fake_openai import FakeOpenAI
 
@@ -85,7 +85,7 @@ def make_config(tmp_path, collection, **kw):
 
 
 def run_engine(cfg, collection, resume=False):
-    from evaluators.parallel import Evaluator, Limits
+    from evorank.evaluators.parallel import Evaluator, Limits
 
     evaluator = Evaluator([str(collection)], n_workers=1, limits=Limits(timeout_s=cfg.eval_timeout_s), cascade=None)
     try:
@@ -143,7 +143,7 @@ def test_budget_cap_stops_cleanly(tmp_path, tiny_collection, monkeypatch):
 
 def _run_cli(args, **kw):
     env = dict(os.environ)
-    return subprocess.Popen([sys.executable, "-m", "evolve.cli", "run", *args], cwd=REPO, env=env,
+    return subprocess.Popen([sys.executable, "-m", "evorank", "run", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, **kw)
 
 
@@ -204,7 +204,7 @@ def test_kill_9_then_resume_finishes_the_requested_total(tmp_path, tiny_collecti
 
 def test_run_settings_flags_override_the_config_file(tmp_path):
     """Defaults < --config file < flags, for the LLM connection settings a local server needs."""
-    from evolve.cli import build_parser, resolve_run_config
+    from evorank.evolve.cli import build_parser, resolve_run_config
 
     cfg_file = tmp_path / "run.toml"
     cfg_file.write_text('llm = "local"\nrequest_timeout_s = 300\nmax_tokens = 800\niterations = 7\n')
@@ -222,7 +222,7 @@ def test_default_suite_probe_never_downloads(tmp_path, tiny_collection, monkeypa
     BEIR collections count as absent and nothing is fetched (a download attempt would write under it)."""
     import ir_datasets.util.download as download
 
-    from evolve.cli import _available
+    from evorank.evolve.cli import _available
 
     home = tmp_path / "irds"
     home.mkdir()

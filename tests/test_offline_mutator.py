@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 from conftest import write_beir
-from evaluators.errors import ProgramError
-from evaluators.evaluate import load_topics
-from evaluators.program import compile_program, seed_path, split_block
-from evaluators.ranking import rank
-from evolve import offline_mutator as om
-from evolve.offline_mutator import OPERATORS, Mutation, crossover, mutate
+from evorank.evaluators.errors import ProgramError
+from evorank.evaluators.evaluate import load_topics
+from evorank.evaluators.program import compile_program, seed_path, split_block
+from evorank.evaluators.ranking import rank
+from evorank.evolve import offline_mutator as om
+from evorank.evolve.offline_mutator import OPERATORS, Mutation, crossover, mutate
 
 SEEDS = {name: seed_path(name).read_text(encoding="utf-8") for name in ("bm25", "ql_dirichlet")}
 NEW_NP_ATTRS = {"log", "log1p", "sqrt", "maximum", "mean"}  # what the mutator may add to a program

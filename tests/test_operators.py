@@ -1,7 +1,7 @@
 import pytest
 
-from evaluators.program import load_program, split_block
-from evolve.operators import ReplyError, apply_reply
+from evorank.evaluators.program import load_program, split_block
+from evorank.evolve.operators import ReplyError, apply_reply
 
 BM25 = load_program("bm25").source
 

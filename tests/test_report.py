@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from archive import RunStore
-from evolve.cli import main
+from evorank.archive import RunStore
+from evorank.evolve.cli import main
 
 from synthetic_run import make_collections, make_run
 

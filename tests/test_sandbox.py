@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluators.evaluate import evaluate_on, load_topics, measure
-from evaluators.program import compile_program, seed_path, split_block
-from evaluators.ranking import rank
+from evorank.evaluators.evaluate import evaluate_on, load_topics, measure
+from evorank.evaluators.program import compile_program, seed_path, split_block
+from evorank.evaluators.ranking import rank
 from conftest import proc_table, sandbox_processes, write_random_beir
-from evaluators.sandbox import (
+from evorank.evaluators.sandbox import (
     LAYERS, SANDBOX_UID_BASE, Limits, _parse_records, isolation_layers, run_sandboxed,
 )
 
@@ -348,7 +348,7 @@ def test_parser_rejects_malformed_streams(stream, problem):
 
 def test_keeper_path_without_direct_pid_namespace(topics, monkeypatch):
     """The fallback path (a keeper process creates the namespaces and relays the status) gives the same results."""
-    import evaluators.sandbox as sb
+    import evorank.evaluators.sandbox as sb
 
     sb.prepare_process()
     monkeypatch.setattr(sb, "_own_pidns", None)
@@ -370,8 +370,8 @@ def test_keeper_path_without_direct_pid_namespace(topics, monkeypatch):
 NON_ROOT_SCRIPT = r"""
 import json, os, sys
 import numpy as np
-from evaluators import sandbox
-from evaluators.ranking import Query
+from evorank.evaluators import sandbox
+from evorank.evaluators.ranking import Query
 for m in sandbox.PRELOAD_MODULES:
     try:
         __import__(m)
@@ -467,7 +467,7 @@ def score(query, index, state):
     matched = np.bincount(rows.indices, minlength=index.n_docs) > 0
     return np.where(matched, scores, -np.inf)
 '''
-    from evaluators.static_check import check_source
+    from evorank.evaluators.static_check import check_source
 
     assert check_source(SPLIT.join(block), BM25).ok
     res = run(topics, block)

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluators.evaluate import evaluate_on, load_topics
-from evaluators.parallel import CascadeConfig, Evaluator, Limits, cascade_sample, evaluate_program_sandboxed
-from evaluators.program import compile_program, seed_path, split_block
+from evorank.evaluators.evaluate import evaluate_on, load_topics
+from evorank.evaluators.parallel import CascadeConfig, Evaluator, Limits, cascade_sample, evaluate_program_sandboxed
+from evorank.evaluators.program import compile_program, seed_path, split_block
 from conftest import descendants, sandbox_processes, write_random_beir
 
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "evorank" / "numba"))
@@ -225,7 +225,7 @@ raise RuntimeError('blocked: still here')
 """,
         "monkeypatch numpy": """
 np.argsort = np.bincount = np.lexsort = np.partition = lambda *a, **k: 0
-import evaluators.ranking as r
+import evorank.evaluators.ranking as r
 r.top_k = None
 raise RuntimeError('blocked: patched')
 """,

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from evaluators.evaluate import evaluate_on, load_topics
-from evaluators.index import build_arrays, Index
-from evaluators.program import load_program, split_block
-from evaluators.ranking import make_queries, top_k
+from evorank.evaluators.evaluate import evaluate_on, load_topics
+from evorank.evaluators.index import build_arrays, Index
+from evorank.evaluators.program import load_program, split_block
+from evorank.evaluators.ranking import make_queries, top_k
 
 WORDS = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "theta", "kappa", "lambda", "zeta"]
 

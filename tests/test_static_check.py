@@ -1,9 +1,9 @@
 """Static checks on candidate programs (evaluators/static_check.py): fast, no processes."""
 import pytest
 
-from evaluators.errors import ProgramError
-from evaluators.program import seed_path, split_block
-from evaluators.static_check import check_source, static_check
+from evorank.evaluators.errors import ProgramError
+from evorank.evaluators.program import seed_path, split_block
+from evorank.evaluators.static_check import check_source, static_check
 
 BM25 = seed_path("bm25").read_text(encoding="utf-8")
 QL = seed_path("ql_dirichlet").read_text(encoding="utf-8")

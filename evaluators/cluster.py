@@ -185,9 +185,9 @@ class _BuildLock:
     """An exclusive file lock per collection in a cache folder: one process builds, the others wait and open."""
 
     def __init__(self, folder: Path, name: str):
-        from .index import _safe
+        from .index import safe_name
 
-        self.path = folder / f".build-{_safe(name)}.lock"
+        self.path = folder / f".build-{safe_name(name)}.lock"
         self.fd = -1
 
     def __enter__(self):

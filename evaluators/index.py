@@ -178,7 +178,7 @@ def index_key(fingerprint: str) -> str:
     return hashlib.sha256(f"{fingerprint}|{ANALYZER_VERSION}|{INDEX_FORMAT}".encode()).hexdigest()[:16]
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "collection"
 
 
@@ -254,11 +254,15 @@ def load_index(folder: Path, verify: bool = True) -> Index:
     return Index(manifest["name"], arrays, manifest, path=folder)
 
 
+def index_folder(collection, cache_dir: Path | None = None) -> Path:
+    """Where the index of a loaded collection is (or will be) cached; it is complete when it holds a manifest."""
+    return (cache_dir or cache_root()) / "indexes" / f"{safe_name(collection.name)}-{index_key(collection.fingerprint)}"
+
+
 def get_index(collection, cache_dir: Path | None = None, progress: bool = False, log=None) -> Index:
     """The cached index of a loaded collection, building (and replacing a stale or corrupt copy) if needed."""
-    root = (cache_dir or cache_root()) / "indexes"
-    key = index_key(collection.fingerprint)
-    folder = root / f"{_safe(collection.name)}-{key}"
+    folder = index_folder(collection, cache_dir)
+    root = folder.parent
     if (folder / "manifest.json").exists():
         try:
             return load_index(folder)
@@ -280,7 +284,7 @@ def get_index(collection, cache_dir: Path | None = None, progress: bool = False,
             bar.stop()
     write_index(folder, collection.name, collection.fingerprint, arrays, doc_ids, terms, warnings)
     # Older builds of the same collection (other analyzer versions or data) are stale: drop them.
-    same_name = re.compile(re.escape(_safe(collection.name)) + r"-[0-9a-f]{16}")
+    same_name = re.compile(re.escape(safe_name(collection.name)) + r"-[0-9a-f]{16}")
     for old in root.iterdir():
         if old != folder and old.is_dir() and same_name.fullmatch(old.name):
             shutil.rmtree(old, ignore_errors=True)

@@ -40,7 +40,7 @@ def _err(msg: str) -> None:
 def _availability(address: str) -> tuple[str, int | None, int | None]:
     """(status, docs, judged queries) without downloading anything."""
     from evorank.evaluators.collections import load_collection, resolve
-    from evorank.evaluators.index import cache_root, index_key, _safe
+    from evorank.evaluators.index import index_folder
 
     kind, where = resolve(address)
     if kind == "ir_datasets":
@@ -66,7 +66,7 @@ def _availability(address: str) -> tuple[str, int | None, int | None]:
     except EvorankError as e:
         return f"error: {str(e)[:60]}", None, None
     n_docs = coll.n_docs_hint
-    idx = cache_root() / "indexes" / f"{_safe(coll.name)}-{index_key(coll.fingerprint)}" / "manifest.json"
+    idx = index_folder(coll) / "manifest.json"
     if idx.exists():
         n_docs = json.loads(idx.read_text())["n_docs"]
         status = "indexed"
@@ -126,7 +126,7 @@ def cmd_datasets(args) -> int:
 
 def cmd_eval(args) -> int:
     from evorank.evaluators.evaluate import evaluate_on, latency_ratio, load_topics, summarize, write_trec_run
-    from evorank.evaluators.index import _safe
+    from evorank.evaluators.index import safe_name
     from evorank.evaluators.program import compile_program, load_program, program_path
     from evorank.evaluators.suites import resolve_collections
     from evorank.evolve.inspect_cmds import resolve_program_arg
@@ -158,7 +158,7 @@ def cmd_eval(args) -> int:
         if reference is not None:
             ref_results.append(evaluate_on(reference, topics, k=args.k)[0])
         if args.runs_out and ranking is not None:
-            write_trec_run(Path(args.runs_out) / f"{_safe(address)}.run", ranking, topics, tag=Path(args.program).stem)
+            write_trec_run(Path(args.runs_out) / f"{safe_name(address)}.run", ranking, topics, tag=Path(args.program).stem)
     ratio = latency_ratio(results, ref_results) if reference is not None else None
     suite = summarize(str(args.program), results, args.fitness, ratio)
     if args.json:

@@ -23,7 +23,7 @@ from evorank.evaluators.analyzer import Analyzer as EvoAnalyzer
 from evorank.evaluators.analyzer import tokenize as evo_tokenize
 from evorank.evaluators.collections import load_collection
 from evorank.evaluators.evaluate import load_topics
-from evorank.evaluators.index import _safe
+from evorank.evaluators.index import safe_name
 from evorank.evaluators.metrics import evaluate_ranking
 from evorank.evaluators.program import compile_program
 from evorank.evaluators.ranking import Ranking, make_queries, rank
@@ -229,7 +229,7 @@ def test_exported_bm25_ranks_scifact_like_evorank_eval(shared_env, syn, tmp_path
     assert main(["eval", "bm25", "--datasets", address, "--runs-out", str(runs), "--json"]) == 0
     capsys.readouterr()
     trec: dict[str, list[tuple[str, float]]] = {}
-    for line in (runs / f"{_safe(address)}.run").read_text().splitlines():
+    for line in (runs / f"{safe_name(address)}.run").read_text().splitlines():
         qid, _, doc, _, score, _ = line.split()
         trec.setdefault(qid, []).append((doc, float(score)))
     folder = tmp_path / "exported"

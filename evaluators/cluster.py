@@ -36,24 +36,24 @@ import re
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import EvorankError
-from .ranking import Query, Ranking
-from .sandbox import LAYERS, Limits, SandboxResult
+from . import jail
+from .jail import prepare_process
+from .sandbox import SandboxResult, isolation_layers, run_sandboxed
+from .tasks import worker_env
 
-__all__ = ["EvalTask", "ClusterError", "IndexMismatch", "ClusterBackend", "connect", "local_cluster",
-           "cluster_worker_env", "shard_bounds", "merge_shards", "index_signature", "resolve_index",
-           "run_cluster_task", "worker_report"]
+__all__ = ["ClusterError", "IndexMismatch", "ClusterBackend", "connect", "local_cluster", "cluster_worker_env",
+           "index_signature", "resolve_index", "run_cluster_task", "worker_report"]
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'evorank[dask]'"
 
-#: Variables a cluster worker needs besides ``parallel.WORKER_ENV_KEEP`` (where to find data and caches).
+#: Variables a cluster worker needs besides ``tasks.WORKER_ENV_KEEP`` (where to find data and caches).
 CLUSTER_ENV_KEEP = frozenset({"EVORANK_DATA", "EVORANK_CACHE", "IR_DATASETS_HOME"})
 #: Names of variables that look like credentials; a worker that has one set is reported (``DASK_*`` settings,
 #: e.g. the path of a TLS key file, are not).
@@ -66,64 +66,6 @@ class ClusterError(EvorankError):
 
 class IndexMismatch(EvorankError):
     """A worker's copy of a collection is not the controller's (raised on the worker, fails the task)."""
-
-
-@dataclass(frozen=True)
-class EvalTask:
-    """One sandboxed run: a program on (a shard of) one collection's analysed queries. Local workers open
-    ``index_path``; cluster workers resolve ``address`` + ``signature`` (``resolve_index``). Defined here, not
-    in ``parallel``, so that a cluster worker unpickling it imports no metric code (ranx, numba)."""
-
-    source: str
-    name: str
-    index_path: str
-    queries: list[Query]
-    k: int
-    limits: Limits
-    restrict_builtins: bool
-    address: str = ""
-    signature: str = ""
-
-
-# -- query shards ------------------------------------------------------------------------------------
-
-def shard_bounds(n_queries: int, shard_queries: int | None) -> list[tuple[int, int]]:
-    """Balanced consecutive [start, end) ranges of at most ``shard_queries`` queries (one range when off)."""
-    if not shard_queries or n_queries <= shard_queries:
-        return [(0, n_queries)]
-    m = -(-n_queries // shard_queries)
-    edges = [n_queries * i // m for i in range(m + 1)]
-    return list(zip(edges[:-1], edges[1:]))
-
-
-def merge_shards(parts: list[SandboxResult], bounds: list[tuple[int, int]], output_bytes: int) -> SandboxResult:
-    """One collection's result from its shards' results, in query order.
-
-    The first failing shard (in query order) decides the outcome; its message is prefixed with the
-    queries it covered. ``prepare_ms`` is the mean over shards (``prepare()`` ran once per shard, so the
-    mean is comparable with an unsharded run); wall time is summed; the isolation layers reported are
-    those every shard had.
-    """
-    if len(parts) == 1:
-        return parts[0]
-    n = bounds[-1][1]
-    output = "".join(p.output for p in parts)[:output_bytes]
-    wall_ms = float(sum(p.wall_ms for p in parts))
-    common = set(LAYERS)
-    for p in parts:
-        if p.layers:
-            common &= set(p.layers)
-    layers = tuple(x for x in LAYERS if x in common) if any(p.layers for p in parts) else ()
-    for p, (a, b) in zip(parts, bounds):
-        if not p.ok:
-            return SandboxResult(None, p.reason, f"[queries {a + 1}-{b} of {n}] {p.message or p.reason}", output,
-                                 wall_ms, layers, a + p.queries_done)
-    rankings = [p.ranking for p in parts]
-    ranking = Ranking([q for r in rankings for q in r.query_ids], [d for r in rankings for d in r.doc_idx],
-                      [s for r in rankings for s in r.scores],
-                      np.concatenate([np.asarray(r.latency_ms, dtype=np.float64) for r in rankings]),
-                      float(np.mean([r.prepare_ms for r in rankings])))
-    return SandboxResult(ranking, None, None, output, wall_ms, layers, sum(p.queries_done for p in parts))
 
 
 # -- index identity and resolution (worker side) ------------------------------------------------------
@@ -206,8 +148,6 @@ def run_cluster_task(task) -> SandboxResult:
     """Runs on a Dask worker: resolve (or reuse) the index, then one sandboxed run, exactly as a local worker.
 
     Raises (and so lets Dask and the evaluator retry elsewhere) only when the index cannot be resolved."""
-    from .sandbox import prepare_process, run_sandboxed
-
     index = resolve_index(task.address, task.signature, task.index_path)
     with _prepare_lock:  # once per process; guarded because a worker may run several threads
         prepare_process()
@@ -219,7 +159,8 @@ def _code_digest() -> str:
     """Hash of the evaluator code that runs on workers (a different evorank on a worker is reported)."""
     h = hashlib.sha256()
     here = Path(__file__).resolve().parent
-    for name in ("sandbox.py", "ranking.py", "index.py", "analyzer.py", "static_check.py", "cluster.py"):
+    for name in ("sandbox.py", "jail.py", "harness.py", "wire.py", "tasks.py", "ranking.py", "index.py", "analyzer.py",
+                 "static_check.py", "cluster.py"):
         try:
             h.update((here / name).read_bytes())
         except OSError:
@@ -232,8 +173,6 @@ def worker_report(specs: list[tuple[str, str, str | None]] | None = None) -> dic
 
     Returns pid, host, isolation layers, names of set credential-like variables, the code digest and,
     per address, an error message for the collections it could not resolve."""
-    from .sandbox import isolation_layers
-
     errors = {}
     for address, signature, path in specs or []:
         try:
@@ -283,11 +222,7 @@ def cluster_worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for workers we start ourselves (``local_cluster``): like the local loky workers, every
     variable outside the keep-lists is blanked (no API key reaches a process that forks candidates);
     the data and cache locations and dask's own ``DASK_*`` settings are kept."""
-    from .parallel import _THREAD_ENV, WORKER_ENV_KEEP
-
-    keep = WORKER_ENV_KEEP | CLUSTER_ENV_KEEP
-    env = {k: "" for k in os.environ if k not in keep and not k.startswith("DASK_")}
-    env.update(_THREAD_ENV)
+    env = worker_env(CLUSTER_ENV_KEEP | {k for k in os.environ if k.startswith("DASK_")})
     env.update(extra or {})
     return env
 
@@ -365,7 +300,7 @@ class ClusterBackend:
             log.warning("cluster: workers have credential-like environment variables set (%s); candidates run in "
                         "a fork of the worker, so start workers without secrets (see docs/cluster.md)",
                         "; ".join(f"{a}: {', '.join(v)}" for a, v in sorted(leaky.items())))
-        weak = {a: [x for x in LAYERS if x != "userns" and x not in r.get("layers", ())]
+        weak = {a: [x for x in jail.LAYERS if x != "userns" and x not in r.get("layers", ())]
                 for a, r in self.workers.items()}
         weak = {a: v for a, v in weak.items() if v}
         if weak:

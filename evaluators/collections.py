@@ -24,25 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CollectionError
+from .suites import CollectionSettings, collection_settings
 
-
-
-@dataclass(frozen=True)
-class CollectionSettings:
-    """How to read one collection's judgements.
-
-    min_relevance: grade at or above which a judgement counts as relevant (Recall, MAP and the
-        "judged query" test use it; nDCG uses every positive grade, as trec_eval does).
-    relevance_map: grade remapping applied first (e.g. Cranfield's 1=best..4 -> 4..1); grades mapped
-        to <= 0 are dropped.
-    query_cap / query_cap_seed: evaluate a seeded random sample of at most this many judged queries.
-    """
-
-    min_relevance: int = 1
-    relevance_map: dict[int, int] | None = None
-    query_cap: int | None = None
-    query_cap_seed: int = 0
-    note: str = ""
 
 
 @dataclass
@@ -89,8 +72,6 @@ def resolve(address: str) -> tuple[str, str]:
 def load_collection(address: str, settings: CollectionSettings | None = None) -> Collection:
     """Load a collection by address (see module docstring). Raises CollectionError with a fix."""
     if settings is None:
-        from .suites import collection_settings
-
         settings = collection_settings(address)
     kind, where = resolve(address)
     if kind == "builtin":
@@ -117,7 +98,7 @@ def _read_jsonl(path: Path, what: str) -> Iterator[tuple[int, dict]]:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise CollectionError(
-                    f"{path}, line {lineno}: not valid JSON ({e.msg} at column {e.colno}). "
+                    f"{path}, line {lineno}: not valid JSON at column {e.colno} ({e.msg.removesuffix(' at').lower()}). "
                     f"Each line of {what} must be one JSON object; fix or delete that line."
                 ) from None
             if not isinstance(obj, dict) or "_id" not in obj:

@@ -18,8 +18,8 @@ Typical use (the evolution loop)::
     with Evaluator(resolve_collections("dev", None), n_workers=2) as ev:
         results = ev.evaluate(sources, seed_sources, parent_stage1)
 
-Workers are started with an environment in which every variable not in ``WORKER_ENV_KEEP`` is blanked
-(``OPENAI_API_KEY`` and the like never reach a process that forks candidates).
+Workers are started with an environment in which every variable not in ``tasks.WORKER_ENV_KEEP`` is
+blanked (``OPENAI_API_KEY`` and the like never reach a process that forks candidates).
 
 ``cluster=`` (an address such as ``tcp://HOST:8786``, or a ``distributed.Client``) runs the same tasks
 on a Dask cluster instead of the local pool, and ``shard_queries=N`` splits collections with more than
@@ -33,32 +33,23 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from .cluster import EvalTask as _Task, merge_shards, shard_bounds
 from .evaluate import CollectionResult, SuiteResult, Topics, failed_result, latency_ratio, load_topics, measure, summarize
 from .errors import ProgramError
 from .metrics import Judgements, fitness, fitness_spec
 from .program import seed_path
 from .ranking import DEFAULT_K
-from .sandbox import LAYERS, Limits, SandboxResult, _warn_once, remove_stale_jails, run_sandboxed
+from .jail import remove_stale_jails
+from .program_output import failure_text
+from .sandbox import Limits, SandboxResult, warn_missing_layers
 from .static_check import static_check
+from .tasks import EvalTask, init_worker, merge_shards, run_local_task, shard_bounds, worker_env
 
 __all__ = ["Limits", "CascadeConfig", "CandidateResult", "Evaluator", "evaluate_program_sandboxed", "cascade_sample"]
 
 log = logging.getLogger(__name__)
-
-#: Environment variables passed to worker processes with their values; all others are blanked.
-WORKER_ENV_KEEP = frozenset({
-    "PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_NUMERIC", "TZ", "TMPDIR", "TEMP", "TMP",
-    "PYTHONPATH", "PYTHONHOME", "PYTHONHASHSEED", "PYTHONNOUSERSITE", "PYTHONSAFEPATH", "VIRTUAL_ENV",
-    "LD_LIBRARY_PATH", "SYSTEMROOT",
-})
-_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-               "NUMEXPR_NUM_THREADS": "1", "VECLIB_MAXIMUM_THREADS": "1"}
-
 
 @dataclass(frozen=True)
 class CascadeConfig:
@@ -103,37 +94,6 @@ class CandidateResult:
     @property
     def stopped_by_cascade(self) -> bool:
         return self.stage == 1 and self.failure_reason is None
-
-
-# -- worker side -------------------------------------------------------------------------------------
-
-_worker_indexes: dict[str, object] = {}
-
-
-def _worker_init() -> None:
-    for key in [k for k, v in os.environ.items() if v == "" and k not in WORKER_ENV_KEEP]:
-        del os.environ[key]
-    from .sandbox import prepare_process
-
-    prepare_process()
-
-
-def _worker_task(task: _Task) -> SandboxResult:
-    """Runs in a worker: open (or reuse) the memory-mapped index, then one sandboxed run."""
-    from .index import load_index
-
-    index = _worker_indexes.get(task.index_path)
-    if index is None:
-        index = load_index(Path(task.index_path), verify=False)
-        _worker_indexes[task.index_path] = index
-    return run_sandboxed(task.source, index, task.queries, task.k, task.limits, name=task.name,
-                         restrict_builtins=task.restrict_builtins)
-
-
-def _worker_env() -> dict[str, str]:
-    env = {k: "" for k in os.environ if k not in WORKER_ENV_KEEP}
-    env.update(_THREAD_ENV)
-    return env
 
 
 # -- cascade sampling --------------------------------------------------------------------------------
@@ -311,8 +271,8 @@ class Evaluator:
         if self._executor is None:
             from joblib.externals.loky.process_executor import ProcessPoolExecutor
 
-            self._executor = ProcessPoolExecutor(max_workers=self.n_workers, initializer=_worker_init,
-                                                 env=_worker_env())
+            self._executor = ProcessPoolExecutor(max_workers=self.n_workers, initializer=init_worker,
+                                                 env=worker_env())
         return self._executor
 
     def _reset_pool(self) -> None:
@@ -333,15 +293,15 @@ class Evaluator:
         send = self._cluster is not None and self._cluster.send_paths
         return [(t.name, sig, str(t.index.path) if send else None) for t, sig in zip(self.topics, self._signatures)]
 
-    def _task(self, cand: _Candidate, stage: int, j: int, s: int = 0) -> _Task:
+    def _task(self, cand: _Candidate, stage: int, j: int, s: int = 0) -> EvalTask:
         topics = self.topics[j] if stage == 2 else self._stage1_topics[j]
         a, b = self._bounds[(stage, j)][s]
         queries = topics.queries if (a, b) == (0, len(topics.queries)) else topics.queries[a:b]
         if self._cluster is None:
-            return _Task(cand.source, "<candidate>", str(self.topics[j].index.path), queries, self.k, self.limits,
+            return EvalTask(cand.source, "<candidate>", str(self.topics[j].index.path), queries, self.k, self.limits,
                          not self._unsafe_skip_language_checks)
         path = str(self.topics[j].index.path) if self._cluster.send_paths else ""
-        return _Task(cand.source, "<candidate>", path, queries, self.k, self.limits,
+        return EvalTask(cand.source, "<candidate>", path, queries, self.k, self.limits,
                      not self._unsafe_skip_language_checks, self.topics[j].name, self._signatures[j])
 
     def _run(self, cands: list[_Candidate], use_cascade: bool = True) -> list[CandidateResult]:
@@ -352,7 +312,7 @@ class Evaluator:
         if self._cluster is not None:
             from .cluster import run_cluster_task as task_fn
         else:
-            task_fn = _worker_task
+            task_fn = run_local_task
 
         def submit(cand: _Candidate, stage: int, j: int, s: int, attempt: int = 0) -> None:
             pool = self._pool()
@@ -451,10 +411,7 @@ class Evaluator:
         topics = self.topics[j] if stage == 2 else self._stage1_topics[j]
         if sres.layers and sres.layers != self.layers:
             self.layers = sres.layers
-            missing = [x for x in LAYERS if x != "userns" and x not in sres.layers]
-            if missing:
-                _warn_once("layers", "sandbox: isolation layers not available here: " + ", ".join(missing)
-                           + " (see docs/sandbox.md)")
+            warn_missing_layers(sres.layers)
         cand.seconds += sres.wall_ms / 1e3
         if sres.output.strip():
             cand.outputs[topics.name] = sres.output
@@ -464,7 +421,8 @@ class Evaluator:
             except Exception as e:  # pragma: no cover - a bug on the trusted side, reported, not raised
                 res = failed_result(topics, "measure_error", f"{type(e).__name__}: {e}")
         else:
-            res = failed_result(topics, sres.reason, sres.message or sres.reason)
+            res = failed_result(topics, sres.reason, failure_text(sres.message or sres.reason, sres.program_text,
+                                                                  sres.output))
         (cand.stage1 if stage == 1 else cand.full)[j] = res
 
     def _final(self, cand: _Candidate, stage: int, results: list[CollectionResult], fit1: float | None) -> CandidateResult:

@@ -73,7 +73,9 @@ class Program:
 def compile_source(source: str, name: str):
     """The module's code object; a syntax error becomes ``ProgramError("syntax_error")`` naming the line."""
     try:
-        return compile(source, name, "exec")
+        # dont_inherit: the program is compiled under its own __future__ imports only, not this module's
+        # (``annotations`` would turn every annotation into a string that typing evaluates with eval).
+        return compile(source, name, "exec", dont_inherit=True)
     except SyntaxError as e:
         raise ProgramError("syntax_error", f"{name}, line {e.lineno}: {e.msg}") from None
 

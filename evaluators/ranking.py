@@ -57,22 +57,30 @@ class Ranking:
     prepare_ms: float
 
 
-def check_scores(scores, n_docs: int) -> np.ndarray:
-    """Validate what ``score`` returned; raise ProgramError with a precise reason otherwise."""
-    if not isinstance(scores, np.ndarray):
-        raise ProgramError(
-            "invalid_scores:type", f"score() must return a numpy array, got {type(scores).__name__}"
-        )
+# Captured at import (before any program runs), so that a program rebinding numpy's names changes nothing here.
+_ndarray, _float64, _array, _isnan, _isposinf = np.ndarray, np.float64, np.array, np.isnan, np.isposinf
+
+
+def plain_scores(scores, n_docs: int) -> np.ndarray:
+    """What ``score`` returned, validated and copied into a fresh float64 array; ProgramError otherwise.
+
+    Only an object whose type is exactly ``numpy.ndarray`` with a bool/int/float dtype is accepted:
+    converting anything else (a subclass, an object with ``__array__``) could run the program's own
+    code after the latency clock stopped. The copy is made without calling any code of the program."""
+    if type(scores) is not _ndarray:
+        raise ProgramError("invalid_scores:type",
+                           f"score() must return a numpy.ndarray (not a subclass or other object), "
+                           f"got {type(scores).__name__}")
     if scores.ndim != 1 or scores.shape[0] != n_docs:
         raise ProgramError(
             "invalid_scores:shape", f"score() must return shape ({n_docs},), got {scores.shape}"
         )
     if scores.dtype.kind not in "fiub":
         raise ProgramError("invalid_scores:dtype", f"score() must return numbers, got dtype {scores.dtype}")
-    scores = scores.astype(np.float64, copy=False)
-    if np.isnan(scores).any():
-        raise ProgramError("invalid_scores:nan", f"score() returned {int(np.isnan(scores).sum())} NaN value(s)")
-    if np.isposinf(scores).any():
+    scores = _array(scores, dtype=_float64, copy=True)
+    if _isnan(scores).any():
+        raise ProgramError("invalid_scores:nan", f"score() returned {int(_isnan(scores).sum())} NaN value(s)")
+    if _isposinf(scores).any():
         raise ProgramError("invalid_scores:inf", "score() returned +inf; use -inf only for documents not retrieved")
     return scores
 
@@ -114,7 +122,7 @@ def rank(program, index, queries: list[Query], k: int = DEFAULT_K) -> Ranking:
             raise ProgramError(
                 f"exception:{type(e).__name__}", f"score() raised {type(e).__name__} on query {q.id!r}: {e}"
             ) from None
-        s = check_scores(s, index.n_docs)
+        s = plain_scores(s, index.n_docs)
         idx, vals = top_k(s, k)
         latency[i] = (time.perf_counter() - t0) * 1e3
         doc_idx.append(idx)

@@ -1,4 +1,5 @@
-"""Named suites of collections and per-collection settings, read from the packaged ``suites.toml``."""
+"""Named suites of collections and per-collection settings (``CollectionSettings``), read from the packaged
+``suites.toml``."""
 from __future__ import annotations
 
 import sys
@@ -6,7 +7,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-from .collections import CollectionSettings
 from .errors import CollectionError
 
 if sys.version_info >= (3, 11):
@@ -14,6 +14,24 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+
+
+@dataclass(frozen=True)
+class CollectionSettings:
+    """How to read one collection's judgements.
+
+    min_relevance: grade at or above which a judgement counts as relevant (Recall, MAP and the
+        "judged query" test use it; nDCG uses every positive grade, as trec_eval does).
+    relevance_map: grade remapping applied first (e.g. Cranfield's 1=best..4 -> 4..1); grades mapped
+        to <= 0 are dropped.
+    query_cap / query_cap_seed: evaluate a seeded random sample of at most this many judged queries.
+    """
+
+    min_relevance: int = 1
+    relevance_map: dict[int, int] | None = None
+    query_cap: int | None = None
+    query_cap_seed: int = 0
+    note: str = ""
 
 
 @dataclass(frozen=True)

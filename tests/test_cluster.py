@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from conftest import write_random_beir
-from evorank.evaluators.cluster import ClusterError, IndexMismatch, index_signature, merge_shards, resolve_index, shard_bounds
+from evorank.evaluators.cluster import ClusterError, IndexMismatch, index_signature, resolve_index
+from evorank.evaluators.tasks import merge_shards, shard_bounds
 from evorank.evaluators.evaluate import load_topics
 from evorank.evaluators.parallel import CascadeConfig, Evaluator, Limits
 from evorank.evaluators.program import seed_path, split_block

@@ -18,9 +18,9 @@ from evorank.evaluators.evaluate import evaluate_on, load_topics, measure
 from evorank.evaluators.program import compile_program, seed_path, split_block
 from evorank.evaluators.ranking import rank
 from conftest import proc_table, sandbox_processes, write_random_beir
-from evorank.evaluators.sandbox import (
-    LAYERS, SANDBOX_UID_BASE, Limits, _parse_records, isolation_layers, run_sandboxed,
-)
+from evorank.evaluators import wire
+from evorank.evaluators.jail import LAYERS, SANDBOX_UID_BASE
+from evorank.evaluators.sandbox import Limits, isolation_layers, run_sandboxed
 
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "evorank" / "numba"))
 
@@ -164,8 +164,9 @@ def unsafe(topics, body: str, limits: Limits = LIMITS):
 
 
 def reported(res) -> str:
-    assert res.reason == "exception:RuntimeError", (res.reason, res.message)
-    return res.message
+    """What the program said in its RuntimeError (program text: it travels apart from the trusted message)."""
+    assert res.reason == "exception:RuntimeError", (res.reason, res.message, res.program_text)
+    return res.program_text
 
 
 def test_file_read_blocked_by_chroot(topics, tmp_path):
@@ -256,7 +257,7 @@ raise RuntimeError(repr(out))
     msg = reported(unsafe(topics, body))
     assert "setuid:done" not in msg and "chroot:done" not in msg
     if IS_ROOT:
-        vals = eval(msg.split(": ", 1)[1].split("\n")[0])  # noqa: S307 - our own test output
+        vals = eval(msg.split("\n")[0])  # noqa: S307 - our own test output
         assert vals[0] >= SANDBOX_UID_BASE and vals[1] >= SANDBOX_UID_BASE and vals[2] == [] and vals[3] == 1
     # the test process (and its workers) survived kill(-1)
     assert run(topics, SPLIT.block).ok
@@ -316,7 +317,7 @@ def _q(i, docs, scores, ms=1.0):
     return b"Q" + struct.pack("<IId", i, len(docs), ms) + docs.tobytes() + scores.tobytes()
 
 
-P = b"P" + struct.pack("<d", 1.0)
+P = b"P" + struct.pack("<dd", 0.5, 1.0)
 
 
 @pytest.mark.parametrize("stream, problem", [
@@ -337,21 +338,21 @@ P = b"P" + struct.pack("<d", 1.0)
     (P + b"D" + b"junk", "after the end"),
 ])
 def test_parser_rejects_malformed_streams(stream, problem):
-    out = _parse_records(stream, n_q=2, n_docs=20, k=10)
+    out = wire.parse(stream, n_q=2, n_docs=20, k=10, n_layers=len(LAYERS))
     if problem is None:
-        assert out["problem"] is None and out["done"]
+        assert out.problem is None and out.done
     else:
-        assert problem in out["problem"]
+        assert problem in out.problem
 
 
 # -- degraded modes --------------------------------------------------------------------------------
 
 def test_keeper_path_without_direct_pid_namespace(topics, monkeypatch):
     """The fallback path (a keeper process creates the namespaces and relays the status) gives the same results."""
-    import evorank.evaluators.sandbox as sb
+    import evorank.evaluators.jail as jail
 
-    sb.prepare_process()
-    monkeypatch.setattr(sb, "_own_pidns", None)
+    jail.prepare_process()
+    monkeypatch.setattr(jail, "_own_pidns", None)
     res = run(topics, SPLIT.block)
     assert res.ok and "pidns" in res.layers
     ref = rank(compile_program(BM25), topics.index, topics.queries, 1000)
@@ -370,16 +371,16 @@ def test_keeper_path_without_direct_pid_namespace(topics, monkeypatch):
 NON_ROOT_SCRIPT = r"""
 import json, os, sys
 import numpy as np
-from evorank.evaluators import sandbox
+from evorank.evaluators import jail, sandbox
 from evorank.evaluators.ranking import Query
-for m in sandbox.PRELOAD_MODULES:
+for m in jail.PRELOAD_MODULES:
     try:
         __import__(m)
     except Exception:
         pass
 import socket
 os.setgroups([]); os.setresgid(65534, 65534, 65534); os.setresuid(65534, 65534, 65534)
-sandbox._prctl(sandbox.PR_SET_DUMPABLE, 1)  # as for any process started by an ordinary user
+jail._prctl(jail.PR_SET_DUMPABLE, 1)  # as for any process started by an ordinary user
 class Tiny:
     n_docs = 3
 q = [Query("q", "", (), np.zeros(0, dtype=np.int64), np.zeros(0))]
@@ -388,7 +389,7 @@ def run(body):
     src = "import os, socket\n# EVOLVE-BLOCK-START\ndef score(query, index, state):\n" + "".join(
         "    " + l + "\n" for l in body.split("\n")) + "# EVOLVE-BLOCK-END\n"
     r = sandbox.run_sandboxed(src, Tiny(), q, 10, sandbox.Limits(timeout_s=3), restrict_builtins=False)
-    return [r.reason, r.message]
+    return [r.reason, (r.message or "") + r.program_text]
 out["read"] = run("open(%r).read()" % sys.argv[1])
 out["socket"] = run("socket.socket().connect(('127.0.0.1', 22))")
 out["chroot"] = run("os.chroot('/')")

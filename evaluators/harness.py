@@ -1,0 +1,194 @@
+"""What runs inside the jail: compile the candidate, call ``prepare`` and ``score``, stream the results.
+
+``run_candidate`` is entered after every isolation layer is in place (``evaluators.jail``) and never
+returns. It writes its results with ``evaluators.wire``; nothing it writes is trusted by the worker.
+Within that limit it still protects honest measurement:
+
+- a returned score object counts only if its type is exactly ``numpy.ndarray`` with a numeric dtype;
+  it is copied into a plain float64 array *inside* the timed region (``ranking.plain_scores``), so no
+  code of the candidate can run after the clock stops (an ndarray subclass, or an object whose
+  ``__array__`` does the real work, is rejected as ``invalid_scores:type``);
+- top-k runs on that plain copy, with numpy functions captured before any candidate code ran;
+- the module's own execution time is measured and reported, so that the worker can compare all the
+  time reported with the CPU time the kernel charged to the jail (``evaluators.sandbox``);
+- the ``prepare`` record is written as soon as ``prepare()`` returns, so a time-out is attributed to
+  the right stage.
+
+The runtime language layer (``restricted_builtins``) removes the dangerous builtins and limits
+imports to the allowed modules; like the static checks, it is a filter, not the boundary.
+"""
+from __future__ import annotations
+
+import builtins
+import os
+import sys
+import time
+import types
+
+
+from . import wire
+from .errors import ProgramError
+from .program import compile_source, entry_points
+from .ranking import plain_scores, top_k
+from .static_check import ALLOWED_IMPORTS, FORBIDDEN_ATTRIBUTES, FORBIDDEN_NAMES
+
+_SAFE_IMPORTS = frozenset(ALLOWED_IMPORTS)
+#: Attribute names ``getattr`` refuses at run time besides private ones: the static list, plus the string
+#: formatting methods (a computed template such as ``"{0.x}"`` reads attributes of its arguments).
+_GETATTR_REFUSED = FORBIDDEN_ATTRIBUTES | {"format", "format_map"}
+
+
+def restricted_builtins() -> dict:
+    """Builtins without the forbidden ones; ``__import__`` limited to the allowed modules (runtime layer)."""
+    real_import = builtins.__import__
+    real_getattr = builtins.getattr
+
+    def guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
+        # numpy's C code imports its own internals on first use (``ndarray.sum`` -> numpy._core._methods,
+        # array printing, error classes) through whatever ``__import__`` the calling frame's builtins hold,
+        # which is this one when the candidate made the call. Those modules are already loaded, so handing
+        # them back adds no code and no reach the candidate lacks at runtime anyway; anything not yet
+        # loaded, or outside numpy/scipy, stays forbidden.
+        top = name.partition(".")[0]
+        if not level and name not in _SAFE_IMPORTS and top in ("numpy", "scipy") and name in sys.modules:
+            return sys.modules[name] if fromlist else sys.modules[top]  # no import machinery, so nothing new
+        if level or name not in _SAFE_IMPORTS:
+            raise ImportError(f"import of {name!r} is not allowed")
+        for item in fromlist or ():
+            if item.startswith("_") or item in FORBIDDEN_ATTRIBUTES:
+                raise ImportError(f"importing {item!r} from {name!r} is not allowed")
+        return real_import(name, globals, locals, fromlist, level)
+
+    def guarded_getattr(obj, name, *default):
+        if not isinstance(name, str) or name.startswith("_") or name in _GETATTR_REFUSED:
+            raise AttributeError(f"getattr of {name!r} is not allowed")
+        return real_getattr(obj, name, *default)
+
+    safe = {k: v for k, v in vars(builtins).items() if k not in FORBIDDEN_NAMES}
+    safe["__import__"] = guarded_import
+    safe["getattr"] = guarded_getattr
+    return safe
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _program_line(exc: BaseException | None, name: str) -> int:
+    """Innermost line of the candidate's own code in an exception's traceback (0 if none)."""
+    line = 0
+    tb = exc.__traceback__ if exc is not None else None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == name:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def run_candidate(res_w: int, source: str, index, queries, k: int, name: str, restrict_builtins: bool) -> None:
+    """Compile and run the candidate over ``queries``, streaming records to ``res_w``. Never returns."""
+    perf = time.perf_counter  # captured before any candidate code runs
+    exit_, getpid = os._exit, os.getpid
+    me = getpid()
+
+    def write(data: bytes) -> None:
+        if getpid() != me:  # a process the candidate managed to fork: it may not speak for the jail
+            exit_(0)
+        write_all(res_w, data)
+
+    # Query records are batched (flushed every 256 kB or 50 ms) to spare the worker a wake-up per query.
+    pending: list[bytes] = []
+    pending_size = 0
+    last_flush = perf()
+
+    def emit(record: bytes, flush: bool = False) -> None:
+        nonlocal pending_size, last_flush
+        pending.append(record)
+        pending_size += len(record)
+        now = perf()
+        if flush or pending_size >= (1 << 18) or now - last_flush >= 0.05:
+            write(b"".join(pending))
+            pending.clear()
+            pending_size = 0
+            last_flush = now
+
+    stdout, stderr = sys.stdout, sys.stderr
+    n_docs = int(index.n_docs)
+    try:
+        sys.stdout = open(1, "w", encoding="utf-8", errors="replace", closefd=False)
+        sys.stderr = open(2, "w", encoding="utf-8", errors="replace", closefd=False)
+        stdout, stderr = sys.stdout, sys.stderr
+    except Exception:  # pragma: no cover
+        pass
+
+    def finish(record: bytes, code: int = 0) -> None:
+        if getpid() != me:
+            exit_(0)
+        for stream in (stdout, stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        try:
+            write(b"".join(pending) + record)
+        except Exception:
+            pass
+        exit_(code)
+
+    stage, query = wire.Stage.IMPORT, 0
+    try:
+        code = compile_source(source, name)
+        mod = types.ModuleType("ranking_program")
+        mod.__file__ = name
+        sys.modules["ranking_program"] = mod  # (this process only) dataclasses look classes' modules up here
+        module = mod.__dict__
+        if restrict_builtins:
+            module["__builtins__"] = restricted_builtins()
+        t0 = perf()
+        exec(code, module)
+        prepare, score = entry_points(module)
+        import_ms = (perf() - t0) * 1e3
+        stage = wire.Stage.PREPARE
+        t0 = perf()
+        state = prepare(index) if prepare is not None else None
+        emit(wire.prepare_record(import_ms, (perf() - t0) * 1e3), flush=True)
+        stage = wire.Stage.SCORE
+        for i, q in enumerate(queries):
+            query = i
+            t0 = perf()
+            s = plain_scores(score(q, index, state), n_docs)
+            idx, vals = top_k(s, k)
+            ms = (perf() - t0) * 1e3
+            emit(wire.query_record(i, idx, vals, ms))
+        finish(wire.END)
+    except ProgramError as e:
+        finish(_program_error_record(e, stage, query))
+    except MemoryError:
+        finish(wire.error_record(wire.ErrorCode.MEMORY, stage, query))
+    except SystemExit as e:
+        c = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        finish(wire.error_record(wire.ErrorCode.EXIT, stage, query, value=max(-2**31, min(2**31 - 1, c))))
+    except RecursionError as e:
+        finish(wire.error_record(wire.ErrorCode.RECURSION, stage, query, _program_line(e, name), text=_text(e)))
+    except BaseException as e:  # noqa: BLE001 - every outcome is a result
+        finish(wire.error_record(wire.ErrorCode.EXCEPTION, stage, query, _program_line(e, name),
+                                 name=type(e).__name__, text=_text(e)))
+
+
+def _text(e: BaseException) -> str:
+    try:
+        return str(e)
+    except BaseException:  # noqa: BLE001
+        return "<unprintable>"
+
+
+def _program_error_record(e: ProgramError, stage: wire.Stage, query: int) -> bytes:
+    kind, _, detail = e.reason.partition(":")
+    code = {"syntax_error": wire.ErrorCode.SYNTAX, "missing_score": wire.ErrorCode.MISSING_SCORE,
+            "bad_prepare": wire.ErrorCode.BAD_PREPARE, "invalid_scores": wire.ErrorCode.INVALID_SCORES
+            }.get(kind, wire.ErrorCode.EXCEPTION)
+    return wire.error_record(code, stage, query, name=detail if code == wire.ErrorCode.INVALID_SCORES else "ProgramError",
+                             text=str(e))

@@ -1,0 +1,122 @@
+"""One evaluation task and the worker processes that run it, shared by the local pool and the Dask path.
+
+An ``EvalTask`` is one sandboxed run: a program on (a shard of) one collection's analysed queries.
+Local loky workers run it with ``run_local_task`` (open the collection's memory-mapped index once per
+worker, then ``run_sandboxed``); Dask workers with ``cluster.run_cluster_task``. Both kinds of worker
+start with the environment from ``worker_env``: every variable outside ``WORKER_ENV_KEEP`` blanked, so
+no API key reaches a process that forks candidates, and numeric libraries held to one thread.
+
+Large collections can be split into query shards (``shard_bounds``), one task each; ``merge_shards``
+puts the results back together in query order before the trusted side measures them. This module
+imports no metric code, so a worker unpickling a task never loads it.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .jail import LAYERS, prepare_process
+from .ranking import Query, Ranking
+from .sandbox import Limits, SandboxResult, run_sandboxed
+
+#: Environment variables passed to worker processes with their values; all others are blanked.
+WORKER_ENV_KEEP = frozenset({
+    "PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_NUMERIC", "TZ", "TMPDIR", "TEMP", "TMP",
+    "PYTHONPATH", "PYTHONHOME", "PYTHONHASHSEED", "PYTHONNOUSERSITE", "PYTHONSAFEPATH", "VIRTUAL_ENV",
+    "LD_LIBRARY_PATH", "SYSTEMROOT",
+})
+#: Set in every worker: numeric libraries use one thread (workers, not threads, are the parallelism).
+THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "NUMEXPR_NUM_THREADS": "1", "VECLIB_MAXIMUM_THREADS": "1"}
+
+
+@dataclass(frozen=True)
+class EvalTask:
+    """One sandboxed run: a program on (a shard of) one collection's analysed queries. Local workers open
+    ``index_path``; cluster workers resolve ``address`` + ``signature`` (``cluster.resolve_index``)."""
+
+    source: str
+    name: str
+    index_path: str
+    queries: list[Query]
+    k: int
+    limits: Limits
+    restrict_builtins: bool
+    address: str = ""
+    signature: str = ""
+
+
+# -- local worker processes --------------------------------------------------------------------------
+
+_worker_indexes: dict[str, object] = {}
+
+
+def worker_env(keep: frozenset[str] = frozenset()) -> dict[str, str]:
+    """The environment a worker starts with: variables outside ``WORKER_ENV_KEEP | keep`` blanked (a pool
+    can only set, not remove, variables; ``init_worker`` removes the blanks), one thread per library."""
+    env = {k: "" for k in os.environ if k not in WORKER_ENV_KEEP | keep}
+    env.update(THREAD_ENV)
+    return env
+
+
+def init_worker() -> None:
+    """Initializer of a local worker: drop the blanked variables and prepare the sandbox (imports, seccomp)."""
+    for key in [k for k, v in os.environ.items() if v == "" and k not in WORKER_ENV_KEEP]:
+        del os.environ[key]
+    prepare_process()
+
+
+def run_local_task(task: EvalTask) -> SandboxResult:
+    """Runs in a worker: open (or reuse) the memory-mapped index, then one sandboxed run."""
+    from .index import load_index
+
+    index = _worker_indexes.get(task.index_path)
+    if index is None:
+        index = load_index(Path(task.index_path), verify=False)
+        _worker_indexes[task.index_path] = index
+    return run_sandboxed(task.source, index, task.queries, task.k, task.limits, name=task.name,
+                         restrict_builtins=task.restrict_builtins)
+
+
+# -- query shards ------------------------------------------------------------------------------------
+
+def shard_bounds(n_queries: int, shard_queries: int | None) -> list[tuple[int, int]]:
+    """Balanced consecutive [start, end) ranges of at most ``shard_queries`` queries (one range when off)."""
+    if not shard_queries or n_queries <= shard_queries:
+        return [(0, n_queries)]
+    m = -(-n_queries // shard_queries)
+    edges = [n_queries * i // m for i in range(m + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def merge_shards(parts: list[SandboxResult], bounds: list[tuple[int, int]], output_bytes: int) -> SandboxResult:
+    """One collection's result from its shards' results, in query order.
+
+    The first failing shard (in query order) decides the outcome; its message is prefixed with the
+    queries it covered. ``prepare_ms`` is the mean over shards (``prepare()`` ran once per shard, so the
+    mean is comparable with an unsharded run); wall time is summed; the isolation layers reported are
+    those every shard had.
+    """
+    if len(parts) == 1:
+        return parts[0]
+    n = bounds[-1][1]
+    output = "".join(p.output for p in parts)[:output_bytes]
+    wall_ms = float(sum(p.wall_ms for p in parts))
+    common = set(LAYERS)
+    for p in parts:
+        if p.layers:
+            common &= set(p.layers)
+    layers = tuple(x for x in LAYERS if x in common) if any(p.layers for p in parts) else ()
+    for p, (a, b) in zip(parts, bounds):
+        if not p.ok:
+            return SandboxResult(None, p.reason, f"[queries {a + 1}-{b} of {n}] {p.message or p.reason}", output,
+                                 wall_ms, layers, a + p.queries_done)
+    rankings = [p.ranking for p in parts]
+    ranking = Ranking([q for r in rankings for q in r.query_ids], [d for r in rankings for d in r.doc_idx],
+                      [s for r in rankings for s in r.scores],
+                      np.concatenate([np.asarray(r.latency_ms, dtype=np.float64) for r in rankings]),
+                      float(np.mean([r.prepare_ms for r in rankings])))
+    return SandboxResult(ranking, None, None, output, wall_ms, layers, sum(p.queries_done for p in parts))

@@ -177,10 +177,98 @@ def _read_qrels_tsv(path: Path) -> dict[str, dict[str, int]]:
 
 
 # -- ir_datasets -----------------------------------------------------------------------------
+#
+# Importing ir_datasets costs most of a second, and reading a collection's queries and qrels through it
+# more; a warm `evorank eval` should pay neither. So the first load of an ir_datasets collection saves
+# its queries, raw judgements and document count in the cache (``collections/<name>-<key>.json``, key:
+# the address and ir_datasets' version, the same for every user of a cache), and later loads read that
+# file. ir_datasets is imported again only to iterate the documents, i.e. to build the index.
 
-def _load_ir_datasets(address: str, settings: CollectionSettings) -> Collection:
+TOPICS_FORMAT = 1
+
+
+def import_ir_datasets():
+    """ir_datasets, made quiet: evorank shows its own progress, so ir_datasets' [INFO] lines and tqdm bars
+    are switched off (its warnings still show)."""
+    import logging
+
+    os.environ.setdefault("TQDM_DISABLE", "1")  # read by tqdm when it is first imported
     import ir_datasets
 
+    logging.getLogger("ir_datasets").setLevel(logging.WARNING)
+    ir_datasets.log.easy().logger().setLevel(logging.WARNING)  # created on first use with level INFO
+    return ir_datasets
+
+
+def _ir_datasets_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ir_datasets")
+    except PackageNotFoundError:  # pragma: no cover - a core dependency
+        return "?"
+
+
+def _topics_file(address: str, irds_version: str) -> Path:
+    from .index import cache_root, safe_name
+
+    key = hashlib.sha256(f"{address}|{irds_version}|{TOPICS_FORMAT}".encode()).hexdigest()[:16]
+    return cache_root() / "collections" / f"{safe_name(address)}-{key}.json"
+
+
+def _read_topics(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if data.get("format") == TOPICS_FORMAT else None
+    except (OSError, ValueError):
+        return None
+
+
+def _write_topics(path: Path, data: dict) -> None:
+    """Atomically (temp file + rename); a cache that cannot be written is skipped, not an error."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def _load_ir_datasets(address: str, settings: CollectionSettings) -> Collection:
+    version = _ir_datasets_version()
+    cache = _topics_file(address, version)
+    data = _read_topics(cache)
+    if data is None:
+        data = _read_ir_datasets_topics(address)
+        data.update(format=TOPICS_FORMAT, address=address, ir_datasets=version)
+        _write_topics(cache, data)
+
+    def docs() -> Iterator[tuple[str, str]]:
+        ds = import_ir_datasets().load(address)
+        try:
+            for d in ds.docs_iter():
+                yield d.doc_id, _doc_text(d)
+        except Exception as e:
+            raise _offline_error(address, e) from None
+
+    n_docs = data["n_docs"]
+    fingerprint = hashlib.sha256(f"irds:{address}:{version}:{n_docs}".encode()).hexdigest()[:16]
+    return Collection(
+        name=address,
+        source="ir_datasets",
+        fingerprint=fingerprint,
+        queries=[(q, text) for q, text in data["queries"]],
+        qrels=data["qrels"],
+        settings=settings,
+        _docs=docs,
+        n_docs_hint=n_docs,
+    )
+
+
+def _read_ir_datasets_topics(address: str) -> dict:
+    """Queries, raw judgements and document count of an ir_datasets id, read through ir_datasets."""
+    ir_datasets = import_ir_datasets()
     try:
         ds = ir_datasets.load(address)
     except KeyError:
@@ -203,29 +291,11 @@ def _load_ir_datasets(address: str, settings: CollectionSettings) -> Collection:
             qrels.setdefault(r.query_id, {})[r.doc_id] = int(r.relevance)
     except Exception as e:  # download or parse failure inside ir_datasets
         raise _offline_error(address, e) from None
-
-    def docs() -> Iterator[tuple[str, str]]:
-        try:
-            for d in ds.docs_iter():
-                yield d.doc_id, _doc_text(d)
-        except Exception as e:
-            raise _offline_error(address, e) from None
-
     try:
         n_docs = ds.docs_count()
     except Exception:
         n_docs = None
-    fingerprint = hashlib.sha256(f"irds:{address}:{ir_datasets.__version__}:{n_docs}".encode()).hexdigest()[:16]
-    return Collection(
-        name=address,
-        source="ir_datasets",
-        fingerprint=fingerprint,
-        queries=queries,
-        qrels=qrels,
-        settings=settings,
-        _docs=docs,
-        n_docs_hint=n_docs,
-    )
+    return {"queries": queries, "qrels": qrels, "n_docs": n_docs}
 
 
 def _offline_error(address: str, e: Exception) -> CollectionError:

@@ -232,6 +232,7 @@ class Evaluator:
         if self._reference is None:
             spec = self._reference_spec or "bm25"
             src = spec if "\n" in spec else seed_path(spec).read_text(encoding="utf-8")
+            self._reference = []  # while the reference itself runs, it has no ratio to compute
             res = self.evaluate_trusted(src, name="reference")
             self._reference = res.suite.collections if res.suite is not None else []
         return self._reference

@@ -145,17 +145,31 @@ def cmd_run(args) -> int:
     return 0 if engine.stop_reason in ("completed", "interrupted", "terminated", "budget", "max_hours") else 1
 
 
+def resume_hint(run_dir: Path, done: int, total: int, stop_reason: str | None, budget_usd: float | None) -> str:
+    """The command that continues a run, as printed at its end. ``--iterations`` is the total for the whole
+    run: ``--resume DIR`` alone continues to the saved total, ``--iterations N`` raises it to N."""
+    if stop_reason == "budget" and budget_usd:
+        return (f"evorank run --resume {run_dir} --budget-usd {budget_usd * 2:g}   "
+                f"# the ${budget_usd:g} budget is spent: raise it to continue")
+    if done < total:
+        return f"evorank run --resume {run_dir}   # continue to the run's total ({total - done} of {total} proposals left)"
+    return f"evorank run --resume {run_dir} --iterations {total * 2}   # to go further: raise the total to {total * 2}"
+
+
 def print_run_summary(console, engine, best, run_dir: Path) -> None:
     from rich.table import Table
 
     from evorank.evaluators.metrics import METRICS
 
-    done, _ = engine.proposals_done()
+    done, _ = engine.store.proposal_progress()
+    total = engine.cfg.iterations
     s = engine.stats
-    console.print(f"\n[bold]run {engine.stop_reason}[/]: {done}/{engine.cfg.iterations} proposals "
+    console.print(f"\n[bold]run {engine.stop_reason}[/]: {done}/{total} proposals "
                   f"(this session: {s.accepted} accepted, {s.failed} failed, {s.duplicate} duplicate, "
                   f"{s.rejected} cut by the cascade; {s.prompt_tokens + s.completion_tokens:,} tokens, ${s.cost_usd:.4f})")
+    resume = resume_hint(run_dir, done, total, engine.stop_reason, engine.cfg.budget_usd)
     if best is None:
+        console.print(f"next:\n  {resume}")
         return
     seeds = engine.seed_records
     table = Table(title=f"best program #{best.id} (fitness {best.fitness:.4f}, latency "
@@ -182,7 +196,7 @@ def print_run_summary(console, engine, best, run_dir: Path) -> None:
                   f"  evorank top {run_dir}  /  evorank show {run_dir} best  /  evorank lineage {run_dir} best\n"
                   f"  evorank report {run_dir} -o report.html      # plots, grids, lineage diffs, transfer table\n"
                   f"  evorank export {run_dir} best -o my_scorer.py  # a standalone scorer (numpy, scipy, PyStemmer)\n"
-                  f"  evorank run --resume {run_dir} --iterations {engine.cfg.iterations * 2}   # keep evolving\n"
+                  f"  {resume}\n"
                   f"  log: {run_dir / 'run.log'}   archive: {run_dir / 'archive.sqlite'}")
 
 
@@ -348,20 +362,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evolve ranking programs. An LLM (any OpenAI-compatible endpoint) or the offline mutator proposes "
         "changes to the seeds' EVOLVE-BLOCKs; every candidate is evaluated in a sandbox on the suite's collections; "
         "the archive (a SQLite file in the run folder) keeps every program and the MAP-Elites elites. "
-        "Ctrl-C stops cleanly; --resume continues to the same total.",
+        "Ctrl-C stops cleanly. --iterations is the total for the whole run: --resume DIR continues to the "
+        "saved total, --resume DIR --iterations N raises it to N.",
         epilog="examples:\n"
         "  evorank run                                              offline on whatever data is here (demo otherwise)\n"
         "  evorank run --suite dev --llm offline --iterations 300 --seed 0\n"
         "  OPENAI_API_KEY=... evorank run --suite quick --llm gpt-4o-mini,gpt-4o:0.2 --budget-usd 5\n"
         "  evorank run --llm local --base-url http://127.0.0.1:8089/v1 --suite quick   # a local llama.cpp server\n"
-        "  evorank run --resume runs/20261122-101500 --iterations 600\n",
+        "  evorank run --resume runs/20261122-101500                   continue to the saved total\n"
+        "  evorank run --resume runs/20261122-101500 --iterations 600  raise the total to 600 and continue\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", metavar="RUN.TOML", help="settings file (any RunConfig field); flags override it")
     p.add_argument("--seeds", help="comma-separated seed programs (default bm25,ql_dirichlet)")
     p.add_argument("--suite", help="collections to evolve on (default: dev if available, else demo)")
     p.add_argument("--datasets", help="extra comma-separated collection addresses")
-    p.add_argument("--iterations", type=int, help="total proposals for the run (default 100)")
+    p.add_argument("--iterations", type=int, metavar="N",
+                   help="total proposals for the whole run (default 100); with --resume, the run's new total")
     p.add_argument("--llm", help="'offline', or MODEL[,MODEL:weight...] (default: LLM if OPENAI_* is set, else offline)")
     p.add_argument("--base-url", dest="base_url", help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL)")
     p.add_argument("--api-key-env", dest="api_key_env", metavar="VAR",
@@ -376,7 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inspirations", type=int, help="other archive programs shown in each prompt (default 3)")
     p.add_argument("--prompts-dir", dest="prompts_dir", help="folder with prompt templates overriding the shipped ones")
     p.add_argument("--out", help="run folder (default runs/<timestamp>)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR up to its saved total (add --iterations N to raise it to N)")
     p.add_argument("--budget-usd", dest="budget_usd", type=float, help="stop cleanly once LLM spend reaches this")
     p.add_argument("--max-hours", dest="max_hours", type=float, help="stop cleanly after this many hours")
     p.add_argument("--seed", type=int, help="random seed (default 0)")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from evorank.evaluators.errors import EvorankError
 from evorank.evolve.console import console as make_console
+from evorank.evolve.inspect_format import METRIC_LABELS
 
 
 # -- evorank datasets ----------------------------------------------------------------------------
@@ -134,24 +135,23 @@ def _eval_sandboxed(args, addresses, name: str, source: str, checked: bool) -> i
 def print_suite(suite) -> None:
     from rich.table import Table
 
+    from evorank.evaluators.metrics import METRICS
+
     console = make_console()
     table = Table(title=f"[bold]{suite.program}[/]", title_justify="left")
-    for col, just in (("collection", "left"), ("docs", "right"), ("queries", "right"), ("nDCG@10", "right"),
-                      ("R@100", "right"), ("R@1000", "right"), ("MAP@1000", "right"), ("ms/query p50", "right"),
-                      ("p95", "right")):
+    for col, just in (("collection", "left"), ("docs", "right"), ("queries", "right"),
+                      *((METRIC_LABELS.get(m, m), "right") for m in METRICS), ("ms/query p50", "right"), ("p95", "right")):
         table.add_column(col, justify=just)
     for c in suite.collections:
         if c.ok:
-            m = c.metrics
-            table.add_row(c.name, f"{c.n_docs:,}", f"{c.n_queries:,}", f"{m['ndcg@10']:.4f}", f"{m['recall@100']:.4f}",
-                          f"{m['recall@1000']:.4f}", f"{m['map@1000']:.4f}", f"{c.latency_median_ms:.3f}",
-                          f"{c.latency_p95_ms:.3f}")
+            table.add_row(c.name, f"{c.n_docs:,}", f"{c.n_queries:,}", *(f"{c.metrics[m]:.4f}" for m in METRICS),
+                          f"{c.latency_median_ms:.3f}", f"{c.latency_p95_ms:.3f}")
         else:
-            table.add_row(c.name, f"{c.n_docs:,}", f"{c.n_queries:,}", f"[red]FAILED: {c.error_reason}[/]", "", "", "", "", "")
+            table.add_row(c.name, f"{c.n_docs:,}", f"{c.n_queries:,}", f"[red]FAILED: {c.error_reason}[/]",
+                          *[""] * (len(METRICS) + 1))
     if len(suite.collections) > 1 and suite.ok:
         m = suite.means()
-        table.add_row("[bold]macro mean[/]", "", "", f"{m['ndcg@10']:.4f}", f"{m['recall@100']:.4f}",
-                      f"{m['recall@1000']:.4f}", f"{m['map@1000']:.4f}", "", "", end_section=True)
+        table.add_row("[bold]macro mean[/]", "", "", *(f"{m[k]:.4f}" for k in METRICS), "", "", end_section=True)
     console.print(table)
     for c in suite.collections:
         for w in c.warnings:

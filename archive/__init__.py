@@ -6,6 +6,7 @@ Modules (each short and single-purpose):
 - schema    SQLite DDL, SCHEMA_VERSION, version refusal
 - rows      ProgramRecord <-> programs-table row conversion (JSON cleaning, insert values)
 - store     RunStore: one WAL SQLite db per run dir, one transaction per write
+- queries   RunQueries (mixed into RunStore): read-only aggregate queries for inspection and the loop
 - elites    Islands (MAP-Elites grids per island), ring migration, verify
 - sampling  SamplingPolicy, rng_for, parent / inspiration selection
 
@@ -73,10 +74,17 @@ store:
     .migration_done(generation) -> bool
     .record_migration(generation, moves: list[(ProgramRecord, int)]) -> list[ProgramRecord]
     .migrations() -> list[dict]        .summary() -> dict
-    .integrity_check() -> str          .execute(sql, args=()) -> list[Row]
+    .integrity_check() -> str          .execute(sql, args=()) -> list[Row]   # ad hoc SQL only
     .read_snapshot()  (context manager: one consistent read transaction)
     .close(); context manager
     collect_versions() -> dict; ReadOnlyStoreError; StoreLockedError
+queries (read-only, on every RunStore):
+    .outcome_counts() -> list[OutcomeCount(operator, status, failure_reason, n)]
+    .model_usage() -> list[ModelUsage(model, proposals, prompt_tokens, completion_tokens, cost_usd)]
+    .creation_times() -> list[float]   .max_id() -> int
+    .code_hash_matches(prefix) -> list[HashMatch(id, code_hash, status, operator)]
+    .proposal_progress() -> (proposals, last iteration)
+    .recent_failures(island, limit=20) -> list[ProgramRecord]   # newest first
 schema:
     SCHEMA_VERSION; SchemaVersionError
 elites:
@@ -125,6 +133,7 @@ from evorank.archive.sampling import (
     select_inspirations,
     select_parent,
 )
+from evorank.archive.queries import HashMatch, ModelUsage, OutcomeCount
 from evorank.archive.schema import SCHEMA_VERSION, SchemaVersionError
 from evorank.archive.store import ReadOnlyStoreError, RunStore, StoreLockedError, collect_versions
 
@@ -132,8 +141,11 @@ __all__ = [
     "ArchiveInconsistentError",
     "FeatureDim",
     "GridSpec",
+    "HashMatch",
     "Islands",
+    "ModelUsage",
     "OPERATORS",
+    "OutcomeCount",
     "ProgramRecord",
     "ReadOnlyStoreError",
     "RunStore",

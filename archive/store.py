@@ -40,6 +40,7 @@ from pathlib import Path
 from evorank.archive import rows, schema
 from evorank.archive.features import GridSpec, beats, decode_cell, default_grid_spec, encode_cell
 from evorank.archive.programs import OPERATORS, STATUSES, ProgramRecord
+from evorank.archive.queries import RunQueries
 
 try:
     import fcntl
@@ -112,12 +113,14 @@ def _connect(path: Path, readonly: bool, synchronous: str) -> sqlite3.Connection
     return conn
 
 
-class RunStore:
+class RunStore(RunQueries):
     """Thin wrapper over one sqlite connection to `<run_dir>/archive.sqlite`.
 
     Create a run with `RunStore.create`, reopen (resume or inspect) with
     `RunStore.open`. Write methods raise ReadOnlyStoreError on a readonly
-    store. Not thread-safe: use it from the thread that opened it.
+    store. The read-only aggregate queries (counts, outcomes, model usage,
+    progress, recent failures, ...) come from `archive.queries.RunQueries`.
+    Not thread-safe: use it from the thread that opened it.
     """
 
     def __init__(self, conn, path: Path, readonly: bool, lock_fd=None):
@@ -349,13 +352,6 @@ class RunStore:
             sql += " WHERE " + " AND ".join(where)
         return [rows.record_from_row(r) for r in self._conn.execute(sql + " ORDER BY id", args)]
 
-    def count(self, status: str | None = None) -> int:
-        if status is None:
-            return self._conn.execute("SELECT COUNT(*) FROM programs").fetchone()[0]
-        return self._conn.execute(
-            "SELECT COUNT(*) FROM programs WHERE status = ?", (status,)
-        ).fetchone()[0]
-
     def has_code_hash(
         self, code_hash: str, island: int | None = None, status: str | None = None
     ) -> int | None:
@@ -382,24 +378,6 @@ class RunStore:
         """The elite table written at insert time: {(island, cell): id}."""
         found = self._conn.execute("SELECT island, cell, program_id FROM elites").fetchall()
         return {(r[0], decode_cell(r[1])): r[2] for r in found}
-
-    def summary(self) -> dict:
-        """Counts by status and total tokens / cost, for inspection."""
-        by_status = dict(
-            self._conn.execute("SELECT status, COUNT(*) FROM programs GROUP BY status").fetchall()
-        )
-        p, c, cost = self._conn.execute(
-            "SELECT COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), "
-            "COALESCE(SUM(cost_usd), 0) FROM programs"
-        ).fetchone()
-        return {
-            "programs": sum(by_status.values()),
-            "by_status": by_status,
-            "prompt_tokens": p,
-            "completion_tokens": c,
-            "cost_usd": cost,
-            "iterations_done": self.iterations_done(),
-        }
 
     # ------------------------------------------------------------ migration
 
@@ -486,7 +464,8 @@ class RunStore:
             self._conn.execute("COMMIT")
 
     def execute(self, sql: str, args=()) -> list[sqlite3.Row]:
-        """Read-only escape hatch for inspection queries."""
+        """Read-only escape hatch for ad-hoc SQL (tests, debugging). Code that
+        needs a query should add a named method to `archive.queries` instead."""
         return self._conn.execute(sql, args).fetchall()
 
     # ------------------------------------------------------------ internals

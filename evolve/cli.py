@@ -1,13 +1,21 @@
-"""The ``evorank`` command line."""
+"""The ``evorank`` command line: every subcommand's parser, the dispatch to its command function, and
+``evorank run`` itself.
+
+The other commands live with what they need and are imported only when they run: ``eval_cmds``
+(eval, datasets), ``inspect_cmds`` (status, top, show, diff, lineage), ``report`` and ``export``. This
+module depends on them, never the other way round, and imports nothing heavy at start-up.
+"""
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import os
 import sys
 from pathlib import Path
 
 from evorank.evaluators.errors import EvorankError
+from evorank.evolve.console import console as make_console
+from evorank.evolve.inspect_format import ID_FORMS
 
 EPILOG_MAIN = """\
 examples:
@@ -23,204 +31,8 @@ environment:
 """
 
 
-def _console():
-    from rich.console import Console
-
-    # Piped output gets a wide fixed width: tables are for reading in logs too, not wrapping at 80.
-    width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 160))
-    return Console(stderr=False, highlight=False, width=width)
-
-
 def _err(msg: str) -> None:
     print(f"evorank: error: {msg}", file=sys.stderr)
-
-
-# -- evorank datasets ----------------------------------------------------------------------------
-
-def _availability(address: str) -> tuple[str, int | None, int | None]:
-    """(status, docs, judged queries) without downloading anything."""
-    from evorank.evaluators.collections import load_collection, resolve
-    from evorank.evaluators.index import index_folder
-
-    kind, where = resolve(address)
-    if kind == "ir_datasets":
-        import ir_datasets
-
-        try:
-            ds = ir_datasets.load(address)
-        except KeyError:
-            return "unknown id", None, None
-        home = Path(os.environ.get("IR_DATASETS_HOME", Path.home() / ".ir_datasets"))
-        parts = address.split("/")
-        local_dir = home.joinpath(*parts[:2]) if len(parts) > 1 else home / parts[0]
-        if not (local_dir.is_dir() and any(p.is_file() and p.stat().st_size > 0 for p in local_dir.rglob("*"))):
-            try:  # counts from ir_datasets' bundled metadata: no download
-                n_docs = ds.docs_metadata().get("count")
-            except Exception:
-                n_docs = None
-            return "needs download", n_docs, None
-    elif kind == "local" and not (Path(where) / "corpus.jsonl").is_file():
-        return "missing", None, None
-    try:
-        coll = load_collection(address)
-    except EvorankError as e:
-        return f"error: {str(e)[:60]}", None, None
-    n_docs = coll.n_docs_hint
-    idx = index_folder(coll) / "manifest.json"
-    if idx.exists():
-        n_docs = json.loads(idx.read_text())["n_docs"]
-        status = "indexed"
-    else:
-        status = "available"
-    if n_docs is None and kind != "ir_datasets":
-        with open(Path(where) / "corpus.jsonl", "rb") if kind == "local" else open(os.devnull, "rb") as f:
-            n_docs = sum(1 for line in f if line.strip()) or None
-    return status, n_docs, len(coll.queries)
-
-
-def cmd_datasets(args) -> int:
-    from evorank.evaluators.suites import suites
-
-    chosen = suites()
-    if args.suite:
-        from evorank.evaluators.suites import get_suite
-
-        chosen = {args.suite: get_suite(args.suite)}
-    out = {}
-    console = _console()
-    for name, suite in chosen.items():
-        rows = [(addr, *_availability(addr)) for addr in suite.collections]
-        out[name] = {
-            "description": suite.description,
-            "collections": [
-                {"address": a, "status": s, "docs": d, "judged_queries": q} for a, s, d, q in rows
-            ],
-        }
-        if args.json:
-            continue
-        from rich.table import Table
-
-        offline = sum(1 for r in rows if r[1] in ("available", "indexed"))
-        table = Table(title=f"[bold]{name}[/] — {suite.description} ({offline}/{len(rows)} offline)", title_justify="left")
-        table.add_column("collection")
-        table.add_column("status")
-        table.add_column("docs", justify="right")
-        table.add_column("judged queries", justify="right")
-        for addr, status, docs, nq in rows:
-            style = "green" if status in ("available", "indexed") else "yellow"
-            table.add_row(addr, f"[{style}]{status}[/]", f"{docs:,}" if docs else "-", f"{nq:,}" if nq else "-")
-        console.print(table)
-    if args.json:
-        print(json.dumps(out, indent=2))
-    else:
-        from evorank.evaluators.collections import data_root
-
-        console.print(
-            f"data root (local:<name>): {data_root()}   ir_datasets home: "
-            f"{os.environ.get('IR_DATASETS_HOME', '~/.ir_datasets')}"
-        )
-    return 0
-
-
-# -- evorank eval ----------------------------------------------------------------------------------
-
-def cmd_eval(args) -> int:
-    from evorank.evaluators.evaluate import evaluate_on, latency_ratio, load_topics, summarize, write_trec_run
-    from evorank.evaluators.index import safe_name
-    from evorank.evaluators.program import compile_program, load_program, program_path
-    from evorank.evaluators.suites import resolve_collections
-    from evorank.evolve.inspect_cmds import resolve_program_arg
-
-    addresses = resolve_collections(args.suite, args.datasets)
-    from_run = resolve_program_arg(args.program)  # RUN:ID (runs/x:best): LLM-written code, or None
-    if from_run is not None:
-        label, source = from_run
-        code_name = label
-    else:  # read, not run: with --sandbox the file's code must not execute here
-        path = program_path(args.program)
-        label, code_name, source = str(args.program), str(path), path.read_text(encoding="utf-8")
-    sandbox = args.sandbox if args.sandbox is not None else (from_run is not None or bool(args.cluster))
-    if args.shard_queries and not args.cluster:
-        raise EvorankError("--shard-queries splits the sandboxed evaluation tasks of --cluster; use it with --cluster")
-    if args.cluster and not sandbox:
-        raise EvorankError("--cluster always evaluates in the sandbox on the workers; drop --no-sandbox")
-    if sandbox:
-        return _eval_sandboxed(args, addresses, label, source, checked=from_run is not None or bool(args.sandbox))
-    program = compile_program(source, name=code_name)
-    reference = load_program("bm25") if args.fitness == "latency-aware" else None
-    log = (lambda m: print(m, file=sys.stderr)) if not args.json else None
-    results, ref_results = [], []
-    progress = sys.stderr.isatty() and not args.json
-    for address in addresses:
-        topics = load_topics(address, progress=progress, log=log)
-        res, ranking = evaluate_on(program, topics, k=args.k)
-        results.append(res)
-        if reference is not None:
-            ref_results.append(evaluate_on(reference, topics, k=args.k)[0])
-        if args.runs_out and ranking is not None:
-            write_trec_run(Path(args.runs_out) / f"{safe_name(address)}.run", ranking, topics, tag=Path(args.program).stem)
-    ratio = latency_ratio(results, ref_results) if reference is not None else None
-    suite = summarize(str(args.program), results, args.fitness, ratio)
-    if args.json:
-        print(json.dumps(suite.to_json(), indent=2))
-    else:
-        print_suite(suite)
-    return 0 if suite.ok else 1
-
-
-def _eval_sandboxed(args, addresses, name: str, source: str, checked: bool) -> int:
-    """``eval`` of code that is not yours (a program from a run archive, ``--sandbox``) or on ``--cluster``: the
-    path ``run`` uses, one sandboxed task per collection on local workers or on the cluster. ``checked`` puts
-    the code through the static checks first, as in ``run``."""
-    from evorank.evaluators.evaluate import load_topics
-    from evorank.evaluators.parallel import evaluate_program_sandboxed
-
-    if args.runs_out:
-        raise EvorankError("--runs-out needs the rankings in this process, and this evaluation runs in the sandbox "
-                           "(a program from a run archive, --sandbox or --cluster); if you have read the code and "
-                           "trust it, add --no-sandbox (or `evorank export` it and evaluate the file)")
-    log = (lambda m: print(m, file=sys.stderr)) if not args.json else None
-    progress = sys.stderr.isatty() and not args.json
-    topics = [load_topics(a, progress=progress, log=log) for a in addresses]
-    suite = evaluate_program_sandboxed(source, addresses, name=name, fitness=args.fitness, k=args.k,
-                                       trusted=not checked, topics=topics, cluster=args.cluster,
-                                       shard_queries=args.shard_queries or None)
-    if args.json:
-        print(json.dumps(suite.to_json(), indent=2))
-    else:
-        print_suite(suite)
-    return 0 if suite.ok else 1
-
-
-def print_suite(suite) -> None:
-    from rich.table import Table
-
-    console = _console()
-    table = Table(title=f"[bold]{suite.program}[/]", title_justify="left")
-    for col, just in (("collection", "left"), ("docs", "right"), ("queries", "right"), ("nDCG@10", "right"),
-                      ("R@100", "right"), ("R@1000", "right"), ("MAP@1000", "right"), ("ms/query p50", "right"),
-                      ("p95", "right")):
-        table.add_column(col, justify=just)
-    for c in suite.collections:
-        if c.ok:
-            m = c.metrics
-            table.add_row(c.name, f"{c.n_docs:,}", f"{c.n_queries:,}", f"{m['ndcg@10']:.4f}", f"{m['recall@100']:.4f}",
-                          f"{m['recall@1000']:.4f}", f"{m['map@1000']:.4f}", f"{c.latency_median_ms:.3f}",
-                          f"{c.latency_p95_ms:.3f}")
-        else:
-            table.add_row(c.name, f"{c.n_docs:,}", f"{c.n_queries:,}", f"[red]FAILED: {c.error_reason}[/]", "", "", "", "", "")
-    if len(suite.collections) > 1 and suite.ok:
-        m = suite.means()
-        table.add_row("[bold]macro mean[/]", "", "", f"{m['ndcg@10']:.4f}", f"{m['recall@100']:.4f}",
-                      f"{m['recall@1000']:.4f}", f"{m['map@1000']:.4f}", "", "", end_section=True)
-    console.print(table)
-    for c in suite.collections:
-        for w in c.warnings:
-            console.print(f"[yellow]warning[/] {c.name}: {w}")
-        if not c.ok:
-            console.print(f"[red]error[/] {c.name}: {c.error}")
-    extra = f"  (latency {suite.latency_ratio:.2f}x BM25)" if suite.latency_ratio else ""
-    console.print(f"fitness ({suite.fitness_name}): [bold]{suite.fitness:.4f}[/]{extra}")
 
 
 # -- evorank run ---------------------------------------------------------------------------------
@@ -233,10 +45,9 @@ RUN_FLAGS = ("seeds", "suite", "datasets", "iterations", "llm", "base_url", "wor
 def _available(address: str) -> bool:
     """Whether the collection is here now; never downloads (a bare `evorank run` must not start fetching
     data sets to decide what its default is)."""
-    try:
-        return _availability(address)[0] in ("indexed", "available")
-    except EvorankError:
-        return False
+    from evorank.evolve.availability import collection_availability
+
+    return collection_availability(address, counts=False).offline
 
 
 def resolve_run_config(args):
@@ -266,7 +77,7 @@ def cmd_run(args) -> int:
     from evorank.evolve.report_live import Reporter, setup_logging
     from evorank.evaluators.suites import resolve_collections
 
-    console = _console()
+    console = make_console()
     cfg = resolve_run_config(args)
     notes = []
     if cfg.llm == "auto":
@@ -334,17 +145,31 @@ def cmd_run(args) -> int:
     return 0 if engine.stop_reason in ("completed", "interrupted", "terminated", "budget", "max_hours") else 1
 
 
+def resume_hint(run_dir: Path, done: int, total: int, stop_reason: str | None, budget_usd: float | None) -> str:
+    """The command that continues a run, as printed at its end. ``--iterations`` is the total for the whole
+    run: ``--resume DIR`` alone continues to the saved total, ``--iterations N`` raises it to N."""
+    if stop_reason == "budget" and budget_usd:
+        return (f"evorank run --resume {run_dir} --budget-usd {budget_usd * 2:g}   "
+                f"# the ${budget_usd:g} budget is spent: raise it to continue")
+    if done < total:
+        return f"evorank run --resume {run_dir}   # continue to the run's total ({total - done} of {total} proposals left)"
+    return f"evorank run --resume {run_dir} --iterations {total * 2}   # to go further: raise the total to {total * 2}"
+
+
 def print_run_summary(console, engine, best, run_dir: Path) -> None:
     from rich.table import Table
 
-    from evorank.evolve.prompts import METRICS
+    from evorank.evaluators.metrics import METRICS
 
-    done, _ = engine.proposals_done()
+    done, _ = engine.store.proposal_progress()
+    total = engine.cfg.iterations
     s = engine.stats
-    console.print(f"\n[bold]run {engine.stop_reason}[/]: {done}/{engine.cfg.iterations} proposals "
+    console.print(f"\n[bold]run {engine.stop_reason}[/]: {done}/{total} proposals "
                   f"(this session: {s.accepted} accepted, {s.failed} failed, {s.duplicate} duplicate, "
                   f"{s.rejected} cut by the cascade; {s.prompt_tokens + s.completion_tokens:,} tokens, ${s.cost_usd:.4f})")
+    resume = resume_hint(run_dir, done, total, engine.stop_reason, engine.cfg.budget_usd)
     if best is None:
+        console.print(f"next:\n  {resume}")
         return
     seeds = engine.seed_records
     table = Table(title=f"best program #{best.id} (fitness {best.fitness:.4f}, latency "
@@ -371,7 +196,7 @@ def print_run_summary(console, engine, best, run_dir: Path) -> None:
                   f"  evorank top {run_dir}  /  evorank show {run_dir} best  /  evorank lineage {run_dir} best\n"
                   f"  evorank report {run_dir} -o report.html      # plots, grids, lineage diffs, transfer table\n"
                   f"  evorank export {run_dir} best -o my_scorer.py  # a standalone scorer (numpy, scipy, PyStemmer)\n"
-                  f"  evorank run --resume {run_dir} --iterations {engine.cfg.iterations * 2}   # keep evolving\n"
+                  f"  {resume}\n"
                   f"  log: {run_dir / 'run.log'}   archive: {run_dir / 'archive.sqlite'}")
 
 
@@ -393,6 +218,108 @@ def _add_cluster_args(p) -> None:
                    "pip install 'evorank[dask]'; see docs/cluster.md)")
     p.add_argument("--shard-queries", dest="shard_queries", type=_count, metavar="N",
                    help="split collections into evaluation tasks of at most N queries (default: one per collection)")
+
+
+def _id_help(default: str | None = None) -> str:
+    return f"program: {ID_FORMS}" + (f" (default {default})" if default else "")
+
+
+def _lazy(module: str, name: str):
+    """A command function that imports its module only when the command runs, so that `evorank --help`
+    and each command load no more than they use."""
+    def run(args) -> int:
+        return getattr(importlib.import_module(module), name)(args)
+
+    run.__qualname__ = run.__name__ = f"{module}.{name}"
+    return run
+
+
+def add_inspection_commands(sub) -> None:
+    """Register status, top, show, diff, lineage, report and export on the ``evorank`` subparsers."""
+    raw = argparse.RawDescriptionHelpFormatter
+
+    p = sub.add_parser("status", help="progress of a run: iterations, outcomes, best per island, tokens, cost, alive?",
+                       description="Summarise a run (safe while it runs): proposals done of the total, elapsed time, "
+                       "accepted/failed programs by reason, the best fitness per island, LLM tokens and cost, and "
+                       "whether a process is writing to it now (its archive.lock is held).",
+                       epilog="example:\n  evorank status runs/20261122-101500\n", formatter_class=raw)
+    p.add_argument("run", help="run folder")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=_lazy("evorank.evolve.inspect_cmds", "cmd_status"))
+
+    p = sub.add_parser("top", help="the best programs of a run, with per-collection metrics and latency",
+                       description="List a run's accepted programs (each seed once, no migration copies), best first.",
+                       epilog="examples:\n  evorank top runs/x -n 20\n  evorank top runs/x --by latency\n"
+                       "  evorank top runs/x --by ndcg@10 --metric ndcg@10\n", formatter_class=raw)
+    p.add_argument("run", help="run folder")
+    p.add_argument("-n", type=int, default=10, help="how many (default 10; 0 = all)")
+    p.add_argument("--by", default="fitness",
+                   help="sort key: fitness (default), latency (fastest first), or a metric such as ndcg@10, "
+                   "recall@100 (macro mean over the run's collections)")
+    p.add_argument("--metric", help="the one metric to show per collection (default nDCG@10/R@100)")
+    p.add_argument("--island", type=int, help="only this island")
+    p.add_argument("--json", action="store_true", help="print as JSON (all metrics)")
+    p.set_defaults(func=_lazy("evorank.evolve.inspect_cmds", "cmd_top"))
+
+    p = sub.add_parser("show", help="one program: code, metrics vs its parent and its seed, operator, model",
+                       description=f"Show one program. ID: {ID_FORMS}.",
+                       epilog="examples:\n  evorank show runs/x best\n  evorank show runs/x 42 --prompt --response\n"
+                       "  evorank show runs/x best@island:1 --json\n", formatter_class=raw)
+    p.add_argument("run", help="run folder")
+    p.add_argument("id", nargs="?", default="best", help=_id_help("best"))
+    p.add_argument("--prompt", action="store_true", help="also print the prompt sent to the LLM")
+    p.add_argument("--response", action="store_true", help="also print the LLM's reply")
+    p.add_argument("--plain", action="store_true", help="no syntax highlighting")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=_lazy("evorank.evolve.inspect_cmds", "cmd_show"))
+
+    p = sub.add_parser("diff", help="unified diff of a program against its parent (or another program)",
+                       description=f"Unified diff from the parent (or OTHER) to ID. IDs: {ID_FORMS}.",
+                       epilog="examples:\n  evorank diff runs/x best\n  evorank diff runs/x best seed:bm25\n",
+                       formatter_class=raw)
+    p.add_argument("run", help="run folder")
+    p.add_argument("id", help=_id_help())
+    p.add_argument("other", nargs="?", help="compare against this program instead of the parent")
+    p.add_argument("-U", "--context", type=int, default=3, help="lines of context (default 3)")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=_lazy("evorank.evolve.inspect_cmds", "cmd_diff"))
+
+    p = sub.add_parser("lineage", help="ancestry of a program back to its seed, with the fitness change per step",
+                       description=f"Follow first parents back to a seed. ID: {ID_FORMS}.",
+                       epilog="example:\n  evorank lineage runs/x best\n", formatter_class=raw)
+    p.add_argument("run", help="run folder")
+    p.add_argument("id", nargs="?", default="best", help=_id_help("best"))
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=_lazy("evorank.evolve.inspect_cmds", "cmd_lineage"))
+
+    p = sub.add_parser("report", help="write a self-contained HTML report of a run (plots, grids, lineage, transfer)",
+                       description="One HTML file with everything inline (no network): fitness over iterations, the "
+                       "best program vs the seeds per collection, each island's MAP-Elites grid, the best program's "
+                       "lineage with diffs, seen vs held-out (transfer) metrics, failures, tokens and cost.",
+                       epilog="examples:\n  evorank report runs/x -o report.html\n"
+                       "  evorank report runs/x --heldout local:npl,local:adi\n  evorank report runs/x --no-transfer\n",
+                       formatter_class=raw)
+    p.add_argument("run", help="run folder")
+    p.add_argument("-o", "--out", help="HTML file to write (default RUN/report.html)")
+    p.add_argument("--heldout", default="heldout",
+                   help="suite name or comma-separated collections for the transfer table (default: heldout)")
+    p.add_argument("--no-transfer", dest="no_transfer", action="store_true",
+                   help="skip the held-out evaluation (no program is run)")
+    p.add_argument("--json", action="store_true", help="print what was written as JSON")
+    p.set_defaults(func=_lazy("evorank.evolve.report", "cmd_report"))
+
+    p = sub.add_parser("export", help="write a program as a standalone scorer module (numpy, scipy, PyStemmer only)",
+                       description="Write a single .py file with the program's code, the text analyzer, an index "
+                       "builder and a Retriever: Retriever(docs).search(query, k=10). It does not import evorank.",
+                       epilog="examples:\n  evorank export runs/x -o my_scorer.py\n  evorank export runs/x 42 -o s.py\n"
+                       "  python -c \"from my_scorer import Retriever; "
+                       "print(Retriever({'a': 'solar power', 'b': 'bread'}).search('solar'))\"\n",
+                       formatter_class=raw)
+    p.add_argument("run", help="run folder")
+    p.add_argument("id", nargs="?", default="best", help=_id_help("best"))
+    p.add_argument("-o", "--out", help="file to write (default scorer_<id>.py in the current folder)")
+    p.add_argument("--json", action="store_true", help="print what was written as JSON")
+    p.set_defaults(func=_lazy("evorank.evolve.export", "cmd_export"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -427,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "for RUN:ID, whose code an LLM wrote; off for your own files and the seeds)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     _add_cluster_args(p)
-    p.set_defaults(func=cmd_eval)
+    p.set_defaults(func=_lazy("evorank.evolve.eval_cmds", "cmd_eval"))
 
     p = sub.add_parser(
         "run",
@@ -435,20 +362,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evolve ranking programs. An LLM (any OpenAI-compatible endpoint) or the offline mutator proposes "
         "changes to the seeds' EVOLVE-BLOCKs; every candidate is evaluated in a sandbox on the suite's collections; "
         "the archive (a SQLite file in the run folder) keeps every program and the MAP-Elites elites. "
-        "Ctrl-C stops cleanly; --resume continues to the same total.",
+        "Ctrl-C stops cleanly. --iterations is the total for the whole run: --resume DIR continues to the "
+        "saved total, --resume DIR --iterations N raises it to N.",
         epilog="examples:\n"
         "  evorank run                                              offline on whatever data is here (demo otherwise)\n"
         "  evorank run --suite dev --llm offline --iterations 300 --seed 0\n"
         "  OPENAI_API_KEY=... evorank run --suite quick --llm gpt-4o-mini,gpt-4o:0.2 --budget-usd 5\n"
         "  evorank run --llm local --base-url http://127.0.0.1:8089/v1 --suite quick   # a local llama.cpp server\n"
-        "  evorank run --resume runs/20261122-101500 --iterations 600\n",
+        "  evorank run --resume runs/20261122-101500                   continue to the saved total\n"
+        "  evorank run --resume runs/20261122-101500 --iterations 600  raise the total to 600 and continue\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", metavar="RUN.TOML", help="settings file (any RunConfig field); flags override it")
     p.add_argument("--seeds", help="comma-separated seed programs (default bm25,ql_dirichlet)")
     p.add_argument("--suite", help="collections to evolve on (default: dev if available, else demo)")
     p.add_argument("--datasets", help="extra comma-separated collection addresses")
-    p.add_argument("--iterations", type=int, help="total proposals for the run (default 100)")
+    p.add_argument("--iterations", type=int, metavar="N",
+                   help="total proposals for the whole run (default 100); with --resume, the run's new total")
     p.add_argument("--llm", help="'offline', or MODEL[,MODEL:weight...] (default: LLM if OPENAI_* is set, else offline)")
     p.add_argument("--base-url", dest="base_url", help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL)")
     p.add_argument("--api-key-env", dest="api_key_env", metavar="VAR",
@@ -463,7 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inspirations", type=int, help="other archive programs shown in each prompt (default 3)")
     p.add_argument("--prompts-dir", dest="prompts_dir", help="folder with prompt templates overriding the shipped ones")
     p.add_argument("--out", help="run folder (default runs/<timestamp>)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR up to its saved total (add --iterations N to raise it to N)")
     p.add_argument("--budget-usd", dest="budget_usd", type=float, help="stop cleanly once LLM spend reaches this")
     p.add_argument("--max-hours", dest="max_hours", type=float, help="stop cleanly after this many hours")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
@@ -472,7 +403,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_args(p)
     p.set_defaults(func=cmd_run)
 
-    from evorank.evolve.inspect_cmds import add_inspection_commands  # status top show diff lineage report export
     add_inspection_commands(sub)
 
     p = sub.add_parser("datasets", help="list suites and which of their collections are available offline",
@@ -480,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "on this machine right now (with document and judged-query counts).")
     p.add_argument("--suite", help="show only this suite")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_datasets)
+    p.set_defaults(func=_lazy("evorank.evolve.eval_cmds", "cmd_datasets"))
     return parser
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from evorank.archive import ProgramRecord
 from evorank.evaluators.errors import EvorankError
+from evorank.evaluators.metrics import METRICS
+from evorank.evolve.inspect_queries import open_run, resolve_id, seed_ancestor
 
 TEMPLATE = resources.files("evorank.evolve") / "export_template.py.txt"
 PLACEHOLDERS = ("@@TITLE@@", "@@PROVENANCE@@", "@@MODULE@@", "@@FUTURE@@", "@@PROVENANCE_DICT@@",
@@ -81,7 +83,7 @@ def _split_future(code: str) -> tuple[str, str]:
 
 
 def _metrics_lines(rec: ProgramRecord) -> list[str]:
-    names = ("ndcg@10", "recall@100", "recall@1000", "map@1000")
+    names = METRICS
     width = max([len(c) for c in rec.metrics] + [10])
     lines = [f"    {'collection':<{width}}  " + "  ".join(f"{n:>11}" for n in names)]
     for coll, m in rec.metrics.items():
@@ -168,8 +170,7 @@ def _py_literal(obj) -> str:
 
 
 def export_program(run_dir, ident: str = "best", out: str | Path | None = None) -> tuple[Path, ProgramRecord]:
-    from evorank.evolve.inspect_cmds import open_run, resolve_id, seed_ancestor
-
+    """Write program ``ident`` of the run to ``out`` (default scorer_<id>.py); returns (path, its record)."""
     with open_run(run_dir) as store:
         with store.read_snapshot():
             rec = resolve_id(store, ident)

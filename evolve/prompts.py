@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from evorank.evaluators.metrics import METRICS
 from evorank.evaluators.program import contract_text
 
 SHIPPED = resources.files("evorank.evolve") / "prompts"
 TEMPLATES = ("system", "mutation", "diff_instructions", "full_instructions", "crossover_instructions")
-METRICS = ("ndcg@10", "recall@100", "recall@1000", "map@1000")
 
 
 @dataclass(frozen=True)

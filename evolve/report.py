@@ -7,8 +7,8 @@ MAP-Elites grid, the best program's lineage with each step's diff, seen vs held-
 metrics, outcomes and failure reasons over time, tokens and cost over time, and the top programs.
 
 Held-out numbers are computed at report time with the same code paths as ``evorank eval``
-(``evolve.inspect_cmds.evaluate_sources``) for the best program and the seeds: the seeds in this
-process, evolved code through the static checks and the sandbox, as in the run.
+(``evolve.transfer``) for the best program and the seeds: the seeds in this process, evolved code
+through the static checks and the sandbox, as in the run.
 """
 from __future__ import annotations
 
@@ -23,21 +23,9 @@ from collections import Counter
 from pathlib import Path
 
 from evorank.archive import Islands, ProgramRecord
-from evorank.evaluators.errors import EvorankError
-from evorank.evolve.inspect_cmds import (
-    METRIC_LABELS,
-    available_collections,
-    evaluate_sources,
-    fmt,
-    fmt_duration,
-    lineage,
-    open_run,
-    program_diff,
-    run_status,
-    seed_records,
-    short_names,
-    top_programs,
-)
+from evorank.evolve.inspect_format import METRIC_LABELS, fmt, fmt_duration, program_diff, short_names
+from evorank.evolve.inspect_queries import lineage, open_run, run_status, seed_records, top_programs
+from evorank.evolve.transfer import transfer_data
 
 BEST_COLOR = "#d62728"
 SEED_COLORS = ["#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]  # never the best's red
@@ -286,58 +274,6 @@ def plot_cost(P: Plots, programs) -> str:
 
 
 # -- transfer ------------------------------------------------------------------------------------------
-
-def heldout_addresses(spec: str) -> list[str]:
-    from evorank.evaluators.suites import resolve_collections, suites
-
-    if spec in suites():
-        return resolve_collections(spec, None)
-    return resolve_collections(None, spec)
-
-
-def _suite_names() -> set[str]:
-    from evorank.evaluators.suites import suites
-
-    return set(suites())
-
-
-def transfer_data(best: ProgramRecord, seeds: dict[str, ProgramRecord], heldout: str | None, log=None) -> dict:
-    """Seen metrics (from the archive) and held-out metrics (evaluated now) of best + seeds."""
-    programs = {f"best #{best.id}": best}
-    for name, s in seeds.items():
-        if s.code_hash != best.code_hash:
-            programs[f"seed {name}"] = s
-    seen = {label: rec.metrics for label, rec in programs.items()}
-    out = {"programs": list(programs), "seen_collections": list(best.metrics), "seen": seen,
-           "heldout_spec": heldout, "heldout_collections": [], "heldout": {}, "missing": {}, "errors": {},
-           "note": None}
-    if heldout is None:
-        out["note"] = "Held-out evaluation was skipped (--no-transfer)."
-        return out
-    try:
-        addresses = heldout_addresses(heldout)
-        out["heldout_flag"] = (f"--suite {heldout}" if heldout in _suite_names() else f"--datasets {heldout}")
-    except EvorankError as e:
-        out["note"] = f"Held-out data was not available: {e}"
-        return out
-    ok, missing = available_collections(addresses)
-    out["missing"] = missing
-    if not ok:
-        out["note"] = (f"Held-out data was not available on this machine ({heldout}: "
-                       + ", ".join(addresses) + "), so no transfer numbers are shown.")
-        return out
-    t0 = time.monotonic()
-    trusted = {label for label, rec in programs.items() if rec.operator == "seed"}
-    # evolved code goes through the static checks and the sandbox there, as in the run
-    results = evaluate_sources({label: rec.code for label, rec in programs.items()}, ok, log=log, trusted=trusted)
-    out["heldout_collections"] = ok
-    for label, res in results.items():
-        out["heldout"][label] = res["collections"]
-        if res["errors"]:
-            out["errors"][label] = "; ".join(f"{k}: {v}" for k, v in res["errors"].items())
-    out["elapsed_s"] = round(time.monotonic() - t0, 1)
-    return out
-
 
 def _mean(per_coll: dict, colls, metric) -> float | None:
     vals = [per_coll.get(c, {}) or {} for c in colls]

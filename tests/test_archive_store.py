@@ -262,3 +262,98 @@ def test_verify_detects_tampering(tmp_path):
     assert "code_hash" in text and "elite table" in text and "stored cell" in text
     assert "no migrations row" in text
     s.close()
+
+
+# -- read-only queries (archive.queries, mixed into RunStore) ------------------------------------------
+
+
+def _mixed_run(store):
+    """Seeds, proposals of two models (one failed, one duplicate), a migration copy; returns the records."""
+    out = {}
+    for isl in (0, 1):
+        out[f"seed{isl}"] = rec(100, island=isl, iteration=0, operator="seed", features={"seed_name": "s"})
+        store.add_program(out[f"seed{isl}"])
+    out["a"] = rec(1, model="m1", prompt_tokens=100, completion_tokens=10, cost_usd=0.5)
+    out["fail0"] = rec(2, status="failed", failure_reason="syntax_error", fitness=None, model="m1",
+                       prompt_tokens=50, completion_tokens=5, cost_usd=0.25)
+    out["fail1"] = rec(3, island=1, status="failed", failure_reason="timeout", fitness=None, model="m2",
+                       prompt_tokens=7, completion_tokens=3, cost_usd=0.125)
+    out["fail0b"] = rec(4, status="failed", failure_reason="syntax_error", fitness=None, model="m1")
+    out["dup"] = rec(1, iteration=5, status="duplicate", failure_reason="duplicate", fitness=None)
+    for k in ("a", "fail0", "fail1", "fail0b", "dup"):
+        store.add_program(out[k])
+    out["copies"] = store.record_migration(1, [(out["a"], 1)])
+    return out
+
+
+def test_queries_on_an_empty_run(store):
+    assert store.outcome_counts() == [] and store.model_usage() == [] and store.creation_times() == []
+    assert store.max_id() == 0 and store.code_hash_matches("a") == []
+    assert store.proposal_progress() == (0, 0) and store.recent_failures(0) == []
+
+
+def test_outcome_counts_group_by_operator_status_and_reason(store):
+    from evorank.archive import OutcomeCount
+
+    _mixed_run(store)
+    got = {(o.operator, o.status, o.failure_reason): o.n for o in store.outcome_counts()}
+    assert got == {("seed", "accepted", None): 2, ("diff", "accepted", None): 1,
+                   ("diff", "failed", "syntax_error"): 2, ("diff", "failed", "timeout"): 1,
+                   ("diff", "duplicate", "duplicate"): 1, ("migration", "accepted", None): 1}
+    assert all(isinstance(o, OutcomeCount) for o in store.outcome_counts())
+
+
+def test_model_usage_totals_per_model_without_seeds_or_copies(store):
+    from evorank.archive import ModelUsage
+
+    _mixed_run(store)
+    usage = store.model_usage()
+    assert usage[0] == ModelUsage("m1", 3, 150, 15, 0.75)  # the most used model first
+    assert {u.model: u for u in usage[1:]} == {"m2": ModelUsage("m2", 1, 7, 3, 0.125),
+                                               None: ModelUsage(None, 1, 0, 0, 0.0)}  # the duplicate
+
+
+def test_creation_times_and_max_id(store):
+    recs = _mixed_run(store)
+    times = store.creation_times()
+    assert len(times) == store.count() == 8 and times == sorted(times)
+    assert times[0] == recs["seed0"].created_at and times[-1] == recs["copies"][0].created_at
+    assert store.max_id() == recs["copies"][0].id == 8
+
+
+def test_code_hash_matches_any_case_in_id_order(store):
+    from evorank.archive import HashMatch
+
+    recs = _mixed_run(store)
+    h = recs["a"].code_hash
+    found = store.code_hash_matches(h[:6].upper())
+    # the accepted original, the duplicate (same code) and the migration copy share the hash
+    assert [m.id for m in found] == [recs["a"].id, recs["dup"].id, recs["copies"][0].id]
+    assert found[0] == HashMatch(recs["a"].id, h, "accepted", "diff")
+    assert [m.operator for m in found] == ["diff", "diff", "migration"]
+    assert store.code_hash_matches(h) == found and store.code_hash_matches("zz") == []
+    assert {m.id for m in store.code_hash_matches("")} == set(range(1, 9))  # the empty prefix matches all
+
+
+def test_proposal_progress_counts_proposals_not_seeds_or_copies(store):
+    _mixed_run(store)
+    assert store.proposal_progress() == (5, 5)
+    store.add_program(rec(9, iteration=12, status="failed", failure_reason="x", fitness=None))
+    assert store.proposal_progress() == (6, 12)
+
+
+def test_recent_failures_newest_first_on_one_island(store):
+    recs = _mixed_run(store)
+    assert [r.id for r in store.recent_failures(0)] == [recs["fail0b"].id, recs["fail0"].id]
+    assert [r.id for r in store.recent_failures(0, limit=1)] == [recs["fail0b"].id]
+    got = store.recent_failures(1)
+    assert [r.id for r in got] == [recs["fail1"].id] and got[0].failure_reason == "timeout"
+    assert got[0].code == recs["fail1"].code and isinstance(got[0], ProgramRecord)
+
+
+def test_queries_work_on_a_readonly_store(store):
+    recs = _mixed_run(store)
+    with RunStore.open(store.run_dir, readonly=True) as ro, ro.read_snapshot():
+        assert ro.proposal_progress() == store.proposal_progress()
+        assert ro.outcome_counts() == store.outcome_counts() and ro.model_usage() == store.model_usage()
+        assert ro.max_id() == 8 and [r.id for r in ro.recent_failures(1)] == [recs["fail1"].id]

@@ -10,7 +10,8 @@ import pytest
 
 from evorank.archive import ProgramRecord, RunStore
 from evorank.evolve.cli import main
-from evorank.evolve.inspect_cmds import InspectError, resolve_id, resolve_program_arg, short_name, split_run_address, writer_pid
+from evorank.evolve.inspect_format import short_name
+from evorank.evolve.inspect_queries import InspectError, resolve_id, resolve_program_arg, split_run_address, writer_pid
 
 from synthetic_run import BM25, CHILD_K1, make_collections, make_run
 

@@ -1,0 +1,137 @@
+"""Read-only questions about a run's programs, answered in SQL: the queries behind the inspection
+commands (``evorank status``, ``show``, ``report``) and the loop's progress and prompt context.
+
+``RunQueries`` is mixed into ``RunStore``, which supplies the connection (``self._conn``) and
+``iterations_done()``; every method here only reads, so each works on a store opened with
+``readonly=True`` as well as on the writer. Wrap several calls in ``store.read_snapshot()`` to
+see one consistent state of a live run.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from evorank.archive.programs import ProgramRecord
+from evorank.archive.rows import record_from_row
+
+# Programs that count as proposals: everything the loop proposed (iteration > 0), not the
+# migration copies the store writes itself.
+PROPOSALS_WHERE = "iteration > 0 AND operator != 'migration'"
+
+
+@dataclass(frozen=True)
+class OutcomeCount:
+    """How many programs share one (operator, status, failure reason)."""
+
+    operator: str
+    status: str
+    failure_reason: str | None
+    n: int
+
+
+@dataclass(frozen=True)
+class ModelUsage:
+    """Proposals, tokens and cost of one model (None: proposals made without an LLM)."""
+
+    model: str | None
+    proposals: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+
+
+@dataclass(frozen=True)
+class HashMatch:
+    """A program whose normalized code hash starts with a given prefix."""
+
+    id: int
+    code_hash: str
+    status: str
+    operator: str
+
+
+class RunQueries:
+    """Read-only queries over the programs table (a mixin of ``RunStore``)."""
+
+    _conn: sqlite3.Connection
+
+    def count(self, status: str | None = None) -> int:
+        """Number of programs, optionally only those with this status."""
+        if status is None:
+            return self._conn.execute("SELECT COUNT(*) FROM programs").fetchone()[0]
+        return self._conn.execute(
+            "SELECT COUNT(*) FROM programs WHERE status = ?", (status,)
+        ).fetchone()[0]
+
+    def summary(self) -> dict:
+        """Counts by status and total tokens / cost, for inspection."""
+        by_status = dict(
+            self._conn.execute("SELECT status, COUNT(*) FROM programs GROUP BY status").fetchall()
+        )
+        p, c, cost = self._conn.execute(
+            "SELECT COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), "
+            "COALESCE(SUM(cost_usd), 0) FROM programs"
+        ).fetchone()
+        return {
+            "programs": sum(by_status.values()),
+            "by_status": by_status,
+            "prompt_tokens": p,
+            "completion_tokens": c,
+            "cost_usd": cost,
+            "iterations_done": self.iterations_done(),
+        }
+
+    def outcome_counts(self) -> list[OutcomeCount]:
+        """Program counts grouped by operator, status and failure reason (seeds and migration
+        copies included: the operator tells them apart), in that sort order."""
+        found = self._conn.execute(
+            "SELECT operator, status, failure_reason, COUNT(*) FROM programs "
+            "GROUP BY operator, status, failure_reason ORDER BY operator, status, failure_reason"
+        ).fetchall()
+        return [OutcomeCount(r[0], r[1], r[2], r[3]) for r in found]
+
+    def model_usage(self) -> list[ModelUsage]:
+        """Per-model proposals, prompt/completion tokens and cost (migration copies and seeds
+        left out), the most used model first."""
+        found = self._conn.execute(
+            "SELECT model, COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), "
+            f"COALESCE(SUM(cost_usd), 0.0) FROM programs WHERE {PROPOSALS_WHERE} "
+            "GROUP BY model ORDER BY COUNT(*) DESC, model"
+        ).fetchall()
+        return [ModelUsage(r[0], r[1], r[2], r[3], float(r[4])) for r in found]
+
+    def creation_times(self) -> list[float]:
+        """When each program was archived (unix time), oldest first."""
+        return [r[0] for r in self._conn.execute("SELECT created_at FROM programs ORDER BY created_at")]
+
+    def max_id(self) -> int:
+        """The highest program id (ids run from 1), 0 for a run without programs."""
+        return self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM programs").fetchone()[0]
+
+    def code_hash_matches(self, prefix: str) -> list[HashMatch]:
+        """Programs whose normalized code hash starts with ``prefix`` (hex, any case), in id
+        order; several rows can share one hash (seeds on every island, migration copies,
+        duplicates)."""
+        prefix = prefix.lower()
+        found = self._conn.execute(
+            "SELECT id, code_hash, status, operator FROM programs WHERE substr(code_hash, 1, ?) = ? ORDER BY id",
+            (len(prefix), prefix),
+        ).fetchall()
+        return [HashMatch(r[0], r[1], r[2], r[3]) for r in found]
+
+    def proposal_progress(self) -> tuple[int, int]:
+        """(proposals archived, highest iteration among them): programs with iteration > 0 that
+        are not migration copies; (0, 0) before the first proposal."""
+        n, last = self._conn.execute(
+            f"SELECT COUNT(*), COALESCE(MAX(iteration), 0) FROM programs WHERE {PROPOSALS_WHERE}"
+        ).fetchone()
+        return int(n), int(last)
+
+    def recent_failures(self, island: int, limit: int = 20) -> list[ProgramRecord]:
+        """Up to ``limit`` programs with status 'failed' on ``island``, newest (highest id) first."""
+        found = self._conn.execute(
+            "SELECT * FROM programs WHERE status = 'failed' AND island = ? ORDER BY id DESC LIMIT ?",
+            (island, limit),
+        ).fetchall()
+        return [record_from_row(r) for r in found]

@@ -1,0 +1,162 @@
+"""``evorank eval`` and ``evorank datasets``: score a ranking program on collections, and list which
+collections of each suite are on this machine. The CLI (``evolve.cli``) registers the parsers."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from evorank.evaluators.errors import EvorankError
+from evorank.evolve.console import console as make_console
+from evorank.evolve.inspect_format import METRIC_LABELS
+
+
+# -- evorank datasets ----------------------------------------------------------------------------
+
+def cmd_datasets(args) -> int:
+    from evorank.evaluators.suites import suites
+
+    chosen = suites()
+    if args.suite:
+        from evorank.evaluators.suites import get_suite
+
+        chosen = {args.suite: get_suite(args.suite)}
+    from evorank.evolve.availability import collection_availability
+
+    out = {}
+    console = make_console()
+    for name, suite in chosen.items():
+        found = [collection_availability(addr) for addr in suite.collections]
+        out[name] = {
+            "description": suite.description,
+            "collections": [
+                {"address": c.address, "status": c.status, "reason": c.reason, "docs": c.docs,
+                 "judged_queries": c.judged_queries} for c in found
+            ],
+        }
+        if args.json:
+            continue
+        from rich.table import Table
+
+        offline = sum(1 for c in found if c.offline)
+        table = Table(title=f"[bold]{name}[/] — {suite.description} ({offline}/{len(found)} offline)", title_justify="left")
+        table.add_column("collection")
+        table.add_column("status")
+        table.add_column("docs", justify="right")
+        table.add_column("judged queries", justify="right")
+        for c in found:
+            style = "green" if c.offline else "yellow"
+            table.add_row(c.address, f"[{style}]{c.label}[/]", f"{c.docs:,}" if c.docs else "-",
+                          f"{c.judged_queries:,}" if c.judged_queries else "-")
+        console.print(table)
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        from evorank.evaluators.collections import data_root
+
+        console.print(
+            f"data root (local:<name>): {data_root()}   ir_datasets home: "
+            f"{os.environ.get('IR_DATASETS_HOME', '~/.ir_datasets')}"
+        )
+    return 0
+
+
+# -- evorank eval ----------------------------------------------------------------------------------
+
+def cmd_eval(args) -> int:
+    from evorank.evaluators.evaluate import evaluate_on, latency_ratio, load_topics, summarize, write_trec_run
+    from evorank.evaluators.index import safe_name
+    from evorank.evaluators.program import compile_program, load_program, program_path
+    from evorank.evaluators.suites import resolve_collections
+    from evorank.evolve.inspect_queries import resolve_program_arg
+
+    addresses = resolve_collections(args.suite, args.datasets)
+    from_run = resolve_program_arg(args.program)  # RUN:ID (runs/x:best): LLM-written code, or None
+    if from_run is not None:
+        label, source = from_run
+        code_name = label
+    else:  # read, not run: with --sandbox the file's code must not execute here
+        path = program_path(args.program)
+        label, code_name, source = str(args.program), str(path), path.read_text(encoding="utf-8")
+    sandbox = args.sandbox if args.sandbox is not None else (from_run is not None or bool(args.cluster))
+    if args.shard_queries and not args.cluster:
+        raise EvorankError("--shard-queries splits the sandboxed evaluation tasks of --cluster; use it with --cluster")
+    if args.cluster and not sandbox:
+        raise EvorankError("--cluster always evaluates in the sandbox on the workers; drop --no-sandbox")
+    if sandbox:
+        return _eval_sandboxed(args, addresses, label, source, checked=from_run is not None or bool(args.sandbox))
+    program = compile_program(source, name=code_name)
+    reference = load_program("bm25") if args.fitness == "latency-aware" else None
+    log = (lambda m: print(m, file=sys.stderr)) if not args.json else None
+    results, ref_results = [], []
+    progress = sys.stderr.isatty() and not args.json
+    for address in addresses:
+        topics = load_topics(address, progress=progress, log=log)
+        res, ranking = evaluate_on(program, topics, k=args.k)
+        results.append(res)
+        if reference is not None:
+            ref_results.append(evaluate_on(reference, topics, k=args.k)[0])
+        if args.runs_out and ranking is not None:
+            write_trec_run(Path(args.runs_out) / f"{safe_name(address)}.run", ranking, topics, tag=Path(args.program).stem)
+    ratio = latency_ratio(results, ref_results) if reference is not None else None
+    suite = summarize(str(args.program), results, args.fitness, ratio)
+    if args.json:
+        print(json.dumps(suite.to_json(), indent=2))
+    else:
+        print_suite(suite)
+    return 0 if suite.ok else 1
+
+
+def _eval_sandboxed(args, addresses, name: str, source: str, checked: bool) -> int:
+    """``eval`` of code that is not yours (a program from a run archive, ``--sandbox``) or on ``--cluster``: the
+    path ``run`` uses, one sandboxed task per collection on local workers or on the cluster. ``checked`` puts
+    the code through the static checks first, as in ``run``."""
+    from evorank.evaluators.evaluate import load_topics
+    from evorank.evaluators.parallel import evaluate_program_sandboxed
+
+    if args.runs_out:
+        raise EvorankError("--runs-out needs the rankings in this process, and this evaluation runs in the sandbox "
+                           "(a program from a run archive, --sandbox or --cluster); if you have read the code and "
+                           "trust it, add --no-sandbox (or `evorank export` it and evaluate the file)")
+    log = (lambda m: print(m, file=sys.stderr)) if not args.json else None
+    progress = sys.stderr.isatty() and not args.json
+    topics = [load_topics(a, progress=progress, log=log) for a in addresses]
+    suite = evaluate_program_sandboxed(source, addresses, name=name, fitness=args.fitness, k=args.k,
+                                       trusted=not checked, topics=topics, cluster=args.cluster,
+                                       shard_queries=args.shard_queries or None)
+    if args.json:
+        print(json.dumps(suite.to_json(), indent=2))
+    else:
+        print_suite(suite)
+    return 0 if suite.ok else 1
+
+
+def print_suite(suite) -> None:
+    from rich.table import Table
+
+    from evorank.evaluators.metrics import METRICS
+
+    console = make_console()
+    table = Table(title=f"[bold]{suite.program}[/]", title_justify="left")
+    for col, just in (("collection", "left"), ("docs", "right"), ("queries", "right"),
+                      *((METRIC_LABELS.get(m, m), "right") for m in METRICS), ("ms/query p50", "right"), ("p95", "right")):
+        table.add_column(col, justify=just)
+    for c in suite.collections:
+        if c.ok:
+            table.add_row(c.name, f"{c.n_docs:,}", f"{c.n_queries:,}", *(f"{c.metrics[m]:.4f}" for m in METRICS),
+                          f"{c.latency_median_ms:.3f}", f"{c.latency_p95_ms:.3f}")
+        else:
+            table.add_row(c.name, f"{c.n_docs:,}", f"{c.n_queries:,}", f"[red]FAILED: {c.error_reason}[/]",
+                          *[""] * (len(METRICS) + 1))
+    if len(suite.collections) > 1 and suite.ok:
+        m = suite.means()
+        table.add_row("[bold]macro mean[/]", "", "", *(f"{m[k]:.4f}" for k in METRICS), "", "", end_section=True)
+    console.print(table)
+    for c in suite.collections:
+        for w in c.warnings:
+            console.print(f"[yellow]warning[/] {c.name}: {w}")
+        if not c.ok:
+            console.print(f"[red]error[/] {c.name}: {c.error}")
+    extra = f"  (latency {suite.latency_ratio:.2f}x BM25)" if suite.latency_ratio else ""
+    console.print(f"fitness ({suite.fitness_name}): [bold]{suite.fitness:.4f}[/]{extra}")

@@ -8,12 +8,8 @@ file descriptors, rlimits, a scrubbed environment, unmapped shared writable memo
 empty folder, an unprivileged uid of its own, no_new_privs and a seccomp filter, and only then hands
 over to the harness (``evaluators.harness``), which runs the candidate.
 
-The seccomp filter (x86_64) refuses what a ranking program has no use for and what would let a
-candidate outgrow its limits or outlive its run: new processes (``fork``, ``vfork``, ``clone``
-without ``CLONE_THREAD``; ``clone3`` answers ENOSYS so that threads fall back to ``clone``), SysV
-and POSIX IPC (``shm*``, ``sem*``, ``msg*``, ``mq_*``) and ``memfd_create``, sockets, exec, ptrace,
-mounts and namespaces, kernel keys, bpf, perf and the like. Because no new process can start, the
-per-process rlimits (address space, CPU time) bound the whole candidate.
+The seccomp filter (``evaluators.seccomp``) refuses, among other things, new processes: so the
+per-process rlimits (address space, CPU time) bound the whole candidate, threads included.
 
 Each layer degrades gracefully when the OS refuses it; which ones held is reported as a bit set in
 the first record of the result stream (``LAYERS``). See ``docs/sandbox.md``.
@@ -21,7 +17,6 @@ the first record of the result stream (``LAYERS``). See ``docs/sandbox.md``.
 from __future__ import annotations
 
 import ctypes
-import errno
 import importlib
 import logging
 import math
@@ -32,8 +27,9 @@ import signal
 import struct
 import sys
 import tempfile
+from dataclasses import dataclass
 
-from . import wire
+from . import seccomp, wire
 from .harness import run_candidate, write_all
 from .static_check import ALLOWED_MODULES
 
@@ -75,8 +71,6 @@ PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_SECUREBITS = 28
 PR_SET_NO_NEW_PRIVS = 38
-PR_SET_SECCOMP = 22
-SECCOMP_MODE_FILTER = 2
 
 _libc = None
 
@@ -97,104 +91,6 @@ def _prctl(option: int, arg2: int = 0) -> bool:
     libc = _get_libc()
     return libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(0), ctypes.c_ulong(0),
                       ctypes.c_ulong(0)) == 0
-
-
-# x86_64 system calls a ranking program has no use for and that widen the kernel attack surface (EPERM).
-_SECCOMP_DENY_X86_64 = (
-    41, 42, 43, 49, 50, 53, 288,  # socket connect accept bind listen socketpair accept4
-    59, 322,  # execve execveat
-    57, 58,  # fork vfork (clone is allowed for threads only, below)
-    101, 310, 311, 312,  # ptrace process_vm_readv/writev kcmp
-    165, 166, 155, 161, 272, 308,  # mount umount2 pivot_root chroot unshare setns
-    428, 429, 430, 431, 432, 433, 442,  # open_tree move_mount fsopen fsconfig fsmount fspick mount_setattr
-    248, 249, 250, 321, 298, 323,  # add_key request_key keyctl bpf perf_event_open userfaultfd
-    246, 320, 175, 313, 176, 169, 167, 168, 163, 172, 173,  # kexec modules reboot swap acct iopl ioperm
-    303, 304, 179, 135, 425, 426, 427, 300, 212, 133, 259, 134, 153, 103,  # handles quotactl personality
-    # io_uring fanotify lookup_dcookie mknod mknodat uselib vhangup syslog
-    159, 164, 227, 170, 171,  # adjtimex settimeofday clock_settime sethostname setdomainname
-    29, 30, 31, 67,  # shmget shmat shmctl shmdt
-    64, 65, 66, 220,  # semget semop semctl semtimedop
-    68, 69, 70, 71,  # msgget msgsnd msgrcv msgctl
-    240, 241, 242, 243, 244, 245,  # mq_open mq_unlink mq_timedsend mq_timedreceive mq_notify mq_getsetattr
-    319,  # memfd_create
-)
-_NR_CLONE, _NR_CLONE3 = 56, 435
-_CLONE_THREAD = 0x00010000
-_AUDIT_ARCH_X86_64 = 0xC000003E
-_MACHINE = os.uname().machine
-
-
-class _SockFilter(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
-
-
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
-
-
-_seccomp_prog = None  # (fprog, filter array) built once per process
-
-# classic BPF opcodes and seccomp return values
-_LD_ABS, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06
-_RET_ALLOW, _RET_KILL_PROCESS, _RET_ERRNO = 0x7FFF0000, 0x80000000, 0x00050000
-
-
-def _assemble(program: list[tuple]) -> list[tuple[int, int, int, int]]:
-    """Classic BPF from ``(label,)`` markers and ``(op, k, true_label, false_label)`` instructions, where a
-    label of None means the next instruction; returns (code, jt, jf, k) tuples."""
-    labels, pos = {}, 0
-    for ins in program:
-        if len(ins) == 1:
-            labels[ins[0]] = pos
-        else:
-            pos += 1
-    out = []
-    for ins in program:
-        if len(ins) == 1:
-            continue
-        op, k, jt, jf = ins
-        here = len(out)
-        rel = [0 if lab is None else labels[lab] - here - 1 for lab in (jt, jf)]
-        if any(not 0 <= r <= 255 for r in rel):  # pragma: no cover - a bug in the program above
-            raise ValueError(f"BPF jump out of range at {here}")
-        out.append((op, rel[0], rel[1], k))
-    return out
-
-
-def _build_seccomp():
-    """The filter described in the module docstring (x86_64); foreign ABIs (x32, i386) are refused or killed.
-    None on other machines."""
-    if _MACHINE not in ("x86_64", "AMD64"):
-        return None
-    prog = [
-        (_LD_ABS, 4, None, None),  # seccomp_data.arch
-        (_JEQ, _AUDIT_ARCH_X86_64, None, "kill"),
-        (_LD_ABS, 0, None, None),  # seccomp_data.nr
-        (_JGE, 0x40000000, "eperm", None),  # x32 ABI
-        (_JEQ, _NR_CLONE, "clone", None),
-        (_JEQ, _NR_CLONE3, "enosys", None),
-        *[(_JEQ, nr, "eperm", None) for nr in _SECCOMP_DENY_X86_64],
-        (_RET, _RET_ALLOW, None, None),
-        ("clone",),
-        (_LD_ABS, 16, None, None),  # low 32 bits of args[0]: the clone flags
-        (_JSET, _CLONE_THREAD, "allow", "eperm"),
-        ("allow",), (_RET, _RET_ALLOW, None, None),
-        ("eperm",), (_RET, _RET_ERRNO | errno.EPERM, None, None),
-        ("enosys",), (_RET, _RET_ERRNO | errno.ENOSYS, None, None),
-        ("kill",), (_RET, _RET_KILL_PROCESS, None, None),
-    ]
-    code = _assemble(prog)
-    arr = (_SockFilter * len(code))(*[_SockFilter(*p) for p in code])
-    return _SockFprog(len(code), arr), arr
-
-
-def _install_seccomp() -> bool:
-    if _seccomp_prog is None:
-        return False
-    fprog = _seccomp_prog[0]
-    libc = _get_libc()
-    return libc.prctl(ctypes.c_int(PR_SET_SECCOMP), ctypes.c_ulong(SECCOMP_MODE_FILTER),
-                      ctypes.cast(ctypes.pointer(fprog), ctypes.c_void_p), ctypes.c_ulong(0), ctypes.c_ulong(0)) == 0
 
 
 def _make_empty_netns() -> int | None:
@@ -249,6 +145,7 @@ def _drop_capabilities() -> bool:
 # -- process-wide preparation (in the worker) --------------------------------------------------------
 
 _prepared = False
+_seccomp_filter = None  # built once per process (seccomp.build_filter)
 _empty_netns: int | None = None
 _own_pidns: int | None = None  # fd of this process's PID namespace, to undo unshare(CLONE_NEWPID)
 
@@ -257,7 +154,7 @@ def prepare_process() -> None:
     """Once per process (worker): import everything a candidate may use (nothing can be imported inside
     the jail), build the seccomp filter, and, as root, create the shared empty network namespace and
     keep a handle on our own PID namespace."""
-    global _prepared, _seccomp_prog, _empty_netns, _own_pidns
+    global _prepared, _seccomp_filter, _empty_netns, _own_pidns
     if _prepared:
         if _jail_parent is None or not os.path.isdir(_jail_parent):  # e.g. the temp folder was cleaned
             _make_jail_parent()
@@ -270,9 +167,9 @@ def prepare_process() -> None:
     _get_libc()
     _make_jail_parent()
     try:
-        _seccomp_prog = _build_seccomp()
+        _seccomp_filter = seccomp.build_filter()
     except Exception:  # pragma: no cover
-        _seccomp_prog = None
+        _seccomp_filter = None
     if os.geteuid() == 0:
         _empty_netns = _make_empty_netns()
         try:
@@ -327,9 +224,10 @@ def new_jail_dir() -> str:
 
 # -- starting a jail (called in the worker) ----------------------------------------------------------
 
-#: Status records on the keeper's pipe: "g" + jail pid + layer bits, then "s" + wait status + CPU seconds.
+#: Status records on the keeper's pipe: "g" + jail pid + layer bits, then "s" + wait status, CPU seconds (user,
+#: system) and peak resident memory (KiB) of the jail, as the kernel accounted them.
 _STARTED = struct.Struct("<iI")
-_ENDED = struct.Struct("<idd")
+_ENDED = struct.Struct("<iddq")
 
 
 def start(res_w: int, out_w: int, jail_dir: str, args, parent_fds: tuple[int, ...] = ()) -> tuple[int, int]:
@@ -372,16 +270,27 @@ def start(res_w: int, out_w: int, jail_dir: str, args, parent_fds: tuple[int, ..
     return pid, st_r
 
 
-def read_status(buf: bytes) -> tuple[int | None, int, int | None, float | None]:
-    """(jail pid, layer bits, wait status, CPU seconds) from a keeper's status bytes; None where not sent."""
-    pid, bits, status, cpu = None, 0, None, None
-    if len(buf) >= 1 + _STARTED.size and buf[0:1] == b"g":
-        pid, bits = _STARTED.unpack_from(buf, 1)
-        at = 1 + _STARTED.size
-        if len(buf) >= at + 1 + _ENDED.size and buf[at:at + 1] == b"s":
-            status, utime, stime = _ENDED.unpack_from(buf, at + 1)
-            cpu = utime + stime
-    return pid, bits, status, cpu
+@dataclass(frozen=True)
+class KeeperStatus:
+    """What a keeper reported; None where it has not (yet) said."""
+
+    jail_pid: int | None = None
+    layer_bits: int = 0
+    wait_status: int | None = None
+    cpu_s: float | None = None
+    max_rss_kib: int | None = None
+
+
+def read_status(buf: bytes) -> KeeperStatus:
+    """Parse a keeper's status bytes (a keeper is trusted code, but may have been killed half-way)."""
+    if len(buf) < 1 + _STARTED.size or buf[0:1] != b"g":
+        return KeeperStatus()
+    pid, bits = _STARTED.unpack_from(buf, 1)
+    at = 1 + _STARTED.size
+    if len(buf) < at + 1 + _ENDED.size or buf[at:at + 1] != b"s":
+        return KeeperStatus(pid, bits)
+    status, utime, stime, rss = _ENDED.unpack_from(buf, at + 1)
+    return KeeperStatus(pid, bits, status, utime + stime, rss)
 
 
 def _keeper(res_w: int, out_w: int, st_w: int, jail_dir: str, args) -> None:
@@ -428,17 +337,18 @@ def _keeper(res_w: int, out_w: int, st_w: int, jail_dir: str, args) -> None:
     os.close(out_w)
     write_all(st_w, b"g" + _STARTED.pack(pid, layers))
     utime = stime = 0.0
+    rss = 0
     while True:
         try:
             _, status, usage = os.wait4(pid, 0)
-            utime, stime = usage.ru_utime, usage.ru_stime
+            utime, stime, rss = usage.ru_utime, usage.ru_stime, usage.ru_maxrss
             break
         except InterruptedError:
             continue
         except ChildProcessError:
             status = -1
             break
-    write_all(st_w, b"s" + _ENDED.pack(status, utime, stime))
+    write_all(st_w, b"s" + _ENDED.pack(status, utime, stime, rss))
     os._exit(0)
 
 
@@ -500,10 +410,28 @@ def _unmap_shared_writable() -> bool:
     return ok
 
 
-def _set_rlimits(limits, vm_bytes: int) -> bool:
+#: The default memory allowance: a base plus room for this many float64 arrays the size of the postings
+#: (BM25's ``prepare`` holds about five at its peak), so that the default grows with the collection.
+MEMORY_BASE_MB = 1024
+MEMORY_POSTING_ARRAYS = 6
+
+
+def memory_limit_mb(limits, index) -> int:
+    """The memory a candidate may allocate on top of the shared index: ``limits.memory_mb`` when set, else
+    ``MEMORY_BASE_MB`` plus ``MEMORY_POSTING_ARRAYS`` float64 arrays of the index's postings."""
+    if limits.memory_mb:
+        return int(limits.memory_mb)
+    try:
+        postings = int(index.term_doc.nnz)
+    except AttributeError:  # a stand-in index without postings
+        postings = 0
+    return MEMORY_BASE_MB + (MEMORY_POSTING_ARRAYS * 8 * postings) // 2**20
+
+
+def _set_rlimits(limits, memory_mb: int, vm_bytes: int) -> bool:
     """Per-process limits; with new processes refused by seccomp they bound the whole candidate. The address
-    space limit is what is mapped at this point (the shared, read-only index included) plus
-    ``limits.memory_mb``, so the index itself never counts against the candidate's memory."""
+    space limit is what is mapped at this point (the shared, read-only index included) plus ``memory_mb``,
+    so the index itself never counts against the candidate's memory."""
     ok = True
     cpu = int(math.ceil(limits.cpu_s if limits.cpu_s is not None else limits.timeout_s))
     todo = [
@@ -515,8 +443,8 @@ def _set_rlimits(limits, vm_bytes: int) -> bool:
         (resource.RLIMIT_MEMLOCK, 0, 0),
         (resource.RLIMIT_MSGQUEUE, 0, 0),
     ]
-    if limits.memory_mb and vm_bytes:
-        cap = vm_bytes + limits.memory_mb * 1024 * 1024
+    if memory_mb and vm_bytes:
+        cap = vm_bytes + memory_mb * 1024 * 1024
         todo.append((resource.RLIMIT_AS, cap, cap))
     for what, soft, hard in todo:
         try:
@@ -577,7 +505,7 @@ def enter_jail(res_w: int, out_w: int, jail_dir: str, layers: int, userns: bool,
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
     proc = _read_proc_numbers()
-    if _set_rlimits(limits, proc[2] if proc else 0):
+    if _set_rlimits(limits, memory_limit_mb(limits, index), proc[2] if proc else 0):
         layers |= _BIT["rlimits"]
     if _scrub_env(proc):
         layers |= _BIT["env"]
@@ -616,7 +544,7 @@ def enter_jail(res_w: int, out_w: int, jail_dir: str, layers: int, userns: bool,
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     _prctl(PR_SET_DUMPABLE, 0)
     try:
-        if _install_seccomp():
+        if _seccomp_filter is not None and seccomp.install(_seccomp_filter):
             layers |= _BIT["seccomp"]
     except Exception:
         pass

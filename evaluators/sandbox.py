@@ -53,7 +53,8 @@ class Limits:
 
     timeout_s: float = 60.0  # wall clock, prepare() + all queries; the process group is SIGKILLed after it
     cpu_s: float | None = None  # RLIMIT_CPU; default: timeout_s
-    memory_mb: int = 2048  # RLIMIT_AS on top of what is mapped at fork time (the shared index included)
+    memory_mb: int | None = None  # RLIMIT_AS beyond the shared index; None: grows with the collection
+    #                                (jail.memory_limit_mb: 1 GB + six float64 arrays of the postings)
     output_bytes: int = 64_000  # stdout + stderr; more ends the run as ``output_limit``
     max_procs: int = 8  # RLIMIT_NPROC for the sandbox's own uid
     max_open_files: int = 64  # RLIMIT_NOFILE
@@ -76,6 +77,7 @@ class SandboxResult:
     queries_done: int = 0
     program_text: str = ""
     cpu_ms: float | None = None  # CPU time the kernel charged to the jail (None if unknown)
+    max_rss_mb: float | None = None  # the jail's peak resident memory, as the kernel measured it
 
     @property
     def ok(self) -> bool:
@@ -148,7 +150,8 @@ def run_sandboxed(source: str, index, queries, k: int = DEFAULT_K, limits: Limit
         except OSError:
             pass
 
-    status = cpu_s = None
+    status = None
+    usage = (None, None)
     try:
         while open_fds:
             now = time.monotonic()
@@ -183,12 +186,12 @@ def run_sandboxed(source: str, index, queries, k: int = DEFAULT_K, limits: Limit
                         kill("protocol_error", "the sandboxed process sent more result data than possible")
                 else:
                     st_buf += data
-                    found = jail.read_status(bytes(st_buf))[0]
+                    found = jail.read_status(bytes(st_buf)).jail_pid
                     if jail_pid is None and found is not None:
                         jail_pid = found
                         if killed is not None:  # killed before we knew the jail's pid
                             kill(*killed)
-        status, cpu_s = _reap(pid)
+        status, usage = _reap(pid)
     finally:
         for fd in list(open_fds):
             try:
@@ -199,26 +202,25 @@ def run_sandboxed(source: str, index, queries, k: int = DEFAULT_K, limits: Limit
             os.rmdir(jail_dir)
         except OSError:  # only where the jail was writable (no uid change): remove what the program left
             shutil.rmtree(jail_dir, ignore_errors=True)
-    if direct:  # the jail is our own child: its status and CPU time are the ones to interpret
-        jail_status, bits = status, 0
+    if direct:  # the jail is our own child: its status and usage are the ones to interpret
+        keeper = jail.KeeperStatus(pid, 0, status, *usage)
     else:
-        _, bits, jail_status, cpu_s = jail.read_status(bytes(st_buf))
+        keeper = jail.read_status(bytes(st_buf))
     wall_ms = (time.monotonic() - t_start) * 1e3
-    return _interpret(bytes(res_buf), bits, jail_status, status, cpu_s, killed, bytes(out_buf), wall_ms, queries,
-                      index, k, limits)
+    return _interpret(bytes(res_buf), keeper, status, killed, bytes(out_buf), wall_ms, queries, index, k, limits)
 
 
-def _reap(pid: int) -> tuple[int | None, float | None]:
+def _reap(pid: int) -> tuple[int | None, tuple[float | None, int | None]]:
     """Wait for the forked child (the jail, or its keeper, which exits right after the jail); SIGKILL its group
-    if it lingers. Returns (wait status, CPU seconds of the child)."""
+    if it lingers. Returns (wait status, (CPU seconds, peak RSS in KiB) of the child)."""
     end = time.monotonic() + 2.0
     while True:
         try:
             done, status, usage = os.wait4(pid, os.WNOHANG)
         except ChildProcessError:
-            return None, None
+            return None, (None, None)
         if done:
-            return status, usage.ru_utime + usage.ru_stime
+            return status, (usage.ru_utime + usage.ru_stime, usage.ru_maxrss)
         if time.monotonic() > end:
             try:
                 os.killpg(pid, signal.SIGKILL)
@@ -226,26 +228,28 @@ def _reap(pid: int) -> tuple[int | None, float | None]:
                 pass
             try:
                 _, status, usage = os.wait4(pid, 0)
-                return status, usage.ru_utime + usage.ru_stime
+                return status, (usage.ru_utime + usage.ru_stime, usage.ru_maxrss)
             except ChildProcessError:
-                return None, None
+                return None, (None, None)
         time.sleep(0.001)
 
 
 _SIGNAL_NAMES = {int(s): s.name for s in signal.Signals}
 
 
-def _interpret(res: bytes, status_bits: int, jail_status, child_status, cpu_s, killed, out: bytes, wall_ms: float,
+def _interpret(res: bytes, keeper: jail.KeeperStatus, child_status, killed, out: bytes, wall_ms: float,
                queries: list[Query], index, k: int, limits: Limits) -> SandboxResult:
     output = clean(out.decode("utf-8", "replace"), limits.output_bytes)
     n_q, n_docs = len(queries), int(index.n_docs)
     stream = wire.parse(res, n_q, n_docs, k, len(jail.LAYERS))
-    layers = jail.layers_from_bits(status_bits | stream.layers)
+    layers = jail.layers_from_bits(keeper.layer_bits | stream.layers)
     done = stream.queries_done
+    jail_status, cpu_s = keeper.wait_status, keeper.cpu_s
     cpu_ms = cpu_s * 1e3 if cpu_s is not None else None
+    rss_mb = keeper.max_rss_kib / 1024 if keeper.max_rss_kib else None
 
     def fail(reason: str, message: str, program_text: str = "") -> SandboxResult:
-        return SandboxResult(None, reason, message, output, wall_ms, layers, done, program_text, cpu_ms)
+        return SandboxResult(None, reason, message, output, wall_ms, layers, done, program_text, cpu_ms, rss_mb)
 
     progress = _progress(stream, n_q)
     if killed is not None:
@@ -261,8 +265,9 @@ def _interpret(res: bytes, status_bits: int, jail_status, child_status, cpu_s, k
     if stream.error is not None:
         f = wire.describe_failure(stream.error, [q.id for q in queries])
         if f.reason == "memory":
-            f = wire.Failure(f.reason, f"{f.message} (limit: {limits.memory_mb} MB beyond the shared index; raise "
-                                       "it with --memory-mb, or eval_memory_mb in a run config)", f.program_text)
+            f = wire.Failure(f.reason, f"{f.message} (limit: {jail.memory_limit_mb(limits, index)} MB beyond the "
+                                       "shared index; raise it with --memory-mb, or eval_memory_mb in a run config)",
+                             f.program_text)
         return fail(f.reason, f.message, f.program_text)
     if stream.problem is not None:
         return fail("protocol_error", f"the result stream was rejected: {stream.problem}")
@@ -287,7 +292,7 @@ def _interpret(res: bytes, status_bits: int, jail_status, child_status, cpu_s, k
                     "(score() must return a plain numpy array whose values are already computed)")
     ranking = Ranking([q.id for q in queries], stream.doc_idx, stream.scores,
                       np.asarray(stream.latency, dtype=np.float64), stream.prepare_ms)
-    return SandboxResult(ranking, None, None, output, wall_ms, layers, done, "", cpu_ms)
+    return SandboxResult(ranking, None, None, output, wall_ms, layers, done, "", cpu_ms, rss_mb)
 
 
 def _cpu_exhausted(limits: Limits, cpu_s: float | None) -> bool:

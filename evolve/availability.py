@@ -49,15 +49,13 @@ def _irds_home() -> Path:
 def collection_availability(address: str, *, counts: bool = True) -> CollectionAvailability:
     """Whether ``address`` loads here without a download, and (with ``counts``) its number of documents
     and judged queries. Never raises for an unusable collection: the status and reason say what is wrong."""
-    from evorank.evaluators.collections import load_collection, resolve
+    from evorank.evaluators.collections import import_ir_datasets, load_collection, resolve
     from evorank.evaluators.index import index_folder
 
     kind, where = resolve(address)
     if kind == "ir_datasets":
-        import ir_datasets
-
         try:
-            ds = ir_datasets.load(address)
+            ds = import_ir_datasets().load(address)
         except KeyError:
             return CollectionAvailability(address, "unknown id", f"{address!r} is not an ir_datasets id, a folder "
                                           "or local:<name>")

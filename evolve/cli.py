@@ -39,7 +39,7 @@ def _err(msg: str) -> None:
 
 RUN_FLAGS = ("seeds", "suite", "datasets", "iterations", "llm", "base_url", "workers", "out", "budget_usd",
              "max_hours", "seed", "fitness", "islands", "in_flight", "prompts_dir", "max_tokens", "inspirations",
-             "cluster", "shard_queries", "api_key_env", "request_timeout_s")
+             "cluster", "shard_queries", "api_key_env", "request_timeout_s", "eval_timeout_s", "eval_memory_mb")
 
 
 def _available(address: str) -> bool:
@@ -119,7 +119,7 @@ def cmd_run(args) -> int:
 
     evaluator = Evaluator(
         addresses, n_workers=workers(cfg),
-        limits=Limits(timeout_s=cfg.eval_timeout_s, memory_mb=cfg.eval_memory_mb),
+        limits=Limits(timeout_s=cfg.eval_timeout_s, memory_mb=cfg.eval_memory_mb or None),
         fitness=cfg.fitness, cascade=CascadeConfig(threshold=cfg.cascade_threshold) if cfg.cascade else None,
         seed=cfg.seed, cluster=cfg.cluster or None, shard_queries=cfg.shard_queries or None,
     )
@@ -218,6 +218,16 @@ def _add_cluster_args(p) -> None:
                    "pip install 'evorank[dask]'; see docs/cluster.md)")
     p.add_argument("--shard-queries", dest="shard_queries", type=_count, metavar="N",
                    help="split collections into evaluation tasks of at most N queries (default: one per collection)")
+
+
+def _add_limit_args(p, run: bool) -> None:
+    """--timeout and --memory-mb: the sandbox limits of one program on one collection."""
+    dest = ("eval_timeout_s", "eval_memory_mb") if run else ("timeout_s", "memory_mb")
+    p.add_argument("--timeout", dest=dest[0], type=float, metavar="SECONDS",
+                   help="sandbox: wall-clock limit of one program on one collection (default 60)")
+    p.add_argument("--memory-mb", dest=dest[1], type=_count, metavar="MB",
+                   help="sandbox: memory a program may allocate beyond the shared index (default: 1 GB plus room "
+                   "for six float64 arrays of the collection's postings, so it grows with the collection)")
 
 
 def _id_help(default: str | None = None) -> str:
@@ -354,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "for RUN:ID, whose code an LLM wrote; off for your own files and the seeds)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     _add_cluster_args(p)
+    _add_limit_args(p, run=False)
     p.set_defaults(func=_lazy("evorank.evolve.eval_cmds", "cmd_eval"))
 
     p = sub.add_parser(
@@ -401,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="log every iteration to stderr too")
     _add_cluster_args(p)
+    _add_limit_args(p, run=True)
     p.set_defaults(func=cmd_run)
 
     add_inspection_commands(sub)

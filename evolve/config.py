@@ -51,7 +51,7 @@ class RunConfig:
     # the evaluator
     workers: int = 0  # 0 = all cores
     eval_timeout_s: float = 60.0
-    eval_memory_mb: int = 4096
+    eval_memory_mb: int = 0  # 0: grows with the collection (1 GB + six float64 arrays of its postings)
     cascade: bool = True
     cascade_threshold: float = 0.9
     cluster: str | None = None  # Dask scheduler address (tcp://HOST:8786): evaluate there instead of local workers

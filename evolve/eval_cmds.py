@@ -113,7 +113,7 @@ def _eval_sandboxed(args, addresses, name: str, source: str, checked: bool) -> i
     path ``run`` uses, one sandboxed task per collection on local workers or on the cluster. ``checked`` puts
     the code through the static checks first, as in ``run``."""
     from evorank.evaluators.evaluate import load_topics
-    from evorank.evaluators.parallel import evaluate_program_sandboxed
+    from evorank.evaluators.parallel import Limits, evaluate_program_sandboxed
 
     if args.runs_out:
         raise EvorankError("--runs-out needs the rankings in this process, and this evaluation runs in the sandbox "
@@ -124,7 +124,9 @@ def _eval_sandboxed(args, addresses, name: str, source: str, checked: bool) -> i
     topics = [load_topics(a, progress=progress, log=log) for a in addresses]
     suite = evaluate_program_sandboxed(source, addresses, name=name, fitness=args.fitness, k=args.k,
                                        trusted=not checked, topics=topics, cluster=args.cluster,
-                                       shard_queries=args.shard_queries or None)
+                                       shard_queries=args.shard_queries or None,
+                                       limits=Limits(timeout_s=args.timeout_s or Limits.timeout_s,
+                                                     memory_mb=args.memory_mb or None))
     if args.json:
         print(json.dumps(suite.to_json(), indent=2))
     else:

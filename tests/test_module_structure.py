@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CHECKED = ("evolve", "archive")  # the packages whose modules these rules are enforced on
+CHECKED = ("evolve", "archive", "evaluators", "seeds")  # the packages whose modules these rules are enforced on
 NO_SQL = ("evolve/inspect_cmds.py", "evolve/inspect_queries.py", "evolve/inspect_format.py", "evolve/report.py",
           "evolve/export.py")
 SIZE_CHECKED = ("evolve/cli.py", "evolve/console.py", "evolve/eval_cmds.py", "evolve/availability.py",

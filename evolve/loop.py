@@ -248,7 +248,8 @@ class Engine:
         rng = rng_for(self.cfg.seed, prop.iteration, stream=1)
         try:
             if self.llm is None:
-                from .offline_mutator import crossover, mutate
+                from .offline_crossover import crossover
+                from .offline_mutator import mutate
 
                 if prop.operator == "crossover":
                     m = crossover(prop.parent.code, prop.other.code, rng)

@@ -108,7 +108,8 @@ def test_same_seed_same_children(name):
 def test_deterministic_across_processes():
     """No dependence on hash randomization (set iteration order) or other process state."""
     code = ("import numpy as np, hashlib; from evorank.evolve.offline_mutator import mutate; "
-            "from evorank.evaluators.program import seed_path; s = seed_path('bm25').read_text(); o = seed_path('ql_dirichlet').read_text(); "
+            "from evorank.evaluators.program import seed_path; "
+            "s = seed_path('bm25').read_text(); o = seed_path('ql_dirichlet').read_text(); "
             "r = np.random.default_rng(9); "
             "print(hashlib.sha1(''.join(mutate(s, r, o if i % 3 == 0 else None).source for i in range(30)).encode()).hexdigest())")
     repo = Path(__file__).resolve().parents[1]

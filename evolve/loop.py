@@ -1,13 +1,15 @@
-"""The evolution loop: propose (LLM or offline mutator), evaluate (sandboxed, parallel), archive.
+"""The evolution loop: propose (a proposer: LLM or offline mutator), evaluate (sandboxed, parallel), archive.
 
 One iteration = one proposal, whatever becomes of it (accepted, failed, duplicate, rejected by the
 cascade); ``iterations`` is the total for the run, so ``--resume`` continues to the same total.
 
-Concurrency: up to ``in_flight`` LLM requests run in threads while the main thread evaluates
-finished proposals in parallel worker processes, so LLM latency and evaluation overlap. Parents
-are chosen in the main thread when a proposal is submitted, from ``rng_for(seed, iteration)``.
-The offline mutator is instantaneous, so offline runs work in synchronous batches (one candidate
-per worker) and are deterministic under ``--seed``.
+Parents, crossover partners and operators are chosen in the main thread when a proposal is made,
+from ``rng_for(seed, iteration)``; the proposer writes the code (see :mod:`evorank.evolve.proposers`
+for what the engine asks of a proposer). Concurrency: a proposer that takes time (an LLM) fills up
+to ``concurrency`` proposals in threads while the main thread evaluates finished proposals in
+parallel worker processes, so proposing and evaluation overlap. An instantaneous proposer (the
+offline mutator) is filled in synchronous batches (one candidate per worker), so offline runs are
+deterministic under ``--seed``.
 """
 from __future__ import annotations
 
@@ -16,10 +18,8 @@ import signal
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from evorank.archive import (
     FeatureDim,
@@ -41,40 +41,10 @@ from evorank.evaluators.metrics import fitness_spec
 from evorank.evaluators.program import load_program, split_block
 
 from .config import RunConfig, workers
-from .llm import Budget, LLMClient, LLMSettings, parse_models
-from .operators import ReplyError, apply_reply
-from .prompts import PromptTemplates, build_messages
+from .llm import Budget
+from .proposers import CROSSOVER, Proposal, Proposer, make_proposer
 
 log = logging.getLogger("evorank")
-
-OBJECTIVE = (
-    "Maximise fitness = 0.8 x mean Recall@100 + 0.2 x mean nDCG@10 over the evaluation collections "
-    "(macro average; a program that fails on any collection scores 0). {latency}"
-)
-
-
-@dataclass
-class Proposal:
-    """A candidate on its way from the proposer to the archive."""
-
-    iteration: int
-    island: int
-    generation: int
-    operator: str
-    parent: ProgramRecord
-    other: ProgramRecord | None = None
-    source: str | None = None  # candidate program; None when no candidate could be made
-    description: str = ""
-    model: str | None = None
-    prompt: str | None = None
-    response: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    failure_reason: str | None = None
-    failure_detail: str | None = None
-    messages: list[dict] | None = None  # the chat request (LLM proposals)
-    started_at: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -103,10 +73,13 @@ def grid_spec(cfg: RunConfig) -> GridSpec:
 
 
 class Engine:
-    """Runs (or resumes) one evolution job in ``run_dir``. Construct, then call ``run()``."""
+    """Runs (or resumes) one evolution job in ``run_dir``. Construct, then call ``run()``, then ``close()``.
+
+    ``proposer``: who writes the candidates; by default the one ``cfg`` asks for (``make_proposer``).
+    """
 
     def __init__(self, cfg: RunConfig, run_dir: Path, addresses: list[str], evaluator, resume: bool = False,
-                 reporter=None):
+                 reporter=None, proposer: Proposer | None = None):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.addresses = addresses
@@ -124,23 +97,9 @@ class Engine:
                 self.run_dir, cfg.to_dict(), cfg.seed, versions=collect_versions(),
                 grid=grid_spec(cfg), n_islands=cfg.islands,
             )
-        self.templates = PromptTemplates.load(cfg.prompts_dir)
-        self.llm: LLMClient | None = None
         spent = float(self.store.summary().get("cost_usd") or 0.0) if resume else 0.0
         self.budget = Budget(cfg.budget_usd, spent)
-        if not cfg.offline:
-            import os
-
-            models = parse_models(cfg.llm)
-            self.llm = LLMClient(
-                LLMSettings(
-                    models=tuple(models), base_url=cfg.base_url or os.environ.get("OPENAI_BASE_URL"),
-                    api_key=os.environ.get(cfg.api_key_env), temperature=cfg.temperature, top_p=cfg.top_p,
-                    max_tokens=cfg.max_tokens, timeout_s=cfg.request_timeout_s, max_retries=cfg.max_retries,
-                    backoff_base_s=cfg.backoff_base_s, prices=cfg.prices,
-                ),
-                budget=self.budget,
-            )
+        self.proposer = proposer if proposer is not None else make_proposer(cfg, self.budget, self.spec)
         self.seed_records: dict[str, ProgramRecord] = {}
         self.seed_sources: dict[str, str] = {}
         self.bm25_latency_ms: float | None = None
@@ -198,42 +157,37 @@ class Engine:
         return rec
 
     # -- proposing -----------------------------------------------------------------------------
-    def _choose_operator(self, rng) -> str:
-        if self.cfg.offline:
-            return "crossover" if rng.random() < self.cfg.operator_mix.get("crossover", 0.15) else "offline"
-        kinds = sorted(self.cfg.operator_mix)
-        w = np.array([self.cfg.operator_mix[k] for k in kinds], dtype=float)
-        return kinds[int(rng.choice(len(kinds), p=w / w.sum()))]
-
-    def _other_parent(self, island: int, parent: ProgramRecord, rng) -> ProgramRecord | None:
-        """A crossover partner from another island, else from another cell of this one."""
+    def _partners(self, island: int, parent: ProgramRecord) -> list[ProgramRecord]:
+        """Crossover partners: elites of the other islands, else of other cells of this one."""
         pool = [p for i in range(self.cfg.islands) if i != island for p in self.islands.elites(i)]
-        pool = [p for p in pool if p.code_hash != parent.code_hash] or [
+        return [p for p in pool if p.code_hash != parent.code_hash] or [
             p for p in self.islands.elites(island) if p.code_hash != parent.code_hash
         ]
-        return pool[int(rng.integers(len(pool)))] if pool else None
 
     def _new_proposal(self, iteration: int) -> Proposal:
+        """Parent, operator and partner of an iteration, drawn (in that order) from ``rng_for(seed, iteration)``."""
         rng = rng_for(self.cfg.seed, iteration)
         island = iteration % self.cfg.islands
         parent = select_parent(self.islands, island, rng, self.policy)
-        operator = self._choose_operator(rng)
-        other = self._other_parent(island, parent, rng) if operator == "crossover" else None
-        if operator == "crossover" and other is None:
-            operator = "offline" if self.cfg.offline else "diff"
+        partners = self._partners(island, parent)
+        operator = self.proposer.choose_operator(rng, bool(partners))
+        other = partners[int(rng.integers(len(partners)))] if operator == CROSSOVER else None
         return Proposal(iteration, island, iteration // self.cfg.islands, operator, parent, other)
 
-    def _add_messages(self, prop: Proposal) -> Proposal:
-        """Build the prompt in the main thread: it reads the archive, which belongs to this thread."""
-        insp = select_inspirations(self.islands, prop.island, prop.parent, rng_for(self.cfg.seed, prop.iteration, 2),
-                                   self.policy)
-        prop.messages = build_messages(
-            self.templates, prop.operator, prop.parent, self.seed_records, self._objective(),
-            failures=self._failures_for(prop.parent, prop.island), inspirations=insp, other=prop.other,
-            block_of=lambda code: split_block(code).block,
-        )
-        prop.prompt = prop.messages[-1]["content"]
+    def _prepare(self, prop: Proposal) -> Proposal:
+        """The proposer's main-thread step: it may read the archive, which belongs to this thread."""
+        self.proposer.prepare(prop, self)
         return prop
+
+    # -- what a proposer may read while preparing (the engine is its ArchiveView) ---------------
+    def inspirations(self, prop: Proposal) -> list[ProgramRecord]:
+        """Elites to show next to the parent, drawn from the proposal's stream 2 (so no other draw moves)."""
+        return select_inspirations(self.islands, prop.island, prop.parent, rng_for(self.cfg.seed, prop.iteration, 2),
+                                   self.policy)
+
+    def recent_failures(self, prop: Proposal) -> list[ProgramRecord]:
+        """The last failures of the proposal's island, the parent's own line first."""
+        return self._failures_for(prop.parent, prop.island)
 
     def _failures_for(self, parent: ProgramRecord, island: int, n: int = 3) -> list[ProgramRecord]:
         rows = self.store.execute(
@@ -244,43 +198,15 @@ class Engine:
         return recent[:n]
 
     def _fill(self, prop: Proposal) -> Proposal:
-        """Produce the candidate's code (runs in a worker thread for LLM proposals)."""
+        """Produce the candidate's code with the proposal's stream 1 (in a worker thread unless the
+        proposer is instantaneous)."""
         rng = rng_for(self.cfg.seed, prop.iteration, stream=1)
         try:
-            if self.llm is None:
-                from .offline_mutator import crossover, mutate
-
-                if prop.operator == "crossover":
-                    m = crossover(prop.parent.code, prop.other.code, rng)
-                else:
-                    m = mutate(prop.parent.code, rng)
-                prop.source, prop.description, prop.model = m.source, m.description, "offline"
-                return prop
-            kind = prop.operator
-            completion = self.llm.complete(prop.messages, rng)
-            prop.model = completion.model
-            prop.prompt_tokens, prop.completion_tokens = completion.prompt_tokens, completion.completion_tokens
-            prop.cost_usd = completion.cost_usd
-            prop.response = completion.text
-            if completion.text is None:
-                prop.failure_reason = f"llm:{completion.error}"
-                prop.failure_detail = "; ".join(completion.retry_log)[-500:]
-                return prop
-            prop.source, applied = apply_reply(prop.parent.code, completion.text, "diff" if kind == "diff" else "full",
-                                               completion.finish_reason)
-            if kind != "crossover":
-                prop.operator = applied  # record what the reply really was
-        except ReplyError as e:
-            prop.failure_reason, prop.failure_detail = e.reason, str(e)
+            self.proposer.fill(prop, rng)
         except Exception as e:  # a proposer bug must cost one proposal, not the run
             log.exception("proposal %d failed", prop.iteration)
             prop.failure_reason, prop.failure_detail = f"proposer:{type(e).__name__}", str(e)[:500]
         return prop
-
-    def _objective(self) -> str:
-        extra = ("Programs slower than BM25 are penalised: fitness x (BM25 latency / latency)^0.05."
-                 if self.spec.latency_exponent else "Also keep scoring about as fast as BM25; latency is reported.")
-        return OBJECTIVE.format(latency=extra)
 
     # -- evaluating and archiving -------------------------------------------------------------
     def _settle(self, props: list[Proposal]) -> None:
@@ -291,16 +217,8 @@ class Engine:
         records: dict[int, ProgramRecord] = {}
         descriptions = {p.iteration: p.description for p in props}
         for p in props:
-            rec = ProgramRecord(
-                code=p.source or p.parent.code, operator=p.operator, island=p.island, generation=p.generation,
-                iteration=p.iteration, parent_ids=(p.parent.id,) + ((p.other.id,) if p.other else ()),
-                model=p.model, prompt=p.prompt, response=p.response if p.response is not None else p.description,
-                prompt_tokens=p.prompt_tokens, completion_tokens=p.completion_tokens, cost_usd=p.cost_usd,
-                started_at=p.started_at,
-            )
-            records[p.iteration] = rec
+            rec = records[p.iteration] = p.to_record()
             if p.source is None:
-                rec.status, rec.failure_reason, rec.failure_detail, rec.fitness = "failed", p.failure_reason, p.failure_detail, 0.0
                 continue
             h = normalized_code_hash(p.source)
             if h in seen or self.store.has_code_hash(h) is not None:
@@ -379,7 +297,9 @@ class Engine:
         if self.reporter:
             self.reporter.start(self, done)
         batch = max(1, workers(cfg))
-        pool = ThreadPoolExecutor(max_workers=cfg.in_flight, thread_name_prefix="llm") if self.llm else None
+        proposer = self.proposer
+        pool = None if proposer.instantaneous else ThreadPoolExecutor(max_workers=proposer.concurrency,
+                                                                      thread_name_prefix="propose")
         inflight: dict[Future, Proposal] = {}
         try:
             while done < cfg.iterations and not self._stop.is_set():
@@ -391,11 +311,12 @@ class Engine:
                     break
                 remaining = cfg.iterations - done
                 if pool is None:
-                    props = [self._fill(self._new_proposal(next_it + i)) for i in range(min(batch, remaining))]
+                    props = [self._fill(self._prepare(self._new_proposal(next_it + i)))
+                             for i in range(min(batch, remaining))]
                     next_it += len(props)
                 else:
-                    while len(inflight) < min(cfg.in_flight, remaining) and not self.budget.exhausted:
-                        prop = self._add_messages(self._new_proposal(next_it))
+                    while len(inflight) < min(proposer.concurrency, remaining) and not self.budget.exhausted:
+                        prop = self._prepare(self._new_proposal(next_it))
                         next_it += 1
                         inflight[pool.submit(self._fill, prop)] = prop
                     finished, _ = wait(list(inflight), timeout=1.0, return_when=FIRST_COMPLETED)
@@ -418,6 +339,7 @@ class Engine:
         return self.best()
 
     def close(self) -> None:
+        self.proposer.close()
         self.store.close()
 
 

@@ -18,8 +18,9 @@ from evorank.evaluators.errors import ProgramError
 from evorank.evaluators.evaluate import load_topics
 from evorank.evaluators.program import compile_program, seed_path, split_block
 from evorank.evaluators.ranking import rank
-from evorank.evolve import offline_mutator as om
-from evorank.evolve.offline_mutator import OPERATORS, Mutation, crossover, mutate
+from evorank.evolve.offline_block import DEBUG, Mutation
+from evorank.evolve.offline_crossover import crossover
+from evorank.evolve.offline_mutator import OPERATORS, mutate
 
 SEEDS = {name: seed_path(name).read_text(encoding="utf-8") for name in ("bm25", "ql_dirichlet")}
 NEW_NP_ATTRS = {"log", "log1p", "sqrt", "maximum", "mean"}  # what the mutator may add to a program
@@ -29,7 +30,7 @@ FORBIDDEN_CALLS = {"eval", "exec", "open", "compile", "__import__", "getattr", "
 @pytest.fixture(autouse=True)
 def strict(monkeypatch):
     """Analysis bugs surface as errors here instead of being skipped silently."""
-    monkeypatch.setattr(om, "_STRICT", True)
+    monkeypatch.setattr(DEBUG, "strict", True)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def same_ranking(a, b) -> bool:
 @pytest.fixture(scope="module")
 def children():
     """200 children of each seed (one in five a crossover with the other seed), shared by several tests."""
-    strict, om._STRICT = om._STRICT, True
+    strict, DEBUG.strict = DEBUG.strict, True
     try:
         out = {}
         for name in SEEDS:
@@ -85,7 +86,7 @@ def children():
             out[name] = [(mutate(SEEDS[name], rng, other if i % 5 == 0 else None), i % 5 == 0) for i in range(200)]
         return out
     finally:
-        om._STRICT = strict
+        DEBUG.strict = strict
 
 
 # -- determinism and text ---------------------------------------------------------------------
@@ -106,8 +107,9 @@ def test_same_seed_same_children(name):
 
 def test_deterministic_across_processes():
     """No dependence on hash randomization (set iteration order) or other process state."""
-    code = ("import numpy as np, hashlib; from evolve.offline_mutator import mutate; "
-            "from evaluators.program import seed_path; s = seed_path('bm25').read_text(); o = seed_path('ql_dirichlet').read_text(); "
+    code = ("import numpy as np, hashlib; from evorank.evolve.offline_mutator import mutate; "
+            "from evorank.evaluators.program import seed_path; "
+            "s = seed_path('bm25').read_text(); o = seed_path('ql_dirichlet').read_text(); "
             "r = np.random.default_rng(9); "
             "print(hashlib.sha1(''.join(mutate(s, r, o if i % 3 == 0 else None).source for i in range(30)).encode()).hexdigest())")
     repo = Path(__file__).resolve().parents[1]

@@ -42,14 +42,6 @@ RUN_FLAGS = ("seeds", "suite", "datasets", "iterations", "llm", "base_url", "wor
              "cluster", "shard_queries", "api_key_env", "request_timeout_s", "eval_timeout_s", "eval_memory_mb")
 
 
-def _available(address: str) -> bool:
-    """Whether the collection is here now; never downloads (a bare `evorank run` must not start fetching
-    data sets to decide what its default is)."""
-    from evorank.evolve.availability import collection_availability
-
-    return collection_availability(address, counts=False).offline
-
-
 def resolve_run_config(args):
     """Defaults < --config file < flags; for a resume, the saved config < flags."""
     from evorank.evolve.config import from_dict, load_toml
@@ -91,7 +83,9 @@ def cmd_run(args) -> int:
     if cfg.suite is None and not cfg.datasets:
         from evorank.evaluators.suites import get_suite
 
-        if all(_available(a) for a in get_suite("dev").collections):
+        from evorank.evolve.availability import collection_availability
+
+        if all(collection_availability(a, counts=False).offline for a in get_suite("dev").collections):
             cfg.suite = "dev"
         else:
             cfg.suite = "demo"

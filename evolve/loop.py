@@ -190,10 +190,7 @@ class Engine:
         return self._failures_for(prop.parent, prop.island)
 
     def _failures_for(self, parent: ProgramRecord, island: int, n: int = 3) -> list[ProgramRecord]:
-        rows = self.store.execute(
-            "SELECT id FROM programs WHERE status='failed' AND island=? ORDER BY id DESC LIMIT 20", (island,)
-        )
-        recent = list(self.store.get_many([r[0] for r in rows]).values())
+        recent = self.store.recent_failures(island, limit=20)
         recent.sort(key=lambda p: (parent.id not in p.parent_ids, -p.id))  # own line first
         return recent[:n]
 
@@ -270,11 +267,9 @@ class Engine:
         return parent.code
 
     # -- the run ------------------------------------------------------------------------------
-    def proposals_done(self) -> int:
-        rows = self.store.execute(
-            "SELECT COUNT(*), COALESCE(MAX(iteration), 0) FROM programs WHERE iteration > 0 AND operator != 'migration'"
-        )
-        return int(rows[0][0]), int(rows[0][1])
+    def proposals_done(self) -> tuple[int, int]:
+        """(proposals archived so far, the last iteration number)."""
+        return self.store.proposal_progress()
 
     def best(self) -> ProgramRecord | None:
         return self.islands.best()

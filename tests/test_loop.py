@@ -222,7 +222,10 @@ def test_default_suite_probe_never_downloads(tmp_path, tiny_collection, monkeypa
     BEIR collections count as absent and nothing is fetched (a download attempt would write under it)."""
     import ir_datasets.util.download as download
 
-    from evorank.evolve.cli import _available
+    from evorank.evolve.availability import collection_availability
+
+    def _available(address):
+        return collection_availability(address, counts=False).offline
 
     home = tmp_path / "irds"
     home.mkdir()

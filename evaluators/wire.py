@@ -170,7 +170,8 @@ def parse(buf: bytes, n_q: int, n_docs: int, k: int, n_layers: int) -> Stream:
             if qi != out.queries_done or qi >= n_q:
                 return problem(f"query results out of order (got {qi}, expected {out.queries_done})")
             if count > min(k, n_docs):
-                return problem(f"query {qi}: {count} results, more than k={k}")
+                return problem(f"query {qi}: {count} results, more than k={k}" if count > k else
+                               f"query {qi}: {count} results, more than the {n_docs} documents")
             if pos + 16 * count > n:
                 return problem(f"query {qi}: truncated results")
             if not (math.isfinite(ms) and ms >= 0):

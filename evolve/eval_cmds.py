@@ -135,6 +135,7 @@ def _eval_sandboxed(args, addresses, name: str, source: str, checked: bool) -> i
 
 
 def print_suite(suite) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from evorank.evaluators.metrics import METRICS
@@ -159,6 +160,6 @@ def print_suite(suite) -> None:
         for w in c.warnings:
             console.print(f"[yellow]warning[/] {c.name}: {w}")
         if not c.ok:
-            console.print(f"[red]error[/] {c.name}: {c.error}")
+            console.print(f"[red]error[/] {c.name}: {escape(c.error)}")  # holds the program's own (fenced) text
     extra = f"  (latency {suite.latency_ratio:.2f}x BM25)" if suite.latency_ratio else ""
     console.print(f"fitness ({suite.fitness_name}): [bold]{suite.fitness:.4f}[/]{extra}")

@@ -128,6 +128,7 @@ def cmd_show(args) -> int:
         out["comparison"] = comparison
         print_json(out)
         return 0
+    from rich.markup import escape
     from rich.syntax import Syntax
     from rich.table import Table
 
@@ -148,7 +149,7 @@ def cmd_show(args) -> int:
         c.print(f"model {rec.model or '-'}: {rec.prompt_tokens:,} prompt + {rec.completion_tokens:,} completion tokens, "
                 f"${rec.cost_usd:.4f}")
     if rec.failure_detail:
-        c.print(f"[red]{rec.failure_detail}[/]")
+        c.print(f"[red]{escape(rec.failure_detail)}[/]")  # holds the program's own (fenced) text: no markup
     table = Table(title_justify="left")
     table.add_column("collection")
     table.add_column("metric")

@@ -57,7 +57,13 @@ def metrics_table(program, seeds: dict[str, object]) -> str:
 def failures_text(failures) -> str:
     if not failures:
         return "(none)"
-    return "\n".join(f"- {f.operator} proposal {f.id}: {f.failure_reason}: {(f.failure_detail or '')[:300]}" for f in failures)
+    def detail(text: str) -> str:
+        # The first line is trusted text, cut to keep the prompt short; what follows is the program's own text,
+        # already cut and fenced by the evaluator (program_output.failure_text): never cut a fence open.
+        head, _, fenced = (text or "").partition("\n")
+        return head[:300] + ("\n" + fenced if fenced else "")
+
+    return "\n".join(f"- {f.operator} proposal {f.id}: {f.failure_reason}: {detail(f.failure_detail)}" for f in failures)
 
 
 def inspirations_text(programs, block_of) -> str:

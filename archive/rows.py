@@ -24,6 +24,8 @@ def clean(obj):
     readers reject)."""
     if obj is None or isinstance(obj, (bool, str)):
         return obj
+    if hasattr(obj, "tolist") and not isinstance(obj, (int, float)):  # numpy arrays and scalars (bool_ too)
+        return clean(obj.tolist())
     if isinstance(obj, numbers.Integral):
         return int(obj)
     if isinstance(obj, numbers.Real):

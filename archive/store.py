@@ -222,8 +222,15 @@ class RunStore(RunQueries):
                             f"{path} has schema version {version}; open it once "
                             "writable to upgrade it"
                         )
-                    for v in range(version, schema.SCHEMA_VERSION):
-                        schema.UPGRADES[v](conn)
+                    conn.execute("BEGIN IMMEDIATE")  # all steps or none: a failed step leaves the file as it was
+                    try:
+                        for v in range(version, schema.SCHEMA_VERSION):
+                            schema.UPGRADES[v](conn)
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                        raise
             except BaseException:
                 conn.close()
                 raise

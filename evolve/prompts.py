@@ -31,7 +31,7 @@ class PromptTemplates:
             texts[name] = path.read_text(encoding="utf-8")
         return cls(texts)
 
-    def render(self, name: str, **values) -> str:
+    def render(self, name: str, /, **values) -> str:
         return string.Template(self.texts[name]).safe_substitute(**values)
 
 
@@ -43,7 +43,7 @@ def metrics_table(program, seeds: dict[str, object]) -> str:
     """Per-collection metrics of ``program`` next to each seed's, as a compact text table."""
     if not program.metrics:
         return "(not evaluated)"
-    header = "collection | " + " | ".join(METRICS) + " | " + " | ".join(f"{n} nDCG@10 / R@100" for n in seeds)
+    header = " | ".join(["collection", *METRICS, *(f"{n} nDCG@10 / R@100" for n in seeds)])
     rows = [header, "-" * len(header)]
     for coll, m in sorted(program.metrics.items()):
         cells = [_fmt(m.get(k)) for k in METRICS]

@@ -203,8 +203,6 @@ def test_failed_upgrade_releases_the_writer_lock(tmp_path, monkeypatch):
         assert s.schema_version() == SCHEMA_VERSION + 1 and len(calls) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="RunStore.open runs the upgrade steps in autocommit mode: a step that fails "
-                                       "half-way leaves its first changes behind")
 def test_half_done_upgrade_is_rolled_back(tmp_path, monkeypatch):
     make_store(tmp_path)
 

@@ -57,7 +57,11 @@ class ReadOnlyStoreError(PermissionError):
 
 
 class StoreLockedError(RuntimeError):
-    """Another process already has this run open for writing."""
+    """Another process already has this run open for writing (``holder``: its pid as it recorded it, or "?")."""
+
+    def __init__(self, message: str, holder: str = "?"):
+        super().__init__(message)
+        self.holder = holder
 
 
 def collect_versions() -> dict[str, str]:
@@ -84,7 +88,7 @@ def _acquire_writer_lock(run_dir: Path):
         os.close(fd)
         raise StoreLockedError(
             f"{run_dir} is already open for writing by another process (pid {holder}); "
-            "open it with readonly=True to inspect it"
+            "open it with readonly=True to inspect it", holder
         ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
@@ -100,6 +104,16 @@ def _connect(path: Path, readonly: bool, synchronous: str) -> sqlite3.Connection
             isolation_level=None,
             timeout=BUSY_TIMEOUT_MS / 1000,
         )
+        try:
+            conn.execute("SELECT 1 FROM meta LIMIT 1").fetchall()
+        except sqlite3.OperationalError:
+            if os.access(path.parent, os.W_OK) and not _on_read_only_media(path):
+                raise
+            # Read-only media: a WAL reader needs to create archive.sqlite-shm, which it cannot. A run there is
+            # not being written, so open the file as immutable (no locks, no shared memory).
+            conn.close()
+            conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro&immutable=1", uri=True,
+                                   isolation_level=None)
     else:
         # isolation_level=None: we issue BEGIN IMMEDIATE/COMMIT ourselves so
         # each public write is exactly one transaction.
@@ -111,6 +125,13 @@ def _connect(path: Path, readonly: bool, synchronous: str) -> sqlite3.Connection
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
     return conn
+
+
+def _on_read_only_media(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 class RunStore(RunQueries):

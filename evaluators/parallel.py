@@ -32,6 +32,7 @@ import hashlib
 import logging
 import math
 import os
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -245,10 +246,14 @@ class Evaluator:
             self._cluster.close()
             return
         if self._executor is not None:
+            previous = threading.excepthook
+            threading.excepthook = _quiet_manager_thread(previous)
             try:
                 self._executor.shutdown(wait=True, kill_workers=True)
             except TypeError:  # pragma: no cover - other executor kinds
                 self._executor.shutdown(wait=True)
+            finally:
+                threading.excepthook = previous
             self._executor = None
             remove_stale_jails()
 
@@ -456,6 +461,18 @@ class Evaluator:
             idx = self._samples[j]
             per[r.name] = {m: float(np.mean(v[idx])) for m, v in r.per_query.items()}
         return fitness(per, self.spec, None)
+
+
+def _quiet_manager_thread(previous):
+    """A ``threading.excepthook`` for the moment a pool shuts down: killing a loky pool that still has queued
+    tasks (an interrupted run) can make its manager thread trip over its own queue (KeyError in
+    ``add_call_item_to_queue``); the pool is being discarded either way, so that traceback is not shown."""
+    def hook(args):
+        if args.thread is not None and args.thread.name == "ExecutorManagerThread":
+            log.debug("ignored while shutting the pool down: %s: %s", args.exc_type.__name__, args.exc_value)
+            return
+        previous(args)
+    return hook
 
 
 def evaluate_program_sandboxed(source: str, addresses: list[str], *, seed_source: str | None = None,

@@ -8,6 +8,7 @@ module depends on them, never the other way round, and imports nothing heavy at 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -96,14 +97,13 @@ def cmd_run(args) -> int:
     if not args.resume:
         if (run_dir / "archive.sqlite").exists():
             raise EvorankError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
-        run_dir.mkdir(parents=True, exist_ok=True)
         cfg.out = str(run_dir)
-        save_toml(cfg, run_dir / "config.toml")
     elif not (run_dir / "archive.sqlite").exists():
         raise EvorankError(f"{run_dir} holds no run to resume (no archive.sqlite)")
-    else:
-        save_toml(cfg, run_dir / "config.toml")
-    setup_logging(run_dir, verbose=args.verbose)
+    # A refused or failed command must leave the run folder exactly as it was: a resumed run's writer lock is
+    # taken before anything else, a new run's archive is created once its collections have loaded, and nothing
+    # is written into the folder before that.
+    store = _take_run(cfg, run_dir, resume=True) if args.resume else None
     for n in notes:
         console.print(f"[yellow]note[/] {n}")
     console.print(f"run: {run_dir}  suite: {cfg.suite or '-'} ({len(addresses)} collections)  "
@@ -117,6 +117,14 @@ def cmd_run(args) -> int:
         fitness=cfg.fitness, cascade=CascadeConfig(threshold=cfg.cascade_threshold) if cfg.cascade else None,
         seed=cfg.seed, cluster=cfg.cluster or None, shard_queries=cfg.shard_queries or None,
     )
+    try:
+        if store is None:
+            store = _take_run(cfg, run_dir, resume=False)
+        save_toml(cfg, run_dir / "config.toml")
+        setup_logging(run_dir, verbose=args.verbose)
+    except BaseException:
+        evaluator.close()
+        raise
     if cfg.cluster:
         console.print(f"cluster: {cfg.cluster} ({evaluator.n_workers} worker threads)")
         if not cfg.workers and evaluator.n_workers > workers(cfg):
@@ -124,7 +132,7 @@ def cmd_run(args) -> int:
                           f"this machine's cores); pass --workers {evaluator.n_workers} (or --in-flight with an LLM) "
                           "to keep the cluster busy")
     reporter = Reporter(console, enabled=not args.quiet)
-    engine = Engine(cfg, run_dir, addresses, evaluator, resume=bool(args.resume), reporter=reporter)
+    engine = Engine(cfg, run_dir, addresses, evaluator, resume=bool(args.resume), reporter=reporter, store=store)
     restore = install_signal_handlers(engine)
     try:
         best = engine.run()
@@ -137,6 +145,20 @@ def cmd_run(args) -> int:
     print_run_summary(console, engine, best, run_dir)
     engine.close()
     return 0 if engine.stop_reason in ("completed", "interrupted", "terminated", "budget", "max_hours") else 1
+
+
+def _take_run(cfg, run_dir: Path, resume: bool):
+    """The run's archive opened (or created) for writing, which holds the run's writer lock; a clear error when
+    another process holds it."""
+    from evorank.archive import StoreLockedError
+    from evorank.evolve.loop import open_run_store
+
+    try:
+        return open_run_store(cfg, run_dir, resume)
+    except StoreLockedError as e:
+        raise EvorankError(f"{run_dir} is being written by another evorank process (pid {e.holder}); nothing was "
+                           "changed. Wait for it to finish or stop it (Ctrl-C in its terminal, or kill its pid), then "
+                           f"run `evorank run --resume {run_dir}`; `evorank status {run_dir}` is safe meanwhile") from None
 
 
 def resume_hint(run_dir: Path, done: int, total: int, stop_reason: str | None, budget_usd: float | None) -> str:
@@ -437,6 +459,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `evorank top RUN | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = e.filename or "the output location"
+        _err(f"cannot write {where}: {e.strerror}. Choose a location you can write to (`run --out DIR`, "
+             "`report -o FILE`, `export -o FILE`) or make this one writable")
+        return 2
 
 
 if __name__ == "__main__":

@@ -72,6 +72,15 @@ def grid_spec(cfg: RunConfig) -> GridSpec:
     return GridSpec(tuple(dims))
 
 
+def open_run_store(cfg: RunConfig, run_dir: Path, resume: bool) -> RunStore:
+    """The run's archive, opened (``resume``) or created for writing; holding it is holding the run's writer lock
+    (``StoreLockedError`` when another process has it), so take it before writing anything else in the folder."""
+    if resume:
+        return RunStore.open(run_dir)
+    return RunStore.create(run_dir, cfg.to_dict(), cfg.seed, versions=collect_versions(), grid=grid_spec(cfg),
+                           n_islands=cfg.islands)
+
+
 class Engine:
     """Runs (or resumes) one evolution job in ``run_dir``. Construct, then call ``run()``, then ``close()``.
 
@@ -79,7 +88,8 @@ class Engine:
     """
 
     def __init__(self, cfg: RunConfig, run_dir: Path, addresses: list[str], evaluator, resume: bool = False,
-                 reporter=None, proposer: Proposer | None = None):
+                 reporter=None, proposer: Proposer | None = None, store: RunStore | None = None):
+        """``store``: the run's archive, already opened for writing (``open_run_store``); opened here if None."""
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.addresses = addresses
@@ -90,13 +100,7 @@ class Engine:
         self.stats = RunStats()
         self.stop_reason: str | None = None
         self._stop = threading.Event()
-        if resume:
-            self.store = RunStore.open(self.run_dir)
-        else:
-            self.store = RunStore.create(
-                self.run_dir, cfg.to_dict(), cfg.seed, versions=collect_versions(),
-                grid=grid_spec(cfg), n_islands=cfg.islands,
-            )
+        self.store = store if store is not None else open_run_store(cfg, self.run_dir, resume)
         spent = float(self.store.summary().get("cost_usd") or 0.0) if resume else 0.0
         self.budget = Budget(cfg.budget_usd, spent)
         self.proposer = proposer if proposer is not None else make_proposer(cfg, self.budget, self.spec)

@@ -69,7 +69,7 @@ def collect_versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {"python": sys.version.split()[0], "sqlite": sqlite3.sqlite_version}
-    for dist in ("evorank", "numpy", "scipy", "ir_datasets", "ranx", "openai", "PyStemmer", "bm25s"):
+    for dist in ("evorank", "numpy", "scipy", "ir_datasets", "openai", "PyStemmer", "joblib"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

@@ -20,9 +20,6 @@ import pickle
 import statistics
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from evorank.evaluators.cluster import local_cluster  # noqa: E402
 from evorank.evaluators.evaluate import load_topics  # noqa: E402

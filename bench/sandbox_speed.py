@@ -17,9 +17,6 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from evorank.evaluators.evaluate import load_topics  # noqa: E402
 from evorank.evaluators.parallel import CascadeConfig, Evaluator, Limits  # noqa: E402

@@ -27,7 +27,7 @@ examples:
 
 environment:
   EVORANK_DATA       folder holding local BEIR-layout collections (addressed as local:<name>)
-  EVORANK_CACHE      where indexes and numba's compiled metrics are cached (default: user cache dir)
+  EVORANK_CACHE      where indexes and collections' queries/judgements are cached (default: user cache dir)
   IR_DATASETS_HOME   ir_datasets' download cache
 """
 

@@ -23,7 +23,8 @@ _SESSION_DIR: Path | None = None
 
 def pytest_configure(config):
     global _SESSION_DIR
-    # numba compiles ranx's metrics once per machine; keep its cache outside the per-test temp dirs.
+    # test_metrics checks our metrics against ranx, whose numba kernels compile once per machine: keep that
+    # cache outside the per-test temp dirs.
     if "NUMBA_CACHE_DIR" not in os.environ:
         import platformdirs
 

@@ -22,7 +22,6 @@ from evorank.evaluators import wire
 from evorank.evaluators.jail import LAYERS, SANDBOX_UID_BASE
 from evorank.evaluators.sandbox import Limits, isolation_layers, run_sandboxed
 
-os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "evorank" / "numba"))
 
 BM25 = seed_path("bm25").read_text(encoding="utf-8")
 SPLIT = split_block(BM25)

@@ -12,7 +12,6 @@ from evorank.evaluators.parallel import CascadeConfig, Evaluator, Limits, cascad
 from evorank.evaluators.program import compile_program, seed_path, split_block
 from conftest import descendants, sandbox_processes, write_random_beir
 
-os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "evorank" / "numba"))
 
 BM25 = seed_path("bm25").read_text(encoding="utf-8")
 QL = seed_path("ql_dirichlet").read_text(encoding="utf-8")

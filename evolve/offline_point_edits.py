@@ -59,6 +59,15 @@ def _guard(np_alias: str | None, node: ast.expr, info: Info, need: int) -> ast.e
     return _np_call(np_alias, "maximum", node, ast.Constant(floor))
 
 
+def _replace_number(parent: ast.AST, fld: str, idx: int | None, value: float) -> None:
+    """Put a number node for ``value`` where a constant was: ``parent.fld`` or ``parent.fld[idx]``."""
+    node = number_node(value)
+    if idx is None:
+        setattr(parent, fld, node)
+    else:
+        getattr(parent, fld)[idx] = node
+
+
 def _perturb(v: float, rng: np.random.Generator) -> float:
     big = rng.random() < 0.2
     s = 0.9 if big else 0.25
@@ -87,11 +96,7 @@ def _edit_constant(tree: ast.Module, an: Analysis, rng) -> str:
     w = np.array([3.0 if c[5] == "module" else 1.0 for c in consts])
     label, parent, fld, idx, v, kind = consts[int(rng.choice(len(consts), p=w / w.sum()))]
     new = _perturb(v, rng)
-    node = number_node(new)
-    if idx is None:
-        setattr(parent, fld, node)
-    else:
-        getattr(parent, fld)[idx] = node
+    _replace_number(parent, fld, idx, new)
     change = f"{fmt_number(v)} -> {fmt_number(new)}"
     return f"{label}: {change}" if kind == "module" else f"{label}: literal {change}"
 
@@ -423,11 +428,7 @@ def fallback_mutation(prog: ParsedProgram, rng) -> Mutation:
     if lits:
         parent, fld, idx, v = lits[int(rng.integers(len(lits)))]
         new = _perturb(v, rng)
-        node = number_node(new)
-        if idx is None:
-            setattr(parent, fld, node)
-        else:
-            getattr(parent, fld)[idx] = node
+        _replace_number(parent, fld, idx, new)
         ast.fix_missing_locations(tree)
         text = format_block(tree)
         try:

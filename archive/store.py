@@ -104,16 +104,15 @@ def _connect(path: Path, readonly: bool, synchronous: str) -> sqlite3.Connection
             isolation_level=None,
             timeout=BUSY_TIMEOUT_MS / 1000,
         )
-        try:
-            conn.execute("SELECT 1 FROM meta LIMIT 1").fetchall()
-        except sqlite3.OperationalError:
-            if os.access(path.parent, os.W_OK) and not _on_read_only_media(path):
-                raise
-            # Read-only media: a WAL reader needs to create archive.sqlite-shm, which it cannot. A run there is
-            # not being written, so open the file as immutable (no locks, no shared memory).
-            conn.close()
-            conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro&immutable=1", uri=True,
-                                   isolation_level=None)
+        if _on_read_only_media(path) or not os.access(path.parent, os.W_OK):
+            try:
+                conn.execute("PRAGMA schema_version").fetchall()
+            except sqlite3.OperationalError:
+                # A WAL reader must create archive.sqlite-shm, which it cannot here. A run on read-only media
+                # is not being written, so read the file as immutable (no locks, no shared memory).
+                conn.close()
+                conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro&immutable=1", uri=True,
+                                       isolation_level=None)
     else:
         # isolation_level=None: we issue BEGIN IMMEDIATE/COMMIT ourselves so
         # each public write is exactly one transaction.

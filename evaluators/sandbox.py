@@ -259,7 +259,8 @@ def _interpret(res: bytes, keeper: jail.KeeperStatus, child_status, killed, out:
         sig = os.WTERMSIG(jail_status)
         if sig == signal.SIGXCPU or (sig == signal.SIGKILL and stream.error is None and _cpu_exhausted(limits, cpu_s)):
             return fail("timeout", f"the program used more than its CPU-time limit "
-                                   f"({limits.cpu_s or limits.timeout_s:g} s); {progress}")
+                                   f"({limits.cpu_s or limits.timeout_s:g} s, all threads together; it follows "
+                                   f"--timeout); {progress}")
         name = _SIGNAL_NAMES.get(sig, f"SIG{sig}")
         return fail(f"crashed:{name}", f"the program's process was killed by {name} during {progress}")
     if stream.error is not None:

@@ -3,8 +3,8 @@
     python bench/synthetic.py OUT --docs 1000000 --tokens 60 [--queries 200] [--query-tokens 4] [--seed 0]
 
 Documents are ``--tokens`` words on average (uniform between half and 1.5 times that), drawn from a
-Zipf-distributed vocabulary of ``--vocab`` made-up lower-case words (exponent 1.07, as in English
-text); about one in seven gets a title of 4 words. Each query has ``--query-tokens`` words from the
+Zipf-distributed vocabulary of ``--vocab`` made-up lower-case words (exponent ``--zipf``, default 1.07
+as in English text; a smaller exponent gives more distinct words per document, i.e. more postings); about one in seven gets a title of 4 words. Each query has ``--query-tokens`` words from the
 middle of the frequency range and 1-10 relevant documents, into which the query's words are woven,
 so rankers have something to find. Words are built from syllables the analyzer keeps whole (no
 stopwords, no digits); stemming conflates a few of them, as it would real words. Output: corpus.jsonl,
@@ -39,12 +39,13 @@ def vocabulary(size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def write_collection(folder: Path, n_docs: int, doc_tokens: int, n_queries: int = 200, query_tokens: int = 4,
-                     vocab_size: int = 300_000, seed: int = 0, chunk: int = 50_000, log=print) -> Path:
+                     vocab_size: int = 300_000, seed: int = 0, chunk: int = 50_000, log=print,
+                     zipf: float = 1.07) -> Path:
     rng = np.random.default_rng(seed)
     folder = Path(folder)
     (folder / "qrels").mkdir(parents=True, exist_ok=True)
     vocab = vocabulary(vocab_size, rng)
-    cdf = np.cumsum(1.0 / np.arange(1, vocab_size + 1) ** 1.07)
+    cdf = np.cumsum(1.0 / np.arange(1, vocab_size + 1) ** zipf)
     cdf /= cdf[-1]
     mid = np.arange(vocab_size // 200, vocab_size // 10)  # neither stopword-like nor hapaxes
     queries = [rng.choice(mid, size=query_tokens, replace=query_tokens > len(mid)) for _ in range(n_queries)]
@@ -89,8 +90,10 @@ def main() -> None:
     ap.add_argument("--query-tokens", type=int, default=4)
     ap.add_argument("--vocab", type=int, default=300_000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--zipf", type=float, default=1.07, help="Zipf exponent of word frequencies (default 1.07)")
     args = ap.parse_args()
-    write_collection(args.out, args.docs, args.tokens, args.queries, args.query_tokens, args.vocab, args.seed)
+    write_collection(args.out, args.docs, args.tokens, args.queries, args.query_tokens, args.vocab, args.seed,
+                     zipf=args.zipf)
     print(f"wrote {args.out}")
 
 

@@ -10,7 +10,8 @@ import pytest
 from evorank.evaluators.evaluate import evaluate_on, load_topics
 from evorank.evaluators.parallel import CascadeConfig, Evaluator, Limits, cascade_sample, evaluate_program_sandboxed
 from evorank.evaluators.program import compile_program, seed_path, split_block
-from conftest import descendants, sandbox_processes, write_random_beir
+from conftest import descendants, proc_table, sandbox_processes, write_random_beir
+from evorank.evaluators.jail import SANDBOX_UID_BASE
 
 
 BM25 = seed_path("bm25").read_text(encoding="utf-8")
@@ -341,8 +342,12 @@ def test_worker_killed_midway_is_recovered(env, caplog):
         workers = [p for p in descendants(os.getpid()) if p not in others and b"LokyProcess" in _cmdline(p)]
         assert workers
 
-        def kill_one():
-            time.sleep(0.5)
+        def kill_one():  # once workers[0] is running a candidate (its jail exists), however loaded the machine
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if any(ppid == workers[0] and uid >= SANDBOX_UID_BASE for ppid, uid in proc_table().values()):
+                    break
+                time.sleep(0.01)
             os.kill(workers[0], signal.SIGKILL)
 
         killer = threading.Thread(target=kill_one)

@@ -85,6 +85,25 @@ class Analyzer:
             out.append(stem)
         return out
 
+    def analyze_positions(self, text: str, start: int = 0) -> tuple[list[str], list[int], int]:
+        """(index terms, their positions, the next free position) of `text`, positions counted from ``start``.
+
+        As in Lucene, every token of the tokenizer takes a position and stopwords leave gaps: in "cost of
+        living" the terms ``cost`` and ``live`` are at positions 0 and 2. Analysing a title and then its body
+        with ``start`` = the title's next free position gives the positions of "title body" analysed whole."""
+        cache = self._stem_cache
+        terms, positions = [], []
+        pos = start
+        for tok in tokenize(text):
+            if tok and tok not in STOPWORDS:
+                stem = cache.get(tok)
+                if stem is None:
+                    stem = self.stem(tok)
+                terms.append(stem)
+                positions.append(pos)
+            pos += 1
+        return terms, positions, pos
+
     def analyze_many(self, texts: Iterable[str]) -> list[list[str]]:
         return [self.analyze(t) for t in texts]
 

@@ -94,6 +94,7 @@ def resolve_index(address: str, signature: str, path: str | None = None):
         index = _indexes.get(key)
         if index is None:
             index = _resolve(address, signature, path)
+            index.terms  # read the vocabulary once per worker, not once per jail
             _indexes[key] = index
     return index
 

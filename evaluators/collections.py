@@ -39,10 +39,11 @@ class Collection:
     qrels: dict[str, dict[str, int]]  # query id -> doc id -> grade (> 0 only, after remapping)
     settings: CollectionSettings
     warnings: list[str] = field(default_factory=list)
-    _docs: object = None  # zero-arg callable returning an iterator of (doc id, text)
+    _docs: object = None  # zero-arg callable returning an iterator of (doc id, title, body)
     n_docs_hint: int | None = None
 
-    def iter_docs(self) -> Iterator[tuple[str, str]]:
+    def iter_docs(self) -> Iterator[tuple[str, str, str]]:
+        """(doc id, title, body) of every document, in file order; the title is "" where there is none."""
         return self._docs()
 
 
@@ -108,11 +109,9 @@ def _read_jsonl(path: Path, what: str) -> Iterator[tuple[int, dict]]:
             yield lineno, obj
 
 
-def _beir_doc_iter(path: Path) -> Iterator[tuple[str, str]]:
+def _beir_doc_iter(path: Path) -> Iterator[tuple[str, str, str]]:
     for _, obj in _read_jsonl(path, "corpus.jsonl"):
-        title = obj.get("title") or ""
-        text = obj.get("text") or ""
-        yield str(obj["_id"]), f"{title} {text}" if title else text
+        yield str(obj["_id"]), obj.get("title") or "", obj.get("text") or ""
 
 
 def _load_beir_folder(address: str, folder: Path, settings: CollectionSettings, source: str) -> Collection:
@@ -244,11 +243,11 @@ def _load_ir_datasets(address: str, settings: CollectionSettings) -> Collection:
         data.update(format=TOPICS_FORMAT, address=address, ir_datasets=version)
         _write_topics(cache, data)
 
-    def docs() -> Iterator[tuple[str, str]]:
+    def docs() -> Iterator[tuple[str, str, str]]:
         ds = import_ir_datasets().load(address)
         try:
             for d in ds.docs_iter():
-                yield d.doc_id, _doc_text(d)
+                yield (d.doc_id, *_doc_fields(d))
         except Exception as e:
             raise _offline_error(address, e) from None
 
@@ -307,16 +306,17 @@ def _offline_error(address: str, e: Exception) -> CollectionError:
     )
 
 
-def _doc_text(d) -> str:
+def _doc_fields(d) -> tuple[str, str]:
+    """(title, body) of an ir_datasets document."""
     fields = d._fields
-    title = getattr(d, "title", "") if "title" in fields else ""
+    title = (getattr(d, "title", "") or "") if "title" in fields else ""
     if "text" in fields:
         text = d.text
     elif "body" in fields:
         text = d.body
     else:
         text = d.default_text()
-    return f"{title} {text}" if title else text
+    return title, text or ""
 
 
 def _query_text(q) -> str:

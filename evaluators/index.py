@@ -10,27 +10,20 @@ program that tries to write into them gets ``ValueError: assignment destination 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import re
 import shutil
-import time
-import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
-from .analyzer import ANALYZER_VERSION, Analyzer
-
-INDEX_FORMAT = 1
-_ARRAYS = (
-    "doc_term_data", "doc_term_indices", "doc_term_indptr",
-    "term_doc_data", "term_doc_indices", "term_doc_indptr",
-    "doc_len", "df", "cf",
-)
-
+from .analyzer import ANALYZER_VERSION
+from .index_build import ARRAYS, INDEX_FORMAT, build_arrays, file_signature, write_index
 
 class CorruptIndex(Exception):
     pass
@@ -47,16 +40,22 @@ def cache_root() -> Path:
 
 
 class Index:
-    """Read-only statistics of one analysed collection. See ``program_contract.md`` for the contract.
+    """Read-only statistics of one analysed collection. ``program_contract.md`` documents what ranking programs
+    may use (with examples); in short, all numpy / scipy.sparse and read-only:
 
-    Attributes (all numpy / scipy.sparse, read-only):
-      n_docs, n_terms            sizes; documents and terms are numbered 0..n-1
-      doc_len   float64[n_docs]  number of index terms in each document
-      avg_doc_len, total_tokens  mean document length; sum of doc_len
-      df        int64[n_terms]   documents containing each term
-      cf        int64[n_terms]   occurrences of each term in the collection
+      n_docs, n_terms                 sizes; documents and terms are numbered 0..n-1
+      doc_len   float64[n_docs]       number of index terms in each document
+      avg_doc_len, total_tokens       mean document length; sum of doc_len
+      df, cf    int64[n_terms]        documents containing each term; occurrences of each term
       term_doc  csr (n_terms x n_docs) float32 term frequencies: row t = postings of term t
       doc_term  csr (n_docs x n_terms) float32 term frequencies: row d = terms of document d
+      terms     tuple[str]            the analysed vocabulary, in term-id order; term_id(s) -> id or -1
+      doc_tokens, doc_positions       every token's term id and position, document after document, in text
+                                      order; doc_token_ptr[d]:doc_token_ptr[d+1] are document d's
+      posting_positions               positions in posting order: posting p (an entry of term_doc) has its tf
+                                      positions at posting_position_ptr[p]:posting_position_ptr[p+1]
+      has_titles, title_tf, title_len title occurrences per posting and title length per document;
+                                      field("title") / field("body") give per-field tf matrices and lengths
     """
 
     def __init__(self, name: str, arrays: dict[str, np.ndarray], meta: dict, path: Path | None = None):
@@ -71,10 +70,17 @@ class Index:
         self.cf = arrays["cf"]
         self.doc_term = _csr(arrays, "doc_term", (self.n_docs, self.n_terms))
         self.term_doc = _csr(arrays, "term_doc", (self.n_terms, self.n_docs))
+        self.doc_tokens = arrays["doc_tokens"]
+        self.doc_positions = arrays["doc_positions"]
+        self.posting_positions = arrays["term_positions"]
+        self.title_tf = arrays["title_tf"]
+        self.title_len = arrays["title_len"]
+        self.has_titles = bool(meta.get("has_titles"))
         self.build_warnings: list[str] = list(meta.get("warnings", []))
-        self._terms: list[str] | None = meta.get("_terms")
+        self._terms: tuple[str, ...] | None = meta.get("_terms")
         self._doc_ids: list[str] | None = meta.get("_doc_ids")
         self._vocab: dict[str, int] | None = None
+        self._fields: dict[str, Field] = {}
 
     # -- access helpers shown to ranking programs --------------------------------------------
     def postings(self, term_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -87,18 +93,47 @@ class Index:
         a, b = self.doc_term.indptr[doc_id], self.doc_term.indptr[doc_id + 1]
         return self.doc_term.indices[a:b], self.doc_term.data[a:b]
 
-    # -- trusted-side helpers (strings) ------------------------------------------------------
-    @property
-    def terms(self) -> list[str]:
-        if self._terms is None:
-            self._terms = _read_lines(self.path / "terms.txt")
-        return self._terms
+    @functools.cached_property
+    def doc_token_ptr(self) -> np.ndarray:
+        """int64[n_docs + 1]: document d's tokens are ``doc_tokens[doc_token_ptr[d]:doc_token_ptr[d + 1]]``."""
+        return _read_only(np.concatenate([[0], np.cumsum(self.doc_len.astype(np.int64))]))
+
+    @functools.cached_property
+    def posting_position_ptr(self) -> np.ndarray:
+        """int64[nnz + 1]: posting p's positions are ``posting_positions[ptr[p]:ptr[p + 1]]`` (tf of them)."""
+        return _read_only(np.concatenate([[0], np.cumsum(self.term_doc.data.astype(np.int64))]))
+
+    def positions(self, term_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """(document of each occurrence, its position) of one term: documents ascending, then positions."""
+        a, b = self.term_doc.indptr[term_id], self.term_doc.indptr[term_id + 1]
+        ptr = self.posting_position_ptr
+        docs = np.repeat(self.term_doc.indices[a:b], self.term_doc.data[a:b].astype(np.int64))
+        return docs, self.posting_positions[ptr[a]:ptr[b]]
+
+    def doc_token_list(self, doc_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """(term ids, positions) of one document's tokens, in text order."""
+        a, b = self.doc_token_ptr[doc_id], self.doc_token_ptr[doc_id + 1]
+        return self.doc_tokens[a:b], self.doc_positions[a:b]
+
+    def field(self, name: str) -> "Field":
+        """Per-field statistics, ``"title"`` or ``"body"`` (a document without a title is all body)."""
+        if name not in ("title", "body"):
+            raise KeyError(f"no field {name!r}; fields are 'title' and 'body'")
+        if name not in self._fields:
+            td = self.term_doc
+            data = self.title_tf if name == "title" else _read_only(td.data - self.title_tf)
+            lengths = self.title_len if name == "title" else _read_only(self.doc_len - self.title_len)
+            m = sp.csr_matrix((data, td.indices, td.indptr), shape=td.shape, copy=False)
+            m.has_sorted_indices = True
+            self._fields[name] = Field(name, m, lengths, float(lengths.mean()) if self.n_docs else 0.0)
+        return self._fields[name]
 
     @property
-    def doc_ids(self) -> list[str]:
-        if self._doc_ids is None:
-            self._doc_ids = _read_lines(self.path / "doc_ids.txt")
-        return self._doc_ids
+    def terms(self) -> tuple[str, ...]:
+        """The analysed vocabulary in term-id order."""
+        if self._terms is None:
+            self._terms = tuple(_read_lines(self.path / "terms.txt"))
+        return self._terms
 
     def term_id(self, term: str) -> int:
         """Id of an analysed term, or -1 when it does not occur in the collection."""
@@ -106,8 +141,31 @@ class Index:
             self._vocab = {t: i for i, t in enumerate(self.terms)}
         return self._vocab.get(term, -1)
 
+    # -- trusted side only (the sandbox hides these from programs) ----------------------------
+    @property
+    def doc_ids(self) -> list[str]:
+        if self._doc_ids is None:
+            self._doc_ids = _read_lines(self.path / "doc_ids.txt")
+        return self._doc_ids
+
     def __repr__(self) -> str:
         return f"Index({self.name!r}, n_docs={self.n_docs}, n_terms={self.n_terms}, avg_doc_len={self.avg_doc_len:.1f})"
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field's statistics: ``term_doc`` shares ``Index.term_doc``'s structure (explicit zeros where a term
+    occurs only in the other field), ``doc_len`` its terms per document, ``avg_doc_len`` their mean."""
+
+    name: str
+    term_doc: sp.csr_matrix
+    doc_len: np.ndarray
+    avg_doc_len: float
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
 
 
 def _csr(arrays: dict, prefix: str, shape: tuple[int, int]) -> sp.csr_matrix:
@@ -123,117 +181,12 @@ def _read_lines(path: Path) -> list[str]:
     return text.split("\n")[:-1] if text else []
 
 
-# -- building ----------------------------------------------------------------------------------
-
-def build_arrays(docs, analyzer: Analyzer | None = None, progress=None):
-    """Analyse ``(doc_id, text)`` pairs into index arrays. Returns (arrays, doc_ids, terms, warnings)."""
-    analyzer = analyzer or Analyzer()
-    vocab: dict[str, int] = {}
-    doc_ids: list[str] = []
-    lengths: list[int] = []
-    chunks: list[np.ndarray] = []
-    buf: list[int] = []
-    for doc_id, text in docs:
-        ids = [vocab.setdefault(t, len(vocab)) for t in analyzer.analyze(text)]
-        buf.extend(ids)
-        lengths.append(len(ids))
-        doc_ids.append(doc_id)
-        if len(buf) > 1 << 20:
-            chunks.append(np.asarray(buf, dtype=np.int64))
-            buf = []
-        if progress is not None:
-            progress(1)
-    chunks.append(np.asarray(buf, dtype=np.int64))
-    cols = np.concatenate(chunks)
-    doc_len = np.asarray(lengths, dtype=np.int64)
-    n_docs, n_terms = len(doc_ids), len(vocab)
-    rows = np.repeat(np.arange(n_docs, dtype=np.int64), doc_len)
-    doc_term = sp.csr_matrix(
-        (np.ones(len(cols), dtype=np.float32), (rows, cols)), shape=(n_docs, n_terms)
-    )
-    doc_term.sum_duplicates()
-    doc_term.sort_indices()
-    term_doc = doc_term.T.tocsr()
-    term_doc.sort_indices()
-    idx_dtype = np.int32 if max(doc_term.nnz, n_docs, n_terms) < 2**31 - 1 else np.int64
-    arrays = {
-        "doc_len": doc_len.astype(np.float64),
-        "df": np.diff(term_doc.indptr).astype(np.int64),
-        "cf": np.asarray(term_doc.sum(axis=1)).ravel().astype(np.int64),
-    }
-    for prefix, m in (("doc_term", doc_term), ("term_doc", term_doc)):
-        arrays[f"{prefix}_data"] = m.data.astype(np.float32)
-        arrays[f"{prefix}_indices"] = m.indices.astype(idx_dtype)
-        arrays[f"{prefix}_indptr"] = m.indptr.astype(idx_dtype)
-    warnings = []
-    if len(set(doc_ids)) != n_docs:
-        warnings.append(f"{n_docs - len(set(doc_ids))} duplicate document id(s); judgements refer to the first")
-    terms = [None] * n_terms
-    for t, i in vocab.items():
-        terms[i] = t
-    return arrays, doc_ids, terms, warnings
-
-
 def index_key(fingerprint: str) -> str:
     return hashlib.sha256(f"{fingerprint}|{ANALYZER_VERSION}|{INDEX_FORMAT}".encode()).hexdigest()[:16]
 
 
 def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "collection"
-
-
-def write_index(folder: Path, name: str, fingerprint: str, arrays, doc_ids, terms, warnings) -> None:
-    """Write atomically: into a sibling temp folder, then rename."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}-{time.monotonic_ns()}"
-    tmp.mkdir()
-    try:
-        files = {}
-        for key in _ARRAYS:
-            p = tmp / f"{key}.npy"
-            np.save(p, arrays[key])
-            files[p.name] = _file_sig(p)
-        for fname, lines in (("terms.txt", terms), ("doc_ids.txt", doc_ids)):
-            p = tmp / fname
-            with open(p, "w", encoding="utf-8", newline="\n") as f:
-                for line in lines:
-                    f.write(line.replace("\n", " "))
-                    f.write("\n")
-            files[fname] = _file_sig(p)
-        manifest = {
-            "name": name,
-            "fingerprint": fingerprint,
-            "analyzer": ANALYZER_VERSION,
-            "format": INDEX_FORMAT,
-            "n_docs": len(doc_ids),
-            "n_terms": len(terms),
-            "total_tokens": int(arrays["doc_len"].sum()),
-            "warnings": warnings,
-            "files": files,
-            "created": time.time(),
-        }
-        with open(tmp / "manifest.json", "w") as f:
-            json.dump(manifest, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        if folder.exists():
-            shutil.rmtree(folder, ignore_errors=True)
-        try:
-            os.rename(tmp, folder)
-        except OSError:
-            if not (folder / "manifest.json").exists():
-                raise  # not a lost race with another builder
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _file_sig(path: Path) -> dict:
-    crc = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            crc = zlib.crc32(chunk, crc)
-    return {"size": path.stat().st_size, "crc32": crc}
 
 
 def load_index(folder: Path, verify: bool = True) -> Index:
@@ -244,9 +197,9 @@ def load_index(folder: Path, verify: bool = True) -> Index:
             p = folder / fname
             if p.stat().st_size != sig["size"]:
                 raise CorruptIndex(f"{p}: size {p.stat().st_size} != {sig['size']}")
-            if verify and _file_sig(p)["crc32"] != sig["crc32"]:
+            if verify and file_signature(p)["crc32"] != sig["crc32"]:
                 raise CorruptIndex(f"{p}: checksum mismatch")
-        arrays = {k: np.load(folder / f"{k}.npy", mmap_mode="r") for k in _ARRAYS}
+        arrays = {k: np.load(folder / f"{k}.npy", mmap_mode="r") for k in ARRAYS}
     except CorruptIndex:
         raise
     except (OSError, ValueError, KeyError) as e:
@@ -278,11 +231,12 @@ def get_index(collection, cache_dir: Path | None = None, progress: bool = False,
         task = bar.add_task(f"indexing {collection.name}", total=collection.n_docs_hint)
         tick = lambda n: bar.advance(task, n)  # noqa: E731
     try:
-        arrays, doc_ids, terms, warnings = build_arrays(collection.iter_docs(), progress=tick if bar else None)
+        arrays, doc_ids, terms, warnings, has_titles = build_arrays(collection.iter_docs(),
+                                                                    progress=tick if bar else None)
     finally:
         if bar is not None:
             bar.stop()
-    write_index(folder, collection.name, collection.fingerprint, arrays, doc_ids, terms, warnings)
+    write_index(folder, collection.name, collection.fingerprint, arrays, doc_ids, terms, warnings, has_titles)
     # Older builds of the same collection (other analyzer versions or data) are stale: drop them.
     same_name = re.compile(re.escape(safe_name(collection.name)) + r"-[0-9a-f]{16}")
     for old in root.iterdir():

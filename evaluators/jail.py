@@ -511,8 +511,13 @@ def enter_jail(res_w: int, out_w: int, jail_dir: str, layers: int, userns: bool,
         layers |= _BIT["env"]
     if _unmap_shared_writable():
         layers |= _BIT["shm_unmapped"]
-    # The candidate sees no path on disk (and nothing outside the jail would resolve anyway).
-    for attr in ("path", "_terms", "_doc_ids", "_vocab"):
+    # The candidate sees the vocabulary (read now: nothing can be read once the jail is closed; workers load it
+    # once, before forking), but no path on disk and not the document ids.
+    try:
+        index.terms
+    except Exception:  # a stand-in index without a vocabulary
+        pass
+    for attr in ("path", "_doc_ids"):
         if hasattr(index, attr):
             try:
                 setattr(index, attr, None)

@@ -6,14 +6,18 @@ scores), never metrics, so it can run inside an untrusted sandbox while judgemen
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .analyzer import Analyzer
+from .analyzer import Analyzer, tokenize
 from .errors import ProgramError
 
 DEFAULT_K = 1000
+
+
+def _no_ids() -> np.ndarray:
+    return np.zeros(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -22,9 +26,17 @@ class Query:
 
     id: str
     text: str
-    terms: tuple[str, ...]
+    terms: tuple[str, ...]  # analysed terms in order, repeats kept, absent ones too
     term_ids: np.ndarray  # int64, distinct in-vocabulary terms, first-occurrence order
     qtf: np.ndarray  # float64, occurrences of each of term_ids in the query
+    token_ids: np.ndarray = field(default_factory=_no_ids)  # int64 per term of ``terms``: its id, -1 if absent
+    positions: np.ndarray = field(default_factory=_no_ids)  # int64 per term of ``terms``: position (stopword gaps)
+    words: tuple[str, ...] = ()  # lower-cased words before stopping and stemming
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
 
 
 def make_queries(pairs: list[tuple[str, str]], index, analyzer: Analyzer | None = None) -> list[Query]:
@@ -32,17 +44,17 @@ def make_queries(pairs: list[tuple[str, str]], index, analyzer: Analyzer | None 
     analyzer = analyzer or Analyzer()
     out = []
     for qid, text in pairs:
-        terms = tuple(analyzer.analyze(text))
+        terms, positions, _ = analyzer.analyze_positions(text)
+        token_ids = [index.term_id(t) for t in terms]
         counts: dict[int, int] = {}
-        for t in terms:
-            tid = index.term_id(t)
+        for tid in token_ids:
             if tid >= 0:
                 counts[tid] = counts.get(tid, 0) + 1
         term_ids = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
         qtf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
-        term_ids.flags.writeable = False
-        qtf.flags.writeable = False
-        out.append(Query(qid, text, terms, term_ids, qtf))
+        out.append(Query(qid, text, tuple(terms), _frozen(term_ids), _frozen(qtf),
+                         _frozen(np.asarray(token_ids, dtype=np.int64)), _frozen(np.asarray(positions, dtype=np.int64)),
+                         tuple(tokenize(text))))
     return out
 
 

@@ -76,6 +76,7 @@ def run_local_task(task: EvalTask) -> SandboxResult:
     index = _worker_indexes.get(task.index_path)
     if index is None:
         index = load_index(Path(task.index_path), verify=False)
+        index.terms  # read the vocabulary once per worker, not once per jail
         _worker_indexes[task.index_path] = index
     return run_sandboxed(task.source, index, task.queries, task.k, task.limits, name=task.name,
                          restrict_builtins=task.restrict_builtins)

@@ -13,8 +13,9 @@ def test_local_folder_loads_judged_queries_only(tiny_collection):
     coll = load_collection(str(tiny_collection))
     assert [q for q, _ in coll.queries] == ["q1", "q2", "q3"]  # q4 has no judgement
     assert coll.qrels["q1"] == {"d1": 2, "d7": 1}
-    docs = dict(coll.iter_docs())
-    assert docs["d1"].startswith("Solar panels Solar panels convert")  # title and text joined
+    docs = {d: (title, body) for d, title, body in coll.iter_docs()}
+    assert docs["d1"] == ("Solar panels", "Solar panels convert sunlight into electricity for homes.")
+    assert docs["d8"] == ("", "The and of it.")  # no title
 
 
 def test_local_prefix_uses_data_root(tiny_collection, monkeypatch):

@@ -46,7 +46,7 @@ def ql_reference(query_terms, doc_terms, all_docs, mu=2000.0):
 
 
 def _index_from_terms(docs: list[list[str]]) -> Index:
-    arrays, doc_ids, terms, _ = build_arrays(((f"d{i}", " ".join(d)) for i, d in enumerate(docs)))
+    arrays, doc_ids, terms, _, _ = build_arrays(((f"d{i}", " ".join(d)) for i, d in enumerate(docs)))
     meta = {"n_docs": len(doc_ids), "n_terms": len(terms), "total_tokens": int(arrays["doc_len"].sum()),
             "_terms": terms, "_doc_ids": doc_ids}
     return Index("random", arrays, meta)

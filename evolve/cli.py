@@ -93,6 +93,10 @@ def cmd_run(args) -> int:
             notes.append("No test collections found here, so this runs on the built-in demo collection. For real data: "
                          "set EVORANK_DATA / IR_DATASETS_HOME and pass --suite dev (see `evorank datasets`).")
     addresses = resolve_collections(cfg.suite, cfg.datasets)
+    from evorank.evaluators.program import program_path
+
+    for start in cfg.seeds:  # a missing starting program is reported before anything is created
+        program_path(start)
     run_dir = Path(args.resume or cfg.out or Path("runs") / _time.strftime("%Y%m%d-%H%M%S"))
     if not args.resume:
         if (run_dir / "archive.sqlite").exists():
@@ -401,7 +405,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", metavar="RUN.TOML", help="settings file (any RunConfig field); flags override it")
-    p.add_argument("--seeds", help="comma-separated seed programs (default bm25,ql_dirichlet)")
+    p.add_argument("--start", "--seeds", dest="seeds", metavar="PROGRAMS",
+                   help="comma-separated starting programs: shipped seed names or program files, e.g. "
+                   "bm25,examples/bm25f.py (default bm25,ql_dirichlet); BM25 is always measured as the latency "
+                   "reference")
     p.add_argument("--suite", help="collections to evolve on (default: dev if available, else demo)")
     p.add_argument("--datasets", help="extra comma-separated collection addresses")
     p.add_argument("--iterations", type=int, metavar="N",

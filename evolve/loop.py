@@ -38,7 +38,8 @@ from evorank.archive import (
 )
 from evorank.evaluators.metrics import fitness as fitness_of
 from evorank.evaluators.metrics import fitness_spec
-from evorank.evaluators.program import load_program, split_block
+from evorank.evaluators.errors import EvorankError
+from evorank.evaluators.program import program_path, split_block
 
 from .config import RunConfig, workers
 from .llm import Budget
@@ -114,10 +115,12 @@ class Engine:
         existing = {p.features.get("seed_name"): p for p in self.store.programs() if p.operator == "seed"}
         names = ["bm25"] + [n for n in self.cfg.seeds if n != "bm25"]
         for name in names:
-            source = load_program(name).source
+            # on resume, a starting program is the code archived when the run began (its file may have changed)
+            source = existing[name].code if name in existing else program_path(name).read_text(encoding="utf-8")
             result = self.evaluator.evaluate_trusted(source)
             if result.suite is None or not result.suite.ok:
-                raise RuntimeError(f"seed {name} failed to evaluate: {result.failure_reason}: {result.failure_detail}")
+                raise EvorankError(f"starting program {name} failed to evaluate ({result.failure_reason}): "
+                                   f"{result.failure_detail}; fix it and try `evorank eval {name} --sandbox` first")
             if name == "bm25":
                 self.bm25_latency_ms = result.latency_ms
             if name not in self.cfg.seeds:

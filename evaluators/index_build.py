@@ -5,7 +5,8 @@ What is stored (format 2; ``ARRAYS`` lists the files, one ``.npy`` each, read ba
 - ``doc_term_*`` / ``term_doc_*``: term frequencies as CSR by document and by term (float32 data,
   int32 indices/indptr, int64 beyond 2^31 entries);
 - ``doc_len``, ``df``, ``cf``: lengths and document/collection frequencies;
-- ``doc_tokens``: the term id of every token, document after document, in text order (int32);
+- ``doc_tokens``: the term id of every token, document after document, in text order (uint16 when the
+  vocabulary has at most 65,536 terms, else int32);
 - ``doc_positions``: each of those tokens' position in its document, counted as Lucene counts them
   (every token of the tokenizer takes a position, so stopwords leave gaps);
 - ``term_positions``: the same positions in posting order: for the postings of ``term_doc`` in order,
@@ -91,7 +92,7 @@ def build_arrays(docs, analyzer: Analyzer | None = None, progress=None):
         "doc_len": doc_len.astype(np.float64),
         "df": np.diff(term_doc.indptr).astype(np.int64),
         "cf": np.asarray(term_doc.sum(axis=1)).ravel().astype(np.int64),
-        "doc_tokens": cols.astype(np.int32),
+        "doc_tokens": cols.astype(np.uint16 if n_terms <= 2**16 else np.int32),
         "doc_positions": pos.astype(pos_dtype),
     }
     for prefix, m in (("doc_term", doc_term), ("term_doc", term_doc)):

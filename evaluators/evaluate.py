@@ -154,11 +154,30 @@ def latency_ratio(results: list[CollectionResult], reference: list[CollectionRes
 
 
 def summarize(program_name: str, results: list[CollectionResult], spec: FitnessSpec | str,
-              ratio: float | None = None) -> SuiteResult:
+              ratio: float | None = None, reference: list[CollectionResult] | None = None) -> SuiteResult:
+    """The suite's fitness from per-collection results (the collection-size rule applied); ``reference``: the
+    reference program's results on the same queries, which a robust fitness compares against."""
     spec = fitness_spec(spec)
     ok = all(r.ok for r in results)
-    fit = fitness({r.name: r.metrics for r in results}, spec, ratio) if ok else 0.0
+    ref = {r.name: r.metrics for r in reference} if reference else None
+    fit = fitness({r.name: r.metrics for r in results}, spec, ratio, n_docs={r.name: r.n_docs for r in results},
+                  reference=ref) if ok else 0.0
     return SuiteResult(program_name, results, fit, spec.name, ratio)
+
+
+def subset_ranking(ranking: Ranking, idx) -> Ranking:
+    """The rankings of the queries at positions ``idx`` (latencies kept per query)."""
+    idx = [int(i) for i in idx]
+    return Ranking([ranking.query_ids[i] for i in idx], [ranking.doc_idx[i] for i in idx],
+                   [ranking.scores[i] for i in idx], np.asarray(ranking.latency_ms)[idx], ranking.prepare_ms)
+
+
+def subset_topics(topics: Topics, idx) -> Topics:
+    """The same collection restricted to the queries at positions ``idx``."""
+    judged = topics.judged
+    sub = Judgements([judged.query_ids[i] for i in idx], [judged.arrays[i] for i in idx], judged.min_relevance,
+                     judged.unknown_docs)
+    return Topics(topics.name, topics.index, [topics.queries[i] for i in idx], sub, list(topics.warnings))
 
 
 def write_trec_run(path: Path, ranking: Ranking, topics: Topics, tag: str = "evorank") -> None:

@@ -37,14 +37,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .evaluate import CollectionResult, SuiteResult, Topics, failed_result, latency_ratio, load_topics, measure, summarize
+from .evaluate import (CollectionResult, SuiteResult, Topics, failed_result, latency_ratio, load_topics, measure,
+                       subset_ranking, subset_topics)
 from .errors import ProgramError
-from .metrics import Judgements, fitness, fitness_spec
+from .metrics import fitness, fitness_spec
 from .program import seed_path
 from .ranking import DEFAULT_K
 from .jail import remove_stale_jails
 from .program_output import failure_text
 from .sandbox import Limits, SandboxResult, warn_missing_layers
+from .splits import relevant_counts, validation_split
 from .static_check import static_check
 from .tasks import EvalTask, init_worker, merge_shards, run_local_task, shard_bounds, worker_env
 
@@ -87,6 +89,8 @@ class CandidateResult:
     latency_ms: float | None = None
     outputs: dict[str, str] = field(default_factory=dict)  # collection -> captured stdout/stderr (non-empty)
     eval_seconds: float = 0.0  # summed wall time of this candidate's sandboxed runs
+    validation: SuiteResult | None = None  # the same run measured on the validation queries (full evaluation only)
+    validation_fitness: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -109,13 +113,6 @@ def cascade_sample(n_queries: int, collection: str, seed: int = 0, cascade: Casc
     return np.sort(rng.choice(n_queries, size=size, replace=False))
 
 
-def _subset_topics(topics: Topics, idx: np.ndarray) -> Topics:
-    judged = topics.judged
-    sub = Judgements([judged.query_ids[i] for i in idx], [judged.arrays[i] for i in idx], judged.min_relevance,
-                     judged.unknown_docs)
-    return Topics(topics.name, topics.index, [topics.queries[i] for i in idx], sub, list(topics.warnings))
-
-
 # -- the evaluator -----------------------------------------------------------------------------------
 
 @dataclass
@@ -128,6 +125,7 @@ class _Candidate:
     pending: int = 0
     stage1: dict[int, CollectionResult] = field(default_factory=dict)
     full: dict[int, CollectionResult] = field(default_factory=dict)
+    validation: dict[int, CollectionResult] = field(default_factory=dict)
     shards: dict[tuple[int, int], list[SandboxResult | None]] = field(default_factory=dict)  # (stage, j) -> parts
     outputs: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
@@ -139,14 +137,17 @@ class Evaluator:
     def __init__(self, addresses: list[str], n_workers: int | None = None, limits: Limits = Limits(),
                  fitness: str = "rankevolve", cascade: CascadeConfig | None = CascadeConfig(), seed: int = 0,
                  k: int = DEFAULT_K, *, topics: list[Topics] | None = None, reference: str | None = "bm25",
-                 cluster=None, shard_queries: int | None = None, cluster_retries: int = 1):
+                 cluster=None, shard_queries: int | None = None, cluster_retries: int = 1, validation: float = 0.0):
         """``topics`` may pass already loaded collections instead of loading ``addresses``; ``reference`` is the
         seed (name or source) whose latency the latency-aware fitness compares against (measured once, lazily).
 
         ``cluster``: a Dask scheduler address, ``distributed.Client`` or ``cluster.ClusterBackend`` to run the tasks
         on (connects and warms the workers up now; raises ``ClusterError``); ``n_workers`` then does not apply.
         ``cluster_retries``: how often Dask re-runs a task that raised on a worker. ``shard_queries``: at most this
-        many queries per task (None or 0: one task per collection)."""
+        many queries per task (None or 0: one task per collection). ``validation``: the fraction of each collection's
+        judged queries held out of selection (``evaluators.splits``): candidates are scored on all queries in one run,
+        but their fitness (and the cascade's sample) comes from the train queries only, and the validation queries
+        give ``CandidateResult.validation``."""
         self.topics: list[Topics] = list(topics) if topics is not None else [load_topics(a) for a in addresses]
         self.n_workers = max(1, n_workers or os.cpu_count() or 1)
         if shard_queries is not None and shard_queries < 0:
@@ -158,7 +159,8 @@ class Evaluator:
         self.seed = seed
         self.k = k
         self._reference_spec = reference
-        self._reference: list[CollectionResult] | None = None
+        self._reference: CandidateResult | None = None
+        self._reference_running = False
         self._executor = None
         self.layers: tuple[str, ...] = ()
         # Test-only switch: skip static checks and the runtime builtins restriction, to prove the OS layers
@@ -167,13 +169,24 @@ class Evaluator:
         for t in self.topics:
             if getattr(t.index, "path", None) is None:
                 raise ValueError(f"collection {t.name!r} has no on-disk index; sandboxed workers map indexes from disk")
-        self._samples: list[np.ndarray] = []
+        self._sizes = {t.name: int(t.index.n_docs) for t in self.topics}
+        self._train_idx: list[np.ndarray] = []
+        self._val_idx: list[np.ndarray] = []
+        self._train_topics: list[Topics] = []
+        self._val_topics: list[Topics | None] = []
+        for t in self.topics:
+            train, val = validation_split(relevant_counts(t.judged), validation, t.name, seed)
+            self._train_idx.append(train)
+            self._val_idx.append(val)
+            self._train_topics.append(t if not len(val) else subset_topics(t, train))
+            self._val_topics.append(subset_topics(t, val) if len(val) else None)
+        self._samples: list[np.ndarray] = []  # stage-1 sample: positions among the train queries
         self._stage1_topics: list[Topics] = []
         sampling = cascade or CascadeConfig()  # stage-1 fitness is defined (and reported) even without a cascade
-        for t in self.topics:
+        for t in self._train_topics:
             idx = cascade_sample(len(t.queries), t.name, seed, sampling)
             self._samples.append(idx)
-            self._stage1_topics.append(t if len(idx) == len(t.queries) else _subset_topics(t, idx))
+            self._stage1_topics.append(t if len(idx) == len(t.queries) else subset_topics(t, idx))
         # Largest collections first, so the slowest task does not start last.
         self._order = sorted(range(len(self.topics)),
                              key=lambda j: -(self.topics[j].index.n_docs * max(1, len(self.topics[j].queries))))
@@ -208,7 +221,7 @@ class Evaluator:
         if not (len(seed_sources) == len(parent_stage1) == len(names) == n):
             raise ValueError("sources, seed_sources, parent_stage1 and names must have the same length")
         results: list[CandidateResult | None] = [None] * n
-        if self.spec.latency_exponent > 0 and n:
+        if (self.spec.latency_exponent > 0 or self.spec.robust) and n:
             self.reference_results()  # measured first, not in the middle of the batch
         runnable = []
         for i, src in enumerate(sources):
@@ -229,14 +242,41 @@ class Evaluator:
         return self._run([cand], use_cascade=False)[0]
 
     def reference_results(self) -> list[CollectionResult]:
-        """Full results of the reference seed (for latency ratios), measured once per Evaluator."""
-        if self._reference is None:
+        """Full (train) results of the reference seed, for latency ratios and robust fitness; measured once."""
+        if self._reference is None and not self._reference_running:
             spec = self._reference_spec or "bm25"
             src = spec if "\n" in spec else seed_path(spec).read_text(encoding="utf-8")
-            self._reference = []  # while the reference itself runs, it has no ratio to compute
-            res = self.evaluate_trusted(src, name="reference")
-            self._reference = res.suite.collections if res.suite is not None else []
-        return self._reference
+            self._reference_running = True  # while the reference itself runs, it has nothing to compare against
+            try:
+                self._reference = self.evaluate_trusted(src, name="reference")
+            finally:
+                self._reference_running = False
+        ref = self._reference
+        return ref.suite.collections if ref is not None and ref.suite is not None else []
+
+    def collection_sizes(self) -> dict[str, int]:
+        """Documents per collection (the fitness's collection-size rule needs them)."""
+        return dict(self._sizes)
+
+    def _reference_metrics(self, which: str) -> dict[str, dict[str, float]] | None:
+        """The reference's per-collection metrics on the train queries, the validation queries, or the stage-1
+        sample; None while the reference itself is being measured."""
+        ref = self._reference
+        if ref is None or ref.suite is None or not ref.suite.ok:
+            return None
+        if which == "validation":
+            return {c.name: c.metrics for c in ref.validation.collections} if ref.validation else None
+        full = {c.name: c for c in ref.suite.collections}
+        if which == "stage1":
+            return {t.name: {m: float(np.mean(v[idx])) for m, v in full[t.name].per_query.items()}
+                    for t, idx in zip(self.topics, self._samples)}
+        return {name: c.metrics for name, c in full.items()}
+
+    def _fitness(self, per: dict[str, dict[str, float]], which: str, ratio: float | None = None) -> float:
+        if self.spec.robust and self._reference_running:
+            return 1.0  # the reference against itself
+        reference = self._reference_metrics(which) if self.spec.robust else None
+        return fitness(per, self.spec, ratio, n_docs=self._sizes, reference=reference)
 
     def close(self) -> None:
         """Stop the workers (and with them any running sandbox) and remove their jail folders. On a cluster:
@@ -360,7 +400,7 @@ class Evaluator:
                 if failed is not None:
                     out[cand.i] = self._final(cand, 1, results, None)
                     return
-                fit1 = fitness({r.name: r.metrics for r in results}, self.spec, None)
+                fit1 = self._fitness({r.name: r.metrics for r in results}, "stage1")
                 if self.cascade is not None and fit1 < self.cascade.threshold * (cand.parent or 0.0):
                     out[cand.i] = self._final(cand, 1, results, fit1)
                     return
@@ -414,21 +454,25 @@ class Evaluator:
         return [out[c.i] for c in cands]
 
     def _record(self, cand: _Candidate, stage: int, j: int, sres: SandboxResult) -> None:
-        topics = self.topics[j] if stage == 2 else self._stage1_topics[j]
+        topics = self._train_topics[j] if stage == 2 else self._stage1_topics[j]
         if sres.layers and sres.layers != self.layers:
             self.layers = sres.layers
             warn_missing_layers(sres.layers)
         cand.seconds += sres.wall_ms / 1e3
         if sres.output.strip():
             cand.outputs[topics.name] = sres.output
-        if sres.ok:
-            try:
-                res = measure(sres.ranking, topics)
-            except Exception as e:  # pragma: no cover - a bug on the trusted side, reported, not raised
-                res = failed_result(topics, "measure_error", f"{type(e).__name__}: {e}")
-        else:
+        if not sres.ok:
             res = failed_result(topics, sres.reason, failure_text(sres.message or sres.reason, sres.program_text,
                                                                   sres.output))
+        else:
+            try:
+                ranking = sres.ranking
+                if stage == 2 and self._val_topics[j] is not None:  # one run over all queries, measured apart
+                    cand.validation[j] = measure(subset_ranking(ranking, self._val_idx[j]), self._val_topics[j])
+                    ranking = subset_ranking(ranking, self._train_idx[j])
+                res = measure(ranking, topics)
+            except Exception as e:  # pragma: no cover - a bug on the trusted side, reported, not raised
+                res = failed_result(topics, "measure_error", f"{type(e).__name__}: {e}")
         (cand.stage1 if stage == 1 else cand.full)[j] = res
 
     def _final(self, cand: _Candidate, stage: int, results: list[CollectionResult], fit1: float | None) -> CandidateResult:
@@ -436,12 +480,18 @@ class Evaluator:
         ratio = None
         if stage == 2 and ok and self.spec.latency_exponent > 0:
             ratio = latency_ratio(results, self.reference_results())
-        suite = summarize(cand.name, results, self.spec, ratio)
+        suite = SuiteResult(cand.name, results, self._fitness({r.name: r.metrics for r in results}, "train", ratio)
+                            if ok else 0.0, self.spec.name, ratio)
         failed = next((r for r in results if not r.ok), None)
         reason = failed.error_reason if failed else None
         detail = f"{failed.name}: {failed.error}" if failed else None
+        validation = val_fit = None
         if stage == 2 and ok:
             fit1 = self._stage1_from_full(results)
+            val = [cand.validation[j] for j in range(len(self.topics)) if j in cand.validation]
+            if val:
+                val_fit = self._fitness({r.name: r.metrics for r in val}, "validation", ratio)
+                validation = SuiteResult(cand.name, val, val_fit, self.spec.name, ratio)
         latency = None
         if stage == 2 and ok:
             lat = [r.latency_median_ms for r in results if r.latency_median_ms > 0]
@@ -453,14 +503,14 @@ class Evaluator:
         else:
             fit = None
         return CandidateResult(cand.name, stage, suite, fit, fit1, reason, detail, latency, dict(cand.outputs),
-                               cand.seconds)
+                               cand.seconds, validation, val_fit)
 
     def _stage1_from_full(self, results: list[CollectionResult]) -> float:
         per = {}
         for j, r in enumerate(results):
             idx = self._samples[j]
             per[r.name] = {m: float(np.mean(v[idx])) for m, v in r.per_query.items()}
-        return fitness(per, self.spec, None)
+        return self._fitness(per, "stage1")
 
 
 def _quiet_manager_thread(previous):

@@ -374,9 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "RUN:best, RUN:42, RUN:best@island:1")
     p.add_argument("--suite", help="named suite (see `evorank datasets`): demo, quick, dev, heldout, ...")
     p.add_argument("--datasets", help="comma-separated collection addresses: ir_datasets ids, local:<name>, folders")
-    p.add_argument("--fitness", default="rankevolve", choices=["rankevolve", "latency-aware"],
-                   help="rankevolve = 0.8 x mean R@100 + 0.2 x mean nDCG@10; latency-aware also discounts programs "
-                   "slower than BM25 (measured in the same run)")
+    p.add_argument("--compare", metavar="PROGRAM",
+                   help="also evaluate this trusted program (a seed name or your file) on the same queries and print "
+                   "per-collection differences (default: bm25 for RUN:ID, none for a file; 'none' turns it off)")
+    p.add_argument("--fitness", default="rankevolve", choices=["rankevolve", "latency-aware", "robust"],
+                   help="rankevolve = 0.8 x R@100 + 0.2 x nDCG@10 per collection, averaged (R@100 counts only on "
+                   "collections of 1,000+ documents); latency-aware also discounts programs slower than BM25 (measured "
+                   "in the same run); robust = 1 + the mean per-collection gain over BM25, losses counted twice")
     p.add_argument("--k", type=int, default=1000, help="documents kept per query (default 1000)")
     p.add_argument("--runs-out", metavar="DIR", help="also write one TREC run file per collection into DIR")
     p.add_argument("--sandbox", action=argparse.BooleanOptionalAction, default=None,
@@ -422,7 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="evaluation processes (default: all cores)")
     p.add_argument("--in-flight", dest="in_flight", type=int, help="concurrent LLM requests (default 4)")
     p.add_argument("--islands", type=int, help="number of islands (default 2)")
-    p.add_argument("--fitness", choices=["rankevolve", "latency-aware"])
+    p.add_argument("--fitness", choices=["rankevolve", "latency-aware", "robust"],
+                   help="rankevolve (default): 0.8 x R@100 + 0.2 x nDCG@10 per collection, averaged; latency-aware: "
+                   "also discounts programs slower than BM25; robust: 1 + the mean per-collection gain over BM25, losses "
+                   "counted twice (rewards gains that hold everywhere)")
     p.add_argument("--max-tokens", dest="max_tokens", type=int, help="completion token cap per LLM request (default 2048)")
     p.add_argument("--inspirations", type=int, help="other archive programs shown in each prompt (default 3)")
     p.add_argument("--prompts-dir", dest="prompts_dir", help="folder with prompt templates overriding the shipped ones")

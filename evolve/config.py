@@ -110,8 +110,8 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         bad(f"iterations must be a whole number >= 0, got {cfg.iterations!r}")
     if cfg.islands < 1:
         bad("islands must be >= 1")
-    if cfg.fitness not in ("rankevolve", "latency-aware"):
-        bad(f"fitness must be 'rankevolve' or 'latency-aware', got {cfg.fitness!r}")
+    if cfg.fitness not in ("rankevolve", "latency-aware", "robust"):
+        bad(f"fitness must be 'rankevolve', 'latency-aware' or 'robust', got {cfg.fitness!r}")
     mix = cfg.operator_mix
     if not mix or any(k not in ("diff", "full", "crossover") or v < 0 for k, v in mix.items()) or sum(mix.values()) <= 0:
         bad(f"operator_mix must weight diff/full/crossover with non-negative numbers, got {mix!r}")

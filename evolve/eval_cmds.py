@@ -67,6 +67,7 @@ def cmd_datasets(args) -> int:
 def cmd_eval(args) -> int:
     from evorank.evaluators.evaluate import evaluate_on, latency_ratio, load_topics, summarize, write_trec_run
     from evorank.evaluators.index import safe_name
+    from evorank.evaluators.metrics import fitness_spec
     from evorank.evaluators.program import compile_program, load_program, program_path
     from evorank.evaluators.suites import resolve_collections
     from evorank.evolve.inspect_queries import resolve_program_arg
@@ -84,54 +85,99 @@ def cmd_eval(args) -> int:
         raise EvorankError("--shard-queries splits the sandboxed evaluation tasks of --cluster; use it with --cluster")
     if args.cluster and not sandbox:
         raise EvorankError("--cluster always evaluates in the sandbox on the workers; drop --no-sandbox")
-    if sandbox:
-        return _eval_sandboxed(args, addresses, label, source, checked=from_run is not None or bool(args.sandbox))
-    program = compile_program(source, name=code_name)
-    reference = load_program("bm25") if args.fitness == "latency-aware" else None
-    log = (lambda m: print(m, file=sys.stderr)) if not args.json else None
-    results, ref_results = [], []
-    progress = sys.stderr.isatty() and not args.json
-    for address in addresses:
-        topics = load_topics(address, progress=progress, log=log)
-        res, ranking = evaluate_on(program, topics, k=args.k)
-        results.append(res)
-        if reference is not None:
-            ref_results.append(evaluate_on(reference, topics, k=args.k)[0])
-        if args.runs_out and ranking is not None:
-            write_trec_run(Path(args.runs_out) / f"{safe_name(address)}.run", ranking, topics, tag=Path(args.program).stem)
-    ratio = latency_ratio(results, ref_results) if reference is not None else None
-    suite = summarize(str(args.program), results, args.fitness, ratio)
-    if args.json:
-        print(json.dumps(suite.to_json(), indent=2))
-    else:
-        print_suite(suite)
-    return 0 if suite.ok else 1
-
-
-def _eval_sandboxed(args, addresses, name: str, source: str, checked: bool) -> int:
-    """``eval`` of code that is not yours (a program from a run archive, ``--sandbox``) or on ``--cluster``: the
-    path ``run`` uses, one sandboxed task per collection on local workers or on the cluster. ``checked`` puts
-    the code through the static checks first, as in ``run``."""
-    from evorank.evaluators.evaluate import load_topics
-    from evorank.evaluators.parallel import Limits, evaluate_program_sandboxed
-
-    if args.runs_out:
+    if args.runs_out and sandbox:
         raise EvorankError("--runs-out needs the rankings in this process, and this evaluation runs in the sandbox "
                            "(a program from a run archive, --sandbox or --cluster); if you have read the code and "
                            "trust it, add --no-sandbox (or `evorank export` it and evaluate the file)")
+    compare = args.compare if args.compare is not None else ("bm25" if from_run is not None else "none")
+    compare = None if compare.lower() == "none" else compare
+    compared = load_program(compare) if compare else None  # a seed name or your own file: runs here, trusted
     log = (lambda m: print(m, file=sys.stderr)) if not args.json else None
     progress = sys.stderr.isatty() and not args.json
     topics = [load_topics(a, progress=progress, log=log) for a in addresses]
-    suite = evaluate_program_sandboxed(source, addresses, name=name, fitness=args.fitness, k=args.k,
-                                       trusted=not checked, topics=topics, cluster=args.cluster,
-                                       shard_queries=args.shard_queries or None,
-                                       limits=Limits(timeout_s=args.timeout_s or Limits.timeout_s,
-                                                     memory_mb=args.memory_mb or None))
+    if sandbox:
+        suite = _eval_sandboxed(args, addresses, label, source, topics, checked=from_run is not None or bool(args.sandbox))
+    else:
+        program = compile_program(source, name=code_name)
+        spec = fitness_spec(args.fitness)
+        bm25 = load_program("bm25") if (spec.latency_exponent or spec.robust) else None
+        results, bm25_results = [], []
+        for address, t in zip(addresses, topics):
+            res, ranking = evaluate_on(program, t, k=args.k)
+            results.append(res)
+            if bm25 is not None:
+                bm25_results.append(evaluate_on(bm25, t, k=args.k)[0])
+            if args.runs_out and ranking is not None:
+                write_trec_run(Path(args.runs_out) / f"{safe_name(address)}.run", ranking, t,
+                               tag=Path(args.program).stem)
+        ratio = latency_ratio(results, bm25_results) if spec.latency_exponent else None
+        suite = summarize(str(args.program), results, spec, ratio, reference=bm25_results or None)
+    reference = None
+    if compared is not None:
+        reference = summarize(compare, [evaluate_on(compared, t, k=args.k)[0] for t in topics], "rankevolve")
     if args.json:
-        print(json.dumps(suite.to_json(), indent=2))
+        out = suite.to_json()
+        if reference is not None:
+            out["compare"] = comparison_json(suite, reference)
+        print(json.dumps(out, indent=2))
     else:
         print_suite(suite)
+        if reference is not None:
+            print_comparison(suite, reference)
     return 0 if suite.ok else 1
+
+
+def _eval_sandboxed(args, addresses, name: str, source: str, topics, checked: bool):
+    """``eval`` of code that is not yours (a program from a run archive, ``--sandbox``) or on ``--cluster``: the
+    path ``run`` uses, one sandboxed task per collection on local workers or on the cluster. ``checked`` puts
+    the code through the static checks first, as in ``run``."""
+    from evorank.evaluators.parallel import Limits, evaluate_program_sandboxed
+
+    return evaluate_program_sandboxed(source, addresses, name=name, fitness=args.fitness, k=args.k,
+                                      trusted=not checked, topics=topics, cluster=args.cluster,
+                                      shard_queries=args.shard_queries or None,
+                                      limits=Limits(timeout_s=args.timeout_s or Limits.timeout_s,
+                                                    memory_mb=args.memory_mb or None))
+
+
+COMPARED = ("ndcg@10", "recall@100")
+
+
+def comparison_json(suite, reference) -> dict:
+    """Per-collection differences from a reference program (same queries, same collection-size rule)."""
+    from evorank.evaluators.metrics import collection_fitness, fitness_spec
+
+    spec = fitness_spec("rankevolve")
+    refs = {c.name: c for c in reference.collections}
+    rows = {}
+    for c in suite.collections:
+        r = refs.get(c.name)
+        if not (c.ok and r is not None and r.ok):
+            continue
+        ours, theirs = collection_fitness(c.metrics, spec, c.n_docs), collection_fitness(r.metrics, spec, r.n_docs)
+        rows[c.name] = {"fitness": ours, "reference_fitness": theirs, "ratio": ours / theirs if theirs else None,
+                        **{f"{m}_delta": c.metrics[m] - r.metrics[m] for m in COMPARED}}
+    return {"program": reference.program, "reference_fitness": reference.fitness, "collections": rows}
+
+
+def print_comparison(suite, reference) -> None:
+    from rich.table import Table
+
+    data = comparison_json(suite, reference)
+    console = make_console()
+    table = Table(title=f"vs [bold]{reference.program}[/] on the same queries (rankevolve fitness per collection)",
+                  title_justify="left")
+    for col in ("collection", "fitness", reference.program, "ratio",
+                *(f"Δ {METRIC_LABELS.get(m, m)}" for m in COMPARED)):
+        table.add_column(col, justify="left" if col == "collection" else "right")
+    for name, row in data["collections"].items():
+        ratio = row["ratio"]
+        style = "green" if ratio and ratio > 1 else ("red" if ratio and ratio < 1 else "")
+        cells = [f"{row['fitness']:.4f}", f"{row['reference_fitness']:.4f}",
+                 f"[{style}]{ratio:.3f}x[/]" if ratio and style else (f"{ratio:.3f}x" if ratio else "-"),
+                 *(f"{row[f'{m}_delta']:+.4f}" for m in COMPARED)]
+        table.add_row(name, *cells)
+    console.print(table)
 
 
 def print_suite(suite) -> None:
@@ -161,5 +207,11 @@ def print_suite(suite) -> None:
             console.print(f"[yellow]warning[/] {c.name}: {w}")
         if not c.ok:
             console.print(f"[red]error[/] {c.name}: {escape(c.error)}")  # holds the program's own (fenced) text
+    from evorank.evaluators.metrics import MIN_DOCS_PER_CUTOFF
+
+    small = [c.name for c in suite.collections if c.n_docs < MIN_DOCS_PER_CUTOFF * 100]
+    if small:
+        console.print(f"note: R@100 does not count toward fitness on collections under {MIN_DOCS_PER_CUTOFF * 100:,} "
+                      f"documents ({', '.join(small)}): retrieving everything would earn it there; nDCG@10 does")
     extra = f"  (latency {suite.latency_ratio:.2f}x BM25)" if suite.latency_ratio else ""
     console.print(f"fitness ({suite.fitness_name}): [bold]{suite.fitness:.4f}[/]{extra}")

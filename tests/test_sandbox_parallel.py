@@ -282,8 +282,9 @@ def test_cascade_stages_and_identical_full_metrics(env):
     full_direct, full_cascaded, stopped = ev.evaluate([BM25, BM25, BM25], [BM25] * 3, [None, 1e-9, 10.0])
     assert full_direct.stage == 2 and full_cascaded.stage == 2
     assert full_direct.suite.collections[0].metrics == full_cascaded.suite.collections[0].metrics
-    assert full_direct.fitness == full_cascaded.fitness == pytest.approx(env["reference"].metrics["recall@100"] * 0.8
-                                                                          + env["reference"].metrics["ndcg@10"] * 0.2)
+    # the collection has fewer than 1,000 documents: R@100 does not count there (metrics.MIN_DOCS_PER_CUTOFF)
+    assert topics.index.n_docs < 1000
+    assert full_direct.fitness == full_cascaded.fitness == pytest.approx(env["reference"].metrics["ndcg@10"])
     # stage-1 fitness measured on the sample equals the one derived from the full run
     assert full_direct.stage1_fitness == pytest.approx(full_cascaded.stage1_fitness, abs=1e-12)
     assert stopped.stage == 1 and stopped.ok and stopped.stopped_by_cascade and stopped.fitness is None
@@ -292,9 +293,10 @@ def test_cascade_stages_and_identical_full_metrics(env):
     # a failure in stage 1 ends at stage 1 with the reason
     bad = ev.evaluate([SPLIT.join("def score(q, index, s):\n    return None\n")], [BM25], [0.5])[0]
     assert bad.stage == 1 and bad.failure_reason == "invalid_scores:type" and bad.fitness == 0.0
-    # a worse candidate (BM25 that retrieves only documents 0-9) stops at 0.9 x its parent's stage-1 fitness
+    # a worse candidate (BM25 that retrieves nothing for queries q10-q39; the judgements of this random collection
+    # are random, so only retrieving less is reliably worse) stops at 0.9 x its parent's stage-1 fitness
     weak = SPLIT.join(SPLIT.block.replace("return np.where(matched, scores, -np.inf)",
-                                          "return np.where(matched & (np.arange(index.n_docs) < 10), scores, -np.inf)"))
+                                          "return np.where(matched & (len(query.id) < 3), scores, -np.inf)"))
     res = ev.evaluate([weak], [BM25], [full_direct.stage1_fitness])[0]
     assert res.stage == 1 and res.stage1_fitness < 0.9 * full_direct.stage1_fitness
 

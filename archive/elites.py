@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from evorank.archive.features import Cell, GridSpec, beats, complete_features
+from evorank.archive.features import Cell, GridSpec, beats, complete_features, refine
 from evorank.archive.programs import ProgramRecord, normalized_code_hash
 
 
@@ -312,3 +312,22 @@ def resume_islands(store, spec: GridSpec | None = None, n_islands: int | None = 
     if problems:
         raise ArchiveInconsistentError(problems)
     return islands
+
+
+def regrid(store, min_split: int = 8) -> Islands | None:
+    """Refine the run's adaptive feature dimensions from the values of its placed programs (``features.refine``)
+    and, if any edge was added, re-place every program and rebuild the elite tables in one transaction.
+    Returns the new ``Islands`` (None when nothing changed). Every elite stays an elite: new cells only split
+    old ones."""
+    spec = store.grid_spec()
+    if not any(d.adaptive for d in spec.dimensions):
+        return None
+    rows = [r for r in store.programs() if r.cell is not None]
+    values = {d.name: [r.features.get(d.name) for r in rows] for d in spec.dimensions if d.adaptive}
+    new = refine(spec, values, min_split)
+    if new == spec:
+        return None
+    cells = {r.id: new.cell(r.features) for r in rows}
+    owner, _ = replay((r.id, r.island, cells[r.id], r.fitness) for r in rows if cells[r.id] is not None)
+    store.replace_grid(new, cells, owner)
+    return Islands.from_store(store)

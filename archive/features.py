@@ -40,6 +40,8 @@ class FeatureDim:
     name: str
     edges: tuple[float, ...]
     log: bool = False
+    adaptive: bool = False  # ``refine`` may add edges (never move or remove one) as values accumulate
+    max_bins: int = 8
 
     def __post_init__(self):
         edges = tuple(float(e) for e in self.edges)
@@ -101,7 +103,9 @@ class GridSpec:
     def to_dict(self) -> dict:
         return {
             "dimensions": [
-                {"name": d.name, "edges": list(d.edges), "log": d.log} for d in self.dimensions
+                {"name": d.name, "edges": list(d.edges), "log": d.log,
+                 **({"adaptive": True, "max_bins": d.max_bins} if d.adaptive else {})}
+                for d in self.dimensions
             ]
         }
 
@@ -111,10 +115,38 @@ class GridSpec:
         {"dimensions": [{"name": "ndcg@10", "edges": [0.2, 0.3, 0.4]}]}."""
         return cls(
             tuple(
-                FeatureDim(d["name"], tuple(d["edges"]), bool(d.get("log", False)))
+                FeatureDim(d["name"], tuple(d["edges"]), bool(d.get("log", False)), bool(d.get("adaptive", False)),
+                           int(d.get("max_bins", 8)))
                 for d in data["dimensions"]
             )
         )
+
+
+def refine(spec: GridSpec, values: dict[str, list[float]], min_split: int = 8) -> GridSpec:
+    """Adaptive bins: for each adaptive dimension, split its most crowded bin at the median of the values in it
+    (``values``: the dimension's values of every placed program) while that bin holds at least ``min_split``
+    values on both sides of the median and the dimension has fewer than ``max_bins`` bins.
+
+    Edges are only ever added, so every new cell lies inside one old cell and the elite of an old cell is still
+    the elite of the new cell it falls in: re-binning never loses an elite (``elites.regrid``)."""
+    dims = []
+    for dim in spec.dimensions:
+        edges = list(dim.edges)
+        vals = sorted(v for v in values.get(dim.name, ()) if v is not None and math.isfinite(v))
+        while dim.adaptive and len(edges) + 1 < dim.max_bins and vals:
+            bins: dict[int, list[float]] = {}
+            for v in vals:
+                bins.setdefault(bisect.bisect_right(edges, v), []).append(v)
+            crowded = max(bins.values(), key=len)
+            median = crowded[len(crowded) // 2]
+            below = sum(1 for v in crowded if v < median)
+            if below < min_split // 2 or len(crowded) - below < min_split // 2 or median in edges \
+                    or (dim.log and median <= 0):
+                break
+            bisect.insort(edges, median)
+        dims.append(FeatureDim(dim.name, tuple(edges), dim.log, dim.adaptive, dim.max_bins) if edges != list(dim.edges)
+                    else dim)
+    return GridSpec(tuple(dims))
 
 
 DEFAULT_COMPLEXITY_EDGES = (64.0, 128.0, 256.0, 512.0, 1024.0)

@@ -470,6 +470,19 @@ class RunStore(RunQueries):
     def migrations(self) -> list[dict]:
         return [dict(r) for r in self._conn.execute("SELECT * FROM migrations ORDER BY id")]
 
+    def replace_grid(self, grid: GridSpec, cells: dict[int, tuple | None], elites: dict[tuple[int, tuple], int]) -> None:
+        """Adopt a re-binned grid in one transaction: the spec in meta, every program's cell, the elite table
+        (computed by ``elites.regrid``, which keeps every elite)."""
+        with self._tx() as conn:
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'grid'", (rows.dumps(grid.to_dict()),))
+            conn.executemany("UPDATE programs SET cell = ? WHERE id = ?",
+                             [(encode_cell(c), pid) for pid, c in cells.items()])
+            conn.execute("DELETE FROM elites")
+            conn.executemany("INSERT INTO elites(island, cell, program_id) VALUES (?, ?, ?)",
+                             [(island, encode_cell(cell), pid) for (island, cell), pid in elites.items()])
+            self._log_event(conn, "regrid", {"grid": grid.to_dict()})
+        self._grid = grid
+
     # ------------------------------------------------------------ maintenance
 
     def integrity_check(self) -> str:

@@ -356,6 +356,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: now
 .up { color: #2c7a3f; } .down { color: #b3261e; }
 .note { color: #5b6673; font-size: 0.9em; } .warn { color: #8a5a00; background: #fff7e0; padding: 6px 10px; border-radius: 4px; }
 figure { margin: 8px 0 16px; } figure svg { max-width: 100%; height: auto; }
+.wide { overflow-x: auto; max-width: 100%; }
 pre { background: #f6f8fa; border: 1px solid #e3e6ea; border-radius: 6px; padding: 10px; overflow-x: auto;
       font-size: 0.82em; line-height: 1.35; }
 pre .add { color: #116329; background: #dafbe1; display: block; } pre .del { color: #82071e; background: #ffebe9; display: block; }
@@ -424,7 +425,7 @@ def top_html(recs: list[ProgramRecord], bm25: ProgramRecord | None) -> str:
         rows.append(f"<tr><td class=num>{i}</td><td class=num>#{r.id}</td><td>{esc(op)}</td><td class=num>{r.island}</td>"
                     f"<td class=num>{r.iteration}</td><td class=num>{fmt(r.fitness)}{gain}</td>"
                     f"<td class=num>{lat}</td>{cells}</tr>")
-    return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+    return f"<div class=wide><table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table></div>"
 
 
 def build_report(run_dir, out_path, heldout: str | None = "heldout", log=None) -> dict:
@@ -491,7 +492,8 @@ def build_report(run_dir, out_path, heldout: str | None = "heldout", log=None) -
         _card("state", esc(st["state"].split(" (")[0])),
         _card("proposals", f"{st['proposals_done']} / {st['iterations_total'] if st['iterations_total'] is not None else '?'}"),
         _card("best fitness", (fmt(best.fitness) + gain) if best else "-"),
-        _card("accepted / failed", f"{p['accepted']} / {p['failed'] + p['duplicate'] + p['rejected_cascade']}"),
+        _card("accepted", str(p["accepted"])),
+        _card("failed / duplicate / cut", f"{p['failed']} / {p['duplicate']} / {p['rejected_cascade']}"),
         _card("elapsed", fmt_duration(st["elapsed_s"])),
         _card("tokens", f"{st['prompt_tokens'] + st['completion_tokens']:,}"),
         _card("cost", f"${st['cost_usd']:.4f}"),

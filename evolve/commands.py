@@ -11,8 +11,8 @@ through ``/bin/sh -c`` in that folder, in the user's own environment plus ``EVOR
 
 The command runs with the user's own rights, outside evorank's sandbox: it is the user's tool, trusted like any
 program they start. Only the candidate it produces is untrusted: it goes through the same static checks and
-sandbox as every other candidate. What the command prints is stored (cleaned) as the proposal's response and
-appears in failure details only fenced.
+sandbox as every other candidate. What the command prints is stored (its tail, control characters replaced) as
+the proposal's response, like a chat model's reply, and appears in failure details only fenced.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ import numpy as np
 
 from evorank.evaluators.errors import ProgramError
 from evorank.evaluators.program import split_block
-from evorank.evaluators.program_output import clean, fence
+from evorank.evaluators.program_output import fence
 
 from .operators import ReplyError, apply_reply
 from .prompts import PromptTemplates, build_messages, repair_message
@@ -130,6 +130,14 @@ def run_command(command: str, code: str, prompt: str, timeout_s: float) -> Comma
                           timed_out=timed_out, seconds=time.monotonic() - t0)
 
 
+def _printable_tail(text: str, limit: int) -> str:
+    """The last ``limit`` characters of ``text`` with control characters (terminal escapes) replaced by '?'; code
+    fences are kept (it is the proposal's raw response, as ``evorank show --response`` prints it), unlike
+    :func:`evorank.evaluators.program_output.clean`, which makes failure texts for prompts."""
+    text = "".join(ch if ch in "\n\t" or ch.isprintable() else "?" for ch in text[-limit:])
+    return text.strip()
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -169,7 +177,7 @@ class CommandProposer:
         name, parent_code = self.spec.label, prop.parent.code
         run = run_command(self.spec.command, parent_code, prop.prompt, self.timeout_s)
         prop.model = name
-        prop.response = clean(run.output, RESPONSE_LIMIT)
+        prop.response = _printable_tail(run.output, RESPONSE_LIMIT)
         prop.description = f"{name} ran for {run.seconds:.0f} s"
         shown = fence(run.output, 400, "last output of the command (untrusted text)")
         if run.not_started is not None or run.returncode in (126, 127):

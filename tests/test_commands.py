@@ -77,7 +77,7 @@ def test_the_edited_file_or_the_printed_change_is_the_candidate(agent):
     assert prop.source is not None and "K1 = 1.3" in prop.source and prop.failure_reason is None
     assert prop.model == "cmd:agent" and prop.unavailable is None
     prop = fill_once(agent_cmd(agent, "print"))
-    assert "B = 0.55" in prop.source and "SEARCH" in prop.response
+    assert "B = 0.55" in prop.source and "<<<<<<< SEARCH\nB = 0.4" in prop.response  # stored as printed
     prop = fill_once(agent_cmd(agent, "nothing"))
     assert prop.source is None and prop.failure_reason == "no_change" and "left program.py unchanged" in prop.failure_detail
 

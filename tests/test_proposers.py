@@ -2,6 +2,7 @@
 and the engine driving a proposer of its own through the Proposer interface."""
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -103,7 +104,8 @@ class K1Proposer:
         self.filled_in.add(threading.current_thread().name)
         if prop.iteration == 3:
             raise RuntimeError("proposer bug")
-        prop.source = prop.parent.code.replace("K1 = 0.9", f"K1 = {1 + prop.iteration / 10}")
+        # whatever K1 the parent has (which parent is drawn depends on the timing of the threads)
+        prop.source = re.sub(r"K1 = [0-9.]+", f"K1 = {1 + prop.iteration / 10}", prop.parent.code, count=1)
         prop.model, prop.description = "k1-setter", f"K1 for iteration {prop.iteration}"
 
     def close(self):

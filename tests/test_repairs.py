@@ -133,7 +133,7 @@ def test_consecutive_failures_stop_the_run_which_resumes_later(tmp_path, tiny_co
         env = {**os.environ, "OPENAI_API_KEY": "sk-test", "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
         args = [sys.executable, "-m", "evorank", "run", "--llm", "m", "--base-url", srv.url, "--datasets",
                 str(tiny_collection), "--iterations", "3", "--islands", "1", "--workers", "1", "--in-flight", "1",
-                "--max-llm-failures", "3", "--out", str(run_dir), "--quiet"]
+                "--seeds", "bm25", "--repair-rounds", "0", "--max-llm-failures", "3", "--out", str(run_dir), "--quiet"]
         p = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
         assert p.returncode not in (0, 2), p.stdout + p.stderr
         assert len(srv.requests) == 5  # check + 1 proposal + 3 refused attempts
@@ -146,8 +146,10 @@ def test_consecutive_failures_stop_the_run_which_resumes_later(tmp_path, tiny_co
         stop = store.events("stop")[-1]["data"]
         store.close()
         assert stop["reason"] == "llm_unavailable" and stop["proposals"] == 1 and "HTTP 401" in stop["detail"]
-        # the server is fixed: resume finishes the total
-        srv.script[:] = [{"content": "O"}, diff("K1 = 0.9", "K1 = 1.2", (10, 5)), diff("B = 0.4", "B = 0.6", (10, 5))]
+        # the server is fixed: resume finishes the total (with edits that apply to whichever parent is drawn: the
+        # elites depend on measured latencies)
+        srv.script[:] = [{"content": "O"}, diff("B = 0.4", "B = 0.6", (10, 5)),
+                         diff("    tf = td.data.astype(np.float64)", "    tf = td.data.astype(np.float64) * 1.01", (10, 5))]
         p = subprocess.run([sys.executable, "-m", "evorank", "run", "--resume", str(run_dir), "--quiet"], cwd=REPO,
                            env=env, capture_output=True, text=True, timeout=120)
         assert p.returncode == 0, p.stdout + p.stderr

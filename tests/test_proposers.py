@@ -138,3 +138,14 @@ def test_engine_drives_a_proposer_of_its_own(tmp_path, tiny_collection):
         assert progs[it].status == "accepted" and f"K1 = {1 + it / 10}" in progs[it].code, progs[it].failure_detail
         assert progs[it].model == "k1-setter" and progs[it].response == f"K1 for iteration {it}"
     assert seed_path("bm25").read_text(encoding="utf-8").count("K1 = 0.9") == 1
+
+
+def test_repairable_reasons():
+    from evorank.evolve.proposal import repairable
+
+    for reason in ("no_code", "truncated", "diff_no_match", "no_change", "syntax_error", "forbidden:import os",
+                   "modified_outside_block:head", "exception:NameError", "invalid_scores:nan", "timeout", "memory"):
+        assert repairable(reason), reason
+    for reason in (None, "", "llm:http_400", "llm:connection", "command:timeout", "command:exit",
+                   "proposer:RuntimeError", "latency_mismatch"):
+        assert not repairable(reason), reason

@@ -81,6 +81,7 @@ store:
 queries (read-only, on every RunStore):
     .outcome_counts() -> list[OutcomeCount(operator, status, failure_reason, n)]
     .model_usage() -> list[ModelUsage(model, proposals, prompt_tokens, completion_tokens, cost_usd)]
+    .operator_usage() -> list[OperatorUsage(operator, proposals, accepted, prompt_tokens, completion_tokens, cost_usd)]
     .creation_times() -> list[float]   .max_id() -> int
     .code_hash_matches(prefix) -> list[HashMatch(id, code_hash, status, operator)]
     .proposal_progress() -> (proposals, last iteration)
@@ -133,7 +134,7 @@ from evorank.archive.sampling import (
     select_inspirations,
     select_parent,
 )
-from evorank.archive.queries import HashMatch, ModelUsage, OutcomeCount
+from evorank.archive.queries import HashMatch, ModelUsage, OperatorUsage, OutcomeCount
 from evorank.archive.schema import SCHEMA_VERSION, SchemaVersionError
 from evorank.archive.store import ReadOnlyStoreError, RunStore, StoreLockedError, collect_versions
 
@@ -145,6 +146,7 @@ __all__ = [
     "Islands",
     "ModelUsage",
     "OPERATORS",
+    "OperatorUsage",
     "OutcomeCount",
     "ProgramRecord",
     "ReadOnlyStoreError",

@@ -13,7 +13,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-OPERATORS = ("seed", "diff", "full", "crossover", "offline", "migration")
+OPERATORS = ("seed", "diff", "full", "crossover", "offline", "migration", "repair", "command")
 """Allowed `ProgramRecord.operator` values. Add here (not in callers) when the
 loop grows a new mutation operator, so typos fail loudly at insert time."""
 
@@ -42,7 +42,7 @@ class ProgramRecord:
     """
 
     code: str
-    operator: str  # seed | diff | full | crossover | offline | migration
+    operator: str  # seed | diff | full | crossover | offline | migration | repair | command
     island: int
     generation: int
     iteration: int

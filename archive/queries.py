@@ -42,6 +42,18 @@ class ModelUsage:
 
 
 @dataclass(frozen=True)
+class OperatorUsage:
+    """Proposals, accepted programs, tokens and cost of one operator (diff, full, repair, command, ...)."""
+
+    operator: str
+    proposals: int
+    accepted: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+
+
+@dataclass(frozen=True)
 class HashMatch:
     """A program whose normalized code hash starts with a given prefix."""
 
@@ -100,6 +112,16 @@ class RunQueries:
             "GROUP BY model ORDER BY COUNT(*) DESC, model"
         ).fetchall()
         return [ModelUsage(r[0], r[1], r[2], r[3], float(r[4])) for r in found]
+
+    def operator_usage(self) -> list[OperatorUsage]:
+        """Per-operator proposals, accepted programs, prompt/completion tokens and cost (migration copies and
+        seeds left out), the most used operator first."""
+        found = self._conn.execute(
+            "SELECT operator, COUNT(*), COALESCE(SUM(status = 'accepted'), 0), COALESCE(SUM(prompt_tokens), 0), "
+            f"COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(cost_usd), 0.0) FROM programs WHERE {PROPOSALS_WHERE} "
+            "GROUP BY operator ORDER BY COUNT(*) DESC, operator"
+        ).fetchall()
+        return [OperatorUsage(r[0], r[1], r[2], r[3], r[4], float(r[5])) for r in found]
 
     def creation_times(self) -> list[float]:
         """When each program was archived (unix time), oldest first."""

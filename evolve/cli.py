@@ -40,7 +40,8 @@ def _err(msg: str) -> None:
 
 RUN_FLAGS = ("seeds", "suite", "datasets", "iterations", "llm", "base_url", "workers", "out", "budget_usd",
              "max_hours", "seed", "fitness", "islands", "in_flight", "prompts_dir", "max_tokens", "inspirations",
-             "cluster", "shard_queries", "api_key_env", "request_timeout_s", "eval_timeout_s", "eval_memory_mb")
+             "cluster", "shard_queries", "api_key_env", "request_timeout_s", "eval_timeout_s", "eval_memory_mb",
+             "repair_rounds", "max_consecutive_llm_failures", "command_timeout_s", "preflight")
 
 
 def resolve_run_config(args):
@@ -104,6 +105,9 @@ def cmd_run(args) -> int:
         cfg.out = str(run_dir)
     elif not (run_dir / "archive.sqlite").exists():
         raise EvorankError(f"{run_dir} holds no run to resume (no archive.sqlite)")
+    from evorank.evolve.preflight import preflight
+
+    notes += preflight(cfg)  # can every model and command be used? Before anything is written or locked
     # A refused or failed command must leave the run folder exactly as it was: a resumed run's writer lock is
     # taken before anything else, a new run's archive is created once its collections have loaded, and nothing
     # is written into the folder before that.
@@ -148,6 +152,9 @@ def cmd_run(args) -> int:
         evaluator.close()
     print_run_summary(console, engine, best, run_dir)
     engine.close()
+    if engine.stop_reason == "llm_unavailable":
+        _err(f"the run stopped after {engine.unavailable_in_row} attempts in a row reached no model: "
+             f"{engine.unavailable_reason}; fix that, then continue with `evorank run --resume {run_dir}`")
     return 0 if engine.stop_reason in ("completed", "interrupted", "terminated", "budget", "max_hours") else 1
 
 
@@ -184,9 +191,12 @@ def print_run_summary(console, engine, best, run_dir: Path) -> None:
     done, _ = engine.store.proposal_progress()
     total = engine.cfg.iterations
     s = engine.stats
+    repairs = f", {s.repairs} of them repairs" if s.repairs else ""
+    lost = f"; {s.unavailable} attempts reached no model and were not counted" if s.unavailable else ""
     console.print(f"\n[bold]run {engine.stop_reason}[/]: {done}/{total} proposals "
                   f"(this session: {s.accepted} accepted, {s.failed} failed, {s.duplicate} duplicate, "
-                  f"{s.rejected} cut by the cascade; {s.prompt_tokens + s.completion_tokens:,} tokens, ${s.cost_usd:.4f})")
+                  f"{s.rejected} cut by the cascade{repairs}; {s.prompt_tokens + s.completion_tokens:,} tokens, "
+                  f"${s.cost_usd:.4f}{lost})")
     resume = resume_hint(run_dir, done, total, engine.stop_reason, engine.cfg.budget_usd)
     if best is None:
         console.print(f"next:\n  {resume}")
@@ -404,8 +414,22 @@ def build_parser() -> argparse.ArgumentParser:
         "  evorank run --suite dev --llm offline --iterations 300 --seed 0\n"
         "  OPENAI_API_KEY=... evorank run --suite quick --llm gpt-4o-mini,gpt-4o:0.2 --budget-usd 5\n"
         "  evorank run --llm local --base-url http://127.0.0.1:8089/v1 --suite quick   # a local llama.cpp server\n"
+        "  evorank run --llm 'cmd:aider --yes-always --no-git --message-file {prompt_file} {file}'   # a coding agent\n"
+        "  evorank run --llm 'gpt-4o-mini:0.7,cmd:aider --yes-always --no-git --message-file {prompt_file} {file}:0.3'   # a mix of both\n"
         "  evorank run --resume runs/20261122-101500                   continue to the saved total\n"
-        "  evorank run --resume runs/20261122-101500 --iterations 600  raise the total to 600 and continue\n",
+        "  evorank run --resume runs/20261122-101500 --iterations 600  raise the total to 600 and continue\n"
+        "\n"
+        "LLM members (--llm or --proposer, comma-separated, optional :WEIGHT after each; docs/proposers.md):\n"
+        "  MODEL              a chat model of the OpenAI-compatible endpoint (--base-url, key from --api-key-env)\n"
+        "  cmd:COMMAND        a program of yours (e.g. a coding agent) run through /bin/sh in a temporary folder:\n"
+        "                     {file} = a copy of the parent program (program.py) to edit in place, {prompt_file} =\n"
+        "                     the prompt, also on stdin; if the file is left unchanged, printed SEARCH/REPLACE or\n"
+        "                     code blocks are used. It runs with YOUR rights and environment (not sandboxed); only\n"
+        "                     the program it writes goes through the static checks and the sandbox. Commands with\n"
+        "                     commas: define them in --config as [commands] NAME = \"...\" and write cmd:NAME.\n"
+        "\n"
+        "Before the run starts, each chat model gets one 1-token request and each command's program is looked\n"
+        "up; if one cannot be used, one line says why and nothing is written (--no-preflight skips this).\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", metavar="RUN.TOML", help="settings file (any RunConfig field); flags override it")
@@ -417,12 +441,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", help="extra comma-separated collection addresses")
     p.add_argument("--iterations", type=int, metavar="N",
                    help="total proposals for the whole run (default 100); with --resume, the run's new total")
-    p.add_argument("--llm", help="'offline', or MODEL[,MODEL:weight...] (default: LLM if OPENAI_* is set, else offline)")
+    p.add_argument("--llm", "--proposer", dest="llm", metavar="MEMBERS",
+                   help="'offline', or comma-separated members MODEL[:WEIGHT] and cmd:COMMAND[:WEIGHT] (see below; "
+                   "default: gpt-4o-mini if OPENAI_* is set, else offline); --proposer is the same option")
     p.add_argument("--base-url", dest="base_url", help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL)")
     p.add_argument("--api-key-env", dest="api_key_env", metavar="VAR",
                    help="environment variable holding the API key (default OPENAI_API_KEY; local servers need none)")
     p.add_argument("--request-timeout", dest="request_timeout_s", type=float, metavar="SECONDS",
                    help="give up on one LLM request after this long (default 120; raise it for slow local models)")
+    p.add_argument("--repair-rounds", dest="repair_rounds", type=_count, metavar="N",
+                   help="when a proposal does not parse or apply, fails the static checks or fails when run, ask for a "
+                   "fix up to N times in a row, in the same conversation (a cut-off reply is asked again as a short "
+                   "diff); each fix is a proposal of its own, operator 'repair', parent the failed one (default 1; "
+                   "0 = off)")
+    p.add_argument("--max-llm-failures", dest="max_consecutive_llm_failures", type=int, metavar="N",
+                   help="stop the run (resumable, non-zero exit) after N attempts in a row reach no model (no "
+                   "connection, time-out, key refused, unknown model, command not found); such attempts are not "
+                   "counted as proposals (default 5)")
+    p.add_argument("--command-timeout", dest="command_timeout_s", type=float, metavar="SECONDS",
+                   help="time limit of one run of a cmd: member; its process group is killed then (default 600)")
+    p.add_argument("--preflight", action=argparse.BooleanOptionalAction, default=None,
+                   help="check every model and command before the run starts (default: on)")
     p.add_argument("--workers", type=int, help="evaluation processes (default: all cores)")
     p.add_argument("--in-flight", dest="in_flight", type=int, help="concurrent LLM requests (default 4)")
     p.add_argument("--islands", type=int, help="number of islands (default 2)")

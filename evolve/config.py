@@ -34,7 +34,9 @@ class RunConfig:
     iterations: int = 100  # total proposals for the run (resume continues to this total)
     seed: int = 0
     # the proposer
-    llm: str = "auto"  # "offline", or models "gpt-4o-mini,gpt-4o:0.2"; auto = OPENAI_* env present ? LLM : offline
+    # "offline", or weighted members: chat models and commands, "gpt-4o-mini,gpt-4o:0.2,cmd:aider ...:0.3"
+    # (see evolve/ensemble.py); auto = OPENAI_* env present ? LLM : offline
+    llm: str = "auto"
     base_url: str | None = None  # default: $OPENAI_BASE_URL
     api_key_env: str = "OPENAI_API_KEY"
     temperature: float = 0.8
@@ -48,6 +50,11 @@ class RunConfig:
     operator_mix: dict[str, float] = field(default_factory=lambda: {"diff": 0.6, "full": 0.25, "crossover": 0.15})
     prompts_dir: str | None = None
     inspirations: int = 3  # other programs shown in each prompt (half top, half diverse elites)
+    repair_rounds: int = 1  # follow-up requests that try to fix a proposal that failed to parse, check or run
+    max_consecutive_llm_failures: int = 5  # stop (resumably) after this many attempts in a row reach no model
+    preflight: bool = True  # one cheap request per chat model (and a look-up per command) before the run starts
+    commands: dict[str, str] = field(default_factory=dict)  # name -> command line, used as cmd:NAME in llm
+    command_timeout_s: float = 600.0  # time limit of one run of a command proposer
     # the evaluator
     workers: int = 0  # 0 = all cores
     eval_timeout_s: float = 60.0
@@ -123,6 +130,15 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         bad("at least one seed program is needed")
     if not isinstance(cfg.shard_queries, int) or cfg.shard_queries < 0:
         bad(f"shard_queries must be a whole number >= 0, got {cfg.shard_queries!r}")
+    if not isinstance(cfg.repair_rounds, int) or cfg.repair_rounds < 0:
+        bad(f"repair_rounds must be a whole number >= 0 (0 turns repairs off), got {cfg.repair_rounds!r}")
+    if not isinstance(cfg.max_consecutive_llm_failures, int) or cfg.max_consecutive_llm_failures < 1:
+        bad(f"max_consecutive_llm_failures must be a whole number >= 1, got {cfg.max_consecutive_llm_failures!r}")
+    if not isinstance(cfg.command_timeout_s, (int, float)) or cfg.command_timeout_s <= 0:
+        bad(f"command_timeout_s must be a positive number of seconds, got {cfg.command_timeout_s!r}")
+    if not isinstance(cfg.commands, dict) or not all(isinstance(k, str) and isinstance(v, str) and v.strip()
+                                                     for k, v in cfg.commands.items()):
+        bad('commands must be a table of name = "command line", e.g. [commands] aider = "aider --yes-always ..."')
 
 
 def save_toml(cfg: RunConfig, path: Path) -> None:

@@ -34,6 +34,11 @@ def print_status(st: dict) -> None:
     c.print(f"programs:   {p['accepted']} accepted, {p['failed']} failed, {p['duplicate']} duplicate, "
             f"{p['rejected_cascade']} cut by the cascade  (+ {st['seed_programs']} seed, "
             f"{st['migration_copies']} migration copies)")
+    if st["operators"]:
+        c.print("by operator: " + ", ".join(
+            f"{o['operator']} {o['proposals']} ({o['accepted']} accepted"
+            + (f", {o['prompt_tokens'] + o['completion_tokens']:,} tokens, ${o['cost_usd']:.4f}"
+               if o["prompt_tokens"] + o["completion_tokens"] else "") + ")" for o in st["operators"]))
     if st["failure_reasons"]:
         items = list(st["failure_reasons"].items())
         shown = ", ".join(f"{k} {v}" for k, v in items[:8]) + (f", ... ({len(items) - 8} more)" if len(items) > 8 else "")

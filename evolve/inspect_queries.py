@@ -226,6 +226,7 @@ def run_status(store: RunStore) -> dict:
         events = store.events()
         outcomes = store.outcome_counts()
         models = store.model_usage()
+        operators = store.operator_usage()
         activity = store.creation_times()
         islands = Islands.from_store(store)
         seeds = seed_records(store)
@@ -291,6 +292,9 @@ def run_status(store: RunStore) -> dict:
         "cost_usd": summary["cost_usd"],
         "models": [{"model": m.model, "proposals": m.proposals, "prompt_tokens": m.prompt_tokens,
                     "completion_tokens": m.completion_tokens, "cost_usd": m.cost_usd} for m in models],
+        "operators": [{"operator": o.operator, "proposals": o.proposals, "accepted": o.accepted,
+                       "prompt_tokens": o.prompt_tokens, "completion_tokens": o.completion_tokens,
+                       "cost_usd": o.cost_usd} for o in operators],
         "config": {k: cfg.get(k) for k in ("suite", "datasets", "seeds", "llm", "fitness", "islands", "seed",
                                            "budget_usd") if k in cfg},
     }

@@ -1,7 +1,12 @@
 """The evolution loop: propose (a proposer: LLM or offline mutator), evaluate (sandboxed, parallel), archive.
 
 One iteration = one proposal, whatever becomes of it (accepted, failed, duplicate, rejected by the
-cascade); ``iterations`` is the total for the run, so ``--resume`` continues to the same total.
+cascade); ``iterations`` is the total for the run, so ``--resume`` continues to the same total. A repair
+(a follow-up request that fixes a failed proposal, up to ``repair_rounds`` in a row) is a proposal of its
+own, with its own iteration number, sent before any new proposal. An attempt that never reached the model
+(``Proposal.unavailable``: no connection, no answer, key refused, unknown model) is not a proposal: nothing is
+archived, its iteration number is used again, and ``max_consecutive_llm_failures`` of them in a row stop the
+run (stop reason ``llm_unavailable``; ``--resume`` continues).
 
 Parents, crossover partners and operators are chosen in the main thread when a proposal is made,
 from ``rng_for(seed, iteration)``; the proposer writes the code (see :mod:`evorank.evolve.proposers`
@@ -13,10 +18,12 @@ deterministic under ``--seed``.
 """
 from __future__ import annotations
 
+import heapq
 import logging
 import signal
 import threading
 import time
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +50,8 @@ from evorank.evaluators.program import program_path, split_block
 
 from .config import RunConfig, workers
 from .llm import Budget
-from .proposers import CROSSOVER, Proposal, Proposer, make_proposer
+from .proposal import CROSSOVER, REPAIR, Proposal, Proposer, repairable
+from .proposers import make_proposer
 
 log = logging.getLogger("evorank")
 
@@ -54,6 +62,8 @@ class RunStats:
     failed: int = 0
     duplicate: int = 0
     rejected: int = 0
+    repairs: int = 0  # proposals that were repairs (counted in the statuses above too)
+    unavailable: int = 0  # attempts that never reached the model (not proposals)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
@@ -100,7 +110,12 @@ class Engine:
         self.spec = fitness_spec(cfg.fitness)
         self.stats = RunStats()
         self.stop_reason: str | None = None
+        self.unavailable_reason: str | None = None  # the last attempt that never reached the model, in words
+        self.unavailable_in_row = 0
         self._stop = threading.Event()
+        self._repairs: deque[Proposal] = deque()  # follow-ups waiting to be sent, before any new proposal
+        self._free_iterations: list[int] = []  # numbers of attempts that were not proposals (a heap)
+        self._next_it = 1
         self.store = store if store is not None else open_run_store(cfg, self.run_dir, resume)
         spent = float(self.store.summary().get("cost_usd") or 0.0) if resume else 0.0
         self.budget = Budget(cfg.budget_usd, spent)
@@ -186,6 +201,41 @@ class Engine:
         self.proposer.prepare(prop, self)
         return prop
 
+    def _take_iteration(self) -> int:
+        """The next iteration number: one left by an attempt that was not a proposal, else a new one."""
+        if self._free_iterations:
+            return heapq.heappop(self._free_iterations)
+        self._next_it += 1
+        return self._next_it - 1
+
+    def _next_proposal(self) -> Proposal:
+        """The next proposal to fill, prepared: a waiting repair first, else a new one."""
+        if self._repairs:
+            prop = self._repairs.popleft()
+            prop.iteration, prop.started_at = self._take_iteration(), time.time()
+            return prop
+        return self._prepare(self._new_proposal(self._take_iteration()))
+
+    def _screen(self, props: list[Proposal]) -> list[Proposal]:
+        """The proposals among filled attempts. An attempt that never reached the model is set aside: nothing is
+        archived, its iteration number is used again (a repair is dropped), and after
+        ``max_consecutive_llm_failures`` in a row the run stops."""
+        kept = []
+        for p in sorted(props, key=lambda p: p.iteration):
+            if p.unavailable is None:
+                self.unavailable_in_row = 0
+                kept.append(p)
+                continue
+            heapq.heappush(self._free_iterations, p.iteration)
+            self.stats.unavailable += 1
+            self.unavailable_in_row += 1
+            self.unavailable_reason = p.unavailable
+            log.warning("no proposal (%d in a row, not counted%s): %s", self.unavailable_in_row,
+                        "; the repair is dropped" if p.repair_round else "", p.unavailable)
+            if self.unavailable_in_row >= self.cfg.max_consecutive_llm_failures:
+                self.request_stop("llm_unavailable")
+        return kept
+
     # -- what a proposer may read while preparing (the engine is its ArchiveView) ---------------
     def inspirations(self, prop: Proposal) -> list[ProgramRecord]:
         """Elites to show next to the parent, drawn from the proposal's stream 2 (so no other draw moves)."""
@@ -214,46 +264,52 @@ class Engine:
 
     # -- evaluating and archiving -------------------------------------------------------------
     def _settle(self, props: list[Proposal]) -> None:
-        """Evaluate the proposals that have code, then archive all of them in iteration order."""
+        """Evaluate the proposals that have code, then archive all of them in iteration order; queue a repair for
+        each failed one the proposer can follow up (up to ``repair_rounds`` in a row)."""
         props = sorted(props, key=lambda p: p.iteration)
-        to_eval: list[Proposal] = []
+        records = [p.to_record() for p in props]
+        to_eval: list[int] = []
         seen: set[str] = set()
-        records: dict[int, ProgramRecord] = {}
-        descriptions = {p.iteration: p.description for p in props}
-        for p in props:
-            rec = records[p.iteration] = p.to_record()
+        for i, p in enumerate(props):
             if p.source is None:
                 continue
             h = normalized_code_hash(p.source)
             if h in seen or self.store.has_code_hash(h) is not None:
+                rec = records[i]
                 rec.status, rec.failure_reason = "duplicate", "duplicate"
                 rec.failure_detail = "the same program (up to formatting and comments) is already in the archive"
                 continue
             seen.add(h)
-            to_eval.append(p)
+            to_eval.append(i)
         if to_eval:
             results = self.evaluator.evaluate(
-                [p.source for p in to_eval],
-                [self._seed_source_of(p.parent) for p in to_eval],
-                [p.parent.features.get("stage1_fitness") for p in to_eval],
+                [props[i].source for i in to_eval],
+                [self._seed_source_of(props[i].base) for i in to_eval],
+                [props[i].base.features.get("stage1_fitness") for i in to_eval],
             )
-            for p, result in zip(to_eval, results):
-                self._record_from_result(records[p.iteration], result)
-        for it in sorted(records):
-            rec = records[it]
+            for i, result in zip(to_eval, results):
+                self._record_from_result(records[i], result)
+        follow_up = getattr(self.proposer, "follow_up", None)
+        for p, rec in zip(props, records):
             self.islands.add(self.store, rec)
             self.stats.count(rec.status)
+            self.stats.repairs += rec.operator == REPAIR
             self.stats.prompt_tokens += rec.prompt_tokens
             self.stats.completion_tokens += rec.completion_tokens
             self.stats.cost_usd += rec.cost_usd
             log.info("iteration %d island %d %s %s fitness=%s %s", rec.iteration, rec.island, rec.operator,
                      rec.status, f"{rec.fitness:.4f}" if rec.fitness is not None else "-",
-                     rec.failure_reason or descriptions.get(it, ""))
+                     rec.failure_reason or p.description)
             gen = rec.generation
             if rec.island == self.cfg.islands - 1 and migration_due(gen, self.cfg.migration_every) \
                     and not self.store.migration_done(gen) and self.cfg.islands > 1:
                 moved = self.islands.migrate(self.store, gen, self.cfg.migration_rate)
                 log.info("migration at generation %d: %d program(s) moved", gen, len(moved))
+            if follow_up is not None and rec.status == "failed" and p.repair_round < self.cfg.repair_rounds \
+                    and repairable(rec.failure_reason):
+                repair = follow_up(p, rec)
+                if repair is not None:
+                    self._repairs.append(repair)
             if self.reporter:
                 self.reporter.update(self, rec)
 
@@ -294,7 +350,7 @@ class Engine:
         t_start = time.monotonic()
         self._evaluate_seeds()
         done, last_it = self.proposals_done()
-        next_it = last_it + 1
+        self._next_it = last_it + 1
         self._catch_up_migration(last_it)
         if self.reporter:
             self.reporter.start(self, done)
@@ -313,13 +369,10 @@ class Engine:
                     break
                 remaining = cfg.iterations - done
                 if pool is None:
-                    props = [self._fill(self._prepare(self._new_proposal(next_it + i)))
-                             for i in range(min(batch, remaining))]
-                    next_it += len(props)
+                    props = [self._fill(self._next_proposal()) for _ in range(min(batch, remaining))]
                 else:
                     while len(inflight) < min(proposer.concurrency, remaining) and not self.budget.exhausted:
-                        prop = self._prepare(self._new_proposal(next_it))
-                        next_it += 1
+                        prop = self._next_proposal()
                         inflight[pool.submit(self._fill, prop)] = prop
                     finished, _ = wait(list(inflight), timeout=1.0, return_when=FIRST_COMPLETED)
                     props = [f.result() for f in finished]
@@ -327,6 +380,7 @@ class Engine:
                         del inflight[f]
                     if not props:
                         continue
+                props = self._screen(props)
                 self._settle(props)
                 done += len(props)
         finally:
@@ -334,8 +388,10 @@ class Engine:
                 pool.shutdown(wait=False, cancel_futures=True)
             reason = self.stop_reason or ("completed" if done >= cfg.iterations else "stopped")
             self.stop_reason = reason
-            self.store.log_event("stop", {"reason": reason, "proposals": done,
-                                          "elapsed_s": round(time.monotonic() - t_start, 1)})
+            stop = {"reason": reason, "proposals": done, "elapsed_s": round(time.monotonic() - t_start, 1)}
+            if reason == "llm_unavailable":
+                stop["detail"] = self.unavailable_reason
+            self.store.log_event("stop", stop)
             if self.reporter:
                 self.reporter.finish(self)
         return self.best()

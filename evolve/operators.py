@@ -151,10 +151,16 @@ def apply_reply(source: str, reply: str, mode: str, finish_reason: str | None = 
     """(candidate source, what was applied: "diff" or "full") from a reply.
 
     ``mode`` is what was asked for; models often answer in the other form (a whole block when a
-    diff was asked, or SEARCH/REPLACE blocks for a rewrite), and either is accepted.
+    diff was asked, or SEARCH/REPLACE blocks for a rewrite), and either is accepted. A reply that hit the
+    length limit (``finish_reason == "length"``) is ``truncated`` when what it gave is incomplete, including a
+    diff cut off after some complete blocks (applying only those would not be the change the model meant).
     """
     try:
         has_diff = bool(_DIFF.search(reply)) or "<<<<<<< SEARCH" in reply
+        opened, complete = len(re.findall(r"<{5,}\s*SEARCH", reply)), len(_DIFF.findall(reply))
+        if finish_reason == "length" and opened > complete:
+            raise ReplyError("truncated", f"the reply was cut off inside a SEARCH/REPLACE block ({complete} of "
+                                          f"{opened} blocks complete), so none of it was applied")
         if has_diff or (mode == "diff" and not _FENCE.search(reply)):
             return apply_diff(source, reply), "diff"
         return apply_full(source, reply), "full"

@@ -14,7 +14,8 @@ from evorank.evaluators.metrics import METRICS
 from evorank.evaluators.program import contract_text
 
 SHIPPED = resources.files("evorank.evolve") / "prompts"
-TEMPLATES = ("system", "mutation", "diff_instructions", "full_instructions", "crossover_instructions")
+TEMPLATES = ("system", "mutation", "diff_instructions", "full_instructions", "crossover_instructions",
+             "command_instructions", "repair_instructions", "truncated_instructions")
 
 
 @dataclass(frozen=True)
@@ -54,16 +55,19 @@ def metrics_table(program, seeds: dict[str, object]) -> str:
     return "\n".join(rows)
 
 
+def failure_detail_text(text: str | None) -> str:
+    """A failure detail as a prompt shows it. The first line is trusted text, cut to keep the prompt short; what
+    follows is the program's own text, already cut and fenced by the evaluator (program_output.failure_text):
+    never cut a fence open."""
+    head, _, fenced = (text or "").partition("\n")
+    return head[:300] + ("\n" + fenced if fenced else "")
+
+
 def failures_text(failures) -> str:
     if not failures:
         return "(none)"
-    def detail(text: str) -> str:
-        # The first line is trusted text, cut to keep the prompt short; what follows is the program's own text,
-        # already cut and fenced by the evaluator (program_output.failure_text): never cut a fence open.
-        head, _, fenced = (text or "").partition("\n")
-        return head[:300] + ("\n" + fenced if fenced else "")
-
-    return "\n".join(f"- {f.operator} proposal {f.id}: {f.failure_reason}: {detail(f.failure_detail)}" for f in failures)
+    return "\n".join(f"- {f.operator} proposal {f.id}: {f.failure_reason}: {failure_detail_text(f.failure_detail)}"
+                     for f in failures)
 
 
 def inspirations_text(programs, block_of) -> str:
@@ -80,8 +84,11 @@ def inspirations_text(programs, block_of) -> str:
 
 def build_messages(templates: PromptTemplates, kind: str, parent, seeds: dict[str, object], objective: str,
                    failures=(), inspirations=(), other=None, block_of=lambda code: code) -> list[dict]:
-    """Chat messages for one proposal. ``kind`` is diff, full or crossover."""
-    if kind == "diff":
+    """Chat messages for one proposal. ``kind`` is diff, full, crossover, or command (an external tool edits the
+    file ``program.py`` in its working folder)."""
+    if kind == "command":
+        instructions = templates.render("command_instructions", file="program.py")
+    elif kind == "diff":
         instructions = templates.render("diff_instructions")
     elif kind == "full":
         instructions = templates.render("full_instructions")
@@ -106,3 +113,16 @@ def build_messages(templates: PromptTemplates, kind: str, parent, seeds: dict[st
         instructions=instructions,
     )
     return [{"role": "system", "content": templates.render("system")}, {"role": "user", "content": user}]
+
+
+def repair_message(templates: PromptTemplates, failed, block: str) -> str:
+    """The follow-up user message asking to fix ``failed`` (an archived failed proposal): its failure reason (from
+    the fixed vocabulary of trusted code) and detail (program text only fenced), and the EVOLVE-BLOCK to edit."""
+    detail = failure_detail_text(failed.failure_detail)
+    return templates.render("repair_instructions", reason=failed.failure_reason, detail=detail,
+                            block=block.strip("\n"))
+
+
+def truncated_message(templates: PromptTemplates, max_tokens: int) -> str:
+    """The follow-up user message after a reply was cut off at ``max_tokens``: the same change as a short diff."""
+    return templates.render("truncated_instructions", max_tokens=max_tokens)

@@ -1,128 +1,39 @@
 """Proposers: who writes the candidate programs that the engine (:mod:`evorank.evolve.loop`) evaluates.
 
 A proposer turns a :class:`Proposal` (an iteration, its island, a parent and maybe a crossover
-partner, all chosen by the engine) into candidate code. The engine drives every proposer through
-the same steps, for each proposal:
-
-1. ``choose_operator(rng, has_partner)``, main thread: the operator to record for the proposal. It
-   draws from the proposal's own generator, so the draws are part of a run's determinism;
-   :data:`CROSSOVER` asks the engine for a partner (``has_partner`` says whether there is one).
-2. ``prepare(prop, view)``, main thread: read what the proposal needs from the run through an
-   :class:`ArchiveView` (the archive belongs to the main thread), e.g. build a prompt.
-3. ``fill(prop, rng)``, in a worker thread unless the proposer is ``instantaneous``: set
-   ``prop.source``, or ``prop.failure_reason`` / ``failure_detail`` when no candidate came out, and
-   the bookkeeping fields (model, tokens, cost, the raw response or a description). It must not
-   touch the archive. An exception costs the proposal, not the run (the engine records it).
-4. ``close()`` when the engine is closed.
+partner, all chosen by the engine) into candidate code. What the engine asks of a proposer, and in
+which order, is described in :mod:`evorank.evolve.proposal` (``choose_operator``, ``prepare``,
+``fill``, optionally ``follow_up`` for repairs, ``close``).
 
 ``instantaneous`` proposers (the offline mutator) are filled synchronously in batches of one
 proposal per evaluation worker, which keeps runs deterministic under ``--seed``; the others run up
 to ``concurrency`` fills at once in threads while the main thread evaluates finished proposals.
 
-Two proposers exist: :class:`LLMProposer` (a chat model through :class:`~evorank.evolve.llm.LLMClient`)
-and :class:`OfflineProposer` (the genetic-programming mutator); :func:`make_proposer` picks one
-from the run configuration.
+The proposers: :class:`LLMProposer` (chat models through :class:`~evorank.evolve.llm.LLMClient`),
+:class:`OfflineProposer` (the genetic-programming mutator),
+:class:`~evorank.evolve.commands.CommandProposer` (an external program, e.g. a coding agent, edits a
+file) and :class:`~evorank.evolve.ensemble.EnsembleProposer` (a weighted mix of chat models and
+commands); :func:`make_proposer` picks from the run configuration.
 """
 from __future__ import annotations
 
-import os
-import time
-from dataclasses import dataclass, field
-from typing import Protocol
-
 import numpy as np
 
-from evorank.archive import ProgramRecord
 from evorank.evaluators.metrics import FitnessSpec
 from evorank.evaluators.program import split_block
 
+from .commands import CommandProposer
 from .config import RunConfig
-from .llm import Budget, LLMClient, LLMSettings, parse_models
+from .ensemble import EnsembleProposer, chat_settings, parse_llm_spec
+from .llm import Budget, LLMClient, unreachable
 from .offline_crossover import crossover
 from .offline_mutator import mutate
 from .operators import ReplyError, apply_reply
-from .prompts import PromptTemplates, build_messages
+from .prompts import PromptTemplates, build_messages, repair_message, truncated_message
+from .proposal import CROSSOVER, REPAIR, ArchiveView, Proposal, Proposer, repair_of
 
-CROSSOVER = "crossover"  # the operator for which the engine draws a partner (Proposal.other)
-
-
-@dataclass
-class Proposal:
-    """A candidate on its way from the proposer to the archive."""
-
-    iteration: int
-    island: int
-    generation: int
-    operator: str
-    parent: ProgramRecord
-    other: ProgramRecord | None = None  # the crossover partner
-    source: str | None = None  # candidate program; None when no candidate could be made
-    description: str = ""
-    model: str | None = None
-    prompt: str | None = None
-    response: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    failure_reason: str | None = None
-    failure_detail: str | None = None
-    messages: list[dict] | None = None  # the chat request (LLM proposals)
-    started_at: float = field(default_factory=time.time)
-
-    def to_record(self) -> ProgramRecord:
-        """The proposal's archive record before evaluation: a proposal without code is recorded as a
-        failure (fitness 0, with its failure reason) and keeps its parent's code; the response is the
-        description when there was none (offline proposals)."""
-        rec = ProgramRecord(
-            code=self.source or self.parent.code, operator=self.operator, island=self.island,
-            generation=self.generation, iteration=self.iteration,
-            parent_ids=(self.parent.id,) + ((self.other.id,) if self.other else ()),
-            model=self.model, prompt=self.prompt,
-            response=self.response if self.response is not None else self.description,
-            prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens, cost_usd=self.cost_usd,
-            started_at=self.started_at,
-        )
-        if self.source is None:
-            rec.status, rec.failure_reason, rec.failure_detail = "failed", self.failure_reason, self.failure_detail
-            rec.fitness = 0.0
-        return rec
-
-
-class ArchiveView(Protocol):
-    """What a proposer may read about the run while preparing a proposal (main thread only)."""
-
-    seed_records: dict[str, ProgramRecord]  # seed name -> its evaluated record
-
-    def inspirations(self, prop: Proposal) -> list[ProgramRecord]:
-        """Other good programs to show next to the parent."""
-        ...
-
-    def recent_failures(self, prop: Proposal) -> list[ProgramRecord]:
-        """Recent failed proposals of the parent's island, its own line first."""
-        ...
-
-
-class Proposer(Protocol):
-    """Writes candidate programs for the engine (see the module docstring for the call order)."""
-
-    instantaneous: bool  # fill takes no time worth overlapping: fill in synchronous batches
-    concurrency: int  # fills that may run at once in threads (when not instantaneous)
-
-    def choose_operator(self, rng: np.random.Generator, has_partner: bool) -> str:
-        """The proposal's operator; CROSSOVER only when ``has_partner``."""
-        ...
-
-    def prepare(self, prop: Proposal, view: ArchiveView) -> None:
-        """Main thread: read from the run what ``fill`` will need (into ``prop``)."""
-        ...
-
-    def fill(self, prop: Proposal, rng: np.random.Generator) -> None:
-        """Produce ``prop.source`` or a failure reason; maybe in a worker thread; no archive access."""
-        ...
-
-    def close(self) -> None:
-        """Release what the proposer holds (connections, processes)."""
-        ...
+__all__ = ["CROSSOVER", "REPAIR", "ArchiveView", "Proposal", "Proposer", "LLMProposer", "OfflineProposer",
+           "make_proposer", "objective_text", "metric_label"]
 
 
 # -- the objective, in words ---------------------------------------------------------------------
@@ -164,7 +75,9 @@ class LLMProposer:
 
     Operators are drawn from ``operator_mix`` (``diff`` / ``full`` / ``crossover``); a crossover
     without a partner becomes a ``diff``. The operator recorded for ``diff`` and ``full`` is what the
-    reply really was.
+    reply really was. A failed proposal's repair (``follow_up``) continues its conversation with the same
+    model; a request that reached no model sets ``Proposal.unavailable`` with the client's one-line
+    explanation (URL, cause, fix).
     """
 
     instantaneous = False
@@ -194,24 +107,42 @@ class LLMProposer:
         prop.prompt = prop.messages[-1]["content"]
 
     def fill(self, prop: Proposal, rng: np.random.Generator) -> None:
+        """One chat completion (the model preset for a repair, else drawn from the ensemble) applied to the
+        parent; a repair keeps its operator, the others record what the reply really was."""
         kind = prop.operator
-        completion = self.client.complete(prop.messages, rng)
+        completion = self.client.complete(prop.messages, rng, model=prop.model)
         prop.model = completion.model
         prop.prompt_tokens, prop.completion_tokens = completion.prompt_tokens, completion.completion_tokens
         prop.cost_usd = completion.cost_usd
-        prop.response = completion.text
+        prop.response, prop.finish_reason = completion.text, completion.finish_reason
         if completion.text is None:
+            if unreachable(completion.error):
+                prop.unavailable = self.client.explain(completion)
             prop.failure_reason = f"llm:{completion.error}"
             prop.failure_detail = "; ".join(completion.retry_log)[-500:]
             return
         try:
-            prop.source, applied = apply_reply(prop.parent.code, completion.text, "diff" if kind == "diff" else "full",
+            prop.source, applied = apply_reply(prop.parent.code, completion.text,
+                                               "diff" if kind in ("diff", REPAIR) else "full",
                                                completion.finish_reason)
         except ReplyError as e:
             prop.failure_reason, prop.failure_detail = e.reason, str(e)
             return
-        if kind != CROSSOVER:
+        if kind not in (CROSSOVER, REPAIR):
             prop.operator = applied  # record what the reply really was
+
+    def follow_up(self, prop: Proposal, failed) -> Proposal | None:
+        """A repair of ``prop`` (archived as ``failed``) in the same conversation: the model's reply, then a request
+        to fix what went wrong; after a reply cut off at max_tokens, a request for the same change as a short
+        diff. None when there is no conversation to continue."""
+        if prop.messages is None or prop.response is None:
+            return None
+        if failed.failure_reason == "truncated":
+            ask = truncated_message(self.templates, self.client.settings.max_tokens)
+        else:
+            ask = repair_message(self.templates, failed, split_block(failed.code).block)
+        messages = [*prop.messages, {"role": "assistant", "content": prop.response}, {"role": "user", "content": ask}]
+        return repair_of(prop, failed, messages=messages, prompt=ask, model=prop.model)
 
     def close(self) -> None:
         pass  # the HTTP client closes with the process
@@ -246,19 +177,21 @@ class OfflineProposer:
 
 
 def make_proposer(cfg: RunConfig, budget: Budget, spec: FitnessSpec) -> Proposer:
-    """The proposer the configuration asks for: the offline mutator for ``llm = "offline"``, else the
-    chat models of ``cfg.llm`` (API key from ``$<cfg.api_key_env>``, base URL from ``cfg.base_url`` or
-    ``$OPENAI_BASE_URL``), spending from ``budget`` and told the objective of ``spec``."""
+    """The proposer the configuration asks for: the offline mutator for ``llm = "offline"``, else the members
+    of ``cfg.llm`` (chat models, API key from ``$<cfg.api_key_env>``, base URL from ``cfg.base_url`` or
+    ``$OPENAI_BASE_URL``; ``cmd:`` commands), spending from ``budget`` and told the objective of ``spec``. Several
+    members make an :class:`EnsembleProposer` that draws one per proposal by weight."""
     if cfg.offline:
         return OfflineProposer(cfg.operator_mix.get(CROSSOVER, 0.15))
-    client = LLMClient(
-        LLMSettings(
-            models=tuple(parse_models(cfg.llm)), base_url=cfg.base_url or os.environ.get("OPENAI_BASE_URL"),
-            api_key=os.environ.get(cfg.api_key_env), temperature=cfg.temperature, top_p=cfg.top_p,
-            max_tokens=cfg.max_tokens, timeout_s=cfg.request_timeout_s, max_retries=cfg.max_retries,
-            backoff_base_s=cfg.backoff_base_s, prices=cfg.prices,
-        ),
-        budget=budget,
-    )
-    return LLMProposer(client, PromptTemplates.load(cfg.prompts_dir), objective_text(spec), cfg.operator_mix,
-                       cfg.in_flight)
+    models, commands = parse_llm_spec(cfg.llm, cfg.commands)
+    templates, objective = PromptTemplates.load(cfg.prompts_dir), objective_text(spec)
+    members: list[tuple[float, Proposer]] = []
+    if models:
+        client = LLMClient(chat_settings(cfg, models), budget=budget)
+        members.append((sum(m.weight for m in models),
+                        LLMProposer(client, templates, objective, cfg.operator_mix, cfg.in_flight)))
+    for c in commands:
+        members.append((c.weight, CommandProposer(c, templates, objective, cfg.command_timeout_s, cfg.in_flight)))
+    if len(members) == 1:
+        return members[0][1]
+    return EnsembleProposer(members, cfg.seed, cfg.in_flight)

@@ -472,9 +472,15 @@ def build_report(run_dir, out_path, heldout: str | None = "heldout", log=None) -
     models = "".join(f"<tr><td>{esc(m['model'] or '(none)')}</td><td class=num>{m['proposals']}</td>"
                      f"<td class=num>{m['prompt_tokens']:,}</td><td class=num>{m['completion_tokens']:,}</td>"
                      f"<td class=num>${m['cost_usd']:.4f}</td></tr>" for m in st["models"])
+    operators = "".join(f"<tr><td>{esc(o['operator'])}</td><td class=num>{o['proposals']}</td>"
+                        f"<td class=num>{o['accepted']}</td><td class=num>{o['prompt_tokens']:,}</td>"
+                        f"<td class=num>{o['completion_tokens']:,}</td><td class=num>${o['cost_usd']:.4f}</td></tr>"
+                        for o in st["operators"])
     sections.append(("cost", "Tokens and cost over time",
                      f"<figure>{plot_cost(P, programs)}</figure><table><thead><tr><th>model</th><th>proposals</th>"
                      f"<th>prompt tokens</th><th>completion tokens</th><th>cost</th></tr></thead><tbody>{models}"
+                     "</tbody></table><table><thead><tr><th>operator</th><th>proposals</th><th>accepted</th>"
+                     f"<th>prompt tokens</th><th>completion tokens</th><th>cost</th></tr></thead><tbody>{operators}"
                      "</tbody></table>"))
     if top:
         sections.append(("top", "Top programs", top_html(top, seeds.get("bm25"))))

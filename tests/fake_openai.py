@@ -8,6 +8,10 @@ used up, ``fallback`` answers. An item is a dict:
   status: int                 an HTTP error instead of a reply (429, 500, ...)
   headers: dict               extra response headers (e.g. {"Retry-After": "1"})
   delay: float                seconds to wait before answering (to provoke client time-outs)
+
+``models``: when given, a request for any other model is answered 404 (as OpenAI, vLLM and Ollama do) without
+taking a script item, and GET /models lists them. ``api_key``: when given, a request without that bearer key is
+answered 401 without taking a script item.
 """
 from __future__ import annotations
 
@@ -18,8 +22,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FakeOpenAI:
-    def __init__(self, script: list[dict], fallback: dict | None = None):
+    def __init__(self, script: list[dict], fallback: dict | None = None, models: list[str] | None = None,
+                 api_key: str | None = None):
         self.script = list(script)
+        self.models = models
+        self.api_key = api_key
         self.fallback = fallback or {"content": "I have no further ideas.", "usage": (10, 5)}
         self.requests: list[dict] = []
         self.served: list[dict] = []
@@ -32,13 +39,22 @@ class FakeOpenAI:
 
             def do_GET(self):
                 if self.path.rstrip("/").endswith("/models"):
-                    self._json(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+                    ids = server.models or ["fake"]
+                    self._json(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in ids]})
                 else:
                     self._json(404, {"error": {"message": "not found"}})
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
+                if server.api_key is not None and self.headers.get("Authorization") != f"Bearer {server.api_key}":
+                    self._json(401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
+                                               "code": "invalid_api_key"}})
+                    return
+                if server.models is not None and body.get("model") not in server.models:
+                    self._json(404, {"error": {"message": f"The model '{body.get('model')}' does not exist",
+                                               "type": "invalid_request_error", "code": "model_not_found"}})
+                    return
                 with server._lock:
                     server.requests.append({"path": self.path, "body": body, "time": time.monotonic()})
                     item = server.script.pop(0) if server.script else server.fallback

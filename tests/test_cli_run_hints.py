@@ -48,8 +48,9 @@ def summary_text(run_dir, recs, total, stop_reason, best):
     from rich.console import Console
 
     con = Console(record=True, width=200)
-    stats = SimpleNamespace(accepted=1, failed=0, duplicate=0, rejected=0, prompt_tokens=0, completion_tokens=0,
-                            cost_usd=0.0)
+    from evorank.evolve.loop import RunStats
+
+    stats = RunStats(accepted=1)
     with RunStore.open(run_dir, readonly=True) as store:
         engine = SimpleNamespace(store=store, stats=stats, stop_reason=stop_reason, seed_records={"bm25": recs["bm25"]},
                                  cfg=SimpleNamespace(iterations=total, budget_usd=None))

@@ -1,7 +1,7 @@
 """The LLM client against a scripted OpenAI-compatible server on 127.0.0.1."""
 import numpy as np
 
-from evorank.evolve.llm import Budget, LLMClient, LLMSettings, ModelSpec, parse_models
+from evorank.evolve.llm import Budget, Completion, LLMClient, LLMSettings, ModelSpec, parse_models
 
 from fake_openai import FakeOpenAI
 
@@ -62,3 +62,34 @@ def test_weighted_ensemble_and_budget():
     assert not b.exhausted
     b.add(0.25)
     assert b.exhausted
+
+
+def test_unreachable_tells_model_trouble_from_request_trouble():
+    from evorank.evolve.llm import unreachable
+
+    for error in ("connection", "timeout", "http_401", "http_403", "http_404", "http_429", "http_500", "http_503"):
+        assert unreachable(error), error
+    for error in (None, "", "http_400", "http_413", "http_422"):
+        assert not unreachable(error), error
+
+
+def test_probe_asks_for_one_token_without_retries_and_explain_names_url_cause_and_fix():
+    sleeps = []
+    with FakeOpenAI([{"status": 503}, {"content": "never"}], api_key="test") as srv:
+        c = client(srv.url, sleeps)
+        out = c.probe("fake-a", timeout_s=2)
+        assert out.text is None and out.error == "http_503" and len(srv.requests) == 1 and sleeps == []
+        assert srv.requests[0]["body"]["max_tokens"] == 1
+        assert c.explain(out) == f"{srv.url} failed with a server error (HTTP 503: scripted 503): check the server, then try again"
+        ok = c.probe("fake-a", timeout_s=2)
+        assert ok.text == "never" and ok.error is None
+        assert c.budget.spent_usd == 0.0  # a probe is not charged
+    refused = client("http://127.0.0.1:9/v1", [], max_retries=0)
+    out = refused.complete([{"role": "user", "content": "x"}], np.random.default_rng(0))
+    assert out.detail == "connection refused"
+    assert refused.explain(out).startswith("cannot connect to http://127.0.0.1:9/v1 (connection refused): start the server")
+    timed = Completion(model="m", text=None, error="timeout")
+    assert "within 5 s" in refused.explain(timed) and "--request-timeout" in refused.explain(timed)
+    nokey = LLMClient(LLMSettings(models=(ModelSpec("m"),), base_url="http://h/v1", api_key_env="MY_KEY"))
+    assert "no API key was sent: $MY_KEY is not set" in nokey.explain(Completion(model="m", text=None, error="http_401"))
+    assert "has no model 'm' (HTTP 404)" in nokey.explain(Completion(model="m", text=None, error="http_404"))

@@ -100,8 +100,8 @@ def test_scripted_llm_run_records_every_proposal(tmp_path, tiny_collection, monk
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     with FakeOpenAI(SCRIPT) as srv:
         cfg = make_config(tmp_path, tiny_collection, llm="fake-model", base_url=srv.url, request_timeout_s=1.5,
-                          max_retries=2, backoff_base_s=0.01, operator_mix={"diff": 1.0},
-                          prices={"fake-model": {"input": 2.0, "output": 8.0}})
+                          max_retries=2, backoff_base_s=0.01, operator_mix={"diff": 1.0}, repair_rounds=0,
+                          prices={"fake-model": {"input": 2.0, "output": 8.0}})  # one script item per proposal
         engine, best = run_engine(cfg, tiny_collection)
         requests = list(srv.requests)
     store = RunStore.open(Path(cfg.out), readonly=True)

@@ -48,3 +48,13 @@ def test_full_rewrite_truncation():
     with pytest.raises(ReplyError) as e:
         apply_reply(BM25, "```python\ndef score(query, index, state):\n    return np.ze", "full", finish_reason="length")
     assert e.value.reason == "truncated"
+
+
+def test_a_diff_cut_off_after_complete_blocks_is_truncated_not_half_applied():
+    reply = ("<<<<<<< SEARCH\nK1 = 0.9\n=======\nK1 = 1.2\n>>>>>>> REPLACE\n"
+             "<<<<<<< SEARCH\nB = 0.4\n=======\nB = 0.")
+    with pytest.raises(ReplyError) as e:
+        apply_reply(BM25, reply, "diff", finish_reason="length")
+    assert e.value.reason == "truncated" and "1 of 2 blocks complete" in str(e.value)
+    # the same text that ended normally keeps its complete blocks (the model chose to stop there)
+    assert "K1 = 1.2" in apply_reply(BM25, reply, "diff", finish_reason="stop")[0]

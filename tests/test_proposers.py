@@ -2,6 +2,7 @@
 and the engine driving a proposer of its own through the Proposer interface."""
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -103,7 +104,8 @@ class K1Proposer:
         self.filled_in.add(threading.current_thread().name)
         if prop.iteration == 3:
             raise RuntimeError("proposer bug")
-        prop.source = prop.parent.code.replace("K1 = 0.9", f"K1 = {1 + prop.iteration / 10}")
+        # whatever K1 the parent has (which parent is drawn depends on the timing of the threads)
+        prop.source = re.sub(r"K1 = [0-9.]+", f"K1 = {1 + prop.iteration / 10}", prop.parent.code, count=1)
         prop.model, prop.description = "k1-setter", f"K1 for iteration {prop.iteration}"
 
     def close(self):
@@ -136,3 +138,14 @@ def test_engine_drives_a_proposer_of_its_own(tmp_path, tiny_collection):
         assert progs[it].status == "accepted" and f"K1 = {1 + it / 10}" in progs[it].code, progs[it].failure_detail
         assert progs[it].model == "k1-setter" and progs[it].response == f"K1 for iteration {it}"
     assert seed_path("bm25").read_text(encoding="utf-8").count("K1 = 0.9") == 1
+
+
+def test_repairable_reasons():
+    from evorank.evolve.proposal import repairable
+
+    for reason in ("no_code", "truncated", "diff_no_match", "no_change", "syntax_error", "forbidden:import os",
+                   "modified_outside_block:head", "exception:NameError", "invalid_scores:nan", "timeout", "memory"):
+        assert repairable(reason), reason
+    for reason in (None, "", "llm:http_400", "llm:connection", "command:timeout", "command:exit",
+                   "proposer:RuntimeError", "latency_mismatch"):
+        assert not repairable(reason), reason

@@ -1,0 +1,99 @@
+"""Where an LLM run's proposals end up, stage by stage (run by hand on a finished run folder).
+
+For fresh proposals (diff, full, crossover, command) and repairs separately, and for chains (a fresh
+proposal followed by its repairs, if any): how many replies parsed into a candidate, how many reached
+evaluation (passed the static checks and were not duplicates), how many ran cleanly (accepted, or cut by
+the cascade after running), and how many improved on the program they started from; plus the seconds per
+request (from the proposal's start to its archiving) and the wall time per proposal over the run.
+
+Usage:
+
+    python bench/llm_funnel.py runs/<timestamp> [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+
+from evorank.archive import RunStore
+
+NO_CANDIDATE = ("no_code", "truncated", "diff_no_match", "diff_ambiguous", "diff_outside_block", "no_change",
+                "llm:", "proposer:", "command:")
+
+
+def parsed(p) -> bool:
+    return not (p.status == "failed" and (p.failure_reason or "").startswith(NO_CANDIDATE))
+
+
+def evaluated(p) -> bool:
+    return p.status in ("accepted", "rejected_cascade") or (p.status == "failed" and p.stage >= 1)
+
+
+def ran(p) -> bool:
+    return p.status in ("accepted", "rejected_cascade")
+
+
+def funnel(rows, start_of) -> dict:
+    n = len(rows)
+    improved = [p for p in rows if p.status == "accepted" and (start_of(p).fitness or 0) < (p.fitness or 0)]
+    secs = [p.created_at - p.started_at for p in rows if p.created_at and p.started_at]
+    return {"requests": n, "parsed": sum(map(parsed, rows)), "evaluated": sum(map(evaluated, rows)),
+            "ran_cleanly": sum(map(ran, rows)), "improved": len(improved),
+            "seconds_per_request": round(sum(secs) / len(secs), 1) if secs else None,
+            "failure_reasons": dict(Counter(p.failure_reason for p in rows if p.status == "failed").most_common())}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    with RunStore.open(args.run, readonly=True) as store:
+        progs = [p for p in store.programs() if p.iteration > 0 and p.operator not in ("seed", "migration")]
+        by_id = {p.id: p for p in store.programs()}
+        stops = store.events("stop")
+    fresh = [p for p in progs if p.operator != "repair"]
+    repairs = [p for p in progs if p.operator == "repair"]
+
+    def origin(p):  # the evaluated program a proposal (or its chain of repairs) started from
+        while p.operator == "repair":
+            p = by_id[p.parent_ids[0]]
+        return by_id[p.parent_ids[0]]
+
+    def chain_root(p):
+        while p.operator == "repair":
+            p = by_id[p.parent_ids[0]]
+        return p
+
+    chains: dict[int, list] = {p.id: [p] for p in fresh}
+    for r in repairs:
+        chains.setdefault(chain_root(r).id, []).append(r)
+    clean_chains = sum(any(map(ran, c)) for c in chains.values())
+    elapsed = sum(e["data"].get("elapsed_s", 0) for e in stops)
+    out = {
+        "run": args.run, "proposals": len(progs), "wall_seconds_per_proposal": round(elapsed / len(progs), 1) if progs else None,
+        "fresh": funnel(fresh, origin), "repairs": funnel(repairs, origin),
+        "chains": {"n": len(chains), "ended_running_cleanly": clean_chains,
+                   "share": round(clean_chains / len(chains), 3) if chains else None},
+    }
+    if args.json:
+        json.dump(out, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"{args.run}: {out['proposals']} proposals, {out['wall_seconds_per_proposal']} s per proposal (wall)")
+    for stage in ("fresh", "repairs"):
+        f = out[stage]
+        print(f"  {stage:8s} {f['requests']:3d} requests  parsed {f['parsed']}  evaluated {f['evaluated']}  "
+              f"ran cleanly {f['ran_cleanly']}  improved {f['improved']}  ({f['seconds_per_request']} s/request)")
+        if f["failure_reasons"]:
+            print("           failed: " + ", ".join(f"{k} {v}" for k, v in f["failure_reasons"].items()))
+    c = out["chains"]
+    print(f"  chains   {c['n']} fresh proposals, {c['ended_running_cleanly']} ended as a program that runs cleanly "
+          f"({(c['share'] or 0) * 100:.0f}%)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Repair rounds, cut-off replies, and attempts that never reach the model, against the scripted server.
+
+A repair is a follow-up request in the same conversation after a proposal failed; it is archived as its own
+proposal (operator `repair`, parent the failed one, its own tokens). Attempts that reach no model are not
+proposals: nothing is archived, and too many in a row stop the run (resumably, non-zero exit)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from evorank.archive import RunStore
+from evorank.evolve.cli import main
+
+from fake_openai import FakeOpenAI
+from test_loop import REPO, diff, make_config, run_engine
+
+RAISES = diff("    rows = state[query.term_ids]", "    rows = state[query.term_ids]\n    boost = UNDEFINED_BOOST * 2",
+              (100, 20))
+FIX = diff("    boost = UNDEFINED_BOOST * 2", "    boost = 2.0", (300, 15))
+
+
+def programs(run_dir) -> dict[int, object]:
+    store = RunStore.open(Path(run_dir), readonly=True)
+    try:
+        return {p.iteration: p for p in store.programs() if p.iteration > 0 and p.operator != "migration"}
+    finally:
+        store.close()
+
+
+def test_a_program_that_raises_is_repaired_in_the_same_conversation(tmp_path, tiny_collection, monkeypatch, capsys):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with FakeOpenAI([RAISES, FIX]) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="fake-a,fake-b", base_url=srv.url, iterations=2,
+                          operator_mix={"diff": 1.0}, repair_rounds=1, prices={"*": {"input": 1.0, "output": 2.0}})
+        engine, best = run_engine(cfg, tiny_collection)
+        requests = [r["body"] for r in srv.requests]
+    progs = programs(cfg.out)
+    failed, repair = progs[1], progs[2]
+    assert failed.operator == "diff" and failed.status == "failed"
+    assert failed.failure_reason == "exception:NameError", failed.failure_detail
+    assert repair.operator == "repair" and repair.status == "accepted", (repair.failure_reason, repair.failure_detail)
+    assert repair.parent_ids == (failed.id,) and "boost = 2.0" in repair.code
+    assert (repair.prompt_tokens, repair.completion_tokens) == (300, 15)
+    assert repair.cost_usd == pytest.approx((300 * 1.0 + 15 * 2.0) / 1e6)
+    assert engine.stats.repairs == 1 and engine.stats.prompt_tokens == 400 and engine.proposals_done()[0] == 2
+    # the follow-up continues the conversation with the same model: the reply, then what went wrong
+    first, second = requests
+    assert second["model"] == first["model"] and second["messages"][:2] == first["messages"]
+    assert second["messages"][2] == {"role": "assistant", "content": RAISES["content"]}
+    ask = second["messages"][3]["content"]
+    assert second["messages"][3]["role"] == "user" and ask == repair.prompt
+    assert "could not be used: exception:NameError" in ask and "boost = UNDEFINED_BOOST * 2" in ask
+    # the program's own error text reaches the prompt only inside a labelled fence
+    label = "program's error message (untrusted text):\n~~~~\n"
+    start = ask.index(label) + len(label)
+    assert "name 'UNDEFINED_BOOST' is not defined" in ask[start:ask.index("\n~~~~", start)]
+    assert ask.count("is not defined") == 1
+    # inspection shows the operator like any other
+    assert main(["top", cfg.out, "--json"]) == 0
+    top = json.loads(capsys.readouterr().out)
+    assert any(r["operator"] == "repair" and r["id"] == repair.id for r in top)
+    assert main(["status", cfg.out, "--json"]) == 0
+    ops = {o["operator"]: o for o in json.loads(capsys.readouterr().out)["operators"]}
+    assert ops["repair"] == {"operator": "repair", "proposals": 1, "accepted": 1, "prompt_tokens": 300,
+                             "completion_tokens": 15, "cost_usd": pytest.approx(330 / 1e6)}
+    assert ops["diff"]["proposals"] == 1 and ops["diff"]["accepted"] == 0
+    assert main(["status", cfg.out]) == 0
+    assert "repair 1 (1 accepted, 315 tokens, $0.0003)" in " ".join(capsys.readouterr().out.split())
+    assert main(["report", cfg.out, "-o", str(tmp_path / "report.html"), "--no-transfer"]) == 0
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "<tr><td>repair</td><td class=num>1</td><td class=num>1</td><td class=num>300</td>" in html
+
+
+def test_repair_rounds_stop_after_the_configured_number(tmp_path, tiny_collection, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    prose = {"content": "I would rather not change anything.", "usage": (10, 5)}
+    with FakeOpenAI([prose, prose, prose, diff("K1 = 0.9", "K1 = 1.4", (10, 5))]) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=4,
+                          operator_mix={"diff": 1.0}, repair_rounds=2)
+        run_engine(cfg, tiny_collection)
+        conversation_lengths = [len(r["body"]["messages"]) for r in srv.requests]
+    progs = programs(cfg.out)
+    assert [progs[i].operator for i in (1, 2, 3, 4)] == ["diff", "repair", "repair", "diff"]
+    assert progs[2].parent_ids == (progs[1].id,) and progs[3].parent_ids == (progs[2].id,)
+    assert all(progs[i].failure_reason == "no_code" for i in (1, 2, 3)) and progs[4].status == "accepted"
+    assert conversation_lengths == [2, 4, 6, 2]  # two rounds, then a fresh proposal
+
+
+def test_a_cut_off_reply_is_asked_again_as_a_diff(tmp_path, tiny_collection, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    cut = {"content": "A new idea.\n```python\ndef score(query, index, state):\n    return np.", "finish_reason": "length",
+           "usage": (140, 40)}
+    with FakeOpenAI([cut, diff("K1 = 0.9", "K1 = 1.25", (500, 30))]) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=2, max_tokens=40,
+                          operator_mix={"full": 1.0})
+        run_engine(cfg, tiny_collection)
+        follow = srv.requests[1]["body"]["messages"]
+    progs = programs(cfg.out)
+    assert progs[1].status == "failed" and progs[1].failure_reason == "truncated"
+    assert follow[2] == {"role": "assistant", "content": cut["content"]}
+    assert "cut off at the length limit (40 tokens)" in follow[3]["content"]
+    assert "SEARCH/REPLACE" in follow[3]["content"] and "Do not write the whole block again" in follow[3]["content"]
+    assert progs[2].operator == "repair" and progs[2].status == "accepted" and "K1 = 1.25" in progs[2].code
+    assert progs[2].parent_ids == (progs[1].id,) and progs[2].completion_tokens == 30
+
+
+def test_attempts_that_reach_no_model_are_not_proposals(tmp_path, tiny_collection, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    script = [{"status": 401}, diff("K1 = 0.9", "K1 = 1.1", (10, 5)), {"status": 404},
+              diff("B = 0.4", "B = 0.5", (10, 5))]
+    with FakeOpenAI(script) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=2,
+                          operator_mix={"diff": 1.0}, max_consecutive_llm_failures=2)
+        engine, _ = run_engine(cfg, tiny_collection)
+        assert len(srv.requests) == 4
+    progs = programs(cfg.out)
+    assert sorted(progs) == [1, 2] and all(p.status == "accepted" for p in progs.values())
+    assert not any((p.failure_reason or "").startswith("llm:") for p in progs.values())
+    assert engine.stop_reason == "completed" and engine.stats.unavailable == 2 and engine.proposals_done() == (2, 2)
+
+
+def test_consecutive_failures_stop_the_run_which_resumes_later(tmp_path, tiny_collection):
+    """Through the command line: the stop is a non-zero exit with the cause, nothing is counted, and --resume
+    finishes the run once the server answers again."""
+    run_dir = tmp_path / "run"
+    script = [{"content": "O"}, diff("K1 = 0.9", "K1 = 1.1", (10, 5))]  # the start-up check, one proposal
+    with FakeOpenAI(script, fallback={"status": 401}) as srv:
+        env = {**os.environ, "OPENAI_API_KEY": "sk-test", "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+        args = [sys.executable, "-m", "evorank", "run", "--llm", "m", "--base-url", srv.url, "--datasets",
+                str(tiny_collection), "--iterations", "3", "--islands", "1", "--workers", "1", "--in-flight", "1",
+                "--seeds", "bm25", "--repair-rounds", "0", "--max-llm-failures", "3", "--out", str(run_dir), "--quiet"]
+        p = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        assert p.returncode not in (0, 2), p.stdout + p.stderr
+        assert len(srv.requests) == 5  # check + 1 proposal + 3 refused attempts
+        assert "stopped after 3 attempts in a row reached no model" in p.stderr
+        assert f"{srv.url} refused the API key in $OPENAI_API_KEY (HTTP 401" in p.stderr
+        assert f"evorank run --resume {run_dir}" in p.stderr
+        progs = programs(run_dir)
+        assert sorted(progs) == [1]
+        store = RunStore.open(run_dir, readonly=True)
+        stop = store.events("stop")[-1]["data"]
+        store.close()
+        assert stop["reason"] == "llm_unavailable" and stop["proposals"] == 1 and "HTTP 401" in stop["detail"]
+        # the server is fixed: resume finishes the total (with edits that apply to whichever parent is drawn: the
+        # elites depend on measured latencies)
+        srv.script[:] = [{"content": "O"}, diff("B = 0.4", "B = 0.6", (10, 5)),
+                         diff("    tf = td.data.astype(np.float64)", "    tf = td.data.astype(np.float64) * 1.01", (10, 5))]
+        p = subprocess.run([sys.executable, "-m", "evorank", "run", "--resume", str(run_dir), "--quiet"], cwd=REPO,
+                           env=env, capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stdout + p.stderr
+    progs = programs(run_dir)
+    assert sorted(progs) == [1, 2, 3] and all(p.status == "accepted" for p in progs.values())

@@ -41,7 +41,8 @@ def _err(msg: str) -> None:
 RUN_FLAGS = ("seeds", "suite", "datasets", "iterations", "llm", "base_url", "workers", "out", "budget_usd",
              "max_hours", "seed", "fitness", "islands", "in_flight", "prompts_dir", "max_tokens", "inspirations",
              "cluster", "shard_queries", "api_key_env", "request_timeout_s", "eval_timeout_s", "eval_memory_mb",
-             "repair_rounds", "max_consecutive_llm_failures", "command_timeout_s", "preflight")
+             "repair_rounds", "max_consecutive_llm_failures", "command_timeout_s", "preflight", "validation_fraction",
+             "heldout")
 
 
 def resolve_run_config(args):
@@ -124,6 +125,7 @@ def cmd_run(args) -> int:
         limits=Limits(timeout_s=cfg.eval_timeout_s, memory_mb=cfg.eval_memory_mb or None),
         fitness=cfg.fitness, cascade=CascadeConfig(threshold=cfg.cascade_threshold) if cfg.cascade else None,
         seed=cfg.seed, cluster=cfg.cluster or None, shard_queries=cfg.shard_queries or None,
+        validation=cfg.validation_fraction,
     )
     try:
         if store is None:
@@ -449,6 +451,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="environment variable holding the API key (default OPENAI_API_KEY; local servers need none)")
     p.add_argument("--request-timeout", dest="request_timeout_s", type=float, metavar="SECONDS",
                    help="give up on one LLM request after this long (default 120; raise it for slow local models)")
+    p.add_argument("--validation", dest="validation_fraction", type=float, metavar="FRACTION",
+                   help="share of each collection's judged queries kept out of selection (default 0.3; 0 = none): "
+                   "they only choose the run's best among the best by train fitness, and show the train/validation gap")
+    p.add_argument("--heldout", metavar="SUITE",
+                   help="also measure each new best program on these collections (a suite such as heldout, or "
+                   "comma-separated addresses) in the background; logged and reported, never used for selection")
     p.add_argument("--repair-rounds", dest="repair_rounds", type=_count, metavar="N",
                    help="when a proposal does not parse or apply, fails the static checks or fails when run, ask for a "
                    "fix up to N times in a row, in the same conversation (a cut-off reply is asked again as a short "

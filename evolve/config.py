@@ -61,14 +61,19 @@ class RunConfig:
     eval_memory_mb: int = 0  # 0: grows with the collection (1 GB + six float64 arrays of its postings)
     cascade: bool = True
     cascade_threshold: float = 0.9
+    validation_fraction: float = 0.3  # of each collection's judged queries, held out of selection (evaluators.splits)
+    best_of: int = 10  # the run's best: chosen on validation among this many best programs by train fitness
+    heldout: str | None = None  # suite or collections measured in the background for each new best (never steers)
     cluster: str | None = None  # Dask scheduler address (tcp://HOST:8786): evaluate there instead of local workers
     shard_queries: int = 0  # split collections into tasks of at most this many queries (0 = one task per collection)
     # the archive
     islands: int = 2
     migration_every: int = 10  # generations (proposals per island)
     migration_rate: float = 0.2
-    latency_edges: list[float] = field(default_factory=lambda: [0.5, 2.0, 4.0, 8.0, 16.0])
-    complexity_edges: list[float] = field(default_factory=lambda: [64.0, 128.0, 256.0, 512.0, 1024.0])
+    descriptors: list[str] = field(default_factory=lambda: ["evidence", "balance", "complexity", "latency_ratio"])
+    latency_edges: list[float] = field(default_factory=lambda: [2.0])  # initial edges; adaptive (evolve.descriptors)
+    complexity_edges: list[float] = field(default_factory=lambda: [256.0])
+    regrid_every: int = 25  # placements between refinements of the adaptive bins (0: never)
     grid_metric: str | None = None  # an extra MAP-Elites axis, e.g. "ndcg@10"
     # stopping
     budget_usd: float | None = None
@@ -117,6 +122,10 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         bad(f"iterations must be a whole number >= 0, got {cfg.iterations!r}")
     if cfg.islands < 1:
         bad("islands must be >= 1")
+    if not 0 <= cfg.validation_fraction < 1:
+        bad(f"validation_fraction must be in [0, 1), got {cfg.validation_fraction!r}")
+    if not isinstance(cfg.best_of, int) or cfg.best_of < 1:
+        bad(f"best_of must be a whole number >= 1, got {cfg.best_of!r}")
     if cfg.fitness not in ("rankevolve", "latency-aware", "robust"):
         bad(f"fitness must be 'rankevolve', 'latency-aware' or 'robust', got {cfg.fitness!r}")
     mix = cfg.operator_mix

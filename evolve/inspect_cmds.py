@@ -17,6 +17,7 @@ from evorank.evolve.inspect_queries import (
     seed_ancestor,
     seed_records,
     top_programs,
+    validation_fitness,
 )
 
 
@@ -55,6 +56,13 @@ def print_status(st: dict) -> None:
         b = st["best"]
         gain = f" ({b['gain_vs_best_seed'] * 100:+.2f}% vs best seed)" if b["gain_vs_best_seed"] is not None else ""
         c.print(f"best:       [bold]#{b['id']} fitness {fmt(b['fitness'])}[/]{gain} on island {b['island']}")
+        if b["validation_fitness"] is not None:
+            c.print(f"            train {fmt(b['fitness'])}, validation {fmt(b['validation_fitness'])} "
+                    f"(gap {b['gap']:+.4f}); chosen on validation among the best by train")
+    if st.get("heldout"):
+        h = st["heldout"]
+        c.print(f"held-out:   #{h['id']} fitness {fmt(h.get('fitness'))} vs BM25 {fmt(h.get('reference_fitness'))} "
+                f"on {', '.join(h.get('collections', []))} (iteration {h.get('iteration')}; never used for selection)")
     tokens = st["prompt_tokens"] + st["completion_tokens"]
     c.print(f"LLM:        {st['prompt_tokens']:,} prompt + {st['completion_tokens']:,} completion tokens "
             f"= {tokens:,}; cost ${st['cost_usd']:.4f}"
@@ -85,27 +93,33 @@ def cmd_top(args) -> int:
         print_json([{"rank": i, **record_json(r, code=False),
                       "seed_name": r.features.get("seed_name")} for i, r in enumerate(recs, 1)])
         return 0
+    from rich import box
     from rich.table import Table
 
     colls = list(dict.fromkeys(c for r in recs for c in r.metrics))
     labels = short_names(colls)
     metrics = [args.metric] if args.metric else ["ndcg@10", "recall@100"]
-    table = Table(title=f"top {len(recs)} by {args.by} — {args.run}", title_justify="left")
+    digits = 4 if len(colls) * len(metrics) <= 8 else 3  # six collections x two metrics fit 160 columns at 3
+    table = Table(title=f"top {len(recs)} by {args.by} — {args.run}", title_justify="left", box=box.SIMPLE_HEAD,
+                  padding=(0, 1))
     for col, just in (("#", "right"), ("id", "right"), ("hash", "left"), ("isl", "right"), ("iter", "right"),
-                      ("operator", "left"), ("fitness", "right"), ("latency", "right")):
-        table.add_column(col, justify=just)
+                      ("operator", "left"), ("fitness", "right"), ("val", "right"), ("latency", "right")):
+        table.add_column(col, justify=just, no_wrap=col != "operator", overflow="fold")
     for c in colls:
-        table.add_column(f"{labels[c]}\n{'/'.join(METRIC_LABELS.get(m, m) for m in metrics)}", justify="right")
+        table.add_column(f"{labels[c]}\n{'/'.join(METRIC_LABELS.get(m, m) for m in metrics)}", justify="right",
+                         no_wrap=True)
     bm25 = seeds.get("bm25")
     for i, r in enumerate(recs, 1):
         op = r.operator + (f" ({r.features.get('seed_name')})" if r.operator == "seed" else "")
-        cells = ["/".join(fmt(r.metrics.get(c, {}).get(m)) for m in metrics) for c in colls]
+        cells = ["/".join(fmt(r.metrics.get(c, {}).get(m), digits) for m in metrics) for c in colls]
         lat = f"{r.latency_ratio:.2f}x" if r.latency_ratio is not None else "-"
         fit = fmt(r.fitness) + (f" ({pct(r.fitness, bm25.fitness)})" if bm25 and r.id != bm25.id else "")
-        table.add_row(str(i), str(r.id), (r.code_hash or "")[:8], str(r.island), str(r.iteration), op, fit, lat, *cells)
+        table.add_row(str(i), str(r.id), (r.code_hash or "")[:8], str(r.island), str(r.iteration), op, fit,
+                      fmt(validation_fitness(r)), lat, *cells)
     c = console()
     c.print(table)
-    c.print("latency = median scoring time per query relative to the BM25 seed; "
+    c.print("val = fitness on the validation queries (never used for selection); "
+            "latency = median scoring time per query relative to the BM25 seed; "
             "fitness gain in brackets is vs the BM25 seed")
     return 0
 

@@ -60,11 +60,17 @@ def seed_records(store: RunStore) -> dict[str, ProgramRecord]:
     return out
 
 
+def validation_fitness(rec: ProgramRecord) -> float | None:
+    """The program's fitness on the run's validation queries (None: not measured, e.g. no validation split)."""
+    val = rec.features.get("val_fitness")
+    return float(val) if isinstance(val, (int, float)) else None
+
+
 def _best(store: RunStore, island: int | None = None) -> ProgramRecord:
     n = store.n_islands()
     if island is not None and not 0 <= island < n:
         raise InspectError(f"island {island} does not exist: this run has {n} island(s), 0..{n - 1}")
-    best = Islands.from_store(store).best(island)
+    best = store.best_on_validation(int(store.config().get("best_of", 10)), island)
     if best is None:
         where = f" on island {island}" if island is not None else ""
         raise InspectError(f"no accepted program with a fitness{where} yet in {store.run_dir}")
@@ -265,7 +271,8 @@ def run_status(store: RunStore) -> dict:
             "elites": len(islands.elites(i)),
             "gain_vs_best_seed": (b.fitness / seed_best - 1) if b and seed_best else None,
         })
-    best = islands.best()
+    best = store.best_on_validation(int(cfg.get("best_of", 10)))
+    heldout = [e["data"] for e in events if e["kind"] == "heldout"]
     done = sum(proposals.values())
     return {
         "run": str(run_dir),
@@ -286,7 +293,11 @@ def run_status(store: RunStore) -> dict:
         "migration_copies": n_migration,
         "islands": per_island,
         "best": {"id": best.id, "fitness": best.fitness, "island": best.island,
+                 "validation_fitness": validation_fitness(best),
+                 "gap": (best.fitness - validation_fitness(best)) if validation_fitness(best) is not None else None,
                  "gain_vs_best_seed": (best.fitness / seed_best - 1) if seed_best else None} if best else None,
+        "heldout": heldout[-1] if heldout else None,
+        "heldout_history": heldout,
         "prompt_tokens": summary["prompt_tokens"],
         "completion_tokens": summary["completion_tokens"],
         "cost_usd": summary["cost_usd"],

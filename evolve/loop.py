@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evorank.archive import (
-    FeatureDim,
     GridSpec,
     Islands,
     ProgramRecord,
@@ -48,7 +47,11 @@ from evorank.evaluators.metrics import fitness_spec
 from evorank.evaluators.errors import EvorankError
 from evorank.evaluators.program import program_path, split_block
 
+from evorank.archive.elites import regrid
+
 from .config import RunConfig, workers
+from .descriptors import describe, grid_for
+from .heldout import HeldoutTracker
 from .llm import Budget
 from .proposal import CROSSOVER, REPAIR, Proposal, Proposer, repairable
 from .proposers import make_proposer
@@ -74,13 +77,7 @@ class RunStats:
 
 
 def grid_spec(cfg: RunConfig) -> GridSpec:
-    dims = [
-        FeatureDim("complexity", tuple(cfg.complexity_edges), log=True),
-        FeatureDim("latency_ratio", tuple(cfg.latency_edges), log=True),
-    ]
-    if cfg.grid_metric:
-        dims.append(FeatureDim(cfg.grid_metric, (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)))
-    return GridSpec(tuple(dims))
+    return grid_for(cfg.descriptors, cfg.complexity_edges, cfg.latency_edges, cfg.grid_metric)
 
 
 def open_run_store(cfg: RunConfig, run_dir: Path, resume: bool) -> RunStore:
@@ -123,6 +120,9 @@ class Engine:
         self.seed_records: dict[str, ProgramRecord] = {}
         self.seed_sources: dict[str, str] = {}
         self.bm25_latency_ms: float | None = None
+        self.reference_metrics: dict[str, dict[str, float]] | None = None  # the BM25 seed's, on the train queries
+        self.heldout: HeldoutTracker | None = None
+        self._placed_since_regrid = 0
 
     # -- setup ---------------------------------------------------------------------------------
     def _evaluate_seeds(self) -> None:
@@ -138,6 +138,7 @@ class Engine:
                                    f"{result.failure_detail}; fix it and try `evorank eval {name} --sandbox` first")
             if name == "bm25":
                 self.bm25_latency_ms = result.latency_ms
+                self.reference_metrics = {c.name: dict(c.metrics) for c in result.suite.collections}
             if name not in self.cfg.seeds:
                 continue  # measured only as the latency reference
             self.seed_sources[name] = source
@@ -174,7 +175,13 @@ class Engine:
         rec.latency_ms = result.latency_ms
         if self.bm25_latency_ms and result.latency_ms:
             rec.latency_ratio = result.latency_ms / self.bm25_latency_ms
-        rec.fitness = fitness_of(rec.metrics, self.spec, rec.latency_ratio)
+        sizes = self.evaluator.collection_sizes()
+        rec.fitness = fitness_of(rec.metrics, self.spec, rec.latency_ratio, n_docs=sizes,
+                                 reference=self.reference_metrics or rec.metrics)
+        if result.validation is not None:  # measured on the held-out queries of the same run: never selects
+            rec.features["val_fitness"] = result.validation_fitness
+            rec.features["val_metrics"] = {c.name: dict(c.metrics) for c in result.validation.collections}
+        rec.features.update(describe(rec.code, rec.metrics, self.reference_metrics or rec.metrics))
         rec.status = "accepted"
         return rec
 
@@ -312,6 +319,27 @@ class Engine:
                     self._repairs.append(repair)
             if self.reporter:
                 self.reporter.update(self, rec)
+            self._placed_since_regrid += rec.cell is not None
+        if self.cfg.regrid_every and self._placed_since_regrid >= self.cfg.regrid_every:
+            self._placed_since_regrid = 0
+            refined = regrid(self.store)
+            if refined is not None:
+                self.islands = refined
+                log.info("adaptive bins refined: %s", self.store.grid_spec().to_dict())
+        self._track_heldout()
+
+    def _track_heldout(self, wait_s: float | None = None) -> None:
+        """Hand a new best to the held-out tracker, and log what it has measured (it never feeds back)."""
+        if self.heldout is None:
+            return
+        best = self.best()
+        if best is not None:
+            self.heldout.submit(best, self._seed_source_of(best))
+        done = self.heldout.close(wait_s) if wait_s is not None else self.heldout.drain()
+        for measured in done:
+            self.store.log_event("heldout", measured)
+            log.info("held-out: #%s fitness %s (BM25 %s)", measured["id"], measured["fitness"],
+                     measured["reference_fitness"])
 
     def _catch_up_migration(self, last_iteration: int) -> None:
         """A run killed between a generation's last insert and its migration migrates on resume."""
@@ -335,7 +363,8 @@ class Engine:
         return self.store.proposal_progress()
 
     def best(self) -> ProgramRecord | None:
-        return self.islands.best()
+        """The run's best program: chosen on the validation queries among the best by train fitness."""
+        return self.store.best_on_validation(self.cfg.best_of)
 
     def request_stop(self, reason: str) -> None:
         if self.stop_reason is None:
@@ -349,6 +378,13 @@ class Engine:
         self.store.log_event("resume" if resumed else "start", {"iterations": cfg.iterations})
         t_start = time.monotonic()
         self._evaluate_seeds()
+        if cfg.heldout:
+            from evorank.evaluators.suites import get_suite, suites
+
+            heldout = list(get_suite(cfg.heldout).collections) if cfg.heldout in suites() else \
+                [a.strip() for a in cfg.heldout.split(",") if a.strip()]
+            self.heldout = HeldoutTracker(heldout, cfg.fitness, self.evaluator.limits,
+                                          program_path("bm25").read_text(encoding="utf-8"))
         done, last_it = self.proposals_done()
         self._next_it = last_it + 1
         self._catch_up_migration(last_it)
@@ -392,6 +428,8 @@ class Engine:
             if reason == "llm_unavailable":
                 stop["detail"] = self.unavailable_reason
             self.store.log_event("stop", stop)
+            if self.heldout is not None:  # finish the last measurement unless the run was stopped by hand
+                self._track_heldout(wait_s=600.0 if reason == "completed" else 0.0)
             if self.reporter:
                 self.reporter.finish(self)
         return self.best()

@@ -64,14 +64,16 @@ from .offline_block import (
 from .offline_checks import Checker
 from .offline_crossover import crossover
 from .offline_point_edits import POINT_OPERATORS, fallback_mutation, point_edit, point_mutation
+from .offline_splice import SPLICE_OPERATORS, SPLICE_RATE, splice_mutation
 
-OPERATORS = (*POINT_OPERATORS, CROSSOVER_OPERATOR)
+OPERATORS = (*POINT_OPERATORS, *SPLICE_OPERATORS, CROSSOVER_OPERATOR)
 
 
 def mutate(parent_source: str, rng: np.random.Generator, other_source: str | None = None,
            n_edits: int | None = None) -> Mutation:
     """A child of ``parent_source``: crossover with ``other_source`` when one is given (then, one time
-    in four, one more point edit), otherwise ``n_edits`` point edits (1-3 drawn when None).
+    in four, one more point edit), otherwise ``n_edits`` point edits; when ``n_edits`` is None, a
+    splice with probability ``SPLICE_RATE`` (when one applies), else 1-3 point edits.
 
     Raises ValueError when the parent has no EVOLVE-BLOCK or the block does not parse (an unusable
     ``other_source`` is ignored). Never raises otherwise: when no edit applies, the child is the
@@ -85,6 +87,15 @@ def mutate(parent_source: str, rng: np.random.Generator, other_source: str | Non
         except ValueError:
             other_source = None
     if other_source is None:
+        if n_edits is None and rng.random() < SPLICE_RATE:
+            try:
+                m = splice_mutation(prog, rng)
+            except Exception:
+                if DEBUG.strict:
+                    raise
+                m = None
+            if m is not None:
+                return m
         return point_mutation(prog, rng, n_edits)
     try:
         return _mutate_cross(prog, parent_source, other_source, rng)

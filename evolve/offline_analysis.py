@@ -2,15 +2,18 @@
 
 Level is the shape family of a value: ``scalar``, ``term`` (one value per vocabulary term),
 ``doc`` (per document), ``q`` (per query term), ``p:<matrix>`` (one value per stored entry, a
-*posting*, of a sparse matrix), ``M`` (a sparse matrix), ``index`` / ``query`` (the arguments), or
+*posting*, of a sparse matrix), ``M`` (a sparse matrix), ``index`` / ``query`` (the arguments),
+``tuple`` (a ``prepare`` state that is a tuple, as a splice leaves it; ``state[k]`` is its part k), or
 None (unknown); two incompatible levels in one expression give :data:`CONFLICT`. Sign is
 :data:`POS` (> 0), :data:`NONNEG` (>= 0) or :data:`UNKNOWN`; constants are folded, so their value
 is known too.
 
 A few IR facts feed the sign analysis: ``index.n_docs >= index.df``,
 ``index.total_tokens >= index.cf``, and ``index.doc_len`` gathered at a posting is >= 1 (a
-document with a posting has a term). Names used as subscripts are integer index arrays, never
-numeric features.
+document with a posting has a term). ``index.title_tf`` is a posting-level array of ``index.term_doc``
+(a variable bound to ``index.term_doc`` keeps that matrix's id, so the two mix), ``index.title_len``
+a per-document one; every other attribute the contract added is unknown to the analysis. Names
+used as subscripts are integer index arrays, never numeric features.
 
 :class:`Context` holds the module-level facts of a block (constants, functions, the numpy alias,
 the kind of state ``prepare`` returns); :class:`Scope` walks one function body statement by
@@ -39,6 +42,7 @@ class Info:
     mid: str | None = None  # matrix id (level "M")
     orient: str | None = None  # "td": rows are terms, columns documents
     data_sign: int = UNKNOWN  # sign of a matrix's stored values
+    parts: tuple["Info", ...] | None = None  # level "tuple": what each element of a tuple state is
 
     @property
     def numeric(self) -> bool:
@@ -48,6 +52,7 @@ class Info:
 
 
 UNKNOWN_INFO = Info()  # nothing known
+_INDEX_MATRICES = ("index.term_doc", "index.doc_term")
 CONFLICT = "conflict"  # the level of an expression that mixes incompatible levels
 
 
@@ -148,6 +153,10 @@ class Scope:
                     return Info("M", mid="index.term_doc", orient="td", data_sign=POS)
                 if a == "doc_term":
                     return Info("M", mid="index.doc_term", orient="dt", data_sign=POS)
+                if a == "title_tf":  # aligned with index.term_doc.data
+                    return Info("p:index.term_doc", NONNEG)
+                if a == "title_len":
+                    return Info("doc", NONNEG)
                 return UNKNOWN_INFO
             if base.level == "query":
                 if a == "qtf":
@@ -163,7 +172,11 @@ class Scope:
                 return UNKNOWN_INFO
             return UNKNOWN_INFO
         if isinstance(node, ast.Subscript):
-            base, idx = self.info(node.value), self.info(node.slice)
+            base = self.info(node.value)
+            if base.parts is not None and isinstance(node.slice, ast.Constant) and type(node.slice.value) is int:
+                k = node.slice.value
+                return base.parts[k] if -len(base.parts) <= k < len(base.parts) else UNKNOWN_INFO
+            idx = self.info(node.slice)
             if base.level == "M" and idx.level == "q":
                 return Info("M", mid=f"{base.mid}[q]", orient=base.orient, data_sign=base.data_sign)
             if idx.level not in (None, "scalar", CONFLICT) and base.level in ("term", "doc", "q"):
@@ -288,7 +301,7 @@ class Scope:
             i = self.info(stmt.value)
             for t in stmt.targets:
                 if isinstance(t, ast.Name):
-                    if i.level == "M":
+                    if i.level == "M" and i.mid not in _INDEX_MATRICES:  # an alias of index.term_doc keeps its id
                         i = Info("M", mid=t.id, orient=i.orient, data_sign=i.data_sign)
                     if t.id in self.slice_names and i.level not in ("M",):
                         i = Info(i.level, i.sign, i.value, True, i.mid, i.orient, i.data_sign)
@@ -369,9 +382,18 @@ class Context:
             scope = Scope(self, prep)
             for stmt in prep.body:
                 if isinstance(stmt, ast.Return) and stmt.value is not None:
-                    i = scope.info(stmt.value)
-                    if i.level == "M":
-                        self.state_info = Info("M", mid="state", orient=i.orient, data_sign=i.data_sign)
+                    self.state_info = _state_info(scope, stmt.value)
                     break
                 scope.bind(stmt)
+
+
+def _state_info(scope: Scope, value: ast.expr, depth: int = 0) -> Info:
+    """What ``prepare`` returns: a matrix (mid ``state``), a tuple of such things (level ``tuple``, as a
+    splice leaves it: ``(parent's state, extra)``), or unknown."""
+    if isinstance(value, ast.Tuple) and depth < 8:
+        return Info("tuple", parts=tuple(_state_info(scope, e, depth + 1) for e in value.elts))
+    i = scope.info(value)
+    if i.level == "M":
+        return Info("M", mid="state", orient=i.orient, data_sign=i.data_sign)
+    return UNKNOWN_INFO
 

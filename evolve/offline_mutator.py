@@ -23,6 +23,30 @@ crossover without the extra point edit; both return an
                          ``E * (1 + F) ** c``, ``E + c`` or ``c * E``.
 ``offline:prune``        replace a binary operation by one of its operands (the GP "hoist"; fights bloat).
 
+Splices (:mod:`~evorank.evolve.offline_splice`, templates in
+:mod:`~evorank.evolve.offline_splice_templates`) add structure rather than move constants: a new kind
+of index evidence from the widened program contract, spliced in as a self-contained, vectorised channel
+with its own module-level constants (weight first, starting small), added to the parent's scores just
+before ``score``'s final ``return np.where(matched, scores, -np.inf)``:
+
+``offline:splice_field``      a BM25F-like tf mix (title occurrences count 1 + ``TITLE_WEIGHT`` times,
+                              lengths likewise) where the program reads ``index.term_doc``'s
+                              frequencies, or a saturated title-frequency channel (``W_TITLE``);
+``offline:splice_proximity``  adjacent query-term pairs found as bigrams or within a window
+                              (``index.positions``, ``query.token_ids`` / ``query.positions``);
+``offline:splice_variants``   query terms matched to vocabulary variants: a shared prefix or
+                              character-trigram similarity over ``index.terms`` (table built in
+                              ``prepare``, whose state becomes ``(parent's state, table)``);
+``offline:splice_feedback``   an RM3-like second pass over the ``doc_term`` rows of the parent's own
+                              best first-pass documents.
+
+``mutate`` without a partner and without ``n_edits`` tries a splice with probability
+``SPLICE_RATE`` (0.10; kinds drawn by ``SPLICE_WEIGHTS``: field 0.25, proximity 0.30, variants 0.20,
+feedback 0.25), so most edits stay point edits; a kind that does not apply (unrecognised ``score``,
+channel already there) is skipped, and when none applies the point edits run as usual.
+:func:`~evorank.evolve.offline_evidence.evidence_kinds` tells which of the new kinds of evidence
+(``term_strings``, ``positions``, ``fields``, ``feedback``, ``query_words``) a program reads.
+
 Recombination (operator ``offline:crossover``, :mod:`~evorank.evolve.offline_crossover`): take module
 constants from the other parent, graft the other parent's definition of a variable (with the local
 definitions it depends on), blend the two definitions (``mine + c * theirs``), or take a whole
@@ -39,9 +63,10 @@ and an edit is kept only if it keeps every level, reads only defined names, adds
 unsafe site and keeps formulas under a size cap (:mod:`~evorank.evolve.offline_checks`). New
 ``log`` / ``sqrt`` / powers of quantities of unknown sign get an ``np.maximum`` guard.
 
-Generated code uses only the names the parent programs already use, fresh local variables that a
-crossover graft may bind (``tf_2``), and these attributes of the numpy alias: ``np.log``,
-``np.log1p``, ``np.sqrt``, ``np.maximum``, ``np.mean``. No imports, no builtins the parent did not use.
+Point edits and crossovers use only the names the parent programs already use, fresh local
+variables that a crossover graft may bind (``tf_2``), and these attributes of the numpy alias:
+``np.log``, ``np.log1p``, ``np.sqrt``, ``np.maximum``, ``np.mean``. A splice brings its template's
+helper functions, constants, builtins and numpy attributes (``SPLICE_NP_ATTRS``). No imports.
 
 When nothing applies (a block the analysis does not understand), ``mutate`` perturbs any float
 literal of the block; when there is none, it returns the parent unchanged with operator
@@ -64,14 +89,16 @@ from .offline_block import (
 from .offline_checks import Checker
 from .offline_crossover import crossover
 from .offline_point_edits import POINT_OPERATORS, fallback_mutation, point_edit, point_mutation
+from .offline_splice import SPLICE_OPERATORS, SPLICE_RATE, splice_mutation
 
-OPERATORS = (*POINT_OPERATORS, CROSSOVER_OPERATOR)
+OPERATORS = (*POINT_OPERATORS, *SPLICE_OPERATORS, CROSSOVER_OPERATOR)
 
 
 def mutate(parent_source: str, rng: np.random.Generator, other_source: str | None = None,
            n_edits: int | None = None) -> Mutation:
     """A child of ``parent_source``: crossover with ``other_source`` when one is given (then, one time
-    in four, one more point edit), otherwise ``n_edits`` point edits (1-3 drawn when None).
+    in four, one more point edit), otherwise ``n_edits`` point edits; when ``n_edits`` is None, a
+    splice with probability ``SPLICE_RATE`` (when one applies), else 1-3 point edits.
 
     Raises ValueError when the parent has no EVOLVE-BLOCK or the block does not parse (an unusable
     ``other_source`` is ignored). Never raises otherwise: when no edit applies, the child is the
@@ -85,6 +112,15 @@ def mutate(parent_source: str, rng: np.random.Generator, other_source: str | Non
         except ValueError:
             other_source = None
     if other_source is None:
+        if n_edits is None and rng.random() < SPLICE_RATE:
+            try:
+                m = splice_mutation(prog, rng)
+            except Exception:
+                if DEBUG.strict:
+                    raise
+                m = None
+            if m is not None:
+                return m
         return point_mutation(prog, rng, n_edits)
     try:
         return _mutate_cross(prog, parent_source, other_source, rng)

@@ -3,6 +3,7 @@ children on a small collection, crossover, and no new names or imports."""
 from __future__ import annotations
 
 import ast
+import builtins
 import hashlib
 import os
 import re
@@ -21,6 +22,7 @@ from evorank.evaluators.ranking import rank
 from evorank.evolve.offline_block import DEBUG, Mutation
 from evorank.evolve.offline_crossover import crossover
 from evorank.evolve.offline_mutator import OPERATORS, mutate
+from evorank.evolve.offline_splice import SPLICE_NP_ATTRS, SPLICE_OPERATORS
 
 SEEDS = {name: seed_path(name).read_text(encoding="utf-8") for name in ("bm25", "ql_dirichlet")}
 NEW_NP_ATTRS = {"log", "log1p", "sqrt", "maximum", "mean"}  # what the mutator may add to a program
@@ -146,7 +148,8 @@ def test_every_operator_kind_is_produced():
         name = "bm25" if i % 2 == 0 else "ql_dirichlet"
         other = SEEDS["ql_dirichlet" if name == "bm25" else "bm25"] if i % 5 == 0 else None
         seen.add(mutate(SEEDS[name], rng, other, n_edits=1).operator)
-    assert set(OPERATORS) <= seen, set(OPERATORS) - seen
+    point_and_cross = set(OPERATORS) - set(SPLICE_OPERATORS)  # splices: test_offline_splice.py
+    assert point_and_cross <= seen, point_and_cross - seen
     assert Mutation("x", "offline:crossover", "d").archive_operator == "crossover"
     assert Mutation("x", "offline:constant", "d").archive_operator == "offline"
 
@@ -227,9 +230,16 @@ def test_children_use_no_new_names_or_imports(name, children):
         names, stored, np_attrs, imports = names_and_attrs(block)
         assert not imports
         allowed = p_names | (o_names if cross else set())
+        new_np = NEW_NP_ATTRS
+        if m.operator in SPLICE_OPERATORS:  # a spliced channel brings its own functions, parameters and builtins
+            tree = ast.parse(block)
+            stored = stored | {a.arg for a in ast.walk(tree) if isinstance(a, ast.arg)} | {
+                f.name for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)}
+            allowed = allowed | {n for n in names if hasattr(builtins, n) and n not in FORBIDDEN_CALLS}
+            new_np = new_np | SPLICE_NP_ATTRS
         # a name is either one the parents used, or a fresh local the child binds itself
         assert names - allowed <= stored, (names - allowed, m.description)
-        assert np_attrs <= p_np | o_np | NEW_NP_ATTRS, np_attrs - p_np
+        assert np_attrs <= p_np | o_np | new_np, np_attrs - p_np
         for n in ast.walk(ast.parse(block)):
             if isinstance(n, ast.Attribute):
                 assert not n.attr.startswith("_")

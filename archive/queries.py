@@ -161,10 +161,12 @@ class RunQueries:
     def best_on_validation(self, top_n: int = 10, island: int | None = None) -> ProgramRecord | None:
         """The run's best program: among the ``top_n`` accepted programs with the highest (train) fitness, the one
         with the highest validation fitness (``features['val_fitness']``; ties, or runs without a validation
-        split, go to the higher train fitness, then the older program). Migration copies are left out (their
-        originals compete). None when nothing is accepted yet."""
-        sql = ("SELECT * FROM programs WHERE status = 'accepted' AND fitness IS NOT NULL AND operator != 'migration'"
-               + (" AND island = ?" if island is not None else "") + " ORDER BY fitness DESC, id LIMIT ?")
+        split, go to the higher train fitness, then the older program). Over the whole run migration copies are
+        left out (their originals compete); on one ``island`` they count, as its programs. None when nothing is
+        accepted yet."""
+        sql = ("SELECT * FROM programs WHERE status = 'accepted' AND fitness IS NOT NULL"
+               + (" AND island = ?" if island is not None else " AND operator != 'migration'")
+               + " ORDER BY fitness DESC, id LIMIT ?")
         args = (island, top_n) if island is not None else (top_n,)
         top = [record_from_row(r) for r in self._conn.execute(sql, args).fetchall()]
         if not top:

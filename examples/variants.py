@@ -43,7 +43,7 @@ def prepare(index):
     td = index.term_doc
     idf = np.log1p((index.n_docs - index.df + 0.5) / (index.df + 0.5))
     tf = td.data.astype(np.float64)
-    norm = K1 * (1.0 - B + B * index.doc_len / index.avg_doc_len)
+    norm = K1 * (1.0 - B + B * index.doc_len / max(index.avg_doc_len, 1e-12))  # avgdl is 0 if all docs are empty
     term_of_posting = np.repeat(np.arange(index.n_terms), np.diff(td.indptr))
     bm25 = sp.csr_matrix((idf[term_of_posting] * tf / (tf + norm[td.indices]), td.indices, td.indptr), shape=td.shape)
     by_prefix = {}

@@ -10,10 +10,10 @@ earn more than one saturated term):
     score(d, q) = sum over query terms t in d of  qtf(t) * idf(t) * tf~(t,d) / (K1 + tf~(t,d))
 
 with idf(t) = ln(1 + (N - df(t) + 0.5) / (df(t) + 0.5)) over whole documents, as Lucene's BM25. K1 and B_body
-are the BM25 seed's (0.9, 0.4); the papers tune the field weights per collection (their web runs weighted the
-title far above the body, next to an anchor-text field we do not have), so the title here gets a moderate
-weight of 2. On a collection without titles every title length is 0 and tf~ is the body's normalised tf over
-the whole document: the scores are BM25's (up to rounding).
+are the BM25 seed's (0.9, 0.4). The papers tune the field weights and per-field B on training data (their web
+runs also had an anchor-text field); with no tuned values for these collections, the title gets a moderate
+weight of 2 and the seed's B. On a collection without titles every title length is 0 and tf~ is the body's
+normalised tf over the whole document: the scores are BM25's (up to rounding).
 """
 import numpy as np
 import scipy.sparse as sp

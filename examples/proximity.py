@@ -4,15 +4,15 @@ Zhai 2007, "An exploration of proximity measures in information retrieval", SIGI
     delta(q, d) = min | pos(t, d) - pos(t', d) |  over occurrences of two different query terms t != t' in d
     score(d, q) = BM25(d, q) + log(1 + exp(-delta(q, d)) / ALPHA)
 
-The paper adds log(ALPHA + exp(-delta)); ours is that minus log(ALPHA), the same for every document, so the
-ranking is the paper's, and a document with fewer than two different query terms (no pair, delta = infinity)
-gets no bonus. The bonus is convex in delta: it rewards adjacent terms (log(1 + e^-1 / ALPHA)) far more than
-terms a few words apart, and vanishes beyond. The paper sets ALPHA per collection; we use 0.3.
+The paper adds log(ALPHA + exp(-delta)); ours is that minus log(ALPHA), a constant, and a document with fewer
+than two different query terms has no pair (delta = infinity) and no bonus. The bonus is convex in delta: it rewards adjacent terms (log(1 + e^-1 / ALPHA)) far more than
+terms a few words apart, and vanishes beyond. ALPHA is a free parameter of the paper's; 0.3 here.
 
 Positions are evorank's (Lucene's): stopwords leave gaps, so in "cost of living" cost and live are 2 apart, and
 a title is followed by its body. The smallest distance over all pairs of occurrences is always found between two
-neighbours in the document's sequence of query-term occurrences (anything between a closer pair would itself be
-closer to one of them), so it is computed for all query-term pairs at once from the merged positional postings.
+neighbours in the document's sequence of query-term occurrences (an occurrence between the two of a closest pair
+makes a pair at least as close with one of them), so all query-term pairs are handled at once, from the merged
+positional postings.
 The BM25 part is the BM25 seed's (Lucene's idf, qtf-weighted, K1 = 0.9, B = 0.4). Only documents containing a
 query term are retrieved.
 """

@@ -44,7 +44,7 @@ def min_pair_distance(query, index):
     docs = np.concatenate([d for d, _ in occurrences]).astype(np.int64)
     pos = np.concatenate([p for _, p in occurrences]).astype(np.int64)
     label = np.repeat(np.arange(len(terms)), [len(d) for d, _ in occurrences])
-    order = np.lexsort((pos, docs))                    # every query-term occurrence, in text order per document
+    order = np.argsort((docs << 32) + pos, kind="stable")   # every query-term occurrence, in text order per doc
     docs, pos, label = docs[order], pos[order], label[order]
     left = np.flatnonzero((docs[1:] == docs[:-1]) & (label[1:] != label[:-1]))
     if len(left) == 0:

@@ -62,47 +62,72 @@ def prepare(index):
     return bm25, norm, by_prefix, gram_id, gram_terms, np.array(n_grams, dtype=np.float64)
 
 
-def similar_terms(term, gram_id, gram_terms, n_grams):
-    """Terms whose trigram sets have a Dice coefficient of at least DICE_MIN with the term's."""
-    grams = trigrams(term)
-    ids = [gram_id[g] for g in grams if g in gram_id]
-    if not ids:
-        return np.zeros(0, dtype=np.int64)
-    lists = [gram_terms.indices[gram_terms.indptr[g]:gram_terms.indptr[g + 1]] for g in ids]
-    cand, shared = np.unique(np.concatenate(lists), return_counts=True)
-    dice = 2.0 * shared / (len(grams) + n_grams[cand])
-    return cand[dice >= DICE_MIN]
+def gather(indptr, rows):
+    """Positions of the entries of the given rows of a CSR structure, row after row, and each row's length."""
+    start, stop = indptr[rows].astype(np.int64), indptr[rows + 1].astype(np.int64)
+    length = stop - start
+    return np.repeat(start - np.cumsum(length) + length, length) + np.arange(length.sum()), length
 
 
-def class_bm25(index, terms, norm):
-    """BM25 of a class of terms as one pseudo-term: (documents, scores) of the documents containing any of them."""
-    rows = index.term_doc[terms]
-    docs, inverse = np.unique(rows.indices, return_inverse=True)
-    tf = np.bincount(inverse, weights=rows.data, minlength=len(docs))
-    idf = np.log1p((index.n_docs - len(docs) + 0.5) / (len(docs) + 0.5))
-    return docs, idf * tf / (tf + norm[docs])
+def variant_classes(words, index, state):
+    """(class, member term) pairs of the words' variant classes: class i is the prefix class P(words[i]), class
+    len(words) + i the trigram class T(words[i]). The trigram overlaps of all words are counted at once."""
+    _, _, by_prefix, gram_id, gram_terms, n_grams = state
+    m = len(words)
+    classes, members = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    word_of_gram, grams_of_words, n_word_grams = [], [], []
+    for i, word in enumerate(words):
+        if len(word) >= PREFIX_LEN and word[:PREFIX_LEN] in by_prefix:
+            members.append(by_prefix[word[:PREFIX_LEN]])
+            classes.append(np.full(len(members[-1]), i, dtype=np.int64))
+        grams = trigrams(word)
+        n_word_grams.append(len(grams))
+        ids = [gram_id[g] for g in grams if g in gram_id]
+        word_of_gram.extend([i] * len(ids))
+        grams_of_words.extend(ids)
+    at, length = gather(gram_terms.indptr, np.array(grams_of_words, dtype=np.int64))
+    key = np.repeat(np.array(word_of_gram, dtype=np.int64), length) * index.n_terms + gram_terms.indices[at]
+    pairs, shared = np.unique(key, return_counts=True)  # (word, vocabulary term) pairs sharing a trigram
+    word, term = pairs // index.n_terms, pairs % index.n_terms
+    dice = 2.0 * shared / (np.array(n_word_grams, dtype=np.float64)[word] + n_grams[term])
+    classes.append(m + word[dice >= DICE_MIN])
+    members.append(term[dice >= DICE_MIN])
+    classes, members = np.concatenate(classes), np.concatenate(members)
+    own = np.array([index.term_id(w) for w in words], dtype=np.int64)
+    keep = members != own[classes % m]                 # a word is not its own variant
+    return classes[keep], members[keep]
+
+
+def class_bm25(index, classes, members, norm, n_classes):
+    """BM25 of every class as one pseudo-term: (document, class, score) for each document containing a member."""
+    td = index.term_doc
+    at, length = gather(td.indptr, members)            # the members' postings
+    key = np.repeat(classes, length) * index.n_docs + td.indices[at]
+    keys, slot = np.unique(key, return_inverse=True)
+    tf = np.bincount(slot, weights=td.data[at], minlength=len(keys))
+    cls, docs = keys // index.n_docs, keys % index.n_docs
+    df = np.bincount(cls, minlength=n_classes)
+    idf = np.log1p((index.n_docs - df + 0.5) / (df + 0.5))
+    return docs, cls, idf[cls] * tf / (tf + norm[docs])
 
 
 def score(query, index, state):
     """Exact BM25 plus the prefix and trigram classes of every distinct query term, weighted below it."""
-    bm25, norm, by_prefix, gram_id, gram_terms, n_grams = state
+    bm25, norm = state[0], state[1]
     rows = bm25[query.term_ids]
     weights = rows.data * np.repeat(query.qtf, np.diff(rows.indptr))
     scores = np.bincount(rows.indices, weights=weights, minlength=index.n_docs).astype(np.float64)
     matched = np.bincount(rows.indices, minlength=index.n_docs) > 0
     counts = {}
-    for term in query.terms:
+    for term in query.terms:                           # every analysed query term, in the collection or not
         counts[term] = counts.get(term, 0) + 1
-    for term, qtf in counts.items():
-        own = index.term_id(term)
-        prefix = by_prefix.get(term[:PREFIX_LEN], np.zeros(0, dtype=np.int64)) if len(term) >= PREFIX_LEN else []
-        for weight, cls in ((W_PREFIX, prefix), (W_TRIGRAM, similar_terms(term, gram_id, gram_terms, n_grams))):
-            cls = np.asarray(cls, dtype=np.int64)
-            cls = cls[cls != own]
-            if weight <= 0 or len(cls) == 0:
-                continue
-            docs, part = class_bm25(index, cls, norm)
-            scores[docs] += qtf * weight * part
-            matched[docs] = True
+    if counts:
+        words = list(counts)
+        qtf = np.array([counts[w] for w in words], dtype=np.float64)
+        class_weight = np.concatenate([W_PREFIX * qtf, W_TRIGRAM * qtf])
+        classes, members = variant_classes(words, index, state)
+        docs, cls, part = class_bm25(index, classes, members, norm, 2 * len(words))
+        scores += np.bincount(docs, weights=class_weight[cls] * part, minlength=index.n_docs)
+        matched[docs[class_weight[cls] > 0]] = True
     return np.where(matched, scores, -np.inf)
 # EVOLVE-BLOCK-END

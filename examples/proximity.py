@@ -5,8 +5,9 @@ Zhai 2007, "An exploration of proximity measures in information retrieval", SIGI
     score(d, q) = BM25(d, q) + log(1 + exp(-delta(q, d)) / ALPHA)
 
 The paper adds log(ALPHA + exp(-delta)); ours is that minus log(ALPHA), a constant, and a document with fewer
-than two different query terms has no pair (delta = infinity) and no bonus. The bonus is convex in delta: it rewards adjacent terms (log(1 + e^-1 / ALPHA)) far more than
-terms a few words apart, and vanishes beyond. ALPHA is a free parameter of the paper's; 0.3 here.
+than two different query terms has no pair (delta = infinity) and no bonus. The bonus is convex in delta: it
+rewards adjacent terms (log(1 + e^-1 / ALPHA)) far more than terms a few words apart, and vanishes beyond. ALPHA
+is a free parameter of the paper's; 0.3 here.
 
 Positions are evorank's (Lucene's): stopwords leave gaps, so in "cost of living" cost and live are 2 apart, and
 a title is followed by its body. The smallest distance over all pairs of occurrences is always found between two

@@ -113,10 +113,16 @@ def compile_program(source: str, name: str = "<program>") -> Program:
 
 
 def program_path(path: str | Path) -> Path:
-    """The file of a program: ``path`` itself, or for a bare seed name (``bm25``) the shipped seed."""
+    """The file of a program: ``path`` itself; for a bare seed name (``bm25``) the shipped seed; and for
+    ``examples/<name>.py`` that does not exist relative to the current folder, the shipped example program
+    (``importlib.resources.files("evorank.examples")``), so ``evorank eval examples/bm25f.py`` works anywhere."""
     p = Path(path)
     if not p.exists() and p.suffix == "" and "/" not in str(path):
         p = seed_path(str(path))
+    elif not p.exists() and len(p.parts) == 2 and p.parts[0] == "examples" and p.suffix == ".py":
+        shipped = Path(str(resources.files("evorank.examples") / p.name))
+        if shipped.is_file():
+            p = shipped
     if not p.is_file():
         raise ProgramError("missing_file", f"program file {p} does not exist")
     return p

@@ -379,11 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score a ranking program (a file, or a seed name: bm25, ql_dirichlet) on test collections. "
         "Prints nDCG@10, Recall@100, Recall@1000 and MAP@1000 per collection, their macro mean, and the fitness.",
         epilog="examples:\n  evorank eval bm25 --suite quick\n  evorank eval seeds/ql_dirichlet.py --datasets "
-        "beir/scifact/test,local:cisi --runs-out runs/\n",
+        "beir/scifact/test,local:cisi --runs-out runs/\n  evorank eval examples/rm3.py --suite dev\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("program", help="program file, a seed name (bm25, ql_dirichlet), or a program in a run: "
-                   "RUN:best, RUN:42, RUN:best@island:1")
+    p.add_argument("program", help="program file, a seed name (bm25, ql_dirichlet), a shipped example program "
+                   "(examples/bm25f.py, proximity, variants, rm3, dfr; found from any folder), or a program in a "
+                   "run: RUN:best, RUN:42, RUN:best@island:1")
     p.add_argument("--suite", help="named suite (see `evorank datasets`): demo, quick, dev, heldout, ...")
     p.add_argument("--datasets", help="comma-separated collection addresses: ir_datasets ids, local:<name>, folders")
     p.add_argument("--compare", metavar="PROGRAM",
@@ -437,8 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="RUN.TOML", help="settings file (any RunConfig field); flags override it")
     p.add_argument("--start", "--seeds", dest="seeds", metavar="PROGRAMS",
                    help="comma-separated starting programs: shipped seed names or program files, e.g. "
-                   "bm25,examples/bm25f.py (default bm25,ql_dirichlet); BM25 is always measured as the latency "
-                   "reference")
+                   "bm25,examples/bm25f.py (default bm25,ql_dirichlet; the shipped examples/<name>.py are found "
+                   "from any folder); BM25 is always measured as the latency reference")
     p.add_argument("--suite", help="collections to evolve on (default: dev if available, else demo)")
     p.add_argument("--datasets", help="extra comma-separated collection addresses")
     p.add_argument("--iterations", type=int, metavar="N",

@@ -22,10 +22,10 @@ from evorank.archive import ProgramRecord
 from evorank.evaluators.analyzer import Analyzer as EvoAnalyzer
 from evorank.evaluators.analyzer import tokenize as evo_tokenize
 from evorank.evaluators.collections import load_collection
-from evorank.evaluators.evaluate import load_topics
+from evorank.evaluators.evaluate import evaluate_on, load_topics
 from evorank.evaluators.index import safe_name
 from evorank.evaluators.metrics import evaluate_ranking
-from evorank.evaluators.program import compile_program
+from evorank.evaluators.program import compile_program, load_program, program_path
 from evorank.evaluators.ranking import Ranking, make_queries, rank
 from evorank.evolve.cli import main
 from evorank.evolve.export import TEMPLATE, render, template_names
@@ -170,24 +170,52 @@ def test_exported_analyzer_and_index_match_evorank(syn, tmp_path):
         assert mod.tokenize(t) == evo_tokenize(t)
         assert ours.analyze(t) == theirs.analyze(t)
     assert mod.STOPWORDS == __import__("evorank.evaluators.analyzer", fromlist=["x"]).STOPWORDS
-    idx = mod.build_index(docs)
     ref = load_topics("builtin:demo").index
+    with_titles = mod.build_index([(d, {"title": title, "text": body}) for d, title, body in coll.iter_docs()])
+    assert_same_index(with_titles, ref, fields=True)
+    # documents given as plain text: the same terms and positions, every term in the body
+    flat = mod.build_index(docs)
+    assert_same_index(flat, ref, fields=False)
+    assert not flat.has_titles and not flat.title_tf.any() and not flat.title_len.any()
+    assert np.array_equal(flat.field("body").term_doc.data, ref.term_doc.data)
+    for text in ["solar panels and solar power", "The Cats' bowls of zebra-unicorns", "", "the of and"]:
+        q_ours = mod.make_query(text, with_titles)
+        (q_ref,) = make_queries([("q", text)], ref)
+        assert q_ours.terms == q_ref.terms and q_ours.words == q_ref.words
+        for name in ("term_ids", "qtf", "token_ids", "positions"):
+            a, b = getattr(q_ours, name), getattr(q_ref, name)
+            assert a.dtype == b.dtype and np.array_equal(a, b) and not a.flags.writeable, name
+
+
+def assert_same_index(idx, ref, fields: bool):
+    """An exported module's index equals evorank's: sizes, names, every array (dtype, values, read-only) and the
+    helpers; with ``fields``, the title/body statistics too."""
     assert (idx.n_docs, idx.n_terms, idx.total_tokens, idx.avg_doc_len) == (ref.n_docs, ref.n_terms, ref.total_tokens,
                                                                             ref.avg_doc_len)
-    assert idx.doc_ids == ref.doc_ids and tuple(idx.terms) == tuple(ref.terms)
-    for name in ("doc_len", "df", "cf"):
+    assert idx.doc_ids == ref.doc_ids and idx.terms == ref.terms and type(idx.terms) is tuple
+    assert all(idx.term_id(t) == i for i, t in enumerate(ref.terms)) and idx.term_id("zzz-absent") == -1
+    names = ["doc_len", "df", "cf", "doc_tokens", "doc_positions", "posting_positions", "doc_token_ptr",
+             "posting_position_ptr"] + (["title_tf", "title_len"] if fields else [])
+    for name in names:
         a, b = getattr(idx, name), getattr(ref, name)
-        assert a.dtype == b.dtype and np.array_equal(a, b) and not a.flags.writeable
-    for name in ("term_doc", "doc_term"):
-        a, b = getattr(idx, name), getattr(ref, name)
+        assert a.dtype == b.dtype and np.array_equal(a, b) and not a.flags.writeable, name
+    for name in ("term_doc", "doc_term") + (("title", "body") if fields else ()):
+        a = idx.field(name).term_doc if name in ("title", "body") else getattr(idx, name)
+        b = ref.field(name).term_doc if name in ("title", "body") else getattr(ref, name)
         assert type(a) is type(b) and a.shape == b.shape
         for part in ("data", "indices", "indptr"):
             assert getattr(a, part).dtype == getattr(b, part).dtype and np.array_equal(getattr(a, part), getattr(b, part))
-    assert [tuple(map(list, idx.postings(5)))] == [tuple(map(list, ref.postings(5)))]
-    q_ours = mod.make_query("solar panels and solar power", idx)
-    (q_ref,) = make_queries([("q", "solar panels and solar power")], ref)
-    assert q_ours.terms == q_ref.terms and np.array_equal(q_ours.term_ids, q_ref.term_ids)
-    assert np.array_equal(q_ours.qtf, q_ref.qtf) and q_ours.term_ids.dtype == q_ref.term_ids.dtype
+    if fields:
+        assert idx.has_titles == ref.has_titles
+        for name in ("title", "body"):
+            f, g = idx.field(name), ref.field(name)
+            assert np.array_equal(f.doc_len, g.doc_len) and f.avg_doc_len == g.avg_doc_len
+    for t in (0, 5, ref.n_terms - 1):
+        assert [list(x) for x in idx.postings(t)] == [list(x) for x in ref.postings(t)]
+        assert [list(x) for x in idx.positions(t)] == [list(x) for x in ref.positions(t)]
+    for d in (0, 3, ref.n_docs - 1):
+        assert [list(x) for x in idx.doc_token_list(d)] == [list(x) for x in ref.doc_token_list(d)]
+        assert [list(x) for x in idx.doc_terms(d)] == [list(x) for x in ref.doc_terms(d)]
 
 
 def test_exported_program_reproduces_archived_metrics_without_evorank(syn, tmp_path):
@@ -219,6 +247,37 @@ def test_exported_program_reproduces_archived_metrics_without_evorank(syn, tmp_p
             assert [d for d, _ in mine] == [topics.index.doc_ids[i] for i in idx]
             np.testing.assert_allclose([s for _, s in mine], scores, rtol=1e-12, atol=0)
     assert results["clash"] == results["builtin:demo"]  # same scorer, other export mode
+
+
+EXAMPLES = ("bm25f", "proximity", "variants", "rm3", "dfr")
+
+
+def test_exported_examples_reproduce_evorank_without_evorank(syn, tmp_path):
+    """The example programs (fields, positions, term strings, the forward index, collection statistics), exported
+    and run in a process that cannot import evorank, on both collections of the synthetic run (titles, an empty
+    document): evorank's rankings document for document, and its metrics exactly."""
+    folder = tmp_path / "exported"
+    folder.mkdir()
+    for i, name in enumerate(EXAMPLES):
+        code = program_path(f"examples/{name}.py").read_text(encoding="utf-8")
+        rec = ProgramRecord(code=code, operator="seed", island=0, generation=0, iteration=0, id=100 + i,
+                            code_hash="0" * 64, metrics={})
+        text = render(rec, syn["run"], module_name=f"{name}_scorer")
+        assert "its own namespace" not in text and code.split("# EVOLVE-BLOCK-START")[1] in text
+        (folder / f"{name}_scorer.py").write_text(text)
+    tasks = [dict(task(f"{name}_scorer", a), name=f"{name}|{a}") for name in EXAMPLES for a in syn["colls"]]
+    results = run_isolated(tmp_path, folder, tasks)
+    for name in EXAMPLES:
+        program = load_program(f"examples/{name}.py")
+        for address in syn["colls"]:
+            mine = results[f"{name}|{address}"]
+            topics = load_topics(address)
+            expected, ranking = evaluate_on(program, topics, k=1000)
+            for qid, idx, scores in zip(ranking.query_ids, ranking.doc_idx, ranking.scores):
+                assert [d for d, _ in mine[qid]] == [topics.index.doc_ids[i] for i in idx], (name, address, qid)
+                np.testing.assert_allclose([s for _, s in mine[qid]], scores, rtol=1e-12, atol=0)
+            got = measure(mine, address)
+            assert got == {m: pytest.approx(v, abs=1e-12) for m, v in expected.metrics.items()}, (name, address)
 
 
 @pytest.mark.shared_data

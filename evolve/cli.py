@@ -221,8 +221,14 @@ def print_run_summary(console, engine, best, run_dir: Path) -> None:
     for name, seed in seeds.items():
         gain = (best.fitness / seed.fitness - 1) * 100 if seed.fitness else float("nan")
         console.print(f"  vs {name}: fitness {seed.fitness:.4f} -> {best.fitness:.4f} ({gain:+.2f}%)")
+    from evorank.evolve.inspect_queries import lineage
+    from evorank.evolve.provenance import program_docstring, with_docstring
+
+    chain = lineage(engine.store, best)
+    seed_name = chain[0].features.get("seed_name") if chain and chain[0].operator == "seed" else None
     best_path = run_dir / "best.py"
-    best_path.write_text(best.code, encoding="utf-8")
+    best_path.write_text(with_docstring(best.code, program_docstring(best, chain, seed_name, run_dir.resolve().name)),
+                         encoding="utf-8")
     console.print(f"\nbest program written to {best_path}\nnext:\n"
                   f"  evorank eval {run_dir}:best --suite heldout   # does it transfer to unseen collections?\n"
                   f"  evorank top {run_dir}  /  evorank show {run_dir} best  /  evorank lineage {run_dir} best\n"

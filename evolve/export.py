@@ -23,7 +23,8 @@ from pathlib import Path
 from evorank.archive import ProgramRecord
 from evorank.evaluators.errors import EvorankError
 from evorank.evaluators.metrics import METRICS
-from evorank.evolve.inspect_queries import open_run, resolve_id, seed_ancestor
+from evorank.evolve.inspect_queries import lineage, open_run, resolve_id
+from evorank.evolve.provenance import program_docstring, with_docstring
 
 TEMPLATE = resources.files("evorank.evolve") / "export_template.py.txt"
 PLACEHOLDERS = ("@@TITLE@@", "@@PROVENANCE@@", "@@MODULE@@", "@@FUTURE@@", "@@PROVENANCE_DICT@@",
@@ -93,8 +94,9 @@ def _metrics_lines(rec: ProgramRecord) -> list[str]:
 
 
 def render(rec: ProgramRecord, run_dir, *, module_name: str = "my_scorer", fitness_preset: str | None = None,
-           seed_name: str | None = None, when: _dt.datetime | None = None) -> str:
-    """The exported module's text for one archived program."""
+           seed_name: str | None = None, when: _dt.datetime | None = None, docstring: str | None = None) -> str:
+    """The exported module's text for one archived program; ``docstring`` replaces the program's own (its seed's)
+    module docstring (``provenance.program_docstring``)."""
     from importlib import metadata
 
     try:
@@ -104,6 +106,8 @@ def render(rec: ProgramRecord, run_dir, *, module_name: str = "my_scorer", fitne
     when = when or _dt.datetime.now(_dt.timezone.utc)
     template = TEMPLATE.read_text(encoding="utf-8")
     code = rec.code if rec.code.endswith("\n") else rec.code + "\n"
+    if docstring is not None:
+        code = with_docstring(code, docstring)
     try:
         tree = ast.parse(code)
     except SyntaxError as e:
@@ -174,12 +178,14 @@ def export_program(run_dir, ident: str = "best", out: str | Path | None = None) 
     with open_run(run_dir) as store:
         with store.read_snapshot():
             rec = resolve_id(store, ident)
-            seed = seed_ancestor(store, rec)
+            chain = lineage(store, rec)
             preset = store.config().get("fitness")
+    seed = chain[0] if chain and chain[0].operator == "seed" else None
+    seed_name = seed.features.get("seed_name") if seed else None
     path = Path(out) if out else Path(f"scorer_{rec.id}.py")
     module = path.stem if path.stem.isidentifier() else "my_scorer"
-    text = render(rec, run_dir, module_name=module, fitness_preset=preset,
-                  seed_name=seed.features.get("seed_name") if seed else None)
+    text = render(rec, run_dir, module_name=module, fitness_preset=preset, seed_name=seed_name,
+                  docstring=program_docstring(rec, chain, seed_name, Path(run_dir).resolve().name))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path, rec

@@ -151,7 +151,8 @@ class LLMProposer:
 class OfflineProposer:
     """The offline genetic-programming mutator (:mod:`evorank.evolve.offline_mutator`): no network,
     instantaneous, deterministic. Operator ``crossover`` (probability ``crossover_rate`` when there is
-    a partner) recombines with the partner, ``offline`` applies point edits."""
+    a partner) recombines with the partner, ``offline`` applies point edits or, now and then, splices a whole
+    evidence channel (field weight, proximity, term variants, a feedback pass; ``offline_splice``)."""
 
     instantaneous = True
     concurrency = 1

@@ -7,6 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from evorank.evaluators.program import split_block
+
 from evorank.archive import RunStore
 from evorank.evolve.cli import build_parser, print_run_summary, resume_hint
 
@@ -66,5 +68,7 @@ def test_end_of_run_hint_interrupted_and_completed(syn, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)  # the summary writes best.py
     text = summary_text(copy, recs, 8, "completed", recs["k1"])
-    assert "8/8 proposals" in text and (copy / "best.py").read_text() == recs["k1"].code
+    written = split_block((copy / "best.py").read_text())  # the program, under a docstring describing it
+    assert "8/8 proposals" in text and written.block == split_block(recs["k1"].code).block
+    assert written.head.startswith(f'"""Ranking program #{recs["k1"].id} evolved by evorank')
     assert f"evorank run --resume {copy} --iterations 16   # to go further" in text

@@ -68,8 +68,7 @@ def cmd_run(args) -> int:
     import time as _time
 
     from evorank.evolve.config import save_toml, workers
-    from evorank.evolve.loop import Engine, install_signal_handlers
-    from evorank.evolve.report_live import Reporter, setup_logging
+    from evorank.evolve.report_live import setup_logging
     from evorank.evaluators.suites import resolve_collections
 
     console = make_console()
@@ -131,10 +130,26 @@ def cmd_run(args) -> int:
         if store is None:
             store = _take_run(cfg, run_dir, resume=False)
         save_toml(cfg, run_dir / "config.toml")
-        setup_logging(run_dir, verbose=args.verbose)
+        restore_logging = setup_logging(run_dir, verbose=args.verbose)
     except BaseException:
         evaluator.close()
         raise
+    try:
+        engine = _run_engine(args, cfg, run_dir, addresses, evaluator, store, console)
+    finally:
+        restore_logging()
+    if engine.stop_reason == "llm_unavailable":
+        _err(f"the run stopped after {engine.unavailable_in_row} attempts in a row reached no model: "
+             f"{engine.unavailable_reason}; fix that, then continue with `evorank run --resume {run_dir}`")
+    return 0 if engine.stop_reason in ("completed", "interrupted", "terminated", "budget", "max_hours") else 1
+
+
+def _run_engine(args, cfg, run_dir: Path, addresses, evaluator, store, console):
+    """Runs the engine to its end (or Ctrl-C/SIGTERM) and prints the summary; the evaluator is closed either way."""
+    from evorank.evolve.config import workers
+    from evorank.evolve.loop import Engine, install_signal_handlers
+    from evorank.evolve.report_live import Reporter
+
     if cfg.cluster:
         console.print(f"cluster: {cfg.cluster} ({evaluator.n_workers} worker threads)")
         if not cfg.workers and evaluator.n_workers > workers(cfg):
@@ -154,10 +169,7 @@ def cmd_run(args) -> int:
         evaluator.close()
     print_run_summary(console, engine, best, run_dir)
     engine.close()
-    if engine.stop_reason == "llm_unavailable":
-        _err(f"the run stopped after {engine.unavailable_in_row} attempts in a row reached no model: "
-             f"{engine.unavailable_reason}; fix that, then continue with `evorank run --resume {run_dir}`")
-    return 0 if engine.stop_reason in ("completed", "interrupted", "terminated", "budget", "max_hours") else 1
+    return engine
 
 
 def _take_run(cfg, run_dir: Path, resume: bool):

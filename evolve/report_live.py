@@ -9,8 +9,11 @@ from pathlib import Path
 log = logging.getLogger("evorank")
 
 
-def setup_logging(run_dir: Path, verbose: bool = False) -> None:
-    """Everything goes to ``<run>/run.log``; warnings (or everything with -v) to stderr too."""
+def setup_logging(run_dir: Path, verbose: bool = False):
+    """Everything goes to ``<run>/run.log``; warnings (or everything with -v) to stderr too. Returns the function
+    that puts the ``evorank`` logger back as it was (closing the log file), so that a run made in-process (tests,
+    notebooks) leaves no handler behind on a stream that may be closed by then."""
+    before = (log.level, list(log.handlers), log.propagate)
     log.setLevel(logging.INFO)
     log.handlers.clear()
     fh = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
@@ -21,6 +24,18 @@ def setup_logging(run_dir: Path, verbose: bool = False) -> None:
     sh.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     log.addHandler(sh)
     log.propagate = False
+
+    def restore() -> None:
+        for h in (fh, sh):
+            log.removeHandler(h)
+        fh.close()
+        level, handlers, propagate = before
+        log.setLevel(level)
+        for h in handlers:
+            log.addHandler(h)
+        log.propagate = propagate
+
+    return restore
 
 
 class Reporter:

@@ -128,3 +128,19 @@ def test_stopping_a_pool_with_queued_work_prints_no_traceback():
                          env=env, cwd=str(REPO))
     assert res.returncode == 0 and res.stdout.strip() == "closed", res.stderr[-3000:]
     assert "Traceback" not in res.stderr and "KeyError" not in res.stderr, res.stderr[-3000:]
+
+
+def test_an_in_process_run_leaves_logging_as_it_found_it(tmp_path, caplog):
+    """`evorank run` logs to run.log and stderr while it runs; afterwards the `evorank` logger is as before (a
+    handler left on pytest's or a notebook's stderr would write to a closed stream and swallow later warnings)."""
+    import logging
+
+    log = logging.getLogger("evorank")
+    before = (list(log.handlers), log.propagate, log.level)
+    code = main(["run", "--llm", "offline", "--suite", "demo", "--iterations", "2", "--workers", "1",
+                 "--out", str(tmp_path / "run"), "--quiet"])
+    assert code == 0
+    assert (list(log.handlers), log.propagate, log.level) == before
+    assert (tmp_path / "run" / "run.log").read_text()  # the run did log
+    logging.getLogger("evorank.evaluators.parallel").warning("a warning after the run")
+    assert "a warning after the run" in caplog.text

@@ -33,7 +33,7 @@ import logging
 import math
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -87,6 +87,8 @@ class CandidateResult:
     latency_ms: float | None = None
     outputs: dict[str, str] = field(default_factory=dict)  # collection -> captured stdout/stderr (non-empty)
     eval_seconds: float = 0.0  # summed wall time of this candidate's sandboxed runs
+    prepare_runs: int = 0  # sandboxed runs (tasks) of this candidate that finished
+    prepare_reused: int = 0  # of those, runs that reused a stored prepare() state (prepared.py)
 
     @property
     def ok(self) -> bool:
@@ -131,6 +133,8 @@ class _Candidate:
     shards: dict[tuple[int, int], list[SandboxResult | None]] = field(default_factory=dict)  # (stage, j) -> parts
     outputs: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    runs: int = 0
+    reused: int = 0
 
 
 class Evaluator:
@@ -139,20 +143,23 @@ class Evaluator:
     def __init__(self, addresses: list[str], n_workers: int | None = None, limits: Limits = Limits(),
                  fitness: str = "rankevolve", cascade: CascadeConfig | None = CascadeConfig(), seed: int = 0,
                  k: int = DEFAULT_K, *, topics: list[Topics] | None = None, reference: str | None = "bm25",
-                 cluster=None, shard_queries: int | None = None, cluster_retries: int = 1):
+                 cluster=None, shard_queries: int | None = None, cluster_retries: int = 1, reuse_prepare: bool = True):
         """``topics`` may pass already loaded collections instead of loading ``addresses``; ``reference`` is the
         seed (name or source) whose latency the latency-aware fitness compares against (measured once, lazily).
 
         ``cluster``: a Dask scheduler address, ``distributed.Client`` or ``cluster.ClusterBackend`` to run the tasks
         on (connects and warms the workers up now; raises ``ClusterError``); ``n_workers`` then does not apply.
         ``cluster_retries``: how often Dask re-runs a task that raised on a worker. ``shard_queries``: at most this
-        many queries per task (None or 0: one task per collection)."""
+        many queries per task (None or 0: one task per collection). ``reuse_prepare``: candidates whose ``prepare``
+        is the same code share its state per collection (``prepared.py``; ``prepare_hit_rate`` counts it)."""
         self.topics: list[Topics] = list(topics) if topics is not None else [load_topics(a) for a in addresses]
         self.n_workers = max(1, n_workers or os.cpu_count() or 1)
         if shard_queries is not None and shard_queries < 0:
             raise ValueError("shard_queries must be >= 0")
         self.shard_queries = shard_queries or None
-        self.limits = limits
+        self.limits = replace(limits, reuse_prepare=True) if reuse_prepare else limits
+        self.prepare_runs = 0  # finished sandboxed runs, and how many of them reused a prepare() state
+        self.prepare_reused = 0
         self.spec = fitness_spec(fitness)
         self.cascade = cascade
         self.seed = seed
@@ -237,6 +244,11 @@ class Evaluator:
             res = self.evaluate_trusted(src, name="reference")
             self._reference = res.suite.collections if res.suite is not None else []
         return self._reference
+
+    @property
+    def prepare_hit_rate(self) -> float | None:
+        """Share of finished sandboxed runs that reused a stored ``prepare()`` state (None before any)."""
+        return self.prepare_reused / self.prepare_runs if self.prepare_runs else None
 
     def close(self) -> None:
         """Stop the workers (and with them any running sandbox) and remove their jail folders. On a cluster:
@@ -336,6 +348,11 @@ class Evaluator:
                 return
             parts[s] = sres
             self.last_tasks.append((cand.name, stage, self.topics[j].name, s))
+            if sres.ok:
+                cand.runs += 1
+                cand.reused += sres.prepare_reused
+                self.prepare_runs += 1
+                self.prepare_reused += sres.prepare_reused
             if all(p is not None for p in parts):
                 del cand.shards[(stage, j)]
                 self._record(cand, stage, j, merge_shards(parts, self._bounds[(stage, j)], self.limits.output_bytes))
@@ -453,7 +470,7 @@ class Evaluator:
         else:
             fit = None
         return CandidateResult(cand.name, stage, suite, fit, fit1, reason, detail, latency, dict(cand.outputs),
-                               cand.seconds)
+                               cand.seconds, cand.runs, cand.reused)
 
     def _stage1_from_full(self, results: list[CollectionResult]) -> float:
         per = {}

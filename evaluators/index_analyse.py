@@ -30,16 +30,26 @@ _STOPWORD, _SPECIAL = -1, -2
 
 @dataclass
 class AnalysedBlock:
-    """One block of documents, analysed. Arrays are per kept token (``terms_local``, ``positions``) or per
-    document (``doc_len``, ``title_len``); ``terms[terms_local[i]]`` is token i's term."""
+    """One block of documents, analysed. Arrays are per kept token (``tokens``, ``positions``) or per document
+    (``doc_len``, ``title_len``).
+
+    Terms travel as the worker's own term numbers, which stay valid from block to block of one worker: each block
+    carries only the terms the worker numbered while analysing it (``new_terms``, numbers ``first_new`` on, given
+    in order of first occurrence in the block unless ``new_order`` says otherwise): every term the builder has
+    never seen is among them, and the builder numbers such terms in that order. A worker that empties its memo
+    starts a new ``generation`` of numbers."""
 
     doc_ids: list[str]
-    terms: list[str]  # the block's distinct terms, in order of first occurrence
-    terms_local: np.ndarray  # int32: index into ``terms`` of every kept token, documents in order, text order
+    tokens: np.ndarray  # int32: worker term number of every kept token, documents in order, text order
     positions: np.ndarray  # int32: position of each of those tokens in its document
     doc_len: np.ndarray  # int32: kept tokens per document
-    title_len: np.ndarray  # int32: kept title tokens per document
+    title_len: np.ndarray  # int32: kept title tokens per document (a document's first tokens are its title's)
     has_titles: bool
+    new_terms: list[str]  # the terms numbered ``first_new``, ``first_new + 1``, ... while analysing this block
+    first_new: int = 0
+    new_order: np.ndarray | None = None  # those numbers in order of first occurrence, when that is not numeric order
+    worker: int = 0  # the analysing process
+    generation: int = 0
     n_bytes: int = 0
 
 
@@ -69,6 +79,8 @@ class BlockAnalyser:
         self._ids = _Memo(self)
         self._term_ids: dict[str, int] = {}  # term -> term number
         self._strings: list[str] = []  # term number -> term
+        self._sent = 0  # numbers whose terms earlier blocks carried
+        self.generation = 0
 
     def term_number(self, term: str) -> int:
         n = self._term_ids.get(term)
@@ -82,6 +94,8 @@ class BlockAnalyser:
             self._ids.clear()
             self._term_ids.clear()
             self._strings.clear()
+            self._sent = 0
+            self.generation += 1
         doc_ids: list[str] = []
         texts: list[tuple[str, str]] = []
         raw: list[str] = []
@@ -100,43 +114,47 @@ class BlockAnalyser:
             n_raw.append(len(t) + len(b))
             has_titles = has_titles or bool(title)
         n_docs = len(doc_ids)
+        first_new = self._sent
         numbers = np.fromiter(map(self._ids.__getitem__, raw), dtype=np.int64, count=len(raw))
         counts = np.asarray(n_raw, dtype=np.int64)
-        doc_of = np.repeat(np.arange(n_docs, dtype=np.int64), counts)
-        within = np.arange(len(numbers), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+        raw_start = np.cumsum(counts) - counts
         kept = numbers >= 0
-        ids, pos, docs = numbers[kept], within[kept], doc_of[kept]
-        in_title = (within < np.repeat(np.asarray(n_title_raw, dtype=np.int64), counts))[kept]
-        special = np.unique(doc_of[numbers == _SPECIAL])
-        if len(special):  # documents with runs of underscores or over-long tokens: analysed token by token
-            ids, pos, docs, in_title = self._exact(special, texts, ids, pos, docs, in_title)
-        doc_len = np.bincount(docs, minlength=n_docs)
-        title_len = np.bincount(docs[in_title], minlength=n_docs)
-        # Number the block's terms by first occurrence.
-        uniq, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
-        order = np.argsort(first, kind="stable")
-        rank = np.empty(len(uniq), dtype=np.int64)
-        rank[order] = np.arange(len(uniq))
-        strings = self._strings
-        terms = [strings[i] for i in uniq[order].tolist()]
-        return AnalysedBlock(doc_ids, terms, rank[inverse.ravel()].astype(np.int32), pos.astype(np.int32),
-                             doc_len.astype(np.int32), title_len.astype(np.int32), has_titles, n_bytes)
+        kept_idx = np.flatnonzero(kept)
+        before = np.concatenate([[0], np.cumsum(kept)])  # kept tokens before each raw token
+        doc_len = before[raw_start + counts] - before[raw_start]
+        title_len = before[raw_start + np.asarray(n_title_raw, dtype=np.int64)] - before[raw_start]
+        ids = numbers[kept_idx]
+        pos = kept_idx - np.repeat(raw_start, doc_len)
+        order = None  # new numbers were given in order of first occurrence
+        special_at = np.flatnonzero(numbers == _SPECIAL)
+        if len(special_at):  # documents with runs of underscores or over-long tokens: analysed token by token
+            special = np.unique(np.searchsorted(raw_start, special_at, side="right") - 1)
+            ids, pos = self._exact(special, texts, ids, pos, doc_len, title_len)
+            fresh = ids[ids >= first_new]
+            uniq, first = np.unique(fresh, return_index=True)
+            order = uniq[np.argsort(first, kind="stable")].astype(np.int32)
+        new_terms = self._strings[first_new:]
+        self._sent = len(self._strings)
+        return AnalysedBlock(doc_ids, ids.astype(np.int32), pos.astype(np.int32), doc_len.astype(np.int32),
+                             title_len.astype(np.int32), has_titles, new_terms, first_new, order, os.getpid(),
+                             self.generation, n_bytes)
 
-    def _exact(self, special: np.ndarray, texts, ids, pos, docs, in_title):
-        """Replace the tokens of the ``special`` documents with the analyzer's exact token-by-token output."""
-        keep = ~np.isin(docs, special)
-        parts = [(ids[keep], pos[keep], docs[keep], in_title[keep])]
+    def _exact(self, special: np.ndarray, texts, ids, pos, doc_len, title_len):
+        """Replace the tokens of the ``special`` documents with the analyzer's exact token-by-token output (and
+        their lengths, in place)."""
+        starts = np.cumsum(doc_len) - doc_len
+        id_parts, pos_parts, at = [], [], 0
         for d in special.tolist():
             title, body = texts[d]
             t_terms, t_pos, start = self.analyzer.analyze_positions(title) if title else ([], [], 0)
             b_terms, b_pos, _ = self.analyzer.analyze_positions(body, start)
-            terms = t_terms + b_terms
-            parts.append((np.array([self.term_number(t) for t in terms], dtype=np.int64),
-                          np.array(t_pos + b_pos, dtype=np.int64), np.full(len(terms), d, dtype=np.int64),
-                          np.arange(len(terms)) < len(t_terms)))
-        ids, pos, docs, in_title = (np.concatenate(x) for x in zip(*parts))
-        order = np.argsort(docs, kind="stable")
-        return ids[order], pos[order], docs[order], in_title[order]
+            id_parts += [ids[at:starts[d]], np.array([self.term_number(t) for t in t_terms + b_terms], dtype=np.int64)]
+            pos_parts += [pos[at:starts[d]], np.array(t_pos + b_pos, dtype=np.int64)]
+            at = starts[d] + doc_len[d]
+            doc_len[d], title_len[d] = len(t_terms) + len(b_terms), len(t_terms)
+        id_parts.append(ids[at:])
+        pos_parts.append(pos[at:])
+        return np.concatenate(id_parts), np.concatenate(pos_parts)
 
 
 # -- running it in worker processes -------------------------------------------------------------------

@@ -24,14 +24,15 @@ MERGE_BYTES_PER_POSTING = 32
 MERGE_BYTES_PER_TOKEN = 20
 
 
-def stable_order(keys: np.ndarray, n_keys: int) -> np.ndarray:
-    """The permutation that sorts ``keys`` (integers in [0, n_keys)) stably: a counting sort in C (scipy's CSR ->
-    CSC conversion of a one-entry-per-row matrix), linear in len(keys) + n_keys."""
+def stable_permute(keys: np.ndarray, n_keys: int, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(``data`` reordered so that ``keys`` (integers in [0, n_keys)) ascend, stably; how many of each key): a
+    counting sort in C (scipy's CSR -> CSC conversion of a one-entry-per-row matrix), linear in
+    len(keys) + n_keys. Several fields travel together packed into one int64 ``data``."""
     n = len(keys)
     idx = np.int32 if max(n, n_keys) < 2**31 - 1 else np.int64
-    m = sp.csr_matrix((np.arange(n, dtype=idx), keys.astype(idx, copy=False), np.arange(n + 1, dtype=idx)),
-                      shape=(n, max(1, n_keys)))
-    return m.tocsc().data
+    m = sp.csr_matrix((data, keys.astype(idx, copy=False), np.arange(n + 1, dtype=idx)), shape=(n, max(1, n_keys)))
+    t = m.tocsc()
+    return t.data, np.diff(t.indptr)[:n_keys]
 
 
 @dataclass
@@ -75,45 +76,63 @@ class ChunkRows:
 def invert_chunk(tids: np.ndarray, positions: np.ndarray, doc_len: np.ndarray, title_len: np.ndarray,
                  n_terms: int, first_doc: int, spill_dir: Path, number: int) -> tuple[ChunkRows, Run]:
     """Invert the tokens of consecutive documents (``tids``: global term ids in text order, documents in order;
-    ``doc_len`` / ``title_len`` per document) into the chunk's by-document rows and its on-disk run."""
+    ``doc_len`` / ``title_len`` per document, a document's first ``title_len`` tokens being its title's) into the
+    chunk's by-document rows and its on-disk run."""
     n, n_docs = len(tids), len(doc_len)
     doc_len = doc_len.astype(np.int64)
-    order = stable_order(tids, n_terms)  # tokens by term, then document, then position
-    t_sorted = tids[order]
-    doc_of = np.repeat(np.arange(n_docs, dtype=np.int32), doc_len)
-    d_sorted = doc_of[order]
-    within = np.arange(n, dtype=np.int64) - np.repeat(np.cumsum(doc_len) - doc_len, doc_len)
-    in_title = (within < np.repeat(title_len.astype(np.int64), doc_len))[order]
-    del within, doc_of
-    boundary = np.ones(n, dtype=bool)
-    boundary[1:] = (t_sorted[1:] != t_sorted[:-1]) | (d_sorted[1:] != d_sorted[:-1])
-    starts = np.flatnonzero(boundary)
-    del boundary
-    tf = np.diff(np.append(starts, n))
-    p_term, p_doc = t_sorted[starts], d_sorted[starts]
-    del t_sorted, d_sorted
-    title_tf = (np.add.reduceat(in_title.astype(np.float32), starts) if n else np.zeros(0)).astype(np.float32)
-    del in_title
+    doc_of = np.repeat(np.arange(n_docs, dtype=np.int64), doc_len)
+    # tokens by term, then document, then position: (document, position) packed and moved together
+    packed, per_term = stable_permute(tids, n_terms, (doc_of << 32) | positions.astype(np.int64))
+    del doc_of
+    d_sorted = (packed >> 32).astype(np.int32)
     pre = spill_dir / f"run{number}"
     run = Run(Spill(pre.with_suffix(".doc"), np.int32), Spill(pre.with_suffix(".tf"), np.float32),
-              Spill(pre.with_suffix(".title"), np.float32), Spill(pre.with_suffix(".pos"), np.int32),
-              pre)
-    run.positions.append(positions[order])
-    del order
+              Spill(pre.with_suffix(".title"), np.float32), Spill(pre.with_suffix(".pos"), np.int32), pre)
+    run.positions.append(packed & 0xFFFFFFFF)
+    del packed
+    # postings: runs of one (term, document) in that order
+    boundary = np.ones(n, dtype=bool)
+    np.not_equal(d_sorted[1:], d_sorted[:-1], out=boundary[1:])
+    term_ends = np.cumsum(per_term)
+    boundary[term_ends[per_term > 0][:-1]] = True  # a new term starts a new posting even in the same document
+    starts = np.flatnonzero(boundary)
+    del boundary
+    tf = np.diff(np.append(starts, n)).astype(np.int64)
+    p_doc = d_sorted[starts]
+    del d_sorted
+    post_per_term = np.diff(np.searchsorted(starts, np.concatenate([[0], term_ends])))
+    present = np.flatnonzero(per_term).astype(np.int32)
+    p_term = np.repeat(np.arange(n_terms, dtype=np.int64), post_per_term)
+    title_tf = _title_tf(tids, doc_len, title_len.astype(np.int64), p_term, p_doc, n_docs)
     run.doc.append(p_doc.astype(np.int64) + first_doc)
     run.tf.append(tf)
     run.title_tf.append(title_tf)
+    del title_tf
     for s in (run.doc, run.tf, run.title_tf, run.positions):
         s.finish()
-    cut = np.flatnonzero(np.diff(p_term)) + 1
-    present = p_term[np.concatenate([[0], cut]).astype(np.int64)] if len(p_term) else np.zeros(0, np.int32)
-    post_ptr = np.concatenate([[0], cut, [len(p_term)]]).astype(np.int64) if len(p_term) else np.zeros(1, np.int64)
-    tok_ptr = np.concatenate([[0], np.cumsum(tf)])[post_ptr].astype(np.int64)
-    run.save_pointers(present.astype(np.int32), post_ptr, tok_ptr)
-    by_doc = stable_order(p_doc, n_docs)  # postings by document, then term
-    rows = ChunkRows(p_term[by_doc], tf[by_doc].astype(np.float32), np.bincount(p_doc, minlength=n_docs),
-                     present.astype(np.int64), np.diff(post_ptr), np.diff(tok_ptr))
+    post_ptr = np.concatenate([[0], np.cumsum(post_per_term[present])]).astype(np.int64)
+    tok_ptr = np.concatenate([[0], np.cumsum(per_term[present])]).astype(np.int64)
+    run.save_pointers(present, post_ptr, tok_ptr)
+    # postings by document, then term: (term, tf) packed and moved together
+    by_doc, per_doc = stable_permute(p_doc, n_docs, (p_term << 32) | tf)
+    rows = ChunkRows((by_doc >> 32).astype(np.int32), (by_doc & 0xFFFFFFFF).astype(np.float32), per_doc,
+                     present.astype(np.int64), post_per_term[present], per_term[present].astype(np.int64))
     return rows, run
+
+
+def _title_tf(tids, doc_len, title_len, p_term, p_doc, n_docs) -> np.ndarray:
+    """float32 title occurrences of each posting (postings in (term, document) order), from the title tokens only."""
+    title_tf = np.zeros(len(p_term), dtype=np.float32)
+    has = np.flatnonzero(title_len)
+    if not len(has):
+        return title_tf
+    counts = title_len[has]
+    starts = (np.cumsum(doc_len) - doc_len)[has]
+    at = np.repeat(starts - (np.cumsum(counts) - counts), counts) + np.arange(int(counts.sum()))
+    keys = tids[at].astype(np.int64) * n_docs + np.repeat(has, counts)
+    uniq, n = np.unique(keys, return_counts=True)
+    title_tf[np.searchsorted(p_term * n_docs + p_doc, uniq)] = n
+    return title_tf
 
 
 def term_blocks(df: np.ndarray, cf: np.ndarray, memory_bytes: int) -> list[tuple[int, int]]:

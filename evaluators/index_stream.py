@@ -84,25 +84,16 @@ class StreamBuilder:
             ("doc_tokens", np.int32), ("doc_positions", np.int32), ("doc_len", np.int32), ("title_len", np.int32),
             ("doc_term_indices", np.int32), ("doc_term_data", np.float32), ("doc_term_counts", np.int32))}
         self.runs = []
+        self._workers: dict[int, tuple[int, np.ndarray]] = {}  # worker -> (generation, its number -> global id)
         self._chunk: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self._chunk_tokens = 0
         self._chunk_first_doc = 0
 
     # -- adding documents ---------------------------------------------------------------------------
     def add(self, block: AnalysedBlock) -> None:
-        known = list(map(self.vocab.get, block.terms))
-        if None in known:
-            vocab = self.vocab
-            for i, g in enumerate(known):
-                if g is None:
-                    known[i] = vocab[block.terms[i]] = len(vocab)
-            if len(vocab) > len(self.df):
-                grow = max(len(vocab), 2 * len(self.df)) - len(self.df)
-                self.df = np.concatenate([self.df, np.zeros(grow, dtype=np.int64)])
-                self.cf = np.concatenate([self.cf, np.zeros(grow, dtype=np.int64)])
-        if len(self.vocab) >= 2**31 - 1 or self.n_docs + len(block.doc_ids) >= 2**31 - 1:
-            raise ValueError("collections of 2^31 documents or terms are not supported")
-        tids = np.asarray(known, dtype=np.int32)[block.terms_local] if known else np.zeros(0, np.int32)
+        tids = self._global_ids(block)
+        if self.n_docs + len(block.doc_ids) >= 2**31 - 1:
+            raise ValueError("collections of 2^31 documents or more are not supported")
         self.spills["doc_tokens"].append(tids)
         self.spills["doc_positions"].append(block.positions)
         self.spills["doc_len"].append(block.doc_len)
@@ -118,6 +109,33 @@ class StreamBuilder:
         self._chunk_tokens += len(tids)
         if self._chunk_tokens >= self.chunk_tokens:
             self._invert()
+
+    def _global_ids(self, block: AnalysedBlock) -> np.ndarray:
+        """The block's tokens as global term ids: worker numbers are mapped through that worker's table; terms never
+        seen before get the next ids in order of first occurrence in the block (as ``build_arrays`` numbers them)."""
+        gen, table = self._workers.get(block.worker, (None, None))
+        if gen != block.generation:
+            table = np.zeros(0, dtype=np.int64)
+        if block.first_new != len(table):
+            raise RuntimeError("worker term numbers out of step")  # a worker's blocks arrived out of order
+        vocab = self.vocab
+        known = list(map(vocab.get, block.new_terms))
+        table = np.concatenate([table, np.array([-1 if g is None else g for g in known], dtype=np.int64)])
+        if None in known:
+            base = block.first_new
+            new = np.arange(base, len(table)) if block.new_order is None else block.new_order.astype(np.int64)
+            for n in new[table[new] < 0].tolist():
+                table[n] = vocab[block.new_terms[n - base]] = len(vocab)
+            if len(table) > base and table[base:].min() < 0:
+                raise RuntimeError("a worker numbered a term its block does not hold")
+            if len(vocab) > len(self.df):
+                grow = max(len(vocab), 2 * len(self.df)) - len(self.df)
+                self.df = np.concatenate([self.df, np.zeros(grow, dtype=np.int64)])
+                self.cf = np.concatenate([self.cf, np.zeros(grow, dtype=np.int64)])
+            if len(vocab) >= 2**31 - 1:
+                raise ValueError("vocabularies of 2^31 terms or more are not supported")
+        self._workers[block.worker] = (block.generation, table)
+        return table[block.tokens].astype(np.int32)
 
     def _invert(self) -> None:
         if not self._chunk:

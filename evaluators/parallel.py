@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .cost import query_cost_ms
 from .evaluate import CollectionResult, SuiteResult, Topics, failed_result, latency_ratio, load_topics, measure, summarize
 from .errors import ProgramError
 from .metrics import Judgements, fitness, fitness_spec
@@ -55,12 +56,15 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class CascadeConfig:
     """Stage 1 scores min(all, max(min_queries, ceil(fraction x n))) queries per collection (a sample seeded
-    by collection name and the evaluator's seed); a candidate goes on to the full evaluation when its
-    stage-1 fitness is at least ``threshold`` x its parent's stage-1 fitness."""
+    by collection name and the evaluator's seed), and on costly collections fewer: no more than fit in
+    ``stage1_ms`` of estimated scoring time (``cost.query_cost_ms``, the BM25 seed's cost model), but never
+    fewer than ``min_queries``. A candidate goes on to the full evaluation when its stage-1 fitness is at least
+    ``threshold`` x its parent's stage-1 fitness."""
 
     fraction: float = 0.2
     min_queries: int = 20
     threshold: float = 0.9
+    stage1_ms: float | None = 2000.0
 
 
 @dataclass
@@ -101,14 +105,26 @@ class CandidateResult:
 
 # -- cascade sampling --------------------------------------------------------------------------------
 
-def cascade_sample(n_queries: int, collection: str, seed: int = 0, cascade: CascadeConfig = CascadeConfig()) -> np.ndarray:
-    """Sorted indices of the stage-1 queries of a collection (deterministic in name and seed)."""
+def cascade_sample(n_queries: int, collection: str, seed: int = 0, cascade: CascadeConfig = CascadeConfig(),
+                   query_ms: float | None = None) -> np.ndarray:
+    """Sorted indices of the stage-1 queries of a collection (deterministic in name, seed and size).
+    ``query_ms``: the estimated cost of one query, which caps the sample at ``cascade.stage1_ms``."""
     size = min(n_queries, max(cascade.min_queries, math.ceil(cascade.fraction * n_queries)))
+    if cascade.stage1_ms and query_ms and query_ms > 0:
+        size = min(size, max(cascade.min_queries, int(cascade.stage1_ms // query_ms)))
     if size >= n_queries:
         return np.arange(n_queries)
     digest = hashlib.sha256(f"{collection}|{seed}".encode()).digest()
     rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
     return np.sort(rng.choice(n_queries, size=size, replace=False))
+
+
+def _mean_query_ms(topics: Topics) -> float | None:
+    """Estimated scoring cost of one of the collection's queries (None for a stand-in index without statistics)."""
+    try:
+        return float(query_cost_ms(topics.index, topics.queries).mean()) if topics.queries else None
+    except (AttributeError, TypeError, IndexError):
+        return None
 
 
 def _subset_topics(topics: Topics, idx: np.ndarray) -> Topics:
@@ -178,7 +194,7 @@ class Evaluator:
         self._stage1_topics: list[Topics] = []
         sampling = cascade or CascadeConfig()  # stage-1 fitness is defined (and reported) even without a cascade
         for t in self.topics:
-            idx = cascade_sample(len(t.queries), t.name, seed, sampling)
+            idx = cascade_sample(len(t.queries), t.name, seed, sampling, _mean_query_ms(t))
             self._samples.append(idx)
             self._stage1_topics.append(t if len(idx) == len(t.queries) else _subset_topics(t, idx))
         # Largest collections first, so the slowest task does not start last.

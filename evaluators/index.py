@@ -240,11 +240,14 @@ def get_index(collection, cache_dir: Path | None = None, progress: bool = False,
             bar.stop()
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    # Older builds of the same collection (other analyzer versions or data) are stale: drop them.
+    # Older builds of the same collection (other analyzer versions or data) are stale: drop them, and every
+    # prepare() state computed on them or on an earlier build in this folder (prepared.py).
     same_name = re.compile(re.escape(safe_name(collection.name)) + r"-[0-9a-f]{16}")
+    shutil.rmtree(root.parent / "prepared" / folder.name, ignore_errors=True)
     for old in root.iterdir():
         if old != folder and old.is_dir() and same_name.fullmatch(old.name):
             shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(root.parent / "prepared" / old.name, ignore_errors=True)
     return load_index(folder, verify=False)
 
 

@@ -172,3 +172,37 @@ def test_evaluator_reports_the_hit_rate(topics):
                                BM25.replace("K1 = 0.9", "K1 = 1.1").replace(SCORE_LINE, SCORE_LINE + " * 2.0")])
         assert all(r.ok for r in results)
         assert [r.prepare_reused for r in results] == [0, 1] and ev.prepare_hit_rate == 0.5
+
+
+def test_cascade_sample_is_capped_by_estimated_cost():
+    from evorank.evaluators.parallel import CascadeConfig, cascade_sample
+
+    assert len(cascade_sample(300, "x", 0)) == 60  # cheap queries: the fraction decides
+    assert len(cascade_sample(300, "x", 0, query_ms=0.5)) == 60
+    assert len(cascade_sample(300, "x", 0, query_ms=50.0)) == 40  # 2,000 ms of estimated scoring
+    assert len(cascade_sample(300, "x", 0, query_ms=500.0)) == 20  # never below min_queries
+    assert len(cascade_sample(300, "x", 0, CascadeConfig(stage1_ms=None), query_ms=500.0)) == 60
+
+
+def test_cost_estimate_grows_with_documents_and_postings(topics):
+    from evorank.evaluators.cost import estimate_cost
+
+    cost = estimate_cost(topics.index, topics.queries)
+    assert cost.prepare_s > 0 and len(cost.query_ms) == len(topics.queries) and cost.total_s > cost.prepare_s
+    assert (cost.query_ms > 0).all()
+
+
+def test_a_rebuilt_index_drops_its_prepared_states(tmp_path, monkeypatch):
+    from evorank.evaluators.collections import load_collection
+    from evorank.evaluators.index import get_index
+
+    monkeypatch.setenv("EVORANK_CACHE", str(tmp_path / "cache"))
+    folder = write_random_beir(tmp_path / "c", n_docs=40, n_queries=5)
+    t = load_topics(str(folder))
+    assert run_sandboxed(BM25, t.index, t.queries, 10, REUSE).ok
+    states = tmp_path / "cache" / "prepared" / t.index.path.name
+    assert any(states.iterdir())
+    with open(folder / "corpus.jsonl", "a") as f:
+        f.write('{"_id": "new", "text": "apple banana"}\n')
+    get_index(load_collection(str(folder)))
+    assert not states.exists()

@@ -50,6 +50,10 @@ def print_status(st: dict) -> None:
         b = st["best"]
         gain = f" ({b['gain_vs_best_seed'] * 100:+.2f}% vs best seed)" if b["gain_vs_best_seed"] is not None else ""
         c.print(f"best:       [bold]#{b['id']} fitness {fmt(b['fitness'])}[/]{gain} on island {b['island']}")
+    reuse = st.get("prepare_reuse") or {}
+    if reuse.get("runs"):
+        c.print(f"prepare():  reused in {reuse['reused']} of {reuse['runs']} sandboxed runs "
+                f"({reuse['reused'] / reuse['runs']:.0%}; candidates with the same prepare code share its state)")
     tokens = st["prompt_tokens"] + st["completion_tokens"]
     c.print(f"LLM:        {st['prompt_tokens']:,} prompt + {st['completion_tokens']:,} completion tokens "
             f"= {tokens:,}; cost ${st['cost_usd']:.4f}"

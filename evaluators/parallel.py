@@ -183,6 +183,7 @@ class Evaluator:
         self._reference_spec = reference
         self._reference: list[CollectionResult] | None = None
         self._executor = None
+        self._closing = False
         self.layers: tuple[str, ...] = ()
         # Test-only switch: skip static checks and the runtime builtins restriction, to prove the OS layers
         # hold by themselves. Never set this for LLM-written programs.
@@ -268,7 +269,9 @@ class Evaluator:
 
     def close(self) -> None:
         """Stop the workers (and with them any running sandbox) and remove their jail folders. On a cluster:
-        cancel what is still queued and disconnect (a Client passed in stays open)."""
+        cancel what is still queued and disconnect (a Client passed in stays open). An evaluation still running
+        in another thread ends with its remaining tasks failed (``sandbox_error``), never in a new pool."""
+        self._closing = True
         if self._cluster is not None:
             self._executor = None
             self._cluster.close()
@@ -349,8 +352,17 @@ class Evaluator:
             task_fn = run_local_task
 
         def submit(cand: _Candidate, stage: int, j: int, s: int, attempt: int = 0) -> None:
+            if self._closing:  # close() was called from another thread: no new pool, no new task
+                complete(cand, stage, j, s, SandboxResult(None, "sandbox_error", "the evaluator was closed"))
+                return
             pool = self._pool()
-            fut = pool.submit(task_fn, self._task(cand, stage, j, s))
+            try:
+                fut = pool.submit(task_fn, self._task(cand, stage, j, s))
+            except RuntimeError as e:  # the pool was shut down meanwhile (close() from another thread)
+                if not self._closing:
+                    raise
+                complete(cand, stage, j, s, SandboxResult(None, "sandbox_error", f"the evaluation pool is gone: {e}"))
+                return
             futures[fut] = (cand, stage, j, s, attempt)
             pool_of[fut] = pool
             cand.pending += 1
@@ -433,10 +445,10 @@ class Evaluator:
                 except Exception as e:  # a worker died (not a candidate: those die in their own child process)
                     if self._cluster is not None:
                         log.warning("evaluation task failed on the cluster (%s: %s)", type(e).__name__, e)
-                    elif pool is not None and pool is self._executor:  # not yet replaced
+                    elif pool is not None and pool is self._executor and not self._closing:  # not yet replaced
                         log.warning("sandbox worker failed (%s: %s); restarting the pool", type(e).__name__, e)
                         self._reset_pool()
-                    if attempt < 1:
+                    if attempt < 1 and not self._closing:
                         self.task_retries += 1
                         submit(cand, stage, j, s, attempt + 1)
                         continue

@@ -1,12 +1,12 @@
 """Analysing blocks of documents into token arrays: the part of an index build that runs in worker processes.
 
 ``BlockAnalyser.analyse`` turns a block of (doc id, title, body) documents into an ``AnalysedBlock``: every
-kept token's term (numbered within the block, in order of first occurrence), its position, and per document its
-length and title length, exactly as ``index_build.build_arrays`` would analyse them one by one. Per document
-the work is one regular-expression pass and one dictionary lookup per token (``Analyzer.terms_of_tokens``);
-everything after that is vectorised over the block. The builder (``index_stream``) numbers terms globally by
-merging each block's vocabulary in block order, so the result does not depend on which process analysed
-which block.
+kept token's term (the worker's own term numbers), its position, and per document its length and title
+length, exactly as ``index_build.build_arrays`` would analyse them one by one. Per document the work is a
+split at whitespace and one C-level dictionary lookup per chunk (each distinct chunk is tokenized, stemmed
+and numbered once, with the analyzer's exact code); everything after that is vectorised over the block. The
+builder (``index_stream``) gives global term ids in block order, so the result does not depend on which
+process analysed which block.
 
 ``analysed_blocks`` runs the analysis over a pool of processes (in order, with a bounded number of blocks in
 flight) or, for one worker, in the calling process.
@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .analyzer import STOP, Analyzer, raw_tokens
+from .analyzer import STOPWORDS, Analyzer, tokenize
 
-#: Worker id of a raw token that is a stopword (takes a position, gives no term) / that needs the exact path.
-_STOPWORD, _SPECIAL = -1, -2
+#: Codes of a chunk: one stopword (a position, no term); no token at all; several tokens (``_MANY - k``).
+_STOPWORD, _NOTHING, _MANY = -1, -2, -3
 
 
 @dataclass
@@ -35,9 +35,8 @@ class AnalysedBlock:
 
     Terms travel as the worker's own term numbers, which stay valid from block to block of one worker: each block
     carries only the terms the worker numbered while analysing it (``new_terms``, numbers ``first_new`` on, given
-    in order of first occurrence in the block unless ``new_order`` says otherwise): every term the builder has
-    never seen is among them, and the builder numbers such terms in that order. A worker that empties its memo
-    starts a new ``generation`` of numbers."""
+    in order of first occurrence in the block): every term the builder has never seen is among them, and the
+    builder numbers such terms in that order. A worker that empties its memo starts a new ``generation``."""
 
     doc_ids: list[str]
     tokens: np.ndarray  # int32: worker term number of every kept token, documents in order, text order
@@ -47,36 +46,51 @@ class AnalysedBlock:
     has_titles: bool
     new_terms: list[str]  # the terms numbered ``first_new``, ``first_new + 1``, ... while analysing this block
     first_new: int = 0
-    new_order: np.ndarray | None = None  # those numbers in order of first occurrence, when that is not numeric order
     worker: int = 0  # the analysing process
     generation: int = 0
     n_bytes: int = 0
 
 
 class _Memo(dict):
-    """raw token -> worker-level term number (or ``_STOPWORD`` / ``_SPECIAL``); a miss is computed on the spot, so a
-    block's tokens are numbered in one C-level pass (``map(memo.__getitem__, tokens)``)."""
+    """Whitespace-separated chunk -> code of the tokens it holds (computed on a miss with the exact tokenizer, so a
+    block's chunks are coded in one C-level pass, ``map(memo.__getitem__, chunks)``): a term number (>= 0) or
+    ``_STOPWORD`` for a chunk of one token, ``_NOTHING`` for none, ``_MANY - k`` for several (``many[k]``)."""
 
     def __init__(self, owner: "BlockAnalyser"):
         super().__init__()
         self.owner = owner
+        self.many: list[np.ndarray] = []  # codes of the tokens of chunks that hold several
 
-    def __missing__(self, tok: str) -> int:
-        term = self.owner.analyzer.token_term(tok)
-        n = _SPECIAL if term is None else _STOPWORD if term == STOP else self.owner.term_number(term)
-        self[tok] = n
-        return n
+    def __missing__(self, chunk: str) -> int:
+        owner = self.owner
+        codes = [owner.term_number(owner.analyzer.stem(tok)) if tok and tok not in STOPWORDS else _STOPWORD
+                 for tok in tokenize(chunk)]
+        if len(codes) == 1:
+            code = codes[0]
+        elif not codes:
+            code = _NOTHING
+        else:
+            code = _MANY - len(self.many)
+            self.many.append(np.asarray(codes, dtype=np.int64))
+        self[chunk] = code
+        return code
+
+    def clear(self) -> None:
+        super().clear()
+        self.many.clear()
 
 
 class BlockAnalyser:
-    """Analyses blocks with one ``Analyzer``; raw token -> worker-level term number is memoised across blocks
+    """Analyses blocks with one ``Analyzer``. Text is cut at whitespace (a token never spans whitespace, and the
+    tokenizer's look-arounds never see past it, so tokenizing the chunks one by one gives the tokens of the
+    whole text); each distinct chunk is tokenized, stemmed and numbered once and memoised across blocks
     (numbers are only meaningful within one block's output, so the memo is dropped between blocks when it
     grows past ``cache_limit`` entries)."""
 
     def __init__(self, cache_limit: int = 1_000_000):
         self.analyzer = Analyzer(cache_limit=cache_limit)
         self.cache_limit = cache_limit
-        self._ids = _Memo(self)
+        self._codes = _Memo(self)
         self._term_ids: dict[str, int] = {}  # term -> term number
         self._strings: list[str] = []  # term number -> term
         self._sent = 0  # numbers whose terms earlier blocks carried
@@ -90,71 +104,66 @@ class BlockAnalyser:
         return n
 
     def analyse(self, docs: Iterable, n_bytes: int = 0) -> AnalysedBlock:
-        if len(self._ids) > self.cache_limit or len(self._strings) > self.cache_limit:
-            self._ids.clear()
+        if len(self._codes) > self.cache_limit or len(self._strings) > self.cache_limit:
+            self._codes.clear()
             self._term_ids.clear()
             self._strings.clear()
             self._sent = 0
             self.generation += 1
         doc_ids: list[str] = []
-        texts: list[tuple[str, str]] = []
-        raw: list[str] = []
-        n_raw: list[int] = []
-        n_title_raw: list[int] = []
+        chunks: list[str] = []
+        n_chunks: list[int] = []
+        n_title_chunks: list[int] = []
         has_titles = False
         for item in docs:
             doc_id, title, body = item if len(item) == 3 else (item[0], "", item[1])
             doc_ids.append(doc_id)
-            texts.append((title, body))
-            t = raw_tokens(title) if title else []
-            b = raw_tokens(body)
-            raw += t
-            raw += b
-            n_title_raw.append(len(t))
-            n_raw.append(len(t) + len(b))
+            t = title.lower().split() if title else []
+            b = body.lower().split()
+            chunks += t
+            chunks += b
+            n_title_chunks.append(len(t))
+            n_chunks.append(len(t) + len(b))
             has_titles = has_titles or bool(title)
         n_docs = len(doc_ids)
         first_new = self._sent
-        numbers = np.fromiter(map(self._ids.__getitem__, raw), dtype=np.int64, count=len(raw))
-        counts = np.asarray(n_raw, dtype=np.int64)
+        codes = np.fromiter(map(self._codes.__getitem__, chunks), dtype=np.int64, count=len(chunks))
+        # per document: chunks -> tokens (every token takes a position; most chunks hold exactly one)
+        chunk_start = np.cumsum(n_chunks) - n_chunks
+        if len(codes) and codes.min() < _STOPWORD:
+            numbers, per_chunk = self._expand(codes)
+            before = np.concatenate([[0], np.cumsum(per_chunk)])  # tokens before each chunk
+            counts = before[chunk_start + n_chunks] - before[chunk_start]
+            n_title = before[chunk_start + n_title_chunks] - before[chunk_start]
+        else:
+            numbers, counts, n_title = codes, np.asarray(n_chunks, np.int64), np.asarray(n_title_chunks, np.int64)
         raw_start = np.cumsum(counts) - counts
         kept = numbers >= 0
         kept_idx = np.flatnonzero(kept)
-        before = np.concatenate([[0], np.cumsum(kept)])  # kept tokens before each raw token
+        before = np.concatenate([[0], np.cumsum(kept)])  # kept tokens before each token
         doc_len = before[raw_start + counts] - before[raw_start]
-        title_len = before[raw_start + np.asarray(n_title_raw, dtype=np.int64)] - before[raw_start]
+        title_len = before[raw_start + n_title] - before[raw_start]
         ids = numbers[kept_idx]
         pos = kept_idx - np.repeat(raw_start, doc_len)
-        order = None  # new numbers were given in order of first occurrence
-        special_at = np.flatnonzero(numbers == _SPECIAL)
-        if len(special_at):  # documents with runs of underscores or over-long tokens: analysed token by token
-            special = np.unique(np.searchsorted(raw_start, special_at, side="right") - 1)
-            ids, pos = self._exact(special, texts, ids, pos, doc_len, title_len)
-            fresh = ids[ids >= first_new]
-            uniq, first = np.unique(fresh, return_index=True)
-            order = uniq[np.argsort(first, kind="stable")].astype(np.int32)
         new_terms = self._strings[first_new:]
         self._sent = len(self._strings)
         return AnalysedBlock(doc_ids, ids.astype(np.int32), pos.astype(np.int32), doc_len.astype(np.int32),
-                             title_len.astype(np.int32), has_titles, new_terms, first_new, order, os.getpid(),
+                             title_len.astype(np.int32), has_titles, new_terms, first_new, os.getpid(),
                              self.generation, n_bytes)
 
-    def _exact(self, special: np.ndarray, texts, ids, pos, doc_len, title_len):
-        """Replace the tokens of the ``special`` documents with the analyzer's exact token-by-token output (and
-        their lengths, in place)."""
-        starts = np.cumsum(doc_len) - doc_len
-        id_parts, pos_parts, at = [], [], 0
-        for d in special.tolist():
-            title, body = texts[d]
-            t_terms, t_pos, start = self.analyzer.analyze_positions(title) if title else ([], [], 0)
-            b_terms, b_pos, _ = self.analyzer.analyze_positions(body, start)
-            id_parts += [ids[at:starts[d]], np.array([self.term_number(t) for t in t_terms + b_terms], dtype=np.int64)]
-            pos_parts += [pos[at:starts[d]], np.array(t_pos + b_pos, dtype=np.int64)]
-            at = starts[d] + doc_len[d]
-            doc_len[d], title_len[d] = len(t_terms) + len(b_terms), len(t_terms)
-        id_parts.append(ids[at:])
-        pos_parts.append(pos[at:])
-        return np.concatenate(id_parts), np.concatenate(pos_parts)
+    def _expand(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(code of every token, tokens per chunk) for chunks that hold none or several tokens."""
+        per_chunk = np.ones(len(codes), dtype=np.int64)
+        per_chunk[codes == _NOTHING] = 0
+        many = np.flatnonzero(codes <= _MANY)
+        parts = [self._codes.many[_MANY - c] for c in codes[many].tolist()]
+        per_chunk[many] = [len(p) for p in parts]
+        numbers = np.repeat(codes, per_chunk)
+        if parts:
+            starts = (np.cumsum(per_chunk) - per_chunk)[many]
+            at = np.repeat(starts - (np.cumsum(per_chunk[many]) - per_chunk[many]), per_chunk[many])
+            numbers[at + np.arange(len(at))] = np.concatenate(parts)
+        return numbers, per_chunk
 
 
 # -- running it in worker processes -------------------------------------------------------------------

@@ -123,7 +123,7 @@ class StreamBuilder:
         table = np.concatenate([table, np.array([-1 if g is None else g for g in known], dtype=np.int64)])
         if None in known:
             base = block.first_new
-            new = np.arange(base, len(table)) if block.new_order is None else block.new_order.astype(np.int64)
+            new = np.arange(base, len(table))
             for n in new[table[new] < 0].tolist():
                 table[n] = vocab[block.new_terms[n - base]] = len(vocab)
             if len(table) > base and table[base:].min() < 0:

@@ -21,11 +21,13 @@ from conftest import write_beir
 
 PIECES = ["the", "The", "John's", "dog’s", "U.S.A.", "3.14", "1,000", "don't", "a.1", "___", "__x", "x" * 300,
           "café", "naïve", "Ünïcode", "h2o", "covid-19", "running", "connections", "us", "is", "ОЧЕНЬ", "日本語",
-          "x_y", "_", "0.5.6", "apple", "apples", "bank", "banking", "river's", "of", "and"]
+          "x_y", "_", "0.5.6", "apple", "apples", "bank", "banking", "river's", "of", "and", "İstanbul", "e-mail",
+          "(see", "a/b)", "—", "x" * 260 + "'s", "it's.", "don't,"]
 
 
 def random_text(rnd: random.Random, n: int) -> str:
-    return "".join(rnd.choice(PIECES) + rnd.choice(["", " ", " ", ". ", ", ", "\n"]) for _ in range(n))
+    return "".join(rnd.choice(PIECES) + rnd.choice(["", " ", " ", ". ", ", ", "\n", "\t", "\xa0", "\u3000", "\x1c"])
+                   for _ in range(n))
 
 
 def random_corpus(seed: int, n: int = 300) -> list[tuple[str, str, str]]:

@@ -191,8 +191,9 @@ def default_workers() -> int:
 def analysed_blocks(blocks: Iterator, workers: int = 1, cache_limit: int = 1_000_000,
                     in_flight: int | None = None) -> Iterator[AnalysedBlock]:
     """``AnalysedBlock`` of every ``DocBlock`` (``collections.DocBlock``), in input order. With ``workers`` > 1
-    the analysis runs in that many processes, with at most ``in_flight`` blocks (default 2 per worker) sent
-    ahead, which bounds memory; a collection of one block is analysed here without starting any."""
+    the analysis runs in that many processes, with at most ``in_flight`` blocks sent ahead (default 4 per worker,
+    enough to keep them busy while the builder inverts a chunk; it bounds memory to some 10 MB per block); a
+    collection of one block is analysed here without starting any."""
     blocks = iter(blocks)
     first = next(blocks, None)
     if first is None:
@@ -205,7 +206,7 @@ def analysed_blocks(blocks: Iterator, workers: int = 1, cache_limit: int = 1_000
         for block in blocks:
             yield analyser.analyse(block.docs(), block.n_bytes)
         return
-    in_flight = in_flight or 2 * workers
+    in_flight = in_flight or 4 * workers
     # fork: workers start in milliseconds and never re-import the caller's main module (spawn and forkserver run
     # an unguarded script again). Callers keep this process free of threads while it forks (the build's progress
     # bar refreshes from the calling thread).

@@ -16,6 +16,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -208,9 +209,10 @@ def analysed_blocks(blocks: Iterator, workers: int = 1, cache_limit: int = 1_000
         return
     in_flight = in_flight or 4 * workers
     # fork: workers start in milliseconds and never re-import the caller's main module (spawn and forkserver run
-    # an unguarded script again). Callers keep this process free of threads while it forks (the build's progress
-    # bar refreshes from the calling thread).
-    ctx = multiprocessing.get_context("fork")
+    # an unguarded script again); the build's progress bar refreshes from the calling thread, so a CLI process
+    # has no other thread. A process that has threads (a Dask worker) gets forkserver instead: forking a
+    # threaded process can copy a lock some other thread holds.
+    ctx = multiprocessing.get_context("fork" if threading.active_count() == 1 else "forkserver")
     pending: deque[cf.Future] = deque()
     with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(cache_limit,)) as pool:
         try:

@@ -126,3 +126,23 @@ def test_streaming_build_equals_in_memory_build_on_shared_collections(address, t
     monkeypatch.setenv("EVORANK_INDEX_MEMORY_MB", "4")  # several runs and merge blocks
     index = get_index(coll, cache_dir=tmp_path / "cache", workers=2)
     assert_same_index(index.path, coll.iter_docs(), tmp_path)
+
+
+def test_streaming_build_from_a_threaded_process(tmp_path):
+    """A process with threads (a Dask worker) builds through forkserver workers; same result."""
+    import threading
+
+    from evorank.evaluators.collections import DocBlock
+
+    docs = random_corpus(7, n=120)
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait, daemon=True)
+    thread.start()
+    try:
+        out = tmp_path / "built"
+        out.mkdir()
+        blocks = [DocBlock(parsed=tuple(docs[i:i + 30])) for i in range(0, len(docs), 30)]
+        build_streaming(blocks, out, memory_mb=1, workers=2)
+    finally:
+        stop.set()
+    assert_same_index(out, docs, tmp_path)

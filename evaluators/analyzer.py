@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from itertools import compress
 
 import Stemmer
 
@@ -54,14 +55,42 @@ def tokenize(text: str) -> list[str]:
     return tokens
 
 
+def raw_tokens(text: str) -> list[str]:
+    """The tokenizer's raw matches in lower-cased ``text``, before the rare cases ``tokenize`` treats specially
+    (runs of underscores, tokens over 255 characters) and before possessives are stripped. ``Analyzer.token_term``
+    turns each into its index term."""
+    return _TOKEN.findall(text.lower())
+
+
+#: ``Analyzer.token_term`` of a stopword: the token takes a position but gives no term.
+STOP = ""
+
+
+class _TermMemo(dict):
+    """raw token -> ``Analyzer.token_term``, computed on a miss (so lookups run as one C-level ``map``)."""
+
+    def __init__(self, analyzer: "Analyzer"):
+        super().__init__()
+        self.analyzer = analyzer
+
+    def __missing__(self, raw: str) -> str | None:
+        term = self[raw] = self.analyzer.token_term(raw)
+        return term
+
+
 class Analyzer:
-    """Turns text into index terms. Stems are memoised: vocabularies are small, texts are not."""
+    """Turns text into index terms. Memoised per raw token (vocabularies are small, texts are not): the cache maps a
+    token as the tokenizer finds it to its term, so analysing text costs one regular-expression pass and one
+    dictionary lookup per token. ``cache_limit`` bounds the memo (it is emptied when it grows past that many
+    entries; the output never depends on it)."""
 
     version = ANALYZER_VERSION
 
-    def __init__(self) -> None:
+    def __init__(self, cache_limit: int = 2_000_000) -> None:
         self._stemmer = Stemmer.Stemmer("porter")
         self._stem_cache: dict[str, str] = {}
+        self._term_cache = _TermMemo(self)
+        self.cache_limit = cache_limit
 
     def stem(self, token: str) -> str:
         stem = self._stem_cache.get(token)
@@ -69,21 +98,31 @@ class Analyzer:
             # Lucene's PorterStemmer (like Porter's C original) leaves words of <= 2 chars alone;
             # Snowball would turn "us" into "u" and "s" into "".
             stem = token if len(token) <= 2 else self._stemmer.stemWord(token)
+            if len(self._stem_cache) >= self.cache_limit:
+                self._stem_cache.clear()
             self._stem_cache[token] = stem
         return stem
 
+    def token_term(self, raw: str) -> str | None:
+        """The index term of one raw token (an item of ``raw_tokens``): its stem, ``STOP`` ("") for a stopword, or
+        None when ``tokenize`` does not keep the token as it is (a run of underscores, which it drops, or a token
+        over 255 characters, which it splits): ``analyze_positions`` takes the exact path for such text."""
+        if len(raw) > _MAX_TOKEN_LEN or raw.strip("_") == "":
+            return None
+        tok = _POSSESSIVE.sub("", raw)
+        if not tok or tok in STOPWORDS:
+            return STOP
+        return self.stem(tok)
+
+    def terms_of_tokens(self, raw: list[str]) -> list[str | None]:
+        """``token_term`` of every raw token, through the memo (one C-level lookup per token)."""
+        if len(self._term_cache) > self.cache_limit:
+            self._term_cache.clear()
+        return list(map(self._term_cache.__getitem__, raw))
+
     def analyze(self, text: str) -> list[str]:
         """Index terms of `text`, in order, duplicates kept."""
-        cache = self._stem_cache
-        out = []
-        for tok in tokenize(text):
-            if tok in STOPWORDS or not tok:
-                continue
-            stem = cache.get(tok)
-            if stem is None:
-                stem = self.stem(tok)
-            out.append(stem)
-        return out
+        return self.analyze_positions(text)[0]
 
     def analyze_positions(self, text: str, start: int = 0) -> tuple[list[str], list[int], int]:
         """(index terms, their positions, the next free position) of `text`, positions counted from ``start``.
@@ -91,15 +130,18 @@ class Analyzer:
         As in Lucene, every token of the tokenizer takes a position and stopwords leave gaps: in "cost of
         living" the terms ``cost`` and ``live`` are at positions 0 and 2. Analysing a title and then its body
         with ``start`` = the title's next free position gives the positions of "title body" analysed whole."""
-        cache = self._stem_cache
+        terms = self.terms_of_tokens(raw_tokens(text))
+        if None in terms:  # a run of underscores or an over-long token: the exact, token-by-token path
+            return self._analyze_positions_exact(text, start)
+        end = start + len(terms)
+        return list(compress(terms, terms)), list(compress(range(start, end), terms)), end
+
+    def _analyze_positions_exact(self, text: str, start: int) -> tuple[list[str], list[int], int]:
         terms, positions = [], []
         pos = start
         for tok in tokenize(text):
             if tok and tok not in STOPWORDS:
-                stem = cache.get(tok)
-                if stem is None:
-                    stem = self.stem(tok)
-                terms.append(stem)
+                terms.append(self.stem(tok))
                 positions.append(pos)
             pos += 1
         return terms, positions, pos

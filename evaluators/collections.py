@@ -42,9 +42,55 @@ class Collection:
     _docs: object = None  # zero-arg callable returning an iterator of (doc id, title, body)
     n_docs_hint: int | None = None
 
+    _blocks: object = None  # optional: callable(block_bytes) -> iterator of DocBlock (raw file blocks)
+    size_hint: int | None = None  # bytes of the documents' file, when known (progress by bytes)
+
     def iter_docs(self) -> Iterator[tuple[str, str, str]]:
         """(doc id, title, body) of every document, in file order; the title is "" where there is none."""
         return self._docs()
+
+    def iter_doc_blocks(self, block_bytes: int = 1 << 22) -> Iterator["DocBlock"]:
+        """The documents in order, as blocks of about ``block_bytes`` of text that another process can parse and
+        analyse (``DocBlock.docs()``): raw lines of a local corpus.jsonl (parsing moves to the workers too), or
+        parsed documents otherwise."""
+        if self._blocks is not None:
+            return self._blocks(block_bytes)
+        return _batched_docs(self.iter_docs(), block_bytes)
+
+
+@dataclass(frozen=True)
+class DocBlock:
+    """Consecutive documents of a collection, small enough to send to a worker process: either ``parsed``
+    (doc id, title, body) triples, or ``raw`` corpus.jsonl bytes (whole lines; ``first_line`` is the line number of
+    the first, ``path`` names the file in error messages). ``n_bytes``: the input size, for progress."""
+
+    parsed: tuple = ()
+    raw: bytes = b""
+    path: str = ""
+    first_line: int = 1
+    n_bytes: int = 0
+
+    def docs(self) -> list[tuple[str, str, str]]:
+        """The block's documents as (doc id, title, body); a malformed line raises the same CollectionError as
+        ``Collection.iter_docs``."""
+        if not self.raw:
+            return list(self.parsed)
+        path = Path(self.path)
+        lines = _split_lines(self.raw.decode("utf-8"))
+        return [_beir_doc(obj) for _, obj in _parse_jsonl_lines(lines, path, "corpus.jsonl", self.first_line)]
+
+
+def _batched_docs(docs, block_bytes: int) -> Iterator[DocBlock]:
+    batch, size = [], 0
+    for item in docs:
+        doc_id, title, body = item if len(item) == 3 else (item[0], "", item[1])
+        batch.append((doc_id, title, body))
+        size += len(title) + len(body) + 16
+        if size >= block_bytes:
+            yield DocBlock(parsed=tuple(batch), n_bytes=size)
+            batch, size = [], 0
+    if batch:
+        yield DocBlock(parsed=tuple(batch), n_bytes=size)
 
 
 def data_root() -> Path:
@@ -92,26 +138,70 @@ def load_collection(address: str, settings: CollectionSettings | None = None) ->
 
 def _read_jsonl(path: Path, what: str) -> Iterator[tuple[int, dict]]:
     with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise CollectionError(
-                    f"{path}, line {lineno}: not valid JSON at column {e.colno} ({e.msg.removesuffix(' at').lower()}). "
-                    f"Each line of {what} must be one JSON object; fix or delete that line."
-                ) from None
-            if not isinstance(obj, dict) or "_id" not in obj:
-                raise CollectionError(
-                    f"{path}, line {lineno}: expected a JSON object with an \"_id\" field, got {line.strip()[:80]!r}."
-                )
-            yield lineno, obj
+        yield from _parse_jsonl_lines(f, path, what)
+
+
+def _parse_jsonl_lines(lines, path: Path, what: str, first_line: int = 1) -> Iterator[tuple[int, dict]]:
+    for lineno, line in enumerate(lines, first_line):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise CollectionError(
+                f"{path}, line {lineno}: not valid JSON at column {e.colno} ({e.msg.removesuffix(' at').lower()}). "
+                f"Each line of {what} must be one JSON object; fix or delete that line."
+            ) from None
+        if not isinstance(obj, dict) or "_id" not in obj:
+            raise CollectionError(
+                f"{path}, line {lineno}: expected a JSON object with an \"_id\" field, got {line.strip()[:80]!r}."
+            )
+        yield lineno, obj
+
+
+def _beir_doc(obj: dict) -> tuple[str, str, str]:
+    return str(obj["_id"]), obj.get("title") or "", obj.get("text") or ""
 
 
 def _beir_doc_iter(path: Path) -> Iterator[tuple[str, str, str]]:
     for _, obj in _read_jsonl(path, "corpus.jsonl"):
-        yield str(obj["_id"]), obj.get("title") or "", obj.get("text") or ""
+        yield _beir_doc(obj)
+
+
+def _beir_blocks(path: Path, block_bytes: int) -> Iterator[DocBlock]:
+    """corpus.jsonl cut into blocks of whole lines (a partial line is carried over to the next read)."""
+    line = 1
+    rest = b""
+    with open(path, "rb") as f:
+        while True:
+            data = f.read(block_bytes)
+            if not data:
+                break
+            data = rest + data
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:  # one line longer than a block: keep reading
+                rest = data
+                continue
+            block, rest = data[:cut], data[cut:]
+            yield DocBlock(raw=block[:-1], path=str(path), first_line=line, n_bytes=len(block))
+            line += _line_count(block)
+    if rest:
+        yield DocBlock(raw=rest, path=str(path), first_line=line, n_bytes=len(rest))
+
+
+def _split_lines(text: str) -> list[str]:
+    """Lines as a text-mode file reads them (universal newlines: "\\r\\n", "\\r" and "\\n" end a line)."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.split("\n")
+
+
+def _line_count(block: bytes) -> int:
+    """Line ends in ``block``, counted as ``_split_lines`` counts them."""
+    n = block.count(b"\n")
+    if b"\r" in block:
+        n += block.count(b"\r") - block.count(b"\r\n")
+    return n
 
 
 def _load_beir_folder(address: str, folder: Path, settings: CollectionSettings, source: str) -> Collection:
@@ -146,6 +236,8 @@ def _load_beir_folder(address: str, folder: Path, settings: CollectionSettings, 
         qrels=qrels,
         settings=settings,
         _docs=lambda: _beir_doc_iter(corpus),
+        _blocks=lambda block_bytes: _beir_blocks(corpus, block_bytes),
+        size_hint=corpus.stat().st_size,
     )
 
 

@@ -30,6 +30,7 @@ from . import wire
 from .errors import ProgramError
 from .program import compile_source, entry_points
 from .ranking import plain_scores, top_k
+from .state_wire import JailReuse, array_fingerprints, write_state
 from .static_check import ALLOWED_IMPORTS, FORBIDDEN_ATTRIBUTES, FORBIDDEN_NAMES
 
 _SAFE_IMPORTS = frozenset(ALLOWED_IMPORTS)
@@ -88,9 +89,16 @@ def _program_line(exc: BaseException | None, name: str) -> int:
     return line
 
 
-def run_candidate(res_w: int, source: str, index, queries, k: int, name: str, restrict_builtins: bool) -> None:
-    """Compile and run the candidate over ``queries``, streaming records to ``res_w``. Never returns."""
+def run_candidate(res_w: int, source: str, index, queries, k: int, name: str, restrict_builtins: bool,
+                  reuse: JailReuse | None = None) -> None:
+    """Compile and run the candidate over ``queries``, streaming records to ``res_w``. Never returns.
+
+    ``reuse``: a ``prepare()`` state to use instead of calling ``prepare`` (built by the worker), or a pipe to
+    write the state ``prepare`` returns into (``state_wire``), before any query is scored."""
     perf = time.perf_counter  # captured before any candidate code runs
+    capture_fd = reuse.capture_fd if reuse is not None and not reuse.reused else -1
+    # Which arrays are the index's own, noted before the program can touch the index (``state_wire``).
+    fingerprints = array_fingerprints(index) if capture_fd >= 0 else {}
     exit_, getpid = os._exit, os.getpid
     me = getpid()
 
@@ -152,9 +160,15 @@ def run_candidate(res_w: int, source: str, index, queries, k: int, name: str, re
         prepare, score = entry_points(module)
         import_ms = (perf() - t0) * 1e3
         stage = wire.Stage.PREPARE
-        t0 = perf()
-        state = prepare(index) if prepare is not None else None
-        emit(wire.prepare_record(import_ms, (perf() - t0) * 1e3), flush=True)
+        if reuse is not None and reuse.reused:  # the same prepare() ran for an earlier candidate
+            state = reuse.state
+            emit(wire.prepare_record(import_ms, 0.0), flush=True)
+        else:
+            t0 = perf()
+            state = prepare(index) if prepare is not None else None
+            emit(wire.prepare_record(import_ms, (perf() - t0) * 1e3), flush=True)
+        if capture_fd >= 0:
+            _send_state(capture_fd, state, fingerprints, reuse.max_bytes)
         stage = wire.Stage.SCORE
         for i, q in enumerate(queries):
             query = i
@@ -176,6 +190,17 @@ def run_candidate(res_w: int, source: str, index, queries, k: int, name: str, re
     except BaseException as e:  # noqa: BLE001 - every outcome is a result
         finish(wire.error_record(wire.ErrorCode.EXCEPTION, stage, query, _program_line(e, name),
                                  name=type(e).__name__, text=_text(e)))
+
+
+def _send_state(fd: int, state, fingerprints: dict, max_bytes: int) -> None:
+    """Write the state to the worker's pipe, then close it (the worker validates everything it receives; a state
+    that cannot be shared, or does not fit, is simply not sent)."""
+    try:
+        write_state(lambda data: write_all(fd, data), state, fingerprints, max_bytes)
+    except Exception:  # noqa: BLE001 - e.g. MemoryError copying an array: no state, the run goes on
+        pass
+    finally:
+        os.close(fd)
 
 
 def _text(e: BaseException) -> str:

@@ -23,7 +23,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from .analyzer import ANALYZER_VERSION
-from .index_build import ARRAYS, INDEX_FORMAT, build_arrays, file_signature, write_index
+from .index_build import ARRAYS, INDEX_FORMAT, build_arrays, commit_index, file_signature, new_build_folder  # noqa: F401 (build_arrays: re-exported)
+from .index_stream import BLOCK_BYTES, build_streaming
 
 class CorruptIndex(Exception):
     pass
@@ -212,8 +213,13 @@ def index_folder(collection, cache_dir: Path | None = None) -> Path:
     return (cache_dir or cache_root()) / "indexes" / f"{safe_name(collection.name)}-{index_key(collection.fingerprint)}"
 
 
-def get_index(collection, cache_dir: Path | None = None, progress: bool = False, log=None) -> Index:
-    """The cached index of a loaded collection, building (and replacing a stale or corrupt copy) if needed."""
+def get_index(collection, cache_dir: Path | None = None, progress: bool = False, log=None,
+              memory_mb: int | None = None, workers: int | None = None) -> Index:
+    """The cached index of a loaded collection, building (and replacing a stale or corrupt copy) if needed.
+
+    A build streams (``index_stream``): analysis on ``workers`` processes (default: all cores), working memory
+    bounded by ``memory_mb`` (default ``$EVORANK_INDEX_MEMORY_MB`` or 1024). ``progress`` shows a bar with
+    documents, documents/s and the time left."""
     folder = index_folder(collection, cache_dir)
     root = folder.parent
     if (folder / "manifest.json").exists():
@@ -222,24 +228,64 @@ def get_index(collection, cache_dir: Path | None = None, progress: bool = False,
         except CorruptIndex as e:
             if log:
                 log(f"index cache for {collection.name} is corrupt ({e}); rebuilding")
-    bar = None
-    if progress:
-        from rich.progress import Progress
-
-        bar = Progress(transient=True)
-        bar.start()
-        task = bar.add_task(f"indexing {collection.name}", total=collection.n_docs_hint)
-        tick = lambda n: bar.advance(task, n)  # noqa: E731
+    bar = BuildProgress(collection) if progress else None
+    tmp = new_build_folder(folder)
     try:
-        arrays, doc_ids, terms, warnings, has_titles = build_arrays(collection.iter_docs(),
-                                                                    progress=tick if bar else None)
+        built = build_streaming(collection.iter_doc_blocks(BLOCK_BYTES), tmp, memory_mb, workers,
+                                progress=bar.advance if bar else None, phase=bar.phase if bar else None)
+        commit_index(tmp, folder, collection.name, collection.fingerprint, built.files, built.n_docs, built.n_terms,
+                     built.total_tokens, built.warnings, built.has_titles)
     finally:
         if bar is not None:
             bar.stop()
-    write_index(folder, collection.name, collection.fingerprint, arrays, doc_ids, terms, warnings, has_titles)
-    # Older builds of the same collection (other analyzer versions or data) are stale: drop them.
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    # Older builds of the same collection (other analyzer versions or data) are stale: drop them, and every
+    # prepare() state computed on them or on an earlier build in this folder (prepared.py).
     same_name = re.compile(re.escape(safe_name(collection.name)) + r"-[0-9a-f]{16}")
+    shutil.rmtree(root.parent / "prepared" / folder.name, ignore_errors=True)
     for old in root.iterdir():
         if old != folder and old.is_dir() and same_name.fullmatch(old.name):
             shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(root.parent / "prepared" / old.name, ignore_errors=True)
     return load_index(folder, verify=False)
+
+
+class BuildProgress:
+    """A progress bar for an index build: documents, documents/s and time left. Measured in bytes of the corpus
+    file when its size is known, else in documents when the collection says how many it has."""
+
+    def __init__(self, collection):
+        import time
+
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._time = time.monotonic
+        self._start = self._time()
+        self.docs = 0
+        self.by_bytes = collection.size_hint is not None
+        total = collection.size_hint if self.by_bytes else collection.n_docs_hint
+        # No refresh thread (auto_refresh off): the build forks its workers from this process.
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rate]}"),
+                            TimeRemainingColumn(), transient=True, auto_refresh=False)
+        self._shown = 0.0
+        self.bar.start()
+        self.task = self.bar.add_task(f"indexing {collection.name}", total=total, rate="")
+        self.name = collection.name
+
+    def advance(self, docs: int, n_bytes: int) -> None:
+        self.docs += docs
+        rate = self.docs / max(1e-9, self._time() - self._start)
+        now = self._time()
+        self.bar.update(self.task, advance=n_bytes if self.by_bytes else docs,
+                        rate=f"{self.docs:,} docs  {rate:,.0f} docs/s")
+        if now - self._shown >= 0.1:
+            self._shown = now
+            self.bar.refresh()
+
+    def phase(self, text: str) -> None:
+        self.bar.update(self.task, description=f"indexing {self.name}: {text}")
+        self.bar.refresh()
+
+    def stop(self) -> None:
+        self.bar.stop()

@@ -1,4 +1,9 @@
-"""Building an index: analyse a collection's documents into arrays, and write them atomically.
+"""Building an index: the format, the in-memory reference build, and the atomic commit of a built folder.
+
+``build_arrays`` analyses documents into arrays in memory; it is the reference the streaming build
+(``index_stream``, the one ``index.get_index`` uses) is tested against, array for array and byte for byte.
+``write_index`` writes such arrays; ``commit_index`` writes the manifest of any built folder and renames it
+into place.
 
 What is stored (format 2; ``ARRAYS`` lists the files, one ``.npy`` each, read back memory-mapped):
 
@@ -91,7 +96,7 @@ def build_arrays(docs, analyzer: Analyzer | None = None, progress=None):
     arrays = {
         "doc_len": doc_len.astype(np.float64),
         "df": np.diff(term_doc.indptr).astype(np.int64),
-        "cf": np.asarray(term_doc.sum(axis=1)).ravel().astype(np.int64),
+        "cf": np.bincount(cols, minlength=n_terms).astype(np.int64),  # exact (a float32 sum is not, past 2^24)
         "doc_tokens": cols.astype(np.uint16 if n_terms <= 2**16 else np.int32),
         "doc_positions": pos.astype(pos_dtype),
     }
@@ -120,12 +125,47 @@ def build_arrays(docs, analyzer: Analyzer | None = None, progress=None):
     return arrays, doc_ids, terms, warnings, has_titles
 
 
-def write_index(folder: Path, name: str, fingerprint: str, arrays, doc_ids, terms, warnings,
-                has_titles: bool = False) -> None:
-    """Write atomically: into a sibling temp folder, then rename."""
+def new_build_folder(folder: Path) -> Path:
+    """A fresh temporary sibling of ``folder`` to build into (``commit_index`` renames it into place)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}-{time.monotonic_ns()}"
     tmp.mkdir()
+    return tmp
+
+
+def commit_index(tmp: Path, folder: Path, name: str, fingerprint: str, files: dict, n_docs: int, n_terms: int,
+                 total_tokens: int, warnings, has_titles: bool) -> None:
+    """Write the manifest into the built folder ``tmp`` and rename it to ``folder`` (replacing a stale one)."""
+    manifest = {
+        "name": name,
+        "fingerprint": fingerprint,
+        "analyzer": ANALYZER_VERSION,
+        "format": INDEX_FORMAT,
+        "n_docs": n_docs,
+        "n_terms": n_terms,
+        "total_tokens": total_tokens,
+        "has_titles": bool(has_titles),
+        "warnings": warnings,
+        "files": files,
+        "created": time.time(),
+    }
+    with open(tmp / "manifest.json", "w") as f:
+        json.dump(manifest, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    if folder.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+    try:
+        os.rename(tmp, folder)
+    except OSError:
+        if not (folder / "manifest.json").exists():
+            raise  # not a lost race with another builder
+
+
+def write_index(folder: Path, name: str, fingerprint: str, arrays, doc_ids, terms, warnings,
+                has_titles: bool = False) -> None:
+    """Write arrays built in memory atomically: into a sibling temp folder, then rename."""
+    tmp = new_build_folder(folder)
     try:
         files = {}
         for key in ARRAYS:
@@ -139,30 +179,8 @@ def write_index(folder: Path, name: str, fingerprint: str, arrays, doc_ids, term
                     f.write(line.replace("\n", " "))
                     f.write("\n")
             files[fname] = file_signature(p)
-        manifest = {
-            "name": name,
-            "fingerprint": fingerprint,
-            "analyzer": ANALYZER_VERSION,
-            "format": INDEX_FORMAT,
-            "n_docs": len(doc_ids),
-            "n_terms": len(terms),
-            "total_tokens": int(arrays["doc_len"].sum()),
-            "has_titles": bool(has_titles),
-            "warnings": warnings,
-            "files": files,
-            "created": time.time(),
-        }
-        with open(tmp / "manifest.json", "w") as f:
-            json.dump(manifest, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        if folder.exists():
-            shutil.rmtree(folder, ignore_errors=True)
-        try:
-            os.rename(tmp, folder)
-        except OSError:
-            if not (folder / "manifest.json").exists():
-                raise  # not a lost race with another builder
+        commit_index(tmp, folder, name, fingerprint, files, len(doc_ids), len(terms), int(arrays["doc_len"].sum()),
+                     warnings, has_titles)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -17,6 +17,7 @@ the first record of the result stream (``LAYERS``). See ``docs/sandbox.md``.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import importlib
 import logging
 import math
@@ -256,8 +257,9 @@ def start(res_w: int, out_w: int, jail_dir: str, args, parent_fds: tuple[int, ..
         _restore_pidns()
     if pid == 0:  # pragma: no cover - runs in the child
         try:
-            for fd in parent_fds:  # the worker's ends of the pipes
-                os.close(fd)
+            for fd in parent_fds:  # the worker's ends of the pipes (-1: none)
+                if fd >= 0:
+                    os.close(fd)
             if direct:
                 _direct_child(res_w, out_w, jail_dir, pidns, args)
             else:
@@ -335,6 +337,8 @@ def _keeper(res_w: int, out_w: int, st_w: int, jail_dir: str, args) -> None:
             os._exit(70)
     os.close(res_w)
     os.close(out_w)
+    if args[7] is not None and args[7].capture_fd >= 0:  # the jail's pipe for its prepare() state
+        os.close(args[7].capture_fd)
     write_all(st_w, b"g" + _STARTED.pack(pid, layers))
     utime = stime = 0.0
     rss = 0
@@ -482,7 +486,7 @@ def _scrub_env(proc: tuple[int, int, int] | None) -> bool:
 
 def enter_jail(res_w: int, out_w: int, jail_dir: str, layers: int, userns: bool, uid_seed: int, args) -> None:
     """G: apply the remaining layers, then run the candidate. Never returns."""
-    source, index, queries, k, limits, name, restrict_builtins = args
+    source, index, queries, k, limits, name, restrict_builtins, reuse = args
     # stdio: stdin from /dev/null, stdout/stderr into the capped output pipe
     try:
         devnull = os.open("/dev/null", os.O_RDONLY)
@@ -496,9 +500,18 @@ def enter_jail(res_w: int, out_w: int, jail_dir: str, layers: int, userns: bool,
         os.close(out_w)
     if res_w <= 2:  # keep the result pipe clear of stdio
         res_w = os.dup(res_w)
-    # close every inherited descriptor (the worker's pipes to the executor, index files, ...)
-    os.closerange(3, res_w)
-    os.closerange(res_w + 1, max(1 << 16, resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
+    if reuse is not None and 0 <= reuse.capture_fd < res_w:  # the state pipe above the result pipe (and stdio)
+        high = fcntl.fcntl(reuse.capture_fd, fcntl.F_DUPFD, res_w + 1)
+        os.close(reuse.capture_fd)
+        reuse.capture_fd = high
+    # close every inherited descriptor (the worker's pipes to the executor, index files, ...) except the result
+    # pipe and the pipe for the prepare() state
+    keep = sorted({res_w} | ({reuse.capture_fd} if reuse is not None and reuse.capture_fd >= 0 else set()))
+    low = 3
+    for fd in keep:
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, max(1 << 16, resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
     layers |= _BIT["fds"]
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writing a file fails with an exception instead
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
@@ -554,7 +567,7 @@ def enter_jail(res_w: int, out_w: int, jail_dir: str, layers: int, userns: bool,
     except Exception:
         pass
     write_all(res_w, wire.layers_record(layers))
-    run_candidate(res_w, source, index, queries, k, name, restrict_builtins)
+    run_candidate(res_w, source, index, queries, k, name, restrict_builtins, reuse)
 
 
 def layers_from_bits(bits: int) -> tuple[str, ...]:

@@ -33,10 +33,11 @@ import logging
 import math
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .cost import query_cost_ms
 from .evaluate import (CollectionResult, SuiteResult, Topics, failed_result, latency_ratio, load_topics, measure,
                        subset_ranking, subset_topics)
 from .errors import ProgramError
@@ -57,12 +58,15 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class CascadeConfig:
     """Stage 1 scores min(all, max(min_queries, ceil(fraction x n))) queries per collection (a sample seeded
-    by collection name and the evaluator's seed); a candidate goes on to the full evaluation when its
-    stage-1 fitness is at least ``threshold`` x its parent's stage-1 fitness."""
+    by collection name and the evaluator's seed), and on costly collections fewer: no more than fit in
+    ``stage1_ms`` of estimated scoring time (``cost.query_cost_ms``, the BM25 seed's cost model), but never
+    fewer than ``min_queries``. A candidate goes on to the full evaluation when its stage-1 fitness is at least
+    ``threshold`` x its parent's stage-1 fitness."""
 
     fraction: float = 0.2
     min_queries: int = 20
     threshold: float = 0.9
+    stage1_ms: float | None = 2000.0
 
 
 @dataclass
@@ -91,6 +95,8 @@ class CandidateResult:
     eval_seconds: float = 0.0  # summed wall time of this candidate's sandboxed runs
     validation: SuiteResult | None = None  # the same run measured on the validation queries (full evaluation only)
     validation_fitness: float | None = None
+    prepare_runs: int = 0  # sandboxed runs (tasks) of this candidate that finished
+    prepare_reused: int = 0  # of those, runs that reused a stored prepare() state (prepared.py)
 
     @property
     def ok(self) -> bool:
@@ -103,14 +109,26 @@ class CandidateResult:
 
 # -- cascade sampling --------------------------------------------------------------------------------
 
-def cascade_sample(n_queries: int, collection: str, seed: int = 0, cascade: CascadeConfig = CascadeConfig()) -> np.ndarray:
-    """Sorted indices of the stage-1 queries of a collection (deterministic in name and seed)."""
+def cascade_sample(n_queries: int, collection: str, seed: int = 0, cascade: CascadeConfig = CascadeConfig(),
+                   query_ms: float | None = None) -> np.ndarray:
+    """Sorted indices of the stage-1 queries of a collection (deterministic in name, seed and size).
+    ``query_ms``: the estimated cost of one query, which caps the sample at ``cascade.stage1_ms``."""
     size = min(n_queries, max(cascade.min_queries, math.ceil(cascade.fraction * n_queries)))
+    if cascade.stage1_ms and query_ms and query_ms > 0:
+        size = min(size, max(cascade.min_queries, int(cascade.stage1_ms // query_ms)))
     if size >= n_queries:
         return np.arange(n_queries)
     digest = hashlib.sha256(f"{collection}|{seed}".encode()).digest()
     rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
     return np.sort(rng.choice(n_queries, size=size, replace=False))
+
+
+def _mean_query_ms(topics: Topics) -> float | None:
+    """Estimated scoring cost of one of the collection's queries (None for a stand-in index without statistics)."""
+    try:
+        return float(query_cost_ms(topics.index, topics.queries).mean()) if topics.queries else None
+    except (AttributeError, TypeError, IndexError):
+        return None
 
 
 # -- the evaluator -----------------------------------------------------------------------------------
@@ -129,6 +147,8 @@ class _Candidate:
     shards: dict[tuple[int, int], list[SandboxResult | None]] = field(default_factory=dict)  # (stage, j) -> parts
     outputs: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    runs: int = 0
+    reused: int = 0
 
 
 class Evaluator:
@@ -137,7 +157,8 @@ class Evaluator:
     def __init__(self, addresses: list[str], n_workers: int | None = None, limits: Limits = Limits(),
                  fitness: str = "rankevolve", cascade: CascadeConfig | None = CascadeConfig(), seed: int = 0,
                  k: int = DEFAULT_K, *, topics: list[Topics] | None = None, reference: str | None = "bm25",
-                 cluster=None, shard_queries: int | None = None, cluster_retries: int = 1, validation: float = 0.0):
+                 cluster=None, shard_queries: int | None = None, cluster_retries: int = 1, validation: float = 0.0,
+                 reuse_prepare: bool = True):
         """``topics`` may pass already loaded collections instead of loading ``addresses``; ``reference`` is the
         seed (name or source) whose latency the latency-aware fitness compares against (measured once, lazily).
 
@@ -147,13 +168,16 @@ class Evaluator:
         many queries per task (None or 0: one task per collection). ``validation``: the fraction of each collection's
         judged queries held out of selection (``evaluators.splits``): candidates are scored on all queries in one run,
         but their fitness (and the cascade's sample) comes from the train queries only, and the validation queries
-        give ``CandidateResult.validation``."""
+        give ``CandidateResult.validation``. ``reuse_prepare``: candidates whose ``prepare`` is the same code share its
+        state per collection (``prepared.py``; ``prepare_hit_rate`` counts it)."""
         self.topics: list[Topics] = list(topics) if topics is not None else [load_topics(a) for a in addresses]
         self.n_workers = max(1, n_workers or os.cpu_count() or 1)
         if shard_queries is not None and shard_queries < 0:
             raise ValueError("shard_queries must be >= 0")
         self.shard_queries = shard_queries or None
-        self.limits = limits
+        self.limits = replace(limits, reuse_prepare=True) if reuse_prepare else limits
+        self.prepare_runs = 0  # finished sandboxed runs, and how many of them reused a prepare() state
+        self.prepare_reused = 0
         self.spec = fitness_spec(fitness)
         self.cascade = cascade
         self.seed = seed
@@ -162,6 +186,7 @@ class Evaluator:
         self._reference: CandidateResult | None = None
         self._reference_running = False
         self._executor = None
+        self._closing = False
         self.layers: tuple[str, ...] = ()
         # Test-only switch: skip static checks and the runtime builtins restriction, to prove the OS layers
         # hold by themselves. Never set this for LLM-written programs.
@@ -184,7 +209,7 @@ class Evaluator:
         self._stage1_topics: list[Topics] = []
         sampling = cascade or CascadeConfig()  # stage-1 fitness is defined (and reported) even without a cascade
         for t in self._train_topics:
-            idx = cascade_sample(len(t.queries), t.name, seed, sampling)
+            idx = cascade_sample(len(t.queries), t.name, seed, sampling, _mean_query_ms(t))
             self._samples.append(idx)
             self._stage1_topics.append(t if len(idx) == len(t.queries) else subset_topics(t, idx))
         # Largest collections first, so the slowest task does not start last.
@@ -278,9 +303,16 @@ class Evaluator:
         reference = self._reference_metrics(which) if self.spec.robust else None
         return fitness(per, self.spec, ratio, n_docs=self._sizes, reference=reference)
 
+    @property
+    def prepare_hit_rate(self) -> float | None:
+        """Share of finished sandboxed runs that reused a stored ``prepare()`` state (None before any)."""
+        return self.prepare_reused / self.prepare_runs if self.prepare_runs else None
+
     def close(self) -> None:
         """Stop the workers (and with them any running sandbox) and remove their jail folders. On a cluster:
-        cancel what is still queued and disconnect (a Client passed in stays open)."""
+        cancel what is still queued and disconnect (a Client passed in stays open). An evaluation still running
+        in another thread ends with its remaining tasks failed (``sandbox_error``), never in a new pool."""
+        self._closing = True
         if self._cluster is not None:
             self._executor = None
             self._cluster.close()
@@ -361,8 +393,17 @@ class Evaluator:
             task_fn = run_local_task
 
         def submit(cand: _Candidate, stage: int, j: int, s: int, attempt: int = 0) -> None:
+            if self._closing:  # close() was called from another thread: no new pool, no new task
+                complete(cand, stage, j, s, SandboxResult(None, "sandbox_error", "the evaluator was closed"))
+                return
             pool = self._pool()
-            fut = pool.submit(task_fn, self._task(cand, stage, j, s))
+            try:
+                fut = pool.submit(task_fn, self._task(cand, stage, j, s))
+            except RuntimeError as e:  # the pool was shut down meanwhile (close() from another thread)
+                if not self._closing:
+                    raise
+                complete(cand, stage, j, s, SandboxResult(None, "sandbox_error", f"the evaluation pool is gone: {e}"))
+                return
             futures[fut] = (cand, stage, j, s, attempt)
             pool_of[fut] = pool
             cand.pending += 1
@@ -376,6 +417,11 @@ class Evaluator:
                 return
             parts[s] = sres
             self.last_tasks.append((cand.name, stage, self.topics[j].name, s))
+            if sres.ok:
+                cand.runs += 1
+                cand.reused += sres.prepare_reused
+                self.prepare_runs += 1
+                self.prepare_reused += sres.prepare_reused
             if all(p is not None for p in parts):
                 del cand.shards[(stage, j)]
                 self._record(cand, stage, j, merge_shards(parts, self._bounds[(stage, j)], self.limits.output_bytes))
@@ -440,10 +486,10 @@ class Evaluator:
                 except Exception as e:  # a worker died (not a candidate: those die in their own child process)
                     if self._cluster is not None:
                         log.warning("evaluation task failed on the cluster (%s: %s)", type(e).__name__, e)
-                    elif pool is not None and pool is self._executor:  # not yet replaced
+                    elif pool is not None and pool is self._executor and not self._closing:  # not yet replaced
                         log.warning("sandbox worker failed (%s: %s); restarting the pool", type(e).__name__, e)
                         self._reset_pool()
-                    if attempt < 1:
+                    if attempt < 1 and not self._closing:
                         self.task_retries += 1
                         submit(cand, stage, j, s, attempt + 1)
                         continue
@@ -503,7 +549,7 @@ class Evaluator:
         else:
             fit = None
         return CandidateResult(cand.name, stage, suite, fit, fit1, reason, detail, latency, dict(cand.outputs),
-                               cand.seconds, validation, val_fit)
+                               cand.seconds, validation, val_fit, cand.runs, cand.reused)
 
     def _stage1_from_full(self, results: list[CollectionResult]) -> float:
         per = {}

@@ -120,4 +120,5 @@ def merge_shards(parts: list[SandboxResult], bounds: list[tuple[int, int]], outp
                       [s for r in rankings for s in r.scores],
                       np.concatenate([np.asarray(r.latency_ms, dtype=np.float64) for r in rankings]),
                       float(np.mean([r.prepare_ms for r in rankings])))
-    return SandboxResult(ranking, None, None, output, wall_ms, layers, sum(p.queries_done for p in parts))
+    return SandboxResult(ranking, None, None, output, wall_ms, layers, sum(p.queries_done for p in parts),
+                         prepare_reused=sum(p.prepare_reused for p in parts))

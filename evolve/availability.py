@@ -30,6 +30,9 @@ class CollectionAvailability:
     reason: str | None = None  # why it is not usable offline; None when it is
     docs: int | None = None
     judged_queries: int | None = None
+    index_bytes: int | None = None  # size of the cached index on disk (indexed collections)
+    eval_seconds: float | None = None  # estimated full evaluation of the BM25 seed (evaluators.cost)
+    query_ms: float | None = None  # of which, per query (estimated)
 
     @property
     def offline(self) -> bool:
@@ -82,12 +85,31 @@ def collection_availability(address: str, *, counts: bool = True) -> CollectionA
     if not counts:
         return CollectionAvailability(address, status)
     n_docs = coll.n_docs_hint
+    index_bytes = eval_s = query_ms = None
     if manifest.exists():
-        n_docs = json.loads(manifest.read_text())["n_docs"]
+        meta = json.loads(manifest.read_text())
+        n_docs = meta["n_docs"]
+        index_bytes = sum(int(f["size"]) for f in meta.get("files", {}).values())
+        eval_s, query_ms = _estimated_cost(manifest.parent, coll)
     if n_docs is None and kind == "local":
         with open(Path(where) / "corpus.jsonl", "rb") as f:
             n_docs = sum(1 for line in f if line.strip()) or None
-    return CollectionAvailability(address, status, docs=n_docs, judged_queries=len(coll.queries))
+    return CollectionAvailability(address, status, docs=n_docs, judged_queries=len(coll.queries),
+                                  index_bytes=index_bytes, eval_seconds=eval_s, query_ms=query_ms)
+
+
+def _estimated_cost(folder: Path, coll) -> tuple[float | None, float | None]:
+    """(seconds of one full BM25 evaluation, ms per query), estimated from the index and the judged queries."""
+    from evorank.evaluators.cost import estimate_cost
+    from evorank.evaluators.index import CorruptIndex, load_index
+    from evorank.evaluators.ranking import make_queries
+
+    try:
+        index = load_index(folder, verify=False)
+        cost = estimate_cost(index, make_queries(coll.queries, index))
+    except (CorruptIndex, OSError, ValueError):
+        return None, None
+    return cost.total_s, cost.mean_query_ms
 
 
 def split_available(addresses) -> tuple[list[str], dict[str, str]]:

@@ -32,7 +32,8 @@ def cmd_datasets(args) -> int:
             "description": suite.description,
             "collections": [
                 {"address": c.address, "status": c.status, "reason": c.reason, "docs": c.docs,
-                 "judged_queries": c.judged_queries} for c in found
+                 "judged_queries": c.judged_queries, "index_bytes": c.index_bytes,
+                 "estimated_eval_seconds": c.eval_seconds, "estimated_query_ms": c.query_ms} for c in found
             ],
         }
         if args.json:
@@ -45,10 +46,13 @@ def cmd_datasets(args) -> int:
         table.add_column("status")
         table.add_column("docs", justify="right")
         table.add_column("judged queries", justify="right")
+        table.add_column("index", justify="right")
+        table.add_column("est. eval", justify="right")
         for c in found:
             style = "green" if c.offline else "yellow"
             table.add_row(c.address, f"[{style}]{c.label}[/]", f"{c.docs:,}" if c.docs else "-",
-                          f"{c.judged_queries:,}" if c.judged_queries else "-")
+                          f"{c.judged_queries:,}" if c.judged_queries else "-", _size(c.index_bytes),
+                          f"{_seconds(c.eval_seconds)} ({c.query_ms:.1f} ms/q)" if c.eval_seconds is not None else "-")
         console.print(table)
     if args.json:
         print(json.dumps(out, indent=2))
@@ -59,7 +63,23 @@ def cmd_datasets(args) -> int:
             f"data root (local:<name>): {data_root()}   ir_datasets home: "
             f"{os.environ.get('IR_DATASETS_HOME', '~/.ir_datasets')}"
         )
+        console.print("index: size of the cached index; est. eval: one full evaluation of the BM25 seed, estimated "
+                      "from the index and the judged queries (indexed collections only)")
     return 0
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return "-"
+
+
+def _seconds(s: float) -> str:
+    return f"{s * 1e3:.0f} ms" if s < 1 else f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
 # -- evorank eval ----------------------------------------------------------------------------------

@@ -63,6 +63,10 @@ def print_status(st: dict) -> None:
         h = st["heldout"]
         c.print(f"held-out:   #{h['id']} fitness {fmt(h.get('fitness'))} vs BM25 {fmt(h.get('reference_fitness'))} "
                 f"on {', '.join(h.get('collections', []))} (iteration {h.get('iteration')}; never used for selection)")
+    reuse = st.get("prepare_reuse") or {}
+    if reuse.get("runs"):
+        c.print(f"prepare():  reused in {reuse['reused']} of {reuse['runs']} sandboxed runs "
+                f"({reuse['reused'] / reuse['runs']:.0%}; candidates with the same prepare code share its state)")
     tokens = st["prompt_tokens"] + st["completion_tokens"]
     c.print(f"LLM:        {st['prompt_tokens']:,} prompt + {st['completion_tokens']:,} completion tokens "
             f"= {tokens:,}; cost ${st['cost_usd']:.4f}"

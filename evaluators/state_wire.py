@@ -1,0 +1,381 @@
+"""``prepare()`` state as plain data: written by the harness inside a jail, validated and rebuilt by trusted code.
+
+The state a candidate's ``prepare`` returns can be kept for the next candidate whose ``prepare`` is the same
+code (``prepare_key``). It never crosses as an object: the jail writes it as bytes (``write_state``), the worker
+parses them with ``read_state`` (a JSON description checked node by node, array bytes checked against it,
+sparse matrices checked for structure), and a later jail receives new objects built by trusted code
+(``build_state``) over a private copy-on-write mapping of the validated bytes. Only these kinds travel:
+
+    None, bool, int, float, str, numpy scalars and ndarrays of bool / int / uint / float dtypes,
+    tuple, list, dict (str or int keys), scipy.sparse csr/csc matrices and arrays
+
+anything else (a class the program defined, an object array, a function) makes the state not shareable: the
+next candidate simply runs its own ``prepare``. Arrays that *are* the index's own arrays (``csr_matrix((w,
+td.indices, td.indptr))`` shares them) travel as a reference by name and come back as the index's arrays.
+
+Stream: ``MAGIC``, u32 header length, JSON header, then each array's bytes at the offset the header gives
+(64-byte aligned, from the start of the stream), then ``TRAILER`` + u64 stream length.
+"""
+from __future__ import annotations
+
+import json
+import math
+import mmap
+import struct
+
+import numpy as np
+import scipy.sparse as sp
+
+MAGIC = b"EVST1\n"
+TRAILER = b"EVEND\n"
+ALIGN = 64
+MAX_HEADER_BYTES = 8 << 20
+MAX_NODES = 200_000
+MAX_DEPTH = 32
+MAX_STR = 1 << 16
+#: dtypes an array or scalar may have (little-endian, as numpy names them)
+DTYPES = frozenset({"|b1", "|i1", "|u1", "<i2", "<u2", "<i4", "<u4", "<i8", "<u8", "<f2", "<f4", "<f8"})
+
+# Captured when the harness imports this module, before any candidate code runs.
+_ndarray, _dtype_cls = np.ndarray, np.dtype
+_SPARSE = {"csr_matrix": sp.csr_matrix, "csc_matrix": sp.csc_matrix, "csr_array": sp.csr_array,
+           "csc_array": sp.csc_array}
+_SPARSE_NAME = {cls: name for name, cls in _SPARSE.items()}
+_SCALARS = {np.bool_: "|b1", np.int8: "|i1", np.uint8: "|u1", np.int16: "<i2", np.uint16: "<u2", np.int32: "<i4",
+            np.uint32: "<u4", np.int64: "<i8", np.uint64: "<u8", np.float16: "<f2", np.float32: "<f4",
+            np.float64: "<f8"}
+_ascontiguous, _frombuffer = np.ascontiguousarray, np.frombuffer
+
+
+def index_arrays(index) -> dict[str, np.ndarray]:
+    """The index's shared arrays by name (the names a state may refer to)."""
+    out = {}
+    for name in ("doc_len", "df", "cf", "doc_tokens", "doc_positions", "posting_positions", "title_tf", "title_len"):
+        a = getattr(index, name, None)
+        if isinstance(a, np.ndarray):
+            out[name] = a
+    for m in ("term_doc", "doc_term"):
+        mat = getattr(index, m, None)
+        for part in ("data", "indices", "indptr"):
+            a = getattr(mat, part, None)
+            if isinstance(a, np.ndarray):
+                out[f"{m}.{part}"] = a
+    return out
+
+
+def array_fingerprints(index) -> dict[tuple, str]:
+    """(address, dtype, shape) -> name of each index array: taken in the jail before the program runs, so that
+    recognising references later calls no code the program could have replaced."""
+    out = {}
+    for name, a in index_arrays(index).items():
+        out[(a.__array_interface__["data"][0], a.dtype.str, a.shape)] = name
+    return out
+
+
+# -- writing (inside the jail) -------------------------------------------------------------------------
+
+class NotShareable(Exception):
+    pass
+
+
+def encode_state(state, fingerprints: dict[tuple, str]) -> tuple[bytes, list]:
+    """(JSON header, arrays to write in order). Raises NotShareable for anything outside the kinds above."""
+    arrays: list[np.ndarray] = []
+    slots: dict[int, dict] = {}
+    count = [0]
+
+    def slot(a) -> dict:
+        if a.dtype.str not in DTYPES:
+            raise NotShareable(a.dtype.str)
+        key = id(a)
+        if key in slots:
+            return slots[key]
+        ref = fingerprints.get((a.__array_interface__["data"][0], a.dtype.str, a.shape))
+        if ref is not None and a.flags.c_contiguous:
+            s = {"ref": ref}
+        else:
+            s = {"dtype": a.dtype.str, "shape": list(a.shape), "array": len(arrays),
+                 "writeable": bool(a.flags.writeable)}
+            arrays.append(a)
+        slots[key] = s
+        return s
+
+    def node(x, depth: int) -> dict:
+        count[0] += 1
+        if count[0] > MAX_NODES or depth > MAX_DEPTH:
+            raise NotShareable("too large")
+        t = type(x)
+        if x is None:
+            return {"t": "none"}
+        if t is bool:
+            return {"t": "bool", "v": x}
+        if t is int:
+            if abs(x) >= 2**63:
+                raise NotShareable("int")
+            return {"t": "int", "v": x}
+        if t is float:
+            return {"t": "float", "v": repr(x)}
+        if t is str:
+            if len(x) > MAX_STR:
+                raise NotShareable("str")
+            return {"t": "str", "v": x}
+        if t in _SCALARS:
+            return {"t": "scalar", "dtype": _SCALARS[t], "v": x.tobytes().hex()}
+        if t is _ndarray:
+            return {"t": "ndarray", "a": slot(x)}
+        if t is tuple or t is list:
+            return {"t": "tuple" if t is tuple else "list", "items": [node(v, depth + 1) for v in x]}
+        if t is dict:
+            keys = list(x.keys())
+            if any(type(k) is not str and type(k) is not int for k in keys):
+                raise NotShareable("dict key")
+            return {"t": "dict", "keys": [node(k, depth + 1) for k in keys],
+                    "values": [node(x[k], depth + 1) for k in keys]}
+        if t in _SPARSE_NAME:
+            parts = {}
+            for part in ("data", "indices", "indptr"):
+                a = x.__dict__.get(part)  # the instance's own attribute: no descriptor of the program runs
+                if type(a) is not _ndarray or a.ndim != 1:
+                    raise NotShareable(part)
+                parts[part] = slot(a)
+            shape = x.__dict__.get("_shape")
+            if type(shape) is not tuple or len(shape) != 2 or any(type(v) is not int for v in shape):
+                raise NotShareable("shape")
+            return {"t": _SPARSE_NAME[t], "shape": list(shape), **parts}
+        raise NotShareable(t.__name__)
+
+    root = node(state, 0)
+    header, length = b"", -1
+    while len(header) != length:  # the header's own length moves the offsets: settle it
+        length = len(header)
+        at = _align(len(MAGIC) + 4 + length)
+        offsets = []
+        for a in arrays:
+            offsets.append(at)
+            at = _align(at + a.size * a.dtype.itemsize)
+        header = json.dumps({"root": root, "offsets": offsets}, separators=(",", ":")).encode()
+        if len(header) > MAX_HEADER_BYTES:
+            raise NotShareable("header")
+    return header, arrays
+
+
+def state_bytes(arrays: list) -> int:
+    """Bytes of array data a state will write (to compare with a cap before writing)."""
+    return sum(a.size * a.dtype.itemsize for a in arrays)
+
+
+def _align(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+def write_state(write, state, fingerprints: dict[tuple, str], max_bytes: int) -> bool:
+    """Write ``state`` with ``write(bytes)``; False (nothing written) when it is not shareable or its arrays hold
+    more than ``max_bytes``."""
+    try:
+        header, arrays = encode_state(state, fingerprints)
+    except (NotShareable, RecursionError, ValueError, TypeError, AttributeError):
+        return False
+    if state_bytes(arrays) > max_bytes:
+        return False
+    pos = 0
+
+    def put(data) -> None:
+        nonlocal pos
+        write(data)
+        pos += len(data)
+
+    put(MAGIC + struct.pack("<I", len(header)) + header)
+    offsets = json.loads(header)["offsets"]
+    for a, off in zip(arrays, offsets):
+        put(b"\0" * (off - pos))
+        data = memoryview(_ascontiguous(a)).cast("B")
+        for i in range(0, len(data), 1 << 22):
+            put(data[i:i + (1 << 22)])
+    put(b"\0" * (_align(pos) - pos))
+    put(TRAILER + struct.pack("<Q", pos + len(TRAILER) + 8))
+    return True
+
+
+# -- reading (the worker, trusted) ---------------------------------------------------------------------
+
+class InvalidState(Exception):
+    pass
+
+
+def read_state(path, n_index: dict[str, np.ndarray]) -> dict:
+    """Validate a captured stream file; returns its description (what ``build_state`` needs). Raises
+    InvalidState. ``n_index``: the index's arrays by name (references must name one of them)."""
+    with open(path, "rb") as f:
+        size = f.seek(0, 2)
+        f.seek(0)
+        head = f.read(len(MAGIC) + 4)
+        if len(head) < len(MAGIC) + 4 or head[:len(MAGIC)] != MAGIC:
+            raise InvalidState("bad magic")
+        (hlen,) = struct.unpack("<I", head[len(MAGIC):])
+        if hlen > MAX_HEADER_BYTES or len(MAGIC) + 4 + hlen > size:
+            raise InvalidState("bad header length")
+        try:
+            header = json.loads(f.read(hlen))
+        except ValueError:
+            raise InvalidState("header is not JSON") from None
+        f.seek(size - len(TRAILER) - 8)
+        tail = f.read(len(TRAILER) + 8)
+    if tail[:len(TRAILER)] != TRAILER or struct.unpack("<Q", tail[len(TRAILER):])[0] != size:
+        raise InvalidState("incomplete stream")
+    if not isinstance(header, dict) or set(header) != {"root", "offsets"} or not isinstance(header["offsets"], list):
+        raise InvalidState("bad header")
+    offsets = header["offsets"]
+    data_end = size - len(TRAILER) - 8
+    start = _align(len(MAGIC) + 4 + hlen)
+    slots: list[dict] = []
+    count = [0]
+
+    def check_slot(s) -> dict:
+        if not isinstance(s, dict):
+            raise InvalidState("bad array slot")
+        if set(s) == {"ref"}:
+            if s["ref"] not in n_index:
+                raise InvalidState("reference to an unknown array")
+            return {"ref": s["ref"]}
+        if set(s) != {"dtype", "shape", "array", "writeable"} or s["dtype"] not in DTYPES \
+                or not isinstance(s["shape"], list) or not 0 <= len(s["shape"]) <= 4 \
+                or any(type(v) is not int or v < 0 for v in s["shape"]) or type(s["array"]) is not int \
+                or not 0 <= s["array"] < len(offsets) or type(s["writeable"]) is not bool:
+            raise InvalidState("bad array slot")
+        off = offsets[s["array"]]
+        nbytes = math.prod(s["shape"]) * np.dtype(s["dtype"]).itemsize
+        if type(off) is not int or off < start or off % ALIGN or off + nbytes > data_end:
+            raise InvalidState("array outside the stream")
+        out = {"dtype": s["dtype"], "shape": s["shape"], "offset": off, "writeable": s["writeable"]}
+        slots.append(out)
+        return out
+
+    def check(n, depth: int) -> dict:
+        count[0] += 1
+        if count[0] > MAX_NODES or depth > MAX_DEPTH or not isinstance(n, dict) or not isinstance(n.get("t"), str):
+            raise InvalidState("bad node")
+        t = n["t"]
+        fields = set(n) - {"t"}
+        if t == "none" and not fields:
+            return n
+        if t == "bool" and fields == {"v"} and type(n["v"]) is bool:
+            return n
+        if t == "int" and fields == {"v"} and type(n["v"]) is int and abs(n["v"]) < 2**63:
+            return n
+        if t == "float" and fields == {"v"} and type(n["v"]) is str and len(n["v"]) < 40:
+            try:
+                float(n["v"])
+            except ValueError:
+                raise InvalidState("bad float") from None
+            return n
+        if t == "str" and fields == {"v"} and type(n["v"]) is str and len(n["v"]) <= MAX_STR:
+            return n
+        if t == "scalar" and fields == {"dtype", "v"} and n["dtype"] in DTYPES and type(n["v"]) is str \
+                and len(n["v"]) == 2 * np.dtype(n["dtype"]).itemsize:
+            try:
+                bytes.fromhex(n["v"])
+            except ValueError:
+                raise InvalidState("bad scalar") from None
+            return n
+        if t == "ndarray" and fields == {"a"}:
+            return {"t": t, "a": check_slot(n["a"])}
+        if t in ("tuple", "list") and fields == {"items"} and isinstance(n["items"], list):
+            return {"t": t, "items": [check(v, depth + 1) for v in n["items"]]}
+        if t == "dict" and fields == {"keys", "values"} and isinstance(n["keys"], list) \
+                and isinstance(n["values"], list) and len(n["keys"]) == len(n["values"]):
+            keys = [check(k, depth + 1) for k in n["keys"]]
+            if any(k["t"] not in ("str", "int") for k in keys):
+                raise InvalidState("bad dict key")
+            return {"t": t, "keys": keys, "values": [check(v, depth + 1) for v in n["values"]]}
+        if t in _SPARSE and fields == {"shape", "data", "indices", "indptr"} and isinstance(n["shape"], list) \
+                and len(n["shape"]) == 2 and all(type(v) is int and 0 <= v < 2**62 for v in n["shape"]):
+            return {"t": t, "shape": n["shape"], **{p: check_slot(n[p]) for p in ("data", "indices", "indptr")}}
+        raise InvalidState(f"bad node of kind {t[:20]!r}")
+
+    root = check(header["root"], 0)
+    _check_no_overlap(slots)
+    desc = {"root": root, "size": size}
+    _check_sparse(root, path, n_index)
+    return desc
+
+
+def _check_no_overlap(slots: list[dict]) -> None:
+    spans = sorted({(s["offset"], math.prod(s["shape"]) * np.dtype(s["dtype"]).itemsize) for s in slots})
+    for (a, n), (b, _) in zip(spans, spans[1:]):
+        if a + n > b:
+            raise InvalidState("overlapping arrays")
+
+
+def _check_sparse(root: dict, path, n_index) -> None:
+    """Every sparse matrix is well formed: 1-D parts, integer index arrays, monotone pointers from 0 to nnz,
+    indices within the other dimension (so the next program cannot be handed a matrix that crashes scipy)."""
+    built = build_state(root, path, n_index, check=True)
+    del built
+
+
+# -- rebuilding (the worker, trusted) ------------------------------------------------------------------
+
+def build_state(root: dict, path, n_index: dict[str, np.ndarray], check: bool = False):
+    """New objects for a validated description, over a private (copy-on-write) mapping of the stream file:
+    the receiving program may modify them, and its changes stay in its own process."""
+    with open(path, "rb") as f:
+        size = f.seek(0, 2)
+        mm = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY) if size else None
+    made: dict[int, np.ndarray] = {}
+
+    def array(s: dict) -> np.ndarray:
+        if "ref" in s:
+            return n_index[s["ref"]].view(_ndarray)
+        key = s["offset"]
+        if key not in made:
+            dt = np.dtype(s["dtype"])
+            count = math.prod(s["shape"])
+            a = _frombuffer(mm, dtype=dt, count=count, offset=s["offset"]).reshape(s["shape"])
+            if not s["writeable"]:
+                a.flags.writeable = False
+            made[key] = a
+        return made[key]
+
+    def build(n: dict):
+        t = n["t"]
+        if t == "none":
+            return None
+        if t in ("bool", "int", "str"):
+            return n["v"]
+        if t == "float":
+            return float(n["v"])
+        if t == "scalar":
+            return _frombuffer(bytes.fromhex(n["v"]), dtype=np.dtype(n["dtype"]))[0]
+        if t == "ndarray":
+            return array(n["a"])
+        if t == "tuple":
+            return tuple(build(v) for v in n["items"])
+        if t == "list":
+            return [build(v) for v in n["items"]]
+        if t == "dict":
+            return {build(k): build(v) for k, v in zip(n["keys"], n["values"])}
+        data, indices, indptr = (array(n[p]) for p in ("data", "indices", "indptr"))
+        rows, cols = n["shape"]
+        major, minor = (rows, cols) if t.startswith("csr") else (cols, rows)
+        if check:
+            if data.ndim != 1 or indices.ndim != 1 or indptr.ndim != 1 or len(data) != len(indices) \
+                    or indices.dtype.kind not in "iu" or indptr.dtype.kind not in "iu" or len(indptr) != major + 1:
+                raise InvalidState("malformed sparse matrix")
+            if len(indptr) and (indptr[0] != 0 or indptr[-1] != len(indices) or (np.diff(indptr) < 0).any()):
+                raise InvalidState("malformed sparse matrix pointers")
+            if len(indices) and (indices.min() < 0 or indices.max() >= minor):
+                raise InvalidState("sparse matrix indices out of range")
+        m = _SPARSE[t]((data, indices, indptr), shape=(rows, cols), copy=False)
+        return m
+
+    return build(root)
+
+
+class JailReuse:
+    """What a jail is told about ``prepare``: ``state`` to use instead of calling it (when ``reused``), or a pipe
+    (``capture_fd``) to write the state it computes into, at most ``max_bytes`` of arrays."""
+
+    __slots__ = ("reused", "state", "capture_fd", "max_bytes")
+
+    def __init__(self, reused: bool = False, state=None, capture_fd: int = -1, max_bytes: int = 0):
+        self.reused, self.state, self.capture_fd, self.max_bytes = reused, state, capture_fd, max_bytes

@@ -86,6 +86,17 @@ def write_random_beir(folder: Path, n_docs: int = 80, n_queries: int = 40, seed:
     return write_beir(folder, docs, queries, qrels)
 
 
+def random_topics(tmp_path_factory, name: str, **kwargs):
+    """A module fixture's body: a random BEIR collection (``write_random_beir(**kwargs)``) loaded as topics, with
+    its own index cache for as long as the module's tests run."""
+    from evorank.evaluators.evaluate import load_topics
+
+    root = tmp_path_factory.mktemp(name)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EVORANK_CACHE", str(root / "cache"))
+        yield load_topics(str(write_random_beir(root / "coll", **kwargs)))
+
+
 def proc_table() -> dict[int, tuple[int, int]]:
     """pid -> (ppid, uid) of every live (non-zombie) process, from /proc (no psutil)."""
     out = {}

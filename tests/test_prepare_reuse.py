@@ -15,7 +15,7 @@ from evorank.evaluators.program import seed_path
 from evorank.evaluators.sandbox import Limits, run_sandboxed
 from evorank.evaluators.state_wire import InvalidState, build_state, index_arrays, read_state, write_state
 
-from conftest import write_random_beir
+from conftest import random_topics, write_random_beir
 
 BM25 = seed_path("bm25").read_text()
 SCORE_LINE = "weights = rows.data * np.repeat(query.qtf, np.diff(rows.indptr))"
@@ -113,10 +113,7 @@ def test_forged_streams_are_refused(tmp_path):
 
 @pytest.fixture(scope="module")
 def topics(tmp_path_factory):
-    root = tmp_path_factory.mktemp("reuse")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EVORANK_CACHE", str(root / "cache"))
-        yield load_topics(str(write_random_beir(root / "coll", n_docs=150, n_queries=12)))
+    yield from random_topics(tmp_path_factory, "reuse", n_docs=150, n_queries=12)
 
 
 def same(a, b) -> bool:

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import sandbox_processes, write_random_beir
-from evorank.evaluators.evaluate import evaluate_on, load_topics
+from conftest import random_topics, sandbox_processes
+from evorank.evaluators.evaluate import evaluate_on
 from evorank.evaluators.jail import MEMORY_BASE_MB, memory_limit_mb
 from evorank.evaluators.parallel import Evaluator
 from evorank.evaluators.program import compile_program, seed_path, split_block
@@ -47,10 +47,7 @@ def result_fd():
 
 @pytest.fixture(scope="module")
 def topics(tmp_path_factory):
-    root = tmp_path_factory.mktemp("redteam")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EVORANK_CACHE", str(root / "cache"))
-        yield load_topics(str(write_random_beir(root / "coll", n_docs=120, n_queries=30)))
+    yield from random_topics(tmp_path_factory, "redteam", n_docs=120, n_queries=30)
 
 
 def run(topics, program: str, limits: Limits = LIMITS, escaped: bool = True, queries=None):

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evorank.evaluators.evaluate import evaluate_on, load_topics, measure
+from evorank.evaluators.evaluate import evaluate_on, measure
 from evorank.evaluators.program import compile_program, seed_path, split_block
 from evorank.evaluators.ranking import rank
-from conftest import proc_table, sandbox_processes, write_random_beir
+from conftest import random_topics, proc_table, sandbox_processes
 from evorank.evaluators import wire
 from evorank.evaluators.jail import LAYERS, SANDBOX_UID_BASE
 from evorank.evaluators.sandbox import Limits, isolation_layers, run_sandboxed
@@ -32,10 +32,7 @@ LIMITS = Limits(timeout_s=2.0, memory_mb=300, output_bytes=20_000)
 
 @pytest.fixture(scope="module")
 def topics(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sandbox")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EVORANK_CACHE", str(root / "cache"))
-        yield load_topics(str(write_random_beir(root / "coll")))
+    yield from random_topics(tmp_path_factory, "sandbox")
 
 
 @pytest.fixture

@@ -88,6 +88,58 @@ def cmd_status(args) -> int:
 
 # -- top ------------------------------------------------------------------------------------------
 
+# Layouts of the `top` table, widest first: (digits, leading zero, columns left out).
+_TOP_LAYOUTS = ((4, True, ()), (3, True, ()), (3, True, ("hash",)), (3, False, ("hash",)),
+                (3, False, ("hash", "isl", "iter")), (3, False, ("hash", "isl", "iter", "operator")))
+
+
+def top_table(c, recs, seeds, colls, metrics, title):
+    """The `top` table in the widest layout that fits the console ``c`` (values are cut only below ~110 columns
+    with six collections), and the columns it left out."""
+    for layout in _TOP_LAYOUTS:
+        table = _top_table(recs, seeds, colls, metrics, title, *layout)
+        if _table_width(c, table) <= c.width:
+            break
+    return table, layout[2]
+
+
+def _table_width(c, table) -> int:
+    from rich.measure import Measurement
+
+    return Measurement.get(c, c.options.update(max_width=100_000), table).maximum
+
+
+def _top_table(recs, seeds, colls, metrics, title, digits, leading_zero, left_out):
+    from rich import box
+    from rich.table import Table
+
+    def num(x):
+        text = fmt(x, digits)
+        return text if leading_zero else text.replace("0.", ".", 1) if text.startswith("0.") else text
+
+    labels = short_names(colls)
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
+    columns = [col for col in ("#", "id", "hash", "isl", "iter", "operator", "fitness", "val", "latency")
+               if col not in left_out]
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("hash", "operator") else "right", no_wrap=True)
+    for c in colls:
+        table.add_column(labels[c], justify="right", no_wrap=True)
+    bm25 = seeds.get("bm25")
+    for i, r in enumerate(recs, 1):
+        cells = {
+            "#": str(i), "id": str(r.id), "hash": (r.code_hash or "")[:8], "isl": str(r.island),
+            "iter": str(r.iteration),
+            "operator": r.operator + (f" ({r.features.get('seed_name')})" if r.operator == "seed" else ""),
+            "fitness": fmt(r.fitness) + (f" ({pct(r.fitness, bm25.fitness)})" if bm25 and r.id != bm25.id else ""),
+            "val": fmt(validation_fitness(r)),
+            "latency": f"{r.latency_ratio:.2f}x" if r.latency_ratio is not None else "-",
+        }
+        table.add_row(*(cells[col] for col in columns),
+                      *("/".join(num(r.metrics.get(c, {}).get(m)) for m in metrics) for c in colls))
+    return table
+
+
 def cmd_top(args) -> int:
     with open_run(args.run) as store:
         with store.read_snapshot():
@@ -97,34 +149,17 @@ def cmd_top(args) -> int:
         print_json([{"rank": i, **record_json(r, code=False),
                       "seed_name": r.features.get("seed_name")} for i, r in enumerate(recs, 1)])
         return 0
-    from rich import box
-    from rich.table import Table
-
-    colls = list(dict.fromkeys(c for r in recs for c in r.metrics))
-    labels = short_names(colls)
-    metrics = [args.metric] if args.metric else ["ndcg@10", "recall@100"]
-    digits = 4 if len(colls) * len(metrics) <= 8 else 3  # six collections x two metrics fit 160 columns at 3
-    table = Table(title=f"top {len(recs)} by {args.by} — {args.run}", title_justify="left", box=box.SIMPLE_HEAD,
-                  padding=(0, 1))
-    for col, just in (("#", "right"), ("id", "right"), ("hash", "left"), ("isl", "right"), ("iter", "right"),
-                      ("operator", "left"), ("fitness", "right"), ("val", "right"), ("latency", "right")):
-        table.add_column(col, justify=just, no_wrap=col != "operator", overflow="fold")
-    for c in colls:
-        table.add_column(f"{labels[c]}\n{'/'.join(METRIC_LABELS.get(m, m) for m in metrics)}", justify="right",
-                         no_wrap=True)
-    bm25 = seeds.get("bm25")
-    for i, r in enumerate(recs, 1):
-        op = r.operator + (f" ({r.features.get('seed_name')})" if r.operator == "seed" else "")
-        cells = ["/".join(fmt(r.metrics.get(c, {}).get(m), digits) for m in metrics) for c in colls]
-        lat = f"{r.latency_ratio:.2f}x" if r.latency_ratio is not None else "-"
-        fit = fmt(r.fitness) + (f" ({pct(r.fitness, bm25.fitness)})" if bm25 and r.id != bm25.id else "")
-        table.add_row(str(i), str(r.id), (r.code_hash or "")[:8], str(r.island), str(r.iteration), op, fit,
-                      fmt(validation_fitness(r)), lat, *cells)
     c = console()
+    colls = list(dict.fromkeys(name for r in recs for name in r.metrics))
+    metrics = [args.metric] if args.metric else ["ndcg@10", "recall@100"]
+    table, left_out = top_table(c, recs, seeds, colls, metrics, f"top {len(recs)} by {args.by} — {args.run}")
     c.print(table)
-    c.print("val = fitness on the validation queries (never used for selection); "
+    c.print(f"collection cells: {'/'.join(METRIC_LABELS.get(m, m) for m in metrics)}; "
+            "val = fitness on the validation queries (never used for selection); "
             "latency = median scoring time per query relative to the BM25 seed; "
-            "fitness gain in brackets is vs the BM25 seed")
+            "fitness gain in brackets is vs the BM25 seed"
+            + (f"; left out to fit {c.width} columns: {', '.join(left_out)} (`--json` has everything)"
+               if left_out else ""))
     return 0
 
 

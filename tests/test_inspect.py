@@ -270,3 +270,34 @@ def test_real_offline_run_can_be_inspected(tiny_collection, tmp_path, capsys):
     ev = run_json(capsys, "eval", f"{out}:best", "--datasets", str(tiny_collection))
     assert ev["collections"][0]["metrics"]["ndcg@10"] == pytest.approx(
         best["metrics"][str(tiny_collection)]["ndcg@10"], abs=1e-12)
+
+
+@pytest.mark.parametrize("width", [160, 200])
+def test_top_fits_six_collections_in_the_terminal_without_cutting_values(width):
+    """Six collections, four-digit ids, fitness with its gain, validation and latency: at 160 columns nothing is
+    cut ("0.3248/0.2..." was), at 200 nothing is left out."""
+    from rich.console import Console
+
+    from evorank.evolve.inspect_cmds import top_table
+
+    colls = ["beir/nfcorpus/test", "beir/scifact/test", "local:cacm", "local:cisi", "local:cranfield", "local:med"]
+    metrics = {c: {"ndcg@10": 0.3248 + i / 100, "recall@100": 0.2917 + i / 100} for i, c in enumerate(colls)}
+    seed = ProgramRecord(id=1, code="", code_hash="f" * 64, island=0, generation=0, iteration=0, fitness=0.5919,
+                         operator="seed",
+                         features={"seed_name": "bm25"}, metrics=metrics)
+    recs = [ProgramRecord(id=1000 + i, code="", code_hash=f"{i:x}" * 64, island=i % 2, generation=3, iteration=900 + i,
+                          operator="offline", fitness=0.6491 - i / 1000, latency_ratio=18.6,
+                          features={"val_fitness": 0.6506}, metrics=metrics) for i in range(10)]
+    console = Console(width=width, record=True, color_system=None)
+    table, left_out = top_table(console, [seed] + recs, {"bm25": seed}, colls, ["ndcg@10", "recall@100"], "top")
+    console.print(table)
+    text = console.export_text()
+    assert "…" not in text
+    for r in recs:
+        assert f" {r.id} " in text and f"{r.fitness:.4f} (+" in text
+    assert "18.60x" in text and "0.6506" in text
+    for i in range(len(colls)):
+        a, b = 0.3248 + i / 100, 0.2917 + i / 100
+        forms = (f"{a:.4f}/{b:.4f}", f"{a:.3f}/{b:.3f}", f"{a:.3f}/{b:.3f}".replace("0.", "."))
+        assert max(text.count(f) for f in forms) == 11  # the seed and ten programs
+    assert "operator" not in left_out and (width == 160 or not left_out)

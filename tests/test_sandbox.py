@@ -17,7 +17,7 @@ import pytest
 from evorank.evaluators.evaluate import evaluate_on, measure
 from evorank.evaluators.program import compile_program, seed_path, split_block
 from evorank.evaluators.ranking import rank
-from conftest import random_topics, proc_table, sandbox_processes
+from conftest import long_lived_helper, random_topics, proc_table, sandbox_processes
 from evorank.evaluators import wire
 from evorank.evaluators.jail import LAYERS, SANDBOX_UID_BASE
 from evorank.evaluators.sandbox import Limits, isolation_layers, run_sandboxed
@@ -53,18 +53,9 @@ def run(topics, block: str, limits: Limits = LIMITS, unsafe: bool = False, queri
 
 
 def children_of_this_process() -> list[int]:
-    """Children of this process, except the resource-tracker helpers that multiprocessing/loky keep."""
+    """Children of this process, except the helpers multiprocessing/loky keep (``long_lived_helper``)."""
     me = os.getpid()
-    out = []
-    for p, (ppid, _) in proc_table().items():
-        if ppid == me:
-            try:
-                cmd = Path(f"/proc/{p}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"resource_tracker" not in cmd:
-                out.append(p)
-    return out
+    return [p for p, (ppid, _) in proc_table().items() if ppid == me and not long_lived_helper(p)]
 
 
 # -- correctness -----------------------------------------------------------------------------------

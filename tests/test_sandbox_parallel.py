@@ -10,7 +10,7 @@ import pytest
 from evorank.evaluators.evaluate import evaluate_on, load_topics
 from evorank.evaluators.parallel import CascadeConfig, Evaluator, Limits, cascade_sample, evaluate_program_sandboxed
 from evorank.evaluators.program import compile_program, seed_path, split_block
-from conftest import descendants, proc_table, sandbox_processes, write_random_beir
+from conftest import descendants, long_lived_helper, proc_table, sandbox_processes, write_random_beir
 from evorank.evaluators.jail import SANDBOX_UID_BASE
 
 
@@ -325,8 +325,8 @@ def test_close_leaves_no_processes(env):
     ev.close()
     time.sleep(0.3)
     left = set(descendants(os.getpid())) - before
-    # loky's and multiprocessing's resource trackers live as long as this process; nothing else may remain
-    assert [p for p in left if b"resource_tracker" not in _cmdline(p)] == []
+    # loky's and multiprocessing's helpers live as long as this process; nothing else may remain
+    assert [p for p in left if not long_lived_helper(p)] == []
     assert sandbox_processes() == []
 
 

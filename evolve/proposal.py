@@ -73,8 +73,15 @@ class Proposal:
     unavailable: str | None = None  # set by fill when the model/tool could not be reached: not a proposal
     repair_round: int = 0  # 0 for a fresh proposal, n for the n-th repair in a row
     origin: ProgramRecord | None = None  # for a repair: the evaluated program the first attempt started from
+    edit_base: ProgramRecord | None = None  # what the reply edits when not the parent: for a repair that redoes a
+    #                                         cut-off reply, the program that reply was editing
     member: int | None = None  # which member of an ensemble writes it (EnsembleProposer)
     started_at: float = field(default_factory=time.time)
+
+    @property
+    def edits(self) -> ProgramRecord:
+        """The program the reply's edits apply to: the parent, or ``edit_base`` when set."""
+        return self.edit_base or self.parent
 
     @property
     def base(self) -> ProgramRecord:

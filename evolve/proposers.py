@@ -68,6 +68,11 @@ def objective_text(spec: FitnessSpec) -> str:
 
 # -- the proposers -------------------------------------------------------------------------------
 
+#: Said before a repair request when the previous repair returned the failing program unchanged (small models often
+#: echo the program they were shown).
+REPEATED_NOTE = "Your reply repeated the program without changing it, so it still fails in the same way."
+
+
 class LLMProposer:
     """A chat model writes each candidate: a prompt built from the archive (main thread), one chat
     completion (worker thread), and the reply applied to the parent as a SEARCH/REPLACE diff or a
@@ -122,7 +127,7 @@ class LLMProposer:
             prop.failure_detail = "; ".join(completion.retry_log)[-500:]
             return
         try:
-            prop.source, applied = apply_reply(prop.parent.code, completion.text,
+            prop.source, applied = apply_reply(prop.edits.code, completion.text,
                                                "diff" if kind in ("diff", REPAIR) else "full",
                                                completion.finish_reason)
         except ReplyError as e:
@@ -137,12 +142,22 @@ class LLMProposer:
         diff. None when there is no conversation to continue."""
         if prop.messages is None or prop.response is None:
             return None
-        if failed.failure_reason == "truncated":
+        edit_base = None  # the reply edits the failed program, the repair's parent
+        if failed.failure_reason == "truncated" or (failed.failure_reason == "syntax_error"
+                                                    and prop.finish_reason == "length"):
+            # a reply stopped at max_tokens: its code is incomplete (whether or not a fence happened to close); the
+            # same change comes back as a diff of the program that reply was editing
             ask = truncated_message(self.templates, self.client.settings.max_tokens)
+            edit_base = prop.edits
+        elif failed.failure_reason == "no_change" and prop.operator == REPAIR and prop.parent.failure_reason:
+            # the repair repeated the failing program: ask again about the failure it still has, saying so
+            ask = (REPEATED_NOTE + "\n\n"
+                   + repair_message(self.templates, prop.parent, split_block(prop.parent.code).block))
+            edit_base = prop.parent
         else:
             ask = repair_message(self.templates, failed, split_block(failed.code).block)
         messages = [*prop.messages, {"role": "assistant", "content": prop.response}, {"role": "user", "content": ask}]
-        return repair_of(prop, failed, messages=messages, prompt=ask, model=prop.model)
+        return repair_of(prop, failed, messages=messages, prompt=ask, model=prop.model, edit_base=edit_base)
 
     def close(self) -> None:
         pass  # the HTTP client closes with the process

@@ -109,6 +109,42 @@ def test_a_cut_off_reply_is_asked_again_as_a_diff(tmp_path, tiny_collection, mon
     assert progs[2].parent_ids == (progs[1].id,) and progs[2].completion_tokens == 30
 
 
+def test_a_cut_off_rewrite_that_does_not_parse_is_asked_again_as_a_diff(tmp_path, tiny_collection, monkeypatch):
+    """Cut at max_tokens with its fence closed (the model's last line was lost, not its fence): the code is a
+    syntax error, and the follow-up asks for the change as a short diff, not for a fix of the syntax."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    cut = {"content": "```python\ndef score(query, index, state):\n    return np.where(\n```", "finish_reason": "length",
+           "usage": (140, 40)}
+    with FakeOpenAI([cut, diff("K1 = 0.9", "K1 = 1.25", (500, 30))]) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=2, max_tokens=40,
+                          operator_mix={"full": 1.0})
+        run_engine(cfg, tiny_collection)
+        follow = srv.requests[1]["body"]["messages"]
+    progs = programs(cfg.out)
+    assert progs[1].status == "failed" and progs[1].failure_reason == "syntax_error"
+    assert "cut off at the length limit (40 tokens)" in follow[3]["content"]
+    assert progs[2].operator == "repair" and progs[2].status == "accepted" and "K1 = 1.25" in progs[2].code
+
+
+def test_a_repair_that_repeats_the_program_is_told_so_with_the_failure_it_still_has(tmp_path, tiny_collection,
+                                                                                     monkeypatch):
+    """Small models often answer a repair request with the program they were shown. The next round names the
+    original failure (NameError), not "the rewrite is identical to the parent"."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    same = diff("    boost = UNDEFINED_BOOST * 2", "    boost = UNDEFINED_BOOST * 2", (200, 10))
+    with FakeOpenAI([RAISES, same, FIX]) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=3,
+                          operator_mix={"diff": 1.0}, repair_rounds=2)
+        run_engine(cfg, tiny_collection)
+        third = srv.requests[2]["body"]["messages"][-1]["content"]
+    progs = programs(cfg.out)
+    assert progs[1].failure_reason == "exception:NameError" and progs[2].failure_reason == "no_change"
+    assert third.startswith("Your reply repeated the program without changing it")
+    assert "could not be used: exception:NameError" in third and "boost = UNDEFINED_BOOST * 2" in third
+    assert "identical" not in third and "unchanged" not in third.split("\n", 1)[1]
+    assert progs[3].operator == "repair" and progs[3].status == "accepted" and "boost = 2.0" in progs[3].code
+
+
 def test_attempts_that_reach_no_model_are_not_proposals(tmp_path, tiny_collection, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     script = [{"status": 401}, diff("K1 = 0.9", "K1 = 1.1", (10, 5)), {"status": 404},

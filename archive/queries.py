@@ -123,6 +123,13 @@ class RunQueries:
         ).fetchall()
         return [OperatorUsage(r[0], r[1], r[2], r[3], r[4], float(r[5])) for r in found]
 
+    def feature_sums(self, names: list[str]) -> dict[str, float]:
+        """The sum over all programs of each named numeric feature (programs without it count 0), summed in SQL
+        instead of loading every program."""
+        cols = ", ".join("COALESCE(SUM(json_extract(features, ?)), 0)" for _ in names)
+        row = self._conn.execute(f"SELECT {cols} FROM programs", [f'$."{n}"' for n in names]).fetchone()
+        return dict(zip(names, row))
+
     def creation_times(self) -> list[float]:
         """When each program was archived (unix time), oldest first."""
         return [r[0] for r in self._conn.execute("SELECT created_at FROM programs ORDER BY created_at")]

@@ -237,7 +237,7 @@ def run_status(store: RunStore) -> dict:
         islands = Islands.from_store(store)
         seeds = seed_records(store)
         n_islands = store.n_islands()
-        reuse = [(r.features.get("prepare_runs", 0), r.features.get("prepare_reused", 0)) for r in store.programs()]
+        reuse = store.feature_sums(["prepare_runs", "prepare_reused"])
     pid = writer_pid(run_dir)
     alive = pid is not None
     proposals = Counter()
@@ -302,7 +302,7 @@ def run_status(store: RunStore) -> dict:
         "prompt_tokens": summary["prompt_tokens"],
         "completion_tokens": summary["completion_tokens"],
         "cost_usd": summary["cost_usd"],
-        "prepare_reuse": {"runs": sum(a for a, _ in reuse), "reused": sum(b for _, b in reuse)},
+        "prepare_reuse": {"runs": int(reuse["prepare_runs"]), "reused": int(reuse["prepare_reused"])},
         "models": [{"model": m.model, "proposals": m.proposals, "prompt_tokens": m.prompt_tokens,
                     "completion_tokens": m.completion_tokens, "cost_usd": m.cost_usd} for m in models],
         "operators": [{"operator": o.operator, "proposals": o.proposals, "accepted": o.accepted,

@@ -135,6 +135,15 @@ def test_numpy_scalars_are_stored_as_plain_numbers(store):
     assert type(got.metrics["c"]["ndcg@10"]) is float and got.features["latency_ratio"] == 1.5
 
 
+def test_feature_sums_add_up_every_program_missing_counting_zero(store):
+    store.add_program(rec(1, features={"prepare_runs": 6, "prepare_reused": 4}))
+    store.add_program(rec(2, features={"prepare_runs": 6}))
+    store.add_program(rec(3))
+    assert store.feature_sums(["prepare_runs", "prepare_reused", "absent"]) == {
+        "prepare_runs": 12, "prepare_reused": 4, "absent": 0}
+    assert sum(r.features.get("prepare_runs", 0) for r in store.programs()) == 12
+
+
 def test_has_code_hash_uses_normalized_code(store):
     pid = store.add_program(rec(1))
     variant = "# comment\ndef score(tf, df):\n    '''doc'''\n    return (tf * 1\n            / (df + 1))\n"

@@ -91,39 +91,28 @@ def test_repair_rounds_stop_after_the_configured_number(tmp_path, tiny_collectio
     assert conversation_lengths == [2, 4, 6, 2]  # two rounds, then a fresh proposal
 
 
-def test_a_cut_off_reply_is_asked_again_as_a_diff(tmp_path, tiny_collection, monkeypatch):
+@pytest.mark.parametrize("reply, reason", [
+    # cut inside the code: the fence never closes
+    ("A new idea.\n```python\ndef score(query, index, state):\n    return np.", "truncated"),
+    # cut with its fence closed (the model's last line was lost, not its fence): the code is a syntax error, and
+    # the follow-up still asks for the change as a short diff, not for a fix of the syntax
+    ("```python\ndef score(query, index, state):\n    return np.where(\n```", "syntax_error"),
+])
+def test_a_cut_off_reply_is_asked_again_as_a_diff(tmp_path, tiny_collection, monkeypatch, reply, reason):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    cut = {"content": "A new idea.\n```python\ndef score(query, index, state):\n    return np.", "finish_reason": "length",
-           "usage": (140, 40)}
+    cut = {"content": reply, "finish_reason": "length", "usage": (140, 40)}
     with FakeOpenAI([cut, diff("K1 = 0.9", "K1 = 1.25", (500, 30))]) as srv:
         cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=2, max_tokens=40,
                           operator_mix={"full": 1.0})
         run_engine(cfg, tiny_collection)
         follow = srv.requests[1]["body"]["messages"]
     progs = programs(cfg.out)
-    assert progs[1].status == "failed" and progs[1].failure_reason == "truncated"
+    assert progs[1].status == "failed" and progs[1].failure_reason == reason
     assert follow[2] == {"role": "assistant", "content": cut["content"]}
     assert "cut off at the length limit (40 tokens)" in follow[3]["content"]
     assert "SEARCH/REPLACE" in follow[3]["content"] and "Do not write the whole block again" in follow[3]["content"]
     assert progs[2].operator == "repair" and progs[2].status == "accepted" and "K1 = 1.25" in progs[2].code
     assert progs[2].parent_ids == (progs[1].id,) and progs[2].completion_tokens == 30
-
-
-def test_a_cut_off_rewrite_that_does_not_parse_is_asked_again_as_a_diff(tmp_path, tiny_collection, monkeypatch):
-    """Cut at max_tokens with its fence closed (the model's last line was lost, not its fence): the code is a
-    syntax error, and the follow-up asks for the change as a short diff, not for a fix of the syntax."""
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    cut = {"content": "```python\ndef score(query, index, state):\n    return np.where(\n```", "finish_reason": "length",
-           "usage": (140, 40)}
-    with FakeOpenAI([cut, diff("K1 = 0.9", "K1 = 1.25", (500, 30))]) as srv:
-        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=2, max_tokens=40,
-                          operator_mix={"full": 1.0})
-        run_engine(cfg, tiny_collection)
-        follow = srv.requests[1]["body"]["messages"]
-    progs = programs(cfg.out)
-    assert progs[1].status == "failed" and progs[1].failure_reason == "syntax_error"
-    assert "cut off at the length limit (40 tokens)" in follow[3]["content"]
-    assert progs[2].operator == "repair" and progs[2].status == "accepted" and "K1 = 1.25" in progs[2].code
 
 
 def test_a_repair_that_repeats_the_program_is_told_so_with_the_failure_it_still_has(tmp_path, tiny_collection,

@@ -162,7 +162,7 @@ class Engine:
         rec.features = dict(rec.features)
         if result.stage1_fitness is not None:
             rec.features["stage1_fitness"] = result.stage1_fitness
-        if getattr(result, "prepare_runs", 0):  # sandboxed runs, and how many reused a prepare() state
+        if result.prepare_runs:  # sandboxed runs, and how many reused a prepare() state
             rec.features["prepare_runs"], rec.features["prepare_reused"] = result.prepare_runs, result.prepare_reused
         if result.stopped_by_cascade:
             rec.status, rec.failure_reason = "rejected_cascade", "cascade"

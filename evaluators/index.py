@@ -213,6 +213,12 @@ def index_folder(collection, cache_dir: Path | None = None) -> Path:
     return (cache_dir or cache_root()) / "indexes" / f"{safe_name(collection.name)}-{index_key(collection.fingerprint)}"
 
 
+def prepared_folder(folder: Path) -> Path:
+    """Where the ``prepare()`` states computed on the index in ``folder`` are kept (``prepared.py``): a folder of
+    the same name under ``prepared/``, beside ``indexes/`` in the cache."""
+    return folder.parent.parent / "prepared" / folder.name
+
+
 def get_index(collection, cache_dir: Path | None = None, progress: bool = False, log=None,
               memory_mb: int | None = None, workers: int | None = None) -> Index:
     """The cached index of a loaded collection, building (and replacing a stale or corrupt copy) if needed.
@@ -243,11 +249,11 @@ def get_index(collection, cache_dir: Path | None = None, progress: bool = False,
     # Older builds of the same collection (other analyzer versions or data) are stale: drop them, and every
     # prepare() state computed on them or on an earlier build in this folder (prepared.py).
     same_name = re.compile(re.escape(safe_name(collection.name)) + r"-[0-9a-f]{16}")
-    shutil.rmtree(root.parent / "prepared" / folder.name, ignore_errors=True)
+    shutil.rmtree(prepared_folder(folder), ignore_errors=True)
     for old in root.iterdir():
         if old != folder and old.is_dir() and same_name.fullmatch(old.name):
             shutil.rmtree(old, ignore_errors=True)
-            shutil.rmtree(root.parent / "prepared" / old.name, ignore_errors=True)
+            shutil.rmtree(prepared_folder(old), ignore_errors=True)
     return load_index(folder, verify=False)
 
 

@@ -34,6 +34,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from .index import prepared_folder
 from .prepare_key import prepare_key
 from .state_wire import InvalidState, JailReuse, build_state, index_arrays, read_state
 
@@ -97,8 +98,9 @@ class PreparedCache:
 
     def __init__(self, index, root: Path | None = None):
         self.index = index
-        self.root = root or Path(index.path).parent.parent / "prepared"
-        self.dir = self.root / Path(index.path).name
+        folder = prepared_folder(Path(index.path))
+        self.root = root or folder.parent
+        self.dir = self.root / folder.name
         self._arrays = index_arrays(index)
         self._loaded: OrderedDict[str, Prepared] = OrderedDict()
 

@@ -281,8 +281,8 @@ class BuildProgress:
 
     def advance(self, docs: int, n_bytes: int) -> None:
         self.docs += docs
-        rate = self.docs / max(1e-9, self._time() - self._start)
         now = self._time()
+        rate = self.docs / max(1e-9, now - self._start)
         self.bar.update(self.task, advance=n_bytes if self.by_bytes else docs,
                         rate=f"{self.docs:,} docs  {rate:,.0f} docs/s")
         if now - self._shown >= 0.1:

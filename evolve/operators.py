@@ -6,6 +6,7 @@ shown to the LLM next time, so it can learn what went wrong.
 """
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass
 
@@ -115,10 +116,11 @@ def apply_diff(source: str, reply: str) -> str:
 
 
 def extract_code(reply: str) -> str:
-    """The code of the last fenced block (or the whole reply if it is bare code with the markers)."""
+    """The code of the fenced block that looks most like a program (or the whole reply if it is bare code with the
+    markers)."""
     blocks = _FENCE.findall(reply)
     if blocks:
-        return max(blocks, key=lambda b: (BLOCK_START in b or "def score" in b, len(b)))
+        return max(blocks, key=lambda b: (BLOCK_START in b or "def score" in b, "def " in b, len(b)))
     if reply.count("```") % 2 == 1:
         raise ReplyError("truncated", "the reply opened a ``` code fence but never closed it (truncated?)")
     if BLOCK_START in reply or "def score" in reply:
@@ -126,21 +128,99 @@ def extract_code(reply: str) -> str:
     raise ReplyError("no_code", "the reply contained no Python code block")
 
 
-def apply_full(source: str, reply: str) -> str:
-    """Replace the EVOLVE-BLOCK with the reply's code (the block only, or a whole module)."""
+def _defined_names(stmt: ast.stmt) -> set[str]:
+    """Module-level names a statement binds (functions, classes, assignments, imports)."""
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {stmt.name}
+    if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+        return {(a.asname or a.name).split(".")[0] for a in stmt.names}
+    targets = stmt.targets if isinstance(stmt, ast.Assign) else \
+        [stmt.target] if isinstance(stmt, (ast.AnnAssign, ast.AugAssign)) else []
+    return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+
+
+def _read_names(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def _uses_state(tree: ast.Module) -> bool:
+    """Whether the block's ``score`` reads its third parameter (the state ``prepare`` returns)."""
+    for stmt in tree.body:
+        if isinstance(stmt, ast.FunctionDef) and stmt.name == "score":
+            params = stmt.args.posonlyargs + stmt.args.args
+            return len(params) >= 3 and params[2].arg in _read_names(stmt)
+    return False
+
+
+def merge_definitions(parent_block: str, new_code: str) -> str:
+    """The EVOLVE-BLOCK a reply means when it shows only what it changes.
+
+    Models often answer a rewrite with just the functions (or constants) they changed. The new code's
+    module-level definitions replace the parent's of the same name; a parent definition the new code does not
+    redefine is kept when the result needs it: ``score``, a name the new code reads (and, transitively, what
+    that reads), and ``prepare`` when the resulting ``score`` reads the state ``prepare`` makes. A complete block therefore comes out
+    as written (minus nothing), a lone ``def score`` keeps the parent's constants and ``prepare``. Kept
+    definitions come first, in the parent's order, then the new code. Code that does not parse is returned as
+    it is (the static check names the line); so is a parent block that does not.
+    """
+    try:
+        new_tree, old_tree = ast.parse(new_code), ast.parse(parent_block)
+    except SyntaxError:
+        return new_code
+    new_names = set().union(*(_defined_names(s) for s in new_tree.body)) if new_tree.body else set()
+    needed = _read_names(new_tree) | {"score"}  # the contract's entry point stays, the parent's if not given
+    if "prepare" not in new_names and _uses_state(new_tree if "score" in new_names else old_tree):
+        needed.add("prepare")
+    old = [(s, _defined_names(s) - new_names) for s in old_tree.body]
+    keep: set[int] = set()
+    changed = True
+    while changed:  # the closure of what the kept definitions read in turn
+        changed = False
+        for i, (stmt, names) in enumerate(old):
+            if i not in keep and names & needed:
+                keep.add(i)
+                needed |= _read_names(stmt)
+                changed = True
+    lines = parent_block.splitlines()
+    kept = []
+    for i in sorted(keep):
+        stmt = old[i][0]
+        first = min([stmt.lineno] + [d.lineno for d in getattr(stmt, "decorator_list", [])])
+        kept.append("\n".join(lines[first - 1:stmt.end_lineno]))
+    if not kept:
+        return new_code
+    return "\n\n".join(kept) + "\n\n\n" + new_code.strip("\n") + "\n"
+
+
+def apply_full(source: str, reply: str, finish_reason: str | None = None) -> str:
+    """Replace the EVOLVE-BLOCK with the reply's code (the block, a whole module, or only the definitions it
+    changes: ``merge_definitions``). A block whose end marker is missing is taken to the end of the code when
+    the reply ended by itself (models drop the marker), and is ``truncated`` when it hit max_tokens."""
     code = extract_code(reply)
     parts = split_block(source)
     if BLOCK_START in code:
-        if BLOCK_END not in code:
+        if BLOCK_END in code:
+            block = split_block(code).block
+        elif finish_reason == "length":
             raise ReplyError("truncated", f"the code has '{BLOCK_START}' but no '{BLOCK_END}' (truncated?)")
-        block = split_block(code).block
+        else:
+            block = code.split(BLOCK_START, 1)[1].strip("\n") + "\n"
     else:
         block = code.strip("\n") + "\n"
+    block = merge_definitions(parts.block, block)
     if "def score" not in block:
         raise ReplyError("no_code", "the rewritten EVOLVE-BLOCK defines no score(query, index, state)")
-    if block.strip() == parts.block.strip():
+    if _same_code(block, parts.block):
         raise ReplyError("no_change", "the rewrite is identical to the parent")
     return parts.join(_ensure_newline(block))
+
+
+def _same_code(a: str, b: str) -> bool:
+    """Equal up to layout and comments (when both parse)."""
+    try:
+        return ast.dump(ast.parse(a)) == ast.dump(ast.parse(b))
+    except SyntaxError:
+        return a.strip() == b.strip()
 
 
 def _ensure_newline(block: str) -> str:
@@ -163,7 +243,7 @@ def apply_reply(source: str, reply: str, mode: str, finish_reason: str | None = 
                                           f"{opened} blocks complete), so none of it was applied")
         if has_diff or (mode == "diff" and not _FENCE.search(reply)):
             return apply_diff(source, reply), "diff"
-        return apply_full(source, reply), "full"
+        return apply_full(source, reply, finish_reason), "full"
     except ReplyError as e:
         if finish_reason == "length" and e.reason in ("no_code", "truncated", "diff_no_match"):
             raise ReplyError("truncated", f"the reply hit the max_tokens limit and was cut off ({e})") from None

@@ -58,3 +58,50 @@ def test_a_diff_cut_off_after_complete_blocks_is_truncated_not_half_applied():
     assert e.value.reason == "truncated" and "1 of 2 blocks complete" in str(e.value)
     # the same text that ended normally keeps its complete blocks (the model chose to stop there)
     assert "K1 = 1.2" in apply_reply(BM25, reply, "diff", finish_reason="stop")[0]
+
+
+def test_a_reply_with_only_the_changed_function_keeps_what_it_needs_from_the_parent():
+    # the local model's answer to "rewrite the block": the two functions, without the constants they read
+    reply = ("Idea: damp long documents.\n```python\ndef score(query, index, state):\n"
+             "    rows = state[query.term_ids]\n    s = np.bincount(rows.indices, weights=rows.data, minlength=index.n_docs)\n"
+             "    return np.where(s > 0, s / np.sqrt(index.doc_len + 1.0), -np.inf)\n```\n")
+    out, applied = apply_reply(BM25, reply, "full")
+    block = split_block(out).block
+    assert applied == "full" and "np.sqrt(index.doc_len + 1.0)" in block
+    # score reads the state, so the parent's prepare stays, and with it the constants prepare reads
+    assert "def prepare(index)" in block and "K1 = 0.9" in block and "B = 0.4" in block
+    assert block.count("def score") == 1
+    ns = {}
+    exec(compile(out, "<merged>", "exec"), ns)  # the merged program defines everything it reads
+    assert {"prepare", "score", "K1", "B"} <= set(ns)
+
+
+def test_a_complete_rewrite_drops_what_it_no_longer_uses():
+    block = "```python\ndef score(query, index, state):\n    return np.zeros(index.n_docs)\n```"
+    out = split_block(apply_reply(BM25, block, "full")[0]).block
+    assert "def prepare" not in out and "K1" not in out  # score ignores the state: nothing of the parent is needed
+
+
+def test_a_reply_that_changes_only_constants_or_only_prepare():
+    out = split_block(apply_reply(BM25, "```python\nK1 = 1.2\n```", "full")[0]).block
+    assert "K1 = 1.2" in out and "K1 = 0.9" not in out and "def score" in out and "def prepare" in out
+    prep = "```python\ndef prepare(index):\n    return index.term_doc.astype(np.float64)\n```"
+    out = split_block(apply_reply(BM25, prep, "full")[0]).block
+    assert "astype(np.float64)" in out and "def score" in out and "K1" not in out  # nothing reads K1 any more
+
+
+def test_a_missing_end_marker_is_truncation_only_when_the_reply_hit_the_limit():
+    body = split_block(BM25).block.replace("K1 = 0.9", "K1 = 1.1")
+    reply = f"```python\n# EVOLVE-BLOCK-START\n{body}```\n"
+    out, _ = apply_reply(BM25, reply, "full", finish_reason="stop")
+    assert "K1 = 1.1" in out and out.count("# EVOLVE-BLOCK-END") == 1
+    with pytest.raises(ReplyError) as e:
+        apply_reply(BM25, reply, "full", finish_reason="length")
+    assert e.value.reason == "truncated"
+
+
+def test_a_reply_repeating_the_parents_function_is_no_change():
+    score_fn = split_block(BM25).block.split("def score", 1)[1]
+    with pytest.raises(ReplyError) as e:
+        apply_reply(BM25, "```python\n# unchanged\ndef score" + score_fn + "```", "full")
+    assert e.value.reason == "no_change"

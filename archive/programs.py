@@ -13,6 +13,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from evorank.threadsafe_ast import parse_ast
+
 OPERATORS = ("seed", "diff", "full", "crossover", "offline", "migration", "repair", "command")
 """Allowed `ProgramRecord.operator` values. Add here (not in callers) when the
 loop grows a new mutation operator, so typos fail loudly at insert time."""
@@ -103,7 +105,7 @@ def normalized_code(code: str) -> str | None:
     """Canonical source (docstrings and comments dropped, formatting unified),
     or None if the code does not parse."""
     try:
-        tree = ast.parse(code)
+        tree = parse_ast(code)
     except (SyntaxError, ValueError):  # ValueError: source with NUL bytes
         return None
     return ast.unparse(_strip_docstrings(tree))
@@ -142,7 +144,7 @@ def complexity(code: str) -> int:
     never accepted, so it never matters for a grid.
     """
     try:
-        tree = ast.parse(code)
+        tree = parse_ast(code)
     except (SyntaxError, ValueError):
         return len(re.findall(r"\w+|[^\w\s]", code))
     ranges = _evolve_line_ranges(code)

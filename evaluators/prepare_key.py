@@ -18,6 +18,8 @@ import ast
 import copy
 import hashlib
 
+from evorank.threadsafe_ast import parse_ast
+
 #: Bump when the key's meaning changes (old cached states then stop matching).
 PREPARE_KEY_VERSION = 1
 
@@ -126,7 +128,7 @@ def prepare_key(source: str) -> str | None:
     behind besides ``prepare``'s result (``_side_effect_free``: skipping ``prepare`` would change what ``score``
     sees)."""
     try:
-        tree = ast.parse(source)
+        tree = parse_ast(source)
     except (SyntaxError, ValueError):
         return None
     if len(_top_def(tree, "prepare")) != 1:

@@ -47,6 +47,8 @@ import string
 import types
 from dataclasses import dataclass, field
 
+from evorank.threadsafe_ast import parse_ast
+
 from .errors import ProgramError
 from .program import split_block
 
@@ -172,7 +174,7 @@ def check_source(
                           "the text after '# EVOLVE-BLOCK-END' must stay byte-identical to the seed's; "
                           "change only the code inside the block"))
     try:
-        tree = ast.parse(source, "<program>")
+        tree = parse_ast(source, "<program>")
     except SyntaxError as e:
         add(Violation("syntax_error", e.lineno or 0, f"syntax error: {e.msg}"))
         return report

@@ -25,6 +25,7 @@ from evorank.evaluators.errors import EvorankError
 from evorank.evaluators.metrics import METRICS
 from evorank.evolve.inspect_queries import lineage, open_run, resolve_id
 from evorank.evolve.provenance import program_docstring, with_docstring
+from evorank.threadsafe_ast import parse_ast
 
 TEMPLATE = resources.files("evorank.evolve") / "export_template.py.txt"
 PLACEHOLDERS = ("@@TITLE@@", "@@PROVENANCE@@", "@@MODULE@@", "@@FUTURE@@", "@@PROVENANCE_DICT@@",
@@ -72,7 +73,7 @@ def template_names(template: str) -> set[str]:
     text = template
     for ph in PLACEHOLDERS:
         text = text.replace(ph, "None" if ph == "@@PROVENANCE_DICT@@" else "")
-    return _bound_names(ast.parse(text)) - {"prepare", "score"}
+    return _bound_names(parse_ast(text)) - {"prepare", "score"}
 
 
 def _split_future(code: str) -> tuple[str, str]:
@@ -109,7 +110,7 @@ def render(rec: ProgramRecord, run_dir, *, module_name: str = "my_scorer", fitne
     if docstring is not None:
         code = with_docstring(code, docstring)
     try:
-        tree = ast.parse(code)
+        tree = parse_ast(code)
     except SyntaxError as e:
         raise ExportError(f"program #{rec.id} does not parse (line {e.lineno}: {e.msg}); nothing to export") from None
     clashes = sorted(_bound_names(tree) & template_names(template))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from evorank.evaluators.errors import ProgramError
 from evorank.evaluators.program import split_block
+from evorank.threadsafe_ast import parse_ast
 
 CROSSOVER_OPERATOR = "offline:crossover"
 
@@ -71,7 +72,7 @@ def parse_program(source: str, what: str = "parent") -> ParsedProgram:
     except ProgramError as e:
         raise ValueError(f"{what} program has no usable EVOLVE-BLOCK: {e}") from None
     try:
-        tree = ast.parse(parts.block)
+        tree = parse_ast(parts.block)
     except SyntaxError as e:
         raise ValueError(f"the EVOLVE-BLOCK of the {what} program does not parse: line {e.lineno}: {e.msg}") from None
     except (ValueError, RecursionError, MemoryError) as e:
@@ -79,7 +80,7 @@ def parse_program(source: str, what: str = "parent") -> ParsedProgram:
     np_alias, outer = None, set()
     for text in (parts.head, parts.tail):
         try:
-            outer_tree = ast.parse(text)
+            outer_tree = parse_ast(text)
         except SyntaxError:
             continue
         for node in ast.walk(outer_tree):

@@ -19,6 +19,8 @@ from __future__ import annotations
 import ast
 import builtins
 
+from evorank.threadsafe_ast import compile_ast, parse_ast
+
 from .offline_analysis import CONFLICT, NONNEG, POS, Context, Scope, np_fn
 from .offline_block import NoEdit, ParsedProgram, format_block, signed_const
 
@@ -165,7 +167,7 @@ class Checker:
 
     def fresh_tree(self) -> ast.Module:
         """A private copy of the parent's tree (parsing the text is much faster than deepcopy)."""
-        return ast.parse(self.base_text)
+        return parse_ast(self.base_text)
 
     def accept(self, tree: ast.Module) -> tuple[str, ast.Module]:
         """Drop dead assignments from ``tree`` (in place), then return (new block text, its parsed
@@ -176,8 +178,8 @@ class Checker:
         if text == self.base_text:
             raise NoEdit("no change")
         try:
-            reparsed = ast.parse(text)
-            compile(reparsed, "<block>", "exec")
+            reparsed = parse_ast(text)
+            compile_ast(reparsed, "<block>", "exec")
         except (SyntaxError, ValueError) as e:  # pragma: no cover - unparse is supposed to round-trip
             raise NoEdit(f"unparse: {e}")
         levels, unsafe, undefined, conflicts = _signature(reparsed, self.prog.np, self.prog.outer_names, self.builtins)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import ast
 
+from evorank.threadsafe_ast import parse_ast
+
 EVIDENCE_KINDS = ("term_strings", "positions", "fields", "feedback", "query_words")
 
 _INDEX_ATTRS = {
@@ -37,7 +39,7 @@ def evidence_kinds(source: str) -> set[str]:
     """The kinds of :data:`EVIDENCE_KINDS` that ``source`` (a whole program or a block) reads; the empty
     set for a program that does not parse."""
     try:
-        tree = ast.parse(source)
+        tree = parse_ast(source)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return set()
     funcs: dict[str, ast.FunctionDef] = {}

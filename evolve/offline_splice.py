@@ -46,6 +46,7 @@ import numpy as np
 
 from evorank.evaluators.errors import ProgramError
 from evorank.evaluators.static_check import static_check
+from evorank.threadsafe_ast import parse_ast
 
 from .offline_analysis import np_fn
 from .offline_block import DEBUG, Mutation, NoEdit, ParsedProgram, format_block, names_in, parse_program, short_text
@@ -132,7 +133,7 @@ def _taken(tree: ast.Module) -> set[str]:
 
 
 def _stmts(text: str) -> list[ast.stmt]:
-    return ast.parse(text).body
+    return parse_ast(text).body
 
 
 def _add_module_level(tree: ast.Module, constants, helpers: str) -> None:
@@ -177,7 +178,7 @@ def _wrap_state(tree: ast.Module, anchor: Anchor, table: str) -> ast.expr:
         p = _params(prep)
         if not p:
             raise NoEdit("prepare takes no index")
-        made = ast.parse(table.format(index=p[0]), mode="eval").body
+        made = parse_ast(table.format(index=p[0]), mode="eval").body
         returns = []
         todo = list(prep.body)
         while todo:  # the returns of prepare itself, not of functions nested in it
@@ -204,7 +205,7 @@ def _splice_channel(tree: ast.Module, prog: ParsedProgram, ch: Channel) -> str:
         raise NoEdit(f"the program already has {clash[0]}")
     state_expr = _wrap_state(tree, anchor, ch.table) if ch.table else None
     call = ch.call.format(query=anchor.query, index=anchor.index, state="STATE_PART", first="FIRST_PASS")
-    value = ast.parse(call, mode="eval").body
+    value = parse_ast(call, mode="eval").body
     for n in ast.walk(value):  # fill in the placeholders with expressions
         for fld, child in ast.iter_fields(n):
             if isinstance(child, list):
@@ -239,7 +240,7 @@ class _TfMix(ast.NodeTransformer):
 
     def _mix(self, node: ast.expr, extra: str) -> ast.expr:
         return ast.BinOp(node, ast.Add(), ast.BinOp(ast.Name(_TF_MIX_NAME, ast.Load()), ast.Mult(),
-                                                     ast.parse(extra, mode="eval").body))
+                                                     parse_ast(extra, mode="eval").body))
 
     def visit_Attribute(self, node: ast.Attribute):
         if isinstance(node.ctx, ast.Load):
@@ -315,7 +316,7 @@ def splice(parent_source: str | ParsedProgram, rng: np.random.Generator, operato
         raise ValueError(f"unknown splice operator {operator!r}")
     if prog.np != "np":
         raise NoEdit("the templates need numpy imported as np")
-    tree = ast.parse(format_block(prog.tree))
+    tree = parse_ast(format_block(prog.tree))
     desc = _EDITS[SPLICE_WEIGHTS[operator][1]](tree, prog, rng)
     ast.fix_missing_locations(tree)
     text = format_block(tree)

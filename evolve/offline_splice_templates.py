@@ -32,6 +32,8 @@ import ast
 import math
 from dataclasses import dataclass
 
+from evorank.threadsafe_ast import parse_ast
+
 from .offline_block import round_sig
 
 SPLICE_KINDS = ("field", "proximity", "variants", "feedback")
@@ -57,7 +59,7 @@ class Channel:
     @property
     def names(self) -> set[str]:
         """Every module-level name the channel adds."""
-        funcs = {n.name for n in ast.parse(self.helpers).body if isinstance(n, ast.FunctionDef)}
+        funcs = {n.name for n in parse_ast(self.helpers).body if isinstance(n, ast.FunctionDef)}
         return funcs | {c for c, _ in self.constants}
 
 
@@ -275,6 +277,6 @@ def template_np_attrs() -> frozenset[str]:
     """The numpy attributes the templates use (what a splice may add to a program's ``np.`` names)."""
     out = {"mean", "where", "inf"}  # the tf mix and the call sites
     for text in (TITLE, PROXIMITY.replace("{low}", "+ 1"), VARIANT_CHANNEL, PREFIX_TABLE, TRIGRAM_TABLE, FEEDBACK):
-        out |= {n.attr for n in ast.walk(ast.parse(text))
+        out |= {n.attr for n in ast.walk(parse_ast(text))
                 if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "np"}
     return frozenset(out)

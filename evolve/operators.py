@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from evorank.evaluators.program import BLOCK_END, BLOCK_START, split_block
+from evorank.threadsafe_ast import parse_ast
 
 _DIFF = re.compile(r"<{5,}\s*SEARCH[^\n]*\n(.*?)\n?={5,}[^\n]*\n(.*?)\n?>{5,}\s*REPLACE", re.DOTALL)
 _FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)```", re.DOTALL)
@@ -164,7 +165,7 @@ def merge_definitions(parent_block: str, new_code: str) -> str:
     it is (the static check names the line); so is a parent block that does not.
     """
     try:
-        new_tree, old_tree = ast.parse(new_code), ast.parse(parent_block)
+        new_tree, old_tree = parse_ast(new_code), parse_ast(parent_block)
     except SyntaxError:
         return new_code
     new_names = set().union(*(_defined_names(s) for s in new_tree.body)) if new_tree.body else set()
@@ -218,7 +219,7 @@ def apply_full(source: str, reply: str, finish_reason: str | None = None) -> str
 def _same_code(a: str, b: str) -> bool:
     """Equal up to layout and comments (when both parse)."""
     try:
-        return ast.dump(ast.parse(a)) == ast.dump(ast.parse(b))
+        return ast.dump(parse_ast(a)) == ast.dump(parse_ast(b))
     except SyntaxError:
         return a.strip() == b.strip()
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import ast
 import re
 
+from evorank.threadsafe_ast import parse_ast
+
 from .offline_evidence import evidence_kinds
 
 _PLAIN = re.compile(r"[^\w\s.,;:()\[\]+\-*/=<>%'^!?&|@#~]")
@@ -39,7 +41,7 @@ def program_docstring(rec, chain, seed_name: str | None, run_name: str) -> str:
              f"(fitness {fit}{val_text}).", "",
              "Evidence it reads besides term statistics: " + (", ".join(kinds) if kinds else "none") + ".", ""]
     if chain and chain[0].operator == "seed":
-        seed_doc = ast.get_docstring(ast.parse(chain[0].code)) or ""
+        seed_doc = ast.get_docstring(parse_ast(chain[0].code)) or ""
         lines += [f"Its seed: {_one_line(seed_doc)}", ""]
     steps = [r for r in chain if r.operator != "seed"]
     if steps:
@@ -58,7 +60,7 @@ def with_docstring(code: str, text: str) -> str:
     """``code`` with its module docstring replaced by ``text`` (added when it has none)."""
     text = text.replace('"""', "'''").replace("\\", "/")
     doc = f'"""{text}\n"""\n'
-    tree = ast.parse(code)
+    tree = parse_ast(code)
     first = tree.body[0] if tree.body else None
     lines = code.splitlines(keepends=True)
     if isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant) \

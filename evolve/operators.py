@@ -135,8 +135,8 @@ def _defined_names(stmt: ast.stmt) -> set[str]:
         return {stmt.name}
     if isinstance(stmt, (ast.Import, ast.ImportFrom)):
         return {(a.asname or a.name).split(".")[0] for a in stmt.names}
-    targets = stmt.targets if isinstance(stmt, ast.Assign) else \
-        [stmt.target] if isinstance(stmt, (ast.AnnAssign, ast.AugAssign)) else []
+    # ``K1 += 0.1`` changes a definition without making one: the parent's ``K1 = ...`` must stay
+    targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if isinstance(stmt, ast.AnnAssign) else []
     return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
 
 
@@ -159,10 +159,11 @@ def merge_definitions(parent_block: str, new_code: str) -> str:
     Models often answer a rewrite with just the functions (or constants) they changed. The new code's
     module-level definitions replace the parent's of the same name; a parent definition the new code does not
     redefine is kept when the result needs it: ``score``, a name the new code reads (and, transitively, what
-    that reads), and ``prepare`` when the resulting ``score`` reads the state ``prepare`` makes. A complete block therefore comes out
-    as written (minus nothing), a lone ``def score`` keeps the parent's constants and ``prepare``. Kept
-    definitions come first, in the parent's order, then the new code. Code that does not parse is returned as
-    it is (the static check names the line); so is a parent block that does not.
+    that reads), and ``prepare`` when the resulting ``score`` reads the state ``prepare`` makes. So a complete
+    block comes out as written (the parent's helpers it no longer uses are dropped), and a lone ``def score``
+    keeps the parent's constants and ``prepare``. Kept definitions come first, in the parent's order, then the
+    new code. Code that does not parse is returned as it is (the static check names the line); so is a parent
+    block that does not.
     """
     try:
         new_tree, old_tree = parse_ast(new_code), parse_ast(parent_block)

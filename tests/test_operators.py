@@ -61,9 +61,10 @@ def test_a_diff_cut_off_after_complete_blocks_is_truncated_not_half_applied():
 
 
 def test_a_reply_with_only_the_changed_function_keeps_what_it_needs_from_the_parent():
-    # the local model's answer to "rewrite the block": the two functions, without the constants they read
+    # the local model's answer to "rewrite the block": a function without the constants it reads
     reply = ("Idea: damp long documents.\n```python\ndef score(query, index, state):\n"
-             "    rows = state[query.term_ids]\n    s = np.bincount(rows.indices, weights=rows.data, minlength=index.n_docs)\n"
+             "    rows = state[query.term_ids]\n"
+             "    s = np.bincount(rows.indices, weights=rows.data, minlength=index.n_docs)\n"
              "    return np.where(s > 0, s / np.sqrt(index.doc_len + 1.0), -np.inf)\n```\n")
     out, applied = apply_reply(BM25, reply, "full")
     block = split_block(out).block
@@ -105,3 +106,11 @@ def test_a_reply_repeating_the_parents_function_is_no_change():
     with pytest.raises(ReplyError) as e:
         apply_reply(BM25, "```python\n# unchanged\ndef score" + score_fn + "```", "full")
     assert e.value.reason == "no_change"
+
+
+def test_an_augmented_constant_keeps_the_definition_it_changes():
+    out = split_block(apply_reply(BM25, "```python\nK1 += 0.3\n```", "full")[0]).block
+    assert out.index("K1 = 0.9") < out.index("K1 += 0.3")
+    ns = {}
+    exec(compile(BM25.replace(split_block(BM25).block, out), "<merged>", "exec"), ns)
+    assert abs(ns["K1"] - 1.2) < 1e-12

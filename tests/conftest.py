@@ -97,13 +97,18 @@ def random_topics(tmp_path_factory, name: str, **kwargs):
         yield load_topics(str(write_random_beir(root / "coll", **kwargs)))
 
 
+def cmdline(pid: int) -> bytes:
+    """The command line of process ``pid`` (empty when it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def long_lived_helper(pid: int) -> bool:
     """Whether ``pid`` is one of the helpers multiprocessing and loky keep for as long as this process lives:
     resource trackers, and the forkserver the index build starts when it is called from a threaded process."""
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
+    cmd = cmdline(pid)
     return b"resource_tracker" in cmd or b"multiprocessing.forkserver" in cmd
 
 

@@ -10,7 +10,7 @@ import pytest
 from evorank.evaluators.evaluate import evaluate_on, load_topics
 from evorank.evaluators.parallel import CascadeConfig, Evaluator, Limits, cascade_sample, evaluate_program_sandboxed
 from evorank.evaluators.program import compile_program, seed_path, split_block
-from conftest import descendants, long_lived_helper, proc_table, sandbox_processes, write_random_beir
+from conftest import cmdline, descendants, long_lived_helper, proc_table, sandbox_processes, write_random_beir
 from evorank.evaluators.jail import SANDBOX_UID_BASE
 
 
@@ -20,13 +20,6 @@ SPLIT = split_block(BM25)
 SECRET = "sk-test-secret"
 TIMEOUT = 2.0
 LIMITS = Limits(timeout_s=TIMEOUT, memory_mb=300, output_bytes=20_000)
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
 
 
 @pytest.fixture(scope="module")
@@ -258,7 +251,7 @@ raise RuntimeError('blocked: patched')
 def test_workers_never_saw_the_secrets(env):
     ev = env["ev"]
     ev.evaluate([BM25])  # make sure the workers exist
-    workers = [p for p in descendants(os.getpid()) if b"LokyProcess" in _cmdline(p)]
+    workers = [p for p in descendants(os.getpid()) if b"LokyProcess" in cmdline(p)]
     assert workers  # (loky's resource trackers inherit the full environment, but never fork candidates)
     for pid in workers:
         environ = Path(f"/proc/{pid}/environ").read_bytes()
@@ -341,7 +334,7 @@ def test_worker_killed_midway_is_recovered(env, caplog):
     others = set(descendants(os.getpid()))  # e.g. the workers of the module's evaluator: not these
     with Evaluator([], n_workers=2, limits=Limits(timeout_s=20), topics=[topics]) as ev:
         ev.evaluate([BM25] * 2)  # workers up
-        workers = [p for p in descendants(os.getpid()) if p not in others and b"LokyProcess" in _cmdline(p)]
+        workers = [p for p in descendants(os.getpid()) if p not in others and b"LokyProcess" in cmdline(p)]
         assert workers
 
         def kill_one():  # once workers[0] is running a candidate (its jail exists), however loaded the machine

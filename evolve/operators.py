@@ -169,7 +169,7 @@ def merge_definitions(parent_block: str, new_code: str) -> str:
         new_tree, old_tree = parse_ast(new_code), parse_ast(parent_block)
     except SyntaxError:
         return new_code
-    new_names = set().union(*(_defined_names(s) for s in new_tree.body)) if new_tree.body else set()
+    new_names = set().union(*(_defined_names(s) for s in new_tree.body))
     needed = _read_names(new_tree) | {"score"}  # the contract's entry point stays, the parent's if not given
     if "prepare" not in new_names and _uses_state(new_tree if "score" in new_names else old_tree):
         needed.add("prepare")

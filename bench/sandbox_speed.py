@@ -45,8 +45,10 @@ def variants(n: int) -> list[tuple[str, str]]:
     weak = [
         split.block.replace("rows = state[query.term_ids]", "rows = state[query.term_ids[:1]]"),
         split.block.replace("return np.where(matched, scores, -np.inf)", "return np.where(matched, -index.doc_len, -np.inf)"),
-        split.block.replace("weights = idf[term_of_posting] * tf / (tf + norm)", "weights = tf"),
+        split.block.replace("weights = np.repeat(idf, np.diff(td.indptr)) * tf / (tf + norm[td.indices])",
+                            "weights = tf"),
     ]
+    assert all(b != split.block for b in weak), "the BM25 seed no longer has a line these variants edit"
     out += [(split.join(b), BM25) for b in weak]
     return (out * ((n + len(out) - 1) // len(out)))[:n]
 

@@ -201,6 +201,8 @@ class Scope:
         return UNKNOWN_INFO
 
     def _binop(self, node: ast.BinOp) -> Info:
+        if isinstance(node.op, ast.MatMult):
+            return self._matvec(node)
         a, b = self.info(node.left), self.info(node.right)
         level = _join_level(a.level, b.level)
         value = None
@@ -232,6 +234,16 @@ class Scope:
             sign = UNKNOWN
             level = None
         return Info(level, sign)
+
+    def _matvec(self, node: ast.BinOp) -> Info:
+        """``rows.T @ v``: the query's rows of a term x doc matrix, summed per document with a per-query-term
+        vector ``v``: a per-document array (non-negative when both the matrix and ``v`` are positive)."""
+        m = is_transpose_of(node.left)
+        mi = self.info(m) if m is not None else UNKNOWN_INFO
+        v = self.info(node.right)
+        if mi.level == "M" and mi.orient == "td" and v.level == "q":
+            return Info("doc", NONNEG if min(mi.data_sign, v.sign) == POS else UNKNOWN)
+        return UNKNOWN_INFO
 
     def _call(self, node: ast.Call, np_: str | None) -> Info:
         f = node.func
@@ -351,7 +363,18 @@ def is_index_attr(node: ast.expr, attr: str) -> bool:
 
 
 def _ungather(node: ast.expr) -> ast.expr:
-    return node.value if isinstance(node, ast.Subscript) else node
+    """The array a gather reads: ``a`` of ``a[idx]`` or of ``np.repeat(a, np.diff(M.indptr))``."""
+    if isinstance(node, ast.Subscript):
+        return node.value
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "repeat"
+            and len(node.args) == 2):
+        return node.args[0]
+    return node
+
+
+def is_transpose_of(node: ast.expr) -> ast.expr | None:
+    """``M`` when ``node`` is ``M.T``, else None."""
+    return node.value if isinstance(node, ast.Attribute) and node.attr == "T" else None
 
 
 class Context:

@@ -239,7 +239,11 @@ def _feature_for(an: Analysis, site: Site, rng) -> tuple[ast.expr, Info] | None:
             sign = info.sign
             if info.level == "doc" and sign == NONNEG and is_index_attr(expr, "doc_len"):
                 sign = POS
-            out.append((ast.Subscript(copy.deepcopy(expr), g, ast.Load()), Info(lvl, sign)))
+            if isinstance(g, ast.Call):  # np.repeat(<array>, np.diff(M.indptr))
+                g.args[0] = copy.deepcopy(expr)
+                out.append((g, Info(lvl, sign)))
+            else:
+                out.append((ast.Subscript(copy.deepcopy(expr), g, ast.Load()), Info(lvl, sign)))
     if not out:
         return None
     return out[int(rng.integers(len(out)))]

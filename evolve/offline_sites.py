@@ -13,8 +13,9 @@ never touched, so the ``-np.inf`` for unmatched documents and the bincount struc
 - *features* per function: values an inserted term may use (numeric local variables, non-scalar
   leaves of formulas, ``index.df`` / ``index.cf`` / ``index.doc_len``), each from the statement on
   which it is available;
-- *gathers* per function: how the function indexes per-term or per-document arrays to postings
-  (e.g. ``idf[term_of_posting]``), so a feature can be brought to the postings the same way.
+- *gathers* per function: how the function brings per-term or per-document arrays to postings
+  (a subscript such as ``idf[term_of_posting]`` or ``norm[td.indices]``, or a call
+  ``np.repeat(idf, np.diff(td.indptr))``), so a feature can be brought to the postings the same way.
 """
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ class Analysis:
     sites: list[Site] = field(default_factory=list)  # every editable sub-expression
     # constants: (label, parent node, field, index in the field or None, value, "module" | "literal")
     consts: list[tuple[str, ast.AST, str, int | None, float, str]] = field(default_factory=list)
-    # function -> (level of an array, posting level) -> the subscript that gathers it to those postings
+    # function -> (level of an array, posting level) -> how it is gathered to those postings: the subscript
+    # (``a[<it>]``), or an ``np.repeat(a, np.diff(M.indptr))`` call whose first argument is replaced
     gathers: dict[str, dict[tuple[str, str], ast.expr]] = field(default_factory=dict)
     # function -> [(position of the first statement that may use it, expression, its Info)]
     features: dict[str, list[tuple[int, ast.expr, Info]]] = field(default_factory=dict)
@@ -92,6 +94,11 @@ def analyse(tree: ast.Module, np_alias: str | None) -> Analysis:
                         bi, ii = scope.info(n.value), scope.info(n.slice)
                         if bi.level in ("term", "doc") and ii.level and ii.level.startswith("p:"):
                             gathers.setdefault((bi.level, ii.level), n.slice)
+                    elif isinstance(n, ast.Call) and np_fn(n.func, an.ctx.np) == "repeat" and len(n.args) == 2:
+                        # np.repeat(idf, np.diff(M.indptr)) brings a per-term array to M's postings
+                        bi, ri = scope.info(n.args[0]), scope.info(n)
+                        if bi.level == "term" and ri.level and ri.level.startswith("p:"):
+                            gathers.setdefault((bi.level, ri.level), n)
                 scope.bind(stmt)
                 i = scope.env.get(target, UNKNOWN_INFO)
                 if i.numeric and i.value is None and target not in seen_feats:
@@ -143,7 +150,10 @@ def _collect_sites(an: Analysis, scope: Scope, parent, fld, idx, node, fname, ta
         an.consts.append((f"{fname}/{target}", parent, fld, idx, v, "literal"))
         return
     an.sites.append(Site(node, parent, fld, idx, fname, target, pos, is_root, info))
-    if isinstance(node, ast.BinOp):
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult):
+        # rows.T @ v: only the per-query-term vector is a formula; the matrix is data
+        _collect_sites(an, scope, node, "right", None, node.right, fname, target, pos, False)
+    elif isinstance(node, ast.BinOp):
         _collect_sites(an, scope, node, "left", None, node.left, fname, target, pos, False)
         _collect_sites(an, scope, node, "right", None, node.right, fname, target, pos, False)
     elif isinstance(node, ast.UnaryOp):

@@ -15,21 +15,24 @@ B = 0.4
 
 
 def prepare(index):
-    """Precompute the BM25 weight of every posting: a term x doc matrix shaped like index.term_doc."""
+    """Precompute the BM25 weight of every posting: a term x doc matrix shaped like index.term_doc.
+
+    The length normalisation is computed per document and gathered to the postings inside the weight
+    formula, and tf is the index's own float32 array: numpy reuses the formula's temporaries, so two float64
+    arrays per posting are alive at the peak (the paper-scale memory targets, docs/scale.md)."""
     td = index.term_doc
     idf = np.log1p((index.n_docs - index.df + 0.5) / (index.df + 0.5))
-    tf = td.data.astype(np.float64)
-    norm = K1 * (1.0 - B + B * index.doc_len[td.indices] / index.avg_doc_len)
-    term_of_posting = np.repeat(np.arange(index.n_terms), np.diff(td.indptr))
-    weights = idf[term_of_posting] * tf / (tf + norm)
+    norm = K1 * (1.0 - B + B * index.doc_len / index.avg_doc_len)
+    tf = td.data
+    weights = np.repeat(idf, np.diff(td.indptr)) * tf / (tf + norm[td.indices])
     return sp.csr_matrix((weights, td.indices, td.indptr), shape=td.shape)
 
 
 def score(query, index, state):
-    """Sum the precomputed weights of the query terms' postings; unmatched documents get -inf."""
+    """Sum the precomputed weights of the query terms' postings, each term counted qtf times (a sparse
+    matrix-vector product); documents without a posting of a query term get -inf."""
     rows = state[query.term_ids]
-    weights = rows.data * np.repeat(query.qtf, np.diff(rows.indptr))
-    scores = np.bincount(rows.indices, weights=weights, minlength=index.n_docs)
-    matched = np.bincount(rows.indices, minlength=index.n_docs) > 0
+    scores = rows.T @ query.qtf
+    matched = rows.T @ np.ones(len(query.term_ids)) > 0
     return np.where(matched, scores, -np.inf)
 # EVOLVE-BLOCK-END

@@ -19,12 +19,16 @@ from conftest import TINY_DOCS, TINY_QRELS, TINY_QUERIES, write_beir
 BM25 = seed_path("bm25").read_text()
 QL = seed_path("ql_dirichlet").read_text()
 
+def edit(source: str, old: str, new: str) -> str:
+    """``source`` with ``old`` replaced; fails loudly when the seed no longer has ``old``."""
+    assert old in source, f"the seed no longer contains {old!r}"
+    return source.replace(old, new)
+
+
 # A child that uses more of the Index than BM25 does (doc_term, cf, total_tokens): exported code
 # must see exactly the same statistics to reproduce its metrics.
-RICH = BM25.replace(
-    '''def score(query, index, state):
-    """Sum the precomputed weights of the query terms' postings; unmatched documents get -inf."""
-    rows = state[query.term_ids]''',
+_SCORE_HEAD = BM25[BM25.index("def score(query, index, state):"):BM25.index("    rows = state[query.term_ids]\n")]
+RICH = edit(edit(edit(edit(BM25, _SCORE_HEAD + "    rows = state[query.term_ids]",
     '''def _coverage(index):
     """log(1 + distinct terms) per document, from the forward index."""
     return np.log1p(np.diff(index.doc_term.indptr).astype(np.float64))
@@ -33,15 +37,14 @@ RICH = BM25.replace(
 def score(query, index, state):
     """BM25 plus a small collection-frequency prior and a coverage bonus."""
     rows = state[query.term_ids]
-    prior = np.log1p(index.cf[query.term_ids] / index.total_tokens).sum()''',
-).replace(
+    prior = np.log1p(index.cf[query.term_ids] / index.total_tokens).sum()'''),
     "    return np.where(matched, scores, -np.inf)",
-    "    scores = scores + 0.05 * _coverage(index) - 0.01 * prior\n    return np.where(matched, scores, -np.inf)",
-).replace("K1 = 0.9", "K1 = 1.2").replace("B = 0.4", "B = 0.75")
-CHILD_K1 = BM25.replace("K1 = 0.9", "K1 = 1.1")
-CHILD_B = CHILD_K1.replace("B = 0.4", "B = 0.6")
-QL_CHILD = QL.replace("MU = 2000.0", "MU = 800.0")
-BROKEN = BM25.replace("def score(query, index, state):", "def score(query, index, state)")
+    "    scores = scores + 0.05 * _coverage(index) - 0.01 * prior\n    return np.where(matched, scores, -np.inf)"),
+    "K1 = 0.9", "K1 = 1.2"), "B = 0.4", "B = 0.75")
+CHILD_K1 = edit(BM25, "K1 = 0.9", "K1 = 1.1")
+CHILD_B = edit(CHILD_K1, "B = 0.4", "B = 0.6")
+QL_CHILD = edit(QL, "MU = 2000.0", "MU = 800.0")
+BROKEN = edit(BM25, "def score(query, index, state):", "def score(query, index, state)")
 
 GRID = GridSpec((FeatureDim("complexity", (200.0, 260.0, 300.0, 400.0), log=True),
                  FeatureDim("latency_ratio", (0.5, 1.0, 2.0, 4.0), log=True)))

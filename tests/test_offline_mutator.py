@@ -247,7 +247,24 @@ def test_children_use_no_new_names_or_imports(name, children):
                 assert n.func.id not in FORBIDDEN_CALLS
         # the unmatched-document structure of score() is untouched
         assert "return np.where(matched, scores, -np.inf)" in block
-        assert "np.bincount(rows.indices, minlength=index.n_docs) > 0" in block
+        parents = [name, other_name] if cross else [name]
+        assert any(line.strip() in block for p in parents for line in SEEDS[p].splitlines()
+                   if line.strip().startswith("matched = "))
+
+
+def test_bm25_children_gather_term_features_with_repeat_and_edit_the_query_weights(children):
+    """The BM25 seed brings idf to its postings with np.repeat(idf, np.diff(td.indptr)) and sums with
+    rows.T @ query.qtf: point edits learn that gather for other per-term features, and edit the query-term
+    vector of the product (never the matrix)."""
+    kids = [m for m, cross in children["bm25"] if not cross]
+    gathered = [m for m in kids if re.search(r"np\.repeat\(index\.(cf|df), np\.diff\(td\.indptr\)\)", m.source)]
+    assert gathered, "no child gathered index.df / index.cf to the postings the way the seed gathers idf"
+    query_side = [m for m in kids if re.search(r"rows\.T @ \((?!rows)[^\n]*query\.qtf", m.source)]
+    assert query_side, "no child edited the query-term vector of rows.T @ query.qtf"
+    for m in kids:
+        for line in m.source.splitlines():
+            if "rows.T @" in line:
+                assert re.search(r"rows\.T @ ", line) and "rows.T +" not in line and "rows.T *" not in line
 
 
 @pytest.mark.parametrize("name", list(SEEDS))

@@ -14,10 +14,12 @@ def test_diff_applies_inside_block_only():
 
 
 def test_diff_tolerates_whitespace_drift():
-    reply = ("<<<<<<< SEARCH\n  weights = idf[term_of_posting] * tf / (tf + norm)   \n=======\n"
-             "  weights = idf[term_of_posting] * tf / (tf + norm + 0.1)\n>>>>>>> REPLACE")
+    reply = ("<<<<<<< SEARCH\n  weights = np.repeat(idf, np.diff(td.indptr)) * tf / (tf + norm[td.indices])   \n"
+             "=======\n  weights = np.repeat(idf, np.diff(td.indptr)) * tf / (tf + norm[td.indices] + 0.1)\n"
+             ">>>>>>> REPLACE")
     out, _ = apply_reply(BM25, reply, "diff")
-    assert "    weights = idf[term_of_posting] * tf / (tf + norm + 0.1)" in out  # re-indented to the match
+    # re-indented to the match
+    assert "    weights = np.repeat(idf, np.diff(td.indptr)) * tf / (tf + norm[td.indices] + 0.1)" in out
 
 
 @pytest.mark.parametrize("reply,reason", [

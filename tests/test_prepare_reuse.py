@@ -18,8 +18,9 @@ from evorank.evaluators.state_wire import InvalidState, build_state, index_array
 from conftest import random_topics, write_random_beir
 
 BM25 = seed_path("bm25").read_text()
-SCORE_LINE = "weights = rows.data * np.repeat(query.qtf, np.diff(rows.indptr))"
-MUTANT = BM25.replace(SCORE_LINE, "weights = rows.data * np.repeat(np.sqrt(query.qtf), np.diff(rows.indptr))")
+SCORE_LINE = "scores = rows.T @ query.qtf"
+MUTANT = BM25.replace(SCORE_LINE, "scores = rows.T @ np.sqrt(query.qtf)")
+assert SCORE_LINE in BM25 and MUTANT != BM25  # the seed still has the line these tests edit
 REUSE = Limits(timeout_s=30, reuse_prepare=True)
 
 

@@ -174,7 +174,7 @@ def test_consecutive_failures_stop_the_run_which_resumes_later(tmp_path, tiny_co
         # the server is fixed: resume finishes the total (with edits that apply to whichever parent is drawn: the
         # elites depend on measured latencies)
         srv.script[:] = [{"content": "O"}, diff("B = 0.4", "B = 0.6", (10, 5)),
-                         diff("    tf = td.data.astype(np.float64)", "    tf = td.data.astype(np.float64) * 1.01", (10, 5))]
+                         diff("    rows = state[query.term_ids]", "    rows = state[query.term_ids] * 1.01", (10, 5))]
         p = subprocess.run([sys.executable, "-m", "evorank", "run", "--resume", str(run_dir), "--quiet"], cwd=REPO,
                            env=env, capture_output=True, text=True, timeout=120)
         assert p.returncode == 0, p.stdout + p.stderr

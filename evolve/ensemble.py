@@ -115,6 +115,12 @@ class EnsembleProposer:
     def fill(self, prop: Proposal, rng: np.random.Generator) -> None:
         self.members[prop.member].fill(prop, rng)
 
+    def set_collection_sizes(self, sizes: dict[str, tuple[int, int, int]]) -> None:
+        for member in self.members:
+            setter = getattr(member, "set_collection_sizes", None)
+            if setter is not None:
+                setter(sizes)
+
     def follow_up(self, prop: Proposal, failed) -> Proposal | None:
         follow_up = getattr(self.members[prop.member], "follow_up", None)
         return follow_up(prop, failed) if follow_up is not None else None

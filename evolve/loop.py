@@ -117,6 +117,10 @@ class Engine:
         spent = float(self.store.summary().get("cost_usd") or 0.0) if resume else 0.0
         self.budget = Budget(cfg.budget_usd, spent)
         self.proposer = proposer if proposer is not None else make_proposer(cfg, self.budget, self.spec)
+        tell_sizes, array_sizes = (getattr(self.proposer, "set_collection_sizes", None),
+                                   getattr(evaluator, "array_sizes", None))
+        if tell_sizes is not None and array_sizes is not None:
+            tell_sizes(array_sizes())
         self.seed_records: dict[str, ProgramRecord] = {}
         self.seed_sources: dict[str, str] = {}
         self.bm25_latency_ms: float | None = None

@@ -5,6 +5,7 @@ replace the shipped ones. Templates use ``$name`` placeholders (``string.Templat
 """
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import dataclass
 from importlib import resources
@@ -115,11 +116,49 @@ def build_messages(templates: PromptTemplates, kind: str, parent, seeds: dict[st
     return [{"role": "system", "content": templates.render("system")}, {"role": "user", "content": user}]
 
 
-def repair_message(templates: PromptTemplates, failed, block: str) -> str:
+#: Failures that usually come from mixing arrays of different lengths (per term, per document, per posting).
+SHAPE_FAILURES = ("exception:ValueError", "exception:IndexError", "exception:AxisError")
+
+_AT_LINE = re.compile(r" at line (\d+)$")
+
+
+def failing_line_text(code: str, detail: str | None) -> str:
+    """The line a failure names, quoted from the failed program's archived code, or "" when the trusted first line
+    of ``detail`` names none (``<collection>: score() ... raised ValueError at line 48``). The number comes from
+    the sandbox; the text from trusted storage of the code the model wrote."""
+    m = _AT_LINE.search((detail or "").partition("\n")[0])
+    lines = code.splitlines()
+    if m is None or not 1 <= int(m.group(1)) <= len(lines):
+        return ""
+    n = int(m.group(1))
+    return f"It failed at line {n} of the program:\n```python\n{lines[n - 1].strip()}\n```\n"
+
+
+def array_sizes_text(reason: str | None, detail: str | None, sizes: dict[str, tuple[int, int, int]]) -> str:
+    """For a shape or index error, the lengths of the arrays of the collection it happened on and how to bring
+    one level to another; "" for other failures or an unknown collection."""
+    if reason not in SHAPE_FAILURES:
+        return ""
+    collection = (detail or "").partition(": ")[0]
+    if collection not in sizes:
+        return ""
+    n_docs, n_terms, n_postings = sizes[collection]
+    return (f"On {collection}, arrays have {n_terms:,} entries per term (index.df, idf), {n_docs:,} per "
+            f"document (index.doc_len) and {n_postings:,} per posting (index.term_doc.data); bring a per-term "
+            "array x to the postings with np.repeat(x, np.diff(index.term_doc.indptr)) and a per-document one "
+            "with x[index.term_doc.indices]; a query's terms are query.term_ids (per-term arrays: x[query.term_ids]).\n")
+
+
+def repair_message(templates: PromptTemplates, failed, block: str,
+                   sizes: dict[str, tuple[int, int, int]] | None = None) -> str:
     """The follow-up user message asking to fix ``failed`` (an archived failed proposal): its failure reason (from
-    the fixed vocabulary of trusted code) and detail (program text only fenced), and the EVOLVE-BLOCK to edit."""
+    the fixed vocabulary of trusted code) and detail (program text only fenced), the line it names, the array
+    lengths of the collection for a shape error (``sizes``: name -> (documents, terms, postings)), and the
+    EVOLVE-BLOCK to edit."""
     detail = failure_detail_text(failed.failure_detail)
     return templates.render("repair_instructions", reason=failed.failure_reason, detail=detail,
+                            where=failing_line_text(failed.code, failed.failure_detail),
+                            sizes=array_sizes_text(failed.failure_reason, failed.failure_detail, sizes or {}),
                             block=block.strip("\n"))
 
 

@@ -94,6 +94,11 @@ class LLMProposer:
         self.objective = objective
         self.operator_mix = dict(operator_mix)
         self.concurrency = concurrency
+        self.collection_sizes: dict[str, tuple[int, int, int]] = {}
+
+    def set_collection_sizes(self, sizes: dict[str, tuple[int, int, int]]) -> None:
+        """Collection name -> (documents, terms, postings): repair requests for shape errors quote them."""
+        self.collection_sizes = dict(sizes)
 
     def choose_operator(self, rng: np.random.Generator, has_partner: bool) -> str:
         kinds = sorted(self.operator_mix)
@@ -150,12 +155,14 @@ class LLMProposer:
             ask = truncated_message(self.templates, self.client.settings.max_tokens)
             edit_base = prop.edits
         elif failed.failure_reason == "no_change" and prop.operator == REPAIR and prop.parent.failure_reason:
-            # the repair repeated the failing program: ask again about the failure it still has, saying so
-            ask = (REPEATED_NOTE + "\n\n"
-                   + repair_message(self.templates, prop.parent, split_block(prop.parent.code).block))
-            edit_base = prop.parent
+            # the repair repeated the failing program: ask again about the failure it still has, saying so, in a
+            # fresh conversation (a model that echoed the program once tends to echo it again from a long history)
+            ask = (REPEATED_NOTE + "\n\n" + repair_message(self.templates, prop.parent,
+                                                           split_block(prop.parent.code).block, self.collection_sizes))
+            messages = [prop.messages[0], {"role": "user", "content": ask}]
+            return repair_of(prop, failed, messages=messages, prompt=ask, model=prop.model, edit_base=prop.parent)
         else:
-            ask = repair_message(self.templates, failed, split_block(failed.code).block)
+            ask = repair_message(self.templates, failed, split_block(failed.code).block, self.collection_sizes)
         messages = [*prop.messages, {"role": "assistant", "content": prop.response}, {"role": "user", "content": ask}]
         return repair_of(prop, failed, messages=messages, prompt=ask, model=prop.model, edit_base=edit_base)
 

@@ -125,13 +125,48 @@ def test_a_repair_that_repeats_the_program_is_told_so_with_the_failure_it_still_
         cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=3,
                           operator_mix={"diff": 1.0}, repair_rounds=2)
         run_engine(cfg, tiny_collection)
-        third = srv.requests[2]["body"]["messages"][-1]["content"]
+        first_messages, third_messages = (srv.requests[i]["body"]["messages"] for i in (0, 2))
+        third = third_messages[-1]["content"]
     progs = programs(cfg.out)
     assert progs[1].failure_reason == "exception:NameError" and progs[2].failure_reason == "no_change"
+    # asked in a fresh conversation: the system message and the repair request only
+    assert [m["role"] for m in third_messages] == ["system", "user"] and third_messages[0] == first_messages[0]
     assert third.startswith("Your reply repeated the program without changing it")
     assert "could not be used: exception:NameError" in third and "boost = UNDEFINED_BOOST * 2" in third
     assert "identical" not in third and "unchanged" not in third.split("\n", 1)[1]
     assert progs[3].operator == "repair" and progs[3].status == "accepted" and "boost = 2.0" in progs[3].code
+
+
+def test_a_shape_error_is_repaired_with_the_failing_line_and_the_array_lengths(tmp_path, tiny_collection,
+                                                                              monkeypatch):
+    """The repair request quotes the line the sandbox named (from the archived code) and, for a shape error, how
+    long per-term, per-document and per-posting arrays are on the collection where it failed."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    wrong = diff("    scores = rows.T @ query.qtf", "    scores = rows.T @ query.qtf + index.df", (100, 20))
+    fix = diff("    scores = rows.T @ query.qtf + index.df", "    scores = rows.T @ query.qtf + 0.0", (100, 20))
+    with FakeOpenAI([wrong, fix]) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=2,
+                          operator_mix={"diff": 1.0}, repair_rounds=1)
+        run_engine(cfg, tiny_collection)
+        ask = srv.requests[1]["body"]["messages"][-1]["content"]
+    progs = programs(cfg.out)
+    assert progs[1].failure_reason == "exception:ValueError" and " at line " in progs[1].failure_detail
+    assert "It failed at line " in ask and "```python\nscores = rows.T @ query.qtf + index.df\n```" in ask
+    from evorank.evaluators.evaluate import load_topics
+    index = load_topics(str(tiny_collection)).index
+    assert (f"{index.n_terms:,} entries per term" in ask and f"{index.n_docs:,} per document" in ask
+            and f"{index.term_doc.nnz:,} per posting" in ask and "np.repeat(x, np.diff(index.term_doc.indptr))" in ask)
+    assert progs[2].operator == "repair" and progs[2].status == "accepted"
+
+
+def test_other_failures_get_no_array_lengths():
+    from types import SimpleNamespace
+    from evorank.evolve.prompts import PromptTemplates, repair_message
+    failed = SimpleNamespace(failure_reason="exception:NameError", code="a = 1\nb = c\n",
+                             failure_detail="tiny: importing the program raised NameError at line 2\n")
+    ask = repair_message(PromptTemplates.load(), failed, "b = c", {"tiny": (3, 4, 5)})
+    assert "It failed at line 2 of the program:\n```python\nb = c\n```" in ask and "per posting" not in ask
+    assert "$where" not in ask and "$sizes" not in ask
 
 
 def test_attempts_that_reach_no_model_are_not_proposals(tmp_path, tiny_collection, monkeypatch):

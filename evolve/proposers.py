@@ -144,9 +144,11 @@ class LLMProposer:
     def follow_up(self, prop: Proposal, failed) -> Proposal | None:
         """A repair of ``prop`` (archived as ``failed``) in the same conversation: the model's reply, then a request
         to fix what went wrong; after a reply cut off at max_tokens, a request for the same change as a short
-        diff. None when there is no conversation to continue."""
+        diff; after a repair that repeated the program, the request alone in a fresh conversation. None when there
+        is no conversation to continue."""
         if prop.messages is None or prop.response is None:
             return None
+        history = [*prop.messages, {"role": "assistant", "content": prop.response}]
         edit_base = None  # the reply edits the failed program, the repair's parent
         if failed.failure_reason == "truncated" or (failed.failure_reason == "syntax_error"
                                                     and prop.finish_reason == "length"):
@@ -159,11 +161,11 @@ class LLMProposer:
             # fresh conversation (a model that echoed the program once tends to echo it again from a long history)
             ask = (REPEATED_NOTE + "\n\n" + repair_message(self.templates, prop.parent,
                                                            split_block(prop.parent.code).block, self.collection_sizes))
-            messages = [prop.messages[0], {"role": "user", "content": ask}]
-            return repair_of(prop, failed, messages=messages, prompt=ask, model=prop.model, edit_base=prop.parent)
+            history = prop.messages[:1]  # the system message
+            edit_base = prop.parent
         else:
             ask = repair_message(self.templates, failed, split_block(failed.code).block, self.collection_sizes)
-        messages = [*prop.messages, {"role": "assistant", "content": prop.response}, {"role": "user", "content": ask}]
+        messages = [*history, {"role": "user", "content": ask}]
         return repair_of(prop, failed, messages=messages, prompt=ask, model=prop.model, edit_base=edit_base)
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ from conftest import TINY_DOCS, TINY_QRELS, TINY_QUERIES, write_beir
 BM25 = seed_path("bm25").read_text()
 QL = seed_path("ql_dirichlet").read_text()
 
+
 def edit(source: str, old: str, new: str) -> str:
     """``source`` with ``old`` replaced; fails loudly when the seed no longer has ``old``."""
     assert old in source, f"the seed no longer contains {old!r}"

@@ -89,14 +89,14 @@ folder, long_file = sys.argv[1], sys.argv[2]
 topics = load_topics(folder)
 out = {}
 bm25 = seed_path("bm25").read_text()
-line = "scores = rows.T @ query.qtf"
+line = "scores = rows.T @ query.qtf.astype(np.float32)"
 assert line in bm25, "the BM25 seed no longer has the score line the score-only mutation edits"
 if long_file != "-":
     texts = [(f"l{i}", json.loads(l)["text"]) for i, l in enumerate(open(long_file, encoding="utf-8"))]
     queries = make_queries(texts, topics.index)
     r = rank(load_program("bm25"), topics.index, queries)
     out["long_query_p50_ms"] = float(np.median(r.latency_ms))
-mutant = bm25.replace(line, "scores = rows.T @ np.sqrt(query.qtf)")
+mutant = bm25.replace(line, "scores = rows.T @ np.sqrt(query.qtf.astype(np.float32))")
 for reuse in (True, False):
     with Evaluator([], n_workers=2, limits=Limits(), cascade=CascadeConfig(), topics=[topics], reuse_prepare=reuse) as ev:
         t = time.perf_counter()

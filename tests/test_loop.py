@@ -39,8 +39,8 @@ def prepare(index):
 
 def score(query, index, state):
     rows = state[query.term_ids]
-    scores = rows.T @ query.qtf
-    matched = rows.T @ np.ones(len(query.term_ids)) > 0
+    scores = rows.T @ query.qtf.astype(np.float32)
+    matched = rows.T @ np.ones(len(query.term_ids), dtype=np.float32) > 0
     return np.where(matched, scores, -np.inf)
 ```
 '''
@@ -67,8 +67,8 @@ SCRIPT = [
     diff("    weights = np.repeat(idf, np.diff(td.indptr)) * tf / (tf + norm[td.indices])",
          "    weights = np.repeat(idf, np.diff(td.indptr)) * tf / (tf + norm[td.indices] + 0.05)", (170, 22)),
     {"content": "too late", "delay": 3.0, "usage": (999, 999)},                # 9: slower than the timeout, then
-    diff("    matched = rows.T @ np.ones(len(query.term_ids)) > 0",
-         "    matched = rows.T @ np.ones(len(query.term_ids)) >= 1", (180, 23)),  # accepted
+    diff("    matched = rows.T @ np.ones(len(query.term_ids), dtype=np.float32) > 0",
+         "    matched = rows.T @ np.ones(len(query.term_ids), dtype=np.float32) >= 1", (180, 23)),  # accepted
 ]
 EXPECTED = {1: ("accepted", None), 2: ("failed", "diff_no_match"), 3: ("accepted", None), 4: ("failed", "no_code"),
             5: ("failed", "truncated"), 6: ("failed", "forbidden"), 7: ("accepted", None), 8: ("accepted", None),

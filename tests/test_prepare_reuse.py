@@ -18,8 +18,8 @@ from evorank.evaluators.state_wire import InvalidState, build_state, index_array
 from conftest import random_topics, write_random_beir
 
 BM25 = seed_path("bm25").read_text()
-SCORE_LINE = "scores = rows.T @ query.qtf"
-MUTANT = BM25.replace(SCORE_LINE, "scores = rows.T @ np.sqrt(query.qtf)")
+SCORE_LINE = "scores = rows.T @ query.qtf.astype(np.float32)"
+MUTANT = BM25.replace(SCORE_LINE, "scores = rows.T @ np.sqrt(query.qtf.astype(np.float32))")
 assert SCORE_LINE in BM25 and MUTANT != BM25  # the seed still has the line these tests edit
 REUSE = Limits(timeout_s=30, reuse_prepare=True)
 

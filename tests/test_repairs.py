@@ -142,8 +142,8 @@ def test_a_shape_error_is_repaired_with_the_failing_line_and_the_array_lengths(t
     """The repair request quotes the line the sandbox named (from the archived code) and, for a shape error, how
     long per-term, per-document and per-posting arrays are on the collection where it failed."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    wrong = diff("    scores = rows.T @ query.qtf", "    scores = rows.T @ query.qtf + index.df", (100, 20))
-    fix = diff("    scores = rows.T @ query.qtf + index.df", "    scores = rows.T @ query.qtf + 0.0", (100, 20))
+    wrong = diff("    scores = rows.T @ query.qtf.astype(np.float32)", "    scores = rows.T @ query.qtf.astype(np.float32) + index.df", (100, 20))
+    fix = diff("    scores = rows.T @ query.qtf.astype(np.float32) + index.df", "    scores = rows.T @ query.qtf.astype(np.float32) + 0.0", (100, 20))
     with FakeOpenAI([wrong, fix]) as srv:
         cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=2,
                           operator_mix={"diff": 1.0}, repair_rounds=1)
@@ -151,7 +151,7 @@ def test_a_shape_error_is_repaired_with_the_failing_line_and_the_array_lengths(t
         ask = srv.requests[1]["body"]["messages"][-1]["content"]
     progs = programs(cfg.out)
     assert progs[1].failure_reason == "exception:ValueError" and " at line " in progs[1].failure_detail
-    assert "It failed at line " in ask and "```python\nscores = rows.T @ query.qtf + index.df\n```" in ask
+    assert "It failed at line " in ask and "```python\nscores = rows.T @ query.qtf.astype(np.float32) + index.df\n```" in ask
     from evorank.evaluators.evaluate import load_topics
     index = load_topics(str(tiny_collection)).index
     assert (f"{index.n_terms:,} entries per term" in ask and f"{index.n_docs:,} per document" in ask

@@ -371,6 +371,52 @@ def build_state(root: dict, path, n_index: dict[str, np.ndarray], check: bool = 
     return build(root)
 
 
+#: madvise advice that faults a mapping's pages into this process's page tables now (Linux >= 5.14).
+MADV_POPULATE_READ = 22
+PAGE = mmap.PAGESIZE
+
+
+def populate_state(state) -> int:
+    """Map in now, in this process, every page of the files ``state``'s arrays live in; returns the bytes.
+
+    A state rebuilt by ``build_state`` lies in file mappings (its stream, the index's arrays) whose page-table
+    entries a forked jail does not inherit, while a ``prepare`` run in the jail leaves its state's pages mapped.
+    Mapping them before the timed queries keeps the per-query latency of a reused state comparable with a
+    computed one (the time is reported as the run's prepare time). One ``madvise`` per mapping (~0.03 s for
+    the 380 MB of the BM25 state at 1M documents, pages in the page cache), or one read per page where the
+    kernel does not know the advice."""
+    maps: dict[int, mmap.mmap] = {}
+
+    def visit(node, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            return
+        if isinstance(node, _ndarray):
+            base = node
+            while isinstance(base, (_ndarray, memoryview)):
+                base = base.obj if isinstance(base, memoryview) else base.base
+            if isinstance(base, mmap.mmap):
+                maps[id(base)] = base
+        elif type(node) in _SPARSE_NAME:
+            for part in (node.data, node.indices, node.indptr):
+                visit(part, depth + 1)
+        elif isinstance(node, (tuple, list)):
+            for v in node:
+                visit(v, depth + 1)
+        elif isinstance(node, dict):
+            for v in node.values():
+                visit(v, depth + 1)
+
+    visit(state, 0)
+    total = 0
+    for mm in maps.values():
+        try:
+            mm.madvise(MADV_POPULATE_READ)
+        except (OSError, ValueError):
+            _frombuffer(mm, dtype=np.uint8)[::PAGE].sum()
+        total += len(mm)
+    return total
+
+
 class JailReuse:
     """What a jail is told about ``prepare``: ``state`` to use instead of calling it (when ``reused``), or a pipe
     (``capture_fd``) to write the state it computes into, at most ``max_bytes`` of arrays."""

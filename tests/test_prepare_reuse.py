@@ -13,7 +13,8 @@ from evorank.evaluators.prepare_key import prepare_key
 from evorank.evaluators.prepared import cache_for
 from evorank.evaluators.program import seed_path
 from evorank.evaluators.sandbox import Limits, run_sandboxed
-from evorank.evaluators.state_wire import InvalidState, build_state, index_arrays, read_state, write_state
+from evorank.evaluators.state_wire import (InvalidState, build_state, index_arrays, populate_state, read_state,
+                                           write_state)
 
 from conftest import random_topics, write_random_beir
 
@@ -204,3 +205,15 @@ def test_a_rebuilt_index_drops_its_prepared_states(tmp_path, monkeypatch):
         f.write('{"_id": "new", "text": "apple banana"}\n')
     get_index(load_collection(str(folder)))
     assert not states.exists()
+
+
+def test_populate_maps_every_file_a_rebuilt_state_lies_in(tmp_path):
+    index = FakeIndex()
+    np.save(tmp_path / "doc_len.npy", index.doc_len)
+    index.doc_len = np.load(tmp_path / "doc_len.npy", mmap_mode="r")  # as the index opens its arrays
+    td = index.term_doc
+    state = {"w": sp.csr_matrix((td.data * 2.0, td.indices, td.indptr), shape=td.shape), "len": index.doc_len.view(np.ndarray),
+             "own": [np.arange(1000.0)]}
+    got, path = roundtrip(state, tmp_path, index)
+    assert populate_state(got) == path.stat().st_size + (tmp_path / "doc_len.npy").stat().st_size
+    assert populate_state({"x": np.zeros(3), "s": "text", "m": sp.csr_matrix(np.eye(2))}) == 0  # nothing mapped

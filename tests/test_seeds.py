@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from evorank.evaluators.evaluate import evaluate_on, load_topics
 from evorank.evaluators.index import build_arrays, Index
 from evorank.evaluators.program import load_program, split_block
-from evorank.evaluators.ranking import make_queries, top_k
+from evorank.evaluators.errors import ProgramError
+from evorank.evaluators.ranking import make_queries, plain_scores, score_buffer, top_k
 
 WORDS = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "theta", "kappa", "lambda", "zeta"]
 
@@ -56,6 +57,9 @@ collections = st.lists(st.lists(st.sampled_from(WORDS), min_size=0, max_size=30)
 queries = st.lists(st.sampled_from(WORDS + ["unseen"]), min_size=1, max_size=6)
 
 
+# A collection of empty documents has average length 0: the BM25 seed's per-document length normalisation
+# is then 0/0 (NaN) for documents that have no posting to use it, as in Lucene; numpy warns about the division.
+@pytest.mark.filterwarnings("ignore:invalid value encountered in divide:RuntimeWarning")
 @pytest.mark.parametrize("seed,reference", [("bm25", bm25_reference), ("ql_dirichlet", ql_reference)])
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(docs=collections, query=queries)
@@ -103,3 +107,23 @@ def test_bm25_matches_pyserini_flat(shared_env, reference_scores, dataset, addre
 def test_ql_dirichlet_matches_lucene_on_scifact(shared_env):
     result, _ = evaluate_on(load_program("ql_dirichlet"), load_topics("beir/scifact/test"))
     assert abs(result.metrics["ndcg@10"] - 0.6663) <= 0.01, result.metrics
+
+
+def test_plain_scores_validates_the_copy_and_reuses_the_buffer():
+    buffer = score_buffer(4)
+    program_scores = np.array([1, 2, 3, 4], dtype=np.int32)
+    got = plain_scores(program_scores, 4, buffer)
+    assert got is buffer and got.dtype == np.float64 and got.tolist() == [1.0, 2.0, 3.0, 4.0]
+    program_scores[0] = 9  # the program keeping its array changes nothing already copied
+    assert buffer[0] == 1.0
+    assert plain_scores(np.array([True, False, True, False]), 4, buffer).tolist() == [1.0, 0.0, 1.0, 0.0]
+    with pytest.raises(ProgramError, match="2 NaN"):
+        plain_scores(np.array([np.nan, -np.inf, np.nan, 1.0], dtype=np.float32), 4, buffer)
+    with pytest.raises(ProgramError) as e:
+        plain_scores(np.array([-np.inf, np.inf, 0.0, 1.0]), 4, buffer)
+    assert e.value.reason == "invalid_scores:inf"
+    assert plain_scores(np.full(4, -np.inf), 4, buffer).tolist() == [-np.inf] * 4  # nothing retrieved is valid
+    assert plain_scores(np.zeros(0), 0).size == 0
+    with pytest.raises(ProgramError) as e:
+        plain_scores(np.zeros(4, dtype=np.complex128), 4, buffer)
+    assert e.value.reason == "invalid_scores:dtype"

@@ -30,7 +30,6 @@ import types
 
 
 from . import wire
-from .allocator import keep_score_arrays
 from .errors import ProgramError
 from .program import compile_source, entry_points
 from .ranking import plain_scores, score_buffer, top_k
@@ -176,8 +175,7 @@ def run_candidate(res_w: int, source: str, index, queries, k: int, name: str, re
         if capture_fd >= 0:
             _send_state(capture_fd, state, fingerprints, reuse.max_bytes)
         stage = wire.Stage.SCORE
-        keep_score_arrays(n_docs)  # per-query arrays from the heap, not mapped and faulted in per query
-        buffer = score_buffer(n_docs)  # plain_scores' copy, reused by every query
+        buffer = score_buffer(n_docs)  # plain_scores' copy for every query; per-query arrays kept in the heap
         for i, q in enumerate(queries):
             query = i
             t0 = perf()

@@ -97,7 +97,7 @@ def plain_scores(scores, n_docs: int, out: np.ndarray | None = None) -> np.ndarr
     if scores.dtype.kind not in "fiub":
         raise ProgramError("invalid_scores:dtype", f"score() must return numbers, got dtype {scores.dtype}")
     if out is None:
-        out = score_buffer(n_docs)
+        out = _empty(n_docs, dtype=_float64)
     _copyto(out, scores, casting="unsafe")
     if n_docs and not _max(out) < _INF:
         n_nan = int(_isnan(out).sum())
@@ -108,7 +108,10 @@ def plain_scores(scores, n_docs: int, out: np.ndarray | None = None) -> np.ndarr
 
 
 def score_buffer(n_docs: int) -> np.ndarray:
-    """A float64 array for ``plain_scores(..., out=)``, made with numpy's function as captured at import."""
+    """Set this process up for a loop of ``score`` calls on ``n_docs`` documents: the C allocator keeps
+    collection-long arrays between queries (``allocator.keep_score_arrays``), and the float64 array returned is
+    ``plain_scores``' ``out`` for every query (made with numpy's function as captured at import)."""
+    keep_score_arrays(n_docs)
     return _empty(n_docs, dtype=_float64)
 
 
@@ -141,8 +144,7 @@ def rank(program, index, queries: list[Query], k: int = DEFAULT_K) -> Ranking:
         raise ProgramError(f"exception:{type(e).__name__}", f"prepare() raised {type(e).__name__}: {e}") from None
     prepare_ms = (time.perf_counter() - t0) * 1e3
     doc_idx, all_scores, latency = [], [], np.empty(len(queries))
-    keep_score_arrays(index.n_docs)  # per-query arrays from the heap, not mapped and faulted in per query
-    buffer = score_buffer(index.n_docs)  # plain_scores' copy, reused by every query
+    buffer = score_buffer(index.n_docs)  # plain_scores' copy for every query; per-query arrays kept in the heap
     for i, q in enumerate(queries):
         t0 = time.perf_counter()
         try:

@@ -9,13 +9,12 @@ import pytest
 from evorank.evaluators import allocator
 
 # A query's worth of collection-long arrays (a float32 score vector, a mask, the float64 -inf fill, top-k's
-# candidates), allocated and freed 20 times after one warm-up; prints the minor page faults per query.
+# candidates), allocated and freed 20 times after one warm-up, with the thresholds set; prints the minor page faults per query.
 LOOP = """
-import resource, sys, numpy as np
+import resource, numpy as np
 from evorank.evaluators.allocator import keep_score_arrays
 n = 1_000_000
-if sys.argv[1] == "keep":
-    assert keep_score_arrays(n)
+assert keep_score_arrays(n)
 def query():
     s = np.ones(n, dtype=np.float32)
     w = np.where((s * 2) > 0, s, -np.inf)
@@ -28,8 +27,8 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / 20)
 """
 
 
-def faults_per_query(mode: str) -> float:
-    out = subprocess.run([sys.executable, "-c", LOOP, mode], capture_output=True, text=True, timeout=120)
+def faults_per_query() -> float:
+    out = subprocess.run([sys.executable, "-c", LOOP], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     return float(out.stdout)
 
@@ -38,4 +37,4 @@ def faults_per_query(mode: str) -> float:
 def test_score_arrays_are_kept_between_queries():
     # 1M documents: ~3,000 pages of arrays per query. glibc's defaults map and unmap them per query
     # (measured: ~2,770 faults per query); with the thresholds set, none.
-    assert faults_per_query("keep") < 30
+    assert faults_per_query() < 30

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import builtins
 import os
+import re
 import sys
 import time
 import types
 
+import numpy as np
 
 from . import wire
 from .errors import ProgramError
@@ -37,6 +39,7 @@ from .state_wire import JailReuse, array_fingerprints, populate_state, write_sta
 from .static_check import ALLOWED_IMPORTS, FORBIDDEN_ATTRIBUTES, FORBIDDEN_NAMES
 
 _SAFE_IMPORTS = frozenset(ALLOWED_IMPORTS)
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: Attribute names ``getattr`` refuses at run time besides private ones: the static list, plus the string
 #: formatting methods (a computed template such as ``"{0.x}"`` reads attributes of its arguments).
 _GETATTR_REFUSED = FORBIDDEN_ATTRIBUTES | {"format", "format_map"}
@@ -81,15 +84,50 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def _program_line(exc: BaseException | None, name: str) -> int:
-    """Innermost line of the candidate's own code in an exception's traceback (0 if none)."""
-    line = 0
+def _program_traceback(exc: BaseException | None, name: str):
+    """The innermost entry of an exception's traceback that is in the candidate's own code, or None."""
+    found = None
     tb = exc.__traceback__ if exc is not None else None
     while tb is not None:
         if tb.tb_frame.f_code.co_filename == name:
-            line = tb.tb_lineno
+            found = tb
         tb = tb.tb_next
-    return line
+    return found
+
+
+def _program_line(exc: BaseException | None, name: str) -> int:
+    """Innermost line of the candidate's own code in an exception's traceback (0 if none)."""
+    tb = _program_traceback(exc, name)
+    return tb.tb_lineno if tb is not None else 0
+
+
+#: At most this many arrays are described after an exception, in at most this many characters.
+MAX_ARRAYS_SHOWN, MAX_ARRAYS_TEXT = 8, 300
+
+
+def arrays_at_failure(exc: BaseException, name: str, source: str) -> str:
+    """``"arrays in that line: w float64[511050], idf float64[28932]"``: the numpy arrays (exact type) and scipy
+    sparse matrices that the failing line of the candidate's innermost frame names, with their shapes; "" when
+    there are none. Shape errors are the commonest failure of model-written programs and their messages say
+    which lengths clashed but not which variables had them. Runs in the jail, after the failure: what it writes
+    is part of the program's (untrusted, fenced) error text."""
+    try:
+        tb = _program_traceback(exc, name)
+        lines = source.splitlines()
+        if tb is None or not 0 < tb.tb_lineno <= len(lines):
+            return ""
+        local, shown = tb.tb_frame.f_locals, []
+        for ident in dict.fromkeys(_IDENTIFIER.findall(lines[tb.tb_lineno - 1])):
+            value = local.get(ident)
+            if type(value) is np.ndarray:
+                shown.append(f"{ident} {value.dtype}[{', '.join(map(str, value.shape))}]")
+            elif type(value).__module__.startswith("scipy.sparse"):
+                shown.append(f"{ident} sparse {type(value).__name__}[{', '.join(map(str, value.shape))}]")
+            if len(shown) == MAX_ARRAYS_SHOWN:
+                break
+        return ("arrays in that line: " + ", ".join(shown))[:MAX_ARRAYS_TEXT] if shown else ""
+    except BaseException:  # noqa: BLE001 - a description, never a second failure
+        return ""
 
 
 def run_candidate(res_w: int, source: str, index, queries, k: int, name: str, restrict_builtins: bool,
@@ -194,8 +232,9 @@ def run_candidate(res_w: int, source: str, index, queries, k: int, name: str, re
     except RecursionError as e:
         finish(wire.error_record(wire.ErrorCode.RECURSION, stage, query, _program_line(e, name), text=_text(e)))
     except BaseException as e:  # noqa: BLE001 - every outcome is a result
+        arrays = arrays_at_failure(e, name, source)
         finish(wire.error_record(wire.ErrorCode.EXCEPTION, stage, query, _program_line(e, name),
-                                 name=type(e).__name__, text=_text(e)))
+                                 name=type(e).__name__, text=_text(e) + ("\n" + arrays if arrays else "")))
 
 
 def _send_state(fd: int, state, fingerprints: dict, max_bytes: int) -> None:

@@ -124,6 +124,18 @@ def test_exception_message_names_line_and_query(topics):
     assert f"line {line}" in res.message and "'q0'" in res.message
 
 
+def test_a_shape_error_says_which_arrays_of_the_failing_line_had_which_shape(topics):
+    """The lengths in numpy's message, put to names: the exact-type arrays and sparse matrices the failing line
+    names, as part of the program's (untrusted) error text."""
+    res = run(topics, "def score(q, index, s):\n    per_term = np.zeros(index.n_terms)\n"
+                      "    td = index.term_doc\n    return per_term + td.data + index.doc_len\n")
+    assert res.reason == "exception:ValueError"
+    n_terms, nnz = topics.index.n_terms, topics.index.term_doc.nnz
+    assert res.program_text.endswith(f"\narrays in that line: per_term float64[{n_terms}], td sparse csr_matrix"
+                                     f"[{n_terms}, {topics.index.n_docs}]"), res.program_text
+    assert "operands could not be broadcast" in res.program_text.partition("\n")[0]
+
+
 def test_slow_but_valid_under_and_over_the_limit(topics):
     slow = SPLIT.block.replace("    rows = state[query.term_ids]",
                                "    x = 0\n    for _ in range(DELAY):\n        x += 1\n    rows = state[query.term_ids]")

@@ -18,6 +18,7 @@ import sys
 from collections import Counter
 
 from evorank.archive import RunStore
+from evorank.evolve.line_repair import MARKER
 
 NO_CANDIDATE = ("no_code", "truncated", "diff_no_match", "diff_ambiguous", "diff_outside_block", "no_change",
                 "llm:", "proposer:", "command:")
@@ -75,6 +76,9 @@ def main(argv=None) -> int:
     out = {
         "run": args.run, "proposals": len(progs), "wall_seconds_per_proposal": round(elapsed / len(progs), 1) if progs else None,
         "fresh": funnel(fresh, origin), "repairs": funnel(repairs, origin),
+        # statement repairs show the function with the failing statement marked; block repairs the whole block
+        "statement_repairs": funnel([r for r in repairs if MARKER in (r.prompt or "")], origin),
+        "block_repairs": funnel([r for r in repairs if MARKER not in (r.prompt or "")], origin),
         "chains": {"n": len(chains), "ended_running_cleanly": clean_chains,
                    "share": round(clean_chains / len(chains), 3) if chains else None},
     }
@@ -83,9 +87,12 @@ def main(argv=None) -> int:
         print()
         return 0
     print(f"{args.run}: {out['proposals']} proposals, {out['wall_seconds_per_proposal']} s per proposal (wall)")
-    for stage in ("fresh", "repairs"):
+    for stage in ("fresh", "repairs", "statement_repairs", "block_repairs"):
         f = out[stage]
-        print(f"  {stage:8s} {f['requests']:3d} requests  parsed {f['parsed']}  evaluated {f['evaluated']}  "
+        if stage != "fresh" and not f["requests"]:
+            continue
+        label = {"statement_repairs": "  of which statement", "block_repairs": "  of which block"}.get(stage, stage)
+        print(f"  {label:8s} {f['requests']:3d} requests  parsed {f['parsed']}  evaluated {f['evaluated']}  "
               f"ran cleanly {f['ran_cleanly']}  improved {f['improved']}  ({f['seconds_per_request']} s/request)")
         if f["failure_reasons"]:
             print("           failed: " + ", ".join(f"{k} {v}" for k, v in f["failure_reasons"].items()))

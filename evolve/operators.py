@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import re
+import textwrap
 from dataclasses import dataclass
 
 from evorank.evaluators.program import BLOCK_END, BLOCK_START, split_block
@@ -250,3 +251,39 @@ def apply_reply(source: str, reply: str, mode: str, finish_reason: str | None = 
         if finish_reason == "length" and e.reason in ("no_code", "truncated", "diff_no_match"):
             raise ReplyError("truncated", f"the reply hit the max_tokens limit and was cut off ({e})") from None
         raise
+
+
+_DEF_LINE = re.compile(r"^[ \t]*(?:async[ \t]+)?def[ \t]+\w+[ \t]*\(", re.MULTILINE)
+
+
+def apply_statement_fix(source: str, first: int, last: int, reply: str, marker: str,
+                        finish_reason: str | None = None, alone: bool = True) -> tuple[str, str]:
+    """(candidate source, what was applied) from a reply to a statement repair of lines ``first``..``last`` of
+    ``source`` (inside its EVOLVE-BLOCK). Whole functions (or SEARCH/REPLACE blocks) are applied as such
+    (:func:`apply_reply`: "full" or "diff"); otherwise the reply's code, indented like the statement, replaces
+    those lines ("statement"), unless ``alone`` is False (they are the header of an ``if``, ``for``, ...: its body
+    would be cut off). A ``marker`` comment the reply copied is dropped."""
+    if _DIFF.search(reply) or "<<<<<<<" in reply or any(_DEF_LINE.search(b) for b in _FENCE.findall(reply)):
+        return apply_reply(source, _drop_marker(reply, marker), "diff", finish_reason)
+    if not alone and _FENCE.search(reply):
+        raise ReplyError("no_code", "the reply gave no complete function for a statement that cannot be replaced alone")
+    blocks = _FENCE.findall(reply)
+    if not blocks:
+        if reply.count("```") % 2 == 1 or finish_reason == "length":
+            raise ReplyError("truncated", "the reply opened a ``` code fence but never closed it (truncated?)")
+        raise ReplyError("no_code", "the reply contained no Python code block with the corrected statement")
+    fix = textwrap.dedent(_drop_marker(max(blocks, key=len), marker).strip("\n")).split("\n")
+    lines = source.split("\n")
+    old = lines[first - 1:last]
+    if not any(f.strip() for f in fix):
+        raise ReplyError("no_code", "the reply's code block was empty")
+    if [f.strip() for f in fix if f.strip()] == [o.strip() for o in old if o.strip()]:
+        raise ReplyError("no_change", "the corrected statement is the failing statement, unchanged")
+    indent = _indent(old[0])
+    fixed = lines[:first - 1] + [indent + f if f else f for f in fix] + lines[last:]
+    return "\n".join(fixed), "statement"
+
+
+def _drop_marker(text: str, marker: str) -> str:
+    """``text`` without the ``marker`` comments (and what follows them on their line) that a reply copied."""
+    return "\n".join(line.split(marker)[0].rstrip() if marker in line else line.rstrip() for line in text.split("\n"))

@@ -5,7 +5,6 @@ replace the shipped ones. Templates use ``$name`` placeholders (``string.Templat
 """
 from __future__ import annotations
 
-import re
 import string
 from dataclasses import dataclass
 from importlib import resources
@@ -14,9 +13,12 @@ from pathlib import Path
 from evorank.evaluators.metrics import METRICS
 from evorank.evaluators.program import contract_text
 
+from .line_repair import FailingStatement, failing_line, marked_context, names_hint
+
 SHIPPED = resources.files("evorank.evolve") / "prompts"
 TEMPLATES = ("system", "mutation", "diff_instructions", "full_instructions", "crossover_instructions",
-             "command_instructions", "repair_instructions", "truncated_instructions")
+             "command_instructions", "repair_instructions", "statement_repair_instructions",
+             "truncated_instructions")
 
 
 @dataclass(frozen=True)
@@ -119,18 +121,13 @@ def build_messages(templates: PromptTemplates, kind: str, parent, seeds: dict[st
 #: Failures that usually come from mixing arrays of different lengths (per term, per document, per posting).
 SHAPE_FAILURES = ("exception:ValueError", "exception:IndexError", "exception:AxisError")
 
-_AT_LINE = re.compile(r" at line (\d+)$")
-
-
 def failing_line_text(code: str, detail: str | None) -> str:
     """The line a failure names, quoted from the failed program's archived code, or "" when the trusted first line
     of ``detail`` names none (``<collection>: score() ... raised ValueError at line 48``). The number comes from
     the sandbox; the text from trusted storage of the code the model wrote."""
-    m = _AT_LINE.search((detail or "").partition("\n")[0])
-    lines = code.splitlines()
-    if m is None or not 1 <= int(m.group(1)) <= len(lines):
+    n, lines = failing_line(detail), code.splitlines()
+    if n is None or not 1 <= n <= len(lines):
         return ""
-    n = int(m.group(1))
     return f"It failed at line {n} of the program:\n```python\n{lines[n - 1].strip()}\n```\n"
 
 
@@ -160,6 +157,20 @@ def repair_message(templates: PromptTemplates, failed, block: str,
                             where=failing_line_text(failed.code, failed.failure_detail),
                             sizes=array_sizes_text(failed.failure_reason, failed.failure_detail, sizes or {}),
                             block=block.strip("\n"))
+
+
+def statement_repair_message(templates: PromptTemplates, failed, st: FailingStatement,
+                             sizes: dict[str, tuple[int, int, int]] | None = None) -> str:
+    """The request to rewrite only the statement ``st`` of ``failed`` (an archived program that raised there): the
+    failure reason and detail (program text only fenced), the code around the statement with the statement
+    marked, and what the error is about: array lengths for a shape error, the names that exist for a NameError."""
+    if failed.failure_reason == "exception:NameError":
+        hint = names_hint(st, failed.failure_detail)
+    else:
+        hint = array_sizes_text(failed.failure_reason, failed.failure_detail, sizes or {})
+    return templates.render("statement_repair_instructions", reason=failed.failure_reason,
+                            detail=failure_detail_text(failed.failure_detail), hint=hint,
+                            context=marked_context(failed.code, st))
 
 
 def truncated_message(templates: PromptTemplates, max_tokens: int) -> str:

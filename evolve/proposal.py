@@ -75,6 +75,9 @@ class Proposal:
     origin: ProgramRecord | None = None  # for a repair: the evaluated program the first attempt started from
     edit_base: ProgramRecord | None = None  # what the reply edits when not the parent: for a repair that redoes a
     #                                         cut-off reply, the program that reply was editing
+    statement: tuple[int, int, bool] | None = None  # for a statement repair: the lines of the edited program
+    #                                         (first, last) a reply's code replaces, and whether it may replace them
+    #                                         alone (not the header of an if, for, ...)
     member: int | None = None  # which member of an ensemble writes it (EnsembleProposer)
     started_at: float = field(default_factory=time.time)
 

@@ -28,8 +28,9 @@ from .ensemble import EnsembleProposer, chat_settings, parse_llm_spec
 from .llm import Budget, LLMClient, unreachable
 from .offline_crossover import crossover
 from .offline_mutator import mutate
-from .operators import ReplyError, apply_reply
-from .prompts import PromptTemplates, build_messages, repair_message, truncated_message
+from .line_repair import MARKER, failing_statement
+from .operators import ReplyError, apply_reply, apply_statement_fix
+from .prompts import PromptTemplates, build_messages, repair_message, statement_repair_message, truncated_message
 from .proposal import CROSSOVER, REPAIR, ArchiveView, Proposal, Proposer, repair_of
 
 __all__ = ["CROSSOVER", "REPAIR", "ArchiveView", "Proposal", "Proposer", "LLMProposer", "OfflineProposer",
@@ -68,9 +69,9 @@ def objective_text(spec: FitnessSpec) -> str:
 
 # -- the proposers -------------------------------------------------------------------------------
 
-#: Said before a repair request when the previous repair returned the failing program unchanged (small models often
-#: echo the program they were shown).
-REPEATED_NOTE = "Your reply repeated the program without changing it, so it still fails in the same way."
+#: Said before a repair request when the previous repair returned the failing code unchanged (small models often
+#: echo the code they were shown).
+REPEATED_NOTE = "Your reply repeated the code without changing it, so it still fails in the same way."
 
 
 class LLMProposer:
@@ -132,9 +133,14 @@ class LLMProposer:
             prop.failure_detail = "; ".join(completion.retry_log)[-500:]
             return
         try:
-            prop.source, applied = apply_reply(prop.edits.code, completion.text,
-                                               "diff" if kind in ("diff", REPAIR) else "full",
-                                               completion.finish_reason)
+            if prop.statement is not None:
+                first, last, alone = prop.statement
+                prop.source, applied = apply_statement_fix(prop.edits.code, first, last, completion.text, MARKER,
+                                                           completion.finish_reason, alone)
+            else:
+                prop.source, applied = apply_reply(prop.edits.code, completion.text,
+                                                   "diff" if kind in ("diff", REPAIR) else "full",
+                                                   completion.finish_reason)
         except ReplyError as e:
             prop.failure_reason, prop.failure_detail = e.reason, str(e)
             return
@@ -142,31 +148,50 @@ class LLMProposer:
             prop.operator = applied  # record what the reply really was
 
     def follow_up(self, prop: Proposal, failed) -> Proposal | None:
-        """A repair of ``prop`` (archived as ``failed``) in the same conversation: the model's reply, then a request
-        to fix what went wrong; after a reply cut off at max_tokens, a request for the same change as a short
-        diff; after a repair that repeated the program, the request alone in a fresh conversation. None when there
-        is no conversation to continue."""
+        """A repair of ``prop`` (archived as ``failed``), or None when there is no conversation to continue.
+
+        - a reply cut off at max_tokens: the same conversation, asking for the same change as a short diff;
+        - a program that raised in a statement of its block: a fresh, short conversation showing the function it
+          failed in with the statement marked, asking for that code corrected (:mod:`evorank.evolve.line_repair`);
+        - a repair that repeated the code it was shown: a fresh conversation about the failure the code still
+          has, saying so; a statement repair after a block repair, a block repair after a statement repair (a
+          model that echoed once tends to echo the same request again);
+        - anything else (a reply that did not parse or apply, a failed static check, an error without a line):
+          the same conversation, the model's reply, then a request to fix the block.
+        """
         if prop.messages is None or prop.response is None:
             return None
-        history = [*prop.messages, {"role": "assistant", "content": prop.response}]
-        edit_base = None  # the reply edits the failed program, the repair's parent
+        system = prop.messages[:1]
         if failed.failure_reason == "truncated" or (failed.failure_reason == "syntax_error"
                                                     and prop.finish_reason == "length"):
             # a reply stopped at max_tokens: its code is incomplete (whether or not a fence happened to close); the
             # same change comes back as a diff of the program that reply was editing
             ask = truncated_message(self.templates, self.client.settings.max_tokens)
-            edit_base = prop.edits
-        elif failed.failure_reason == "no_change" and prop.operator == REPAIR and prop.parent.failure_reason:
-            # the repair repeated the failing program: ask again about the failure it still has, saying so, in a
-            # fresh conversation (a model that echoed the program once tends to echo it again from a long history)
-            ask = (REPEATED_NOTE + "\n\n" + repair_message(self.templates, prop.parent,
-                                                           split_block(prop.parent.code).block, self.collection_sizes))
-            history = prop.messages[:1]  # the system message
-            edit_base = prop.parent
-        else:
-            ask = repair_message(self.templates, failed, split_block(failed.code).block, self.collection_sizes)
+            return self._repair(prop, failed, [*prop.messages, {"role": "assistant", "content": prop.response}],
+                                ask, edit_base=prop.edits)
+        if failed.failure_reason == "no_change" and prop.operator == REPAIR and prop.parent.failure_reason:
+            target = prop.parent  # still failing as it did before the echoed repair
+            st = failing_statement(target.code, target.failure_detail) if prop.statement is None else None
+            if st is not None:
+                ask = REPEATED_NOTE + "\n\n" + statement_repair_message(self.templates, target, st,
+                                                                         self.collection_sizes)
+                return self._repair(prop, failed, system, ask, edit_base=target,
+                                    statement=(st.first, st.last, st.simple))
+            ask = REPEATED_NOTE + "\n\n" + repair_message(self.templates, target, split_block(target.code).block,
+                                                           self.collection_sizes)
+            return self._repair(prop, failed, system, ask, edit_base=target)
+        st = failing_statement(failed.code, failed.failure_detail) \
+            if (failed.failure_reason or "").startswith("exception:") else None
+        if st is not None:
+            ask = statement_repair_message(self.templates, failed, st, self.collection_sizes)
+            return self._repair(prop, failed, system, ask, statement=(st.first, st.last, st.simple))
+        ask = repair_message(self.templates, failed, split_block(failed.code).block, self.collection_sizes)
+        return self._repair(prop, failed, [*prop.messages, {"role": "assistant", "content": prop.response}], ask)
+
+    @staticmethod
+    def _repair(prop: Proposal, failed, history: list[dict], ask: str, **fields) -> Proposal:
         messages = [*history, {"role": "user", "content": ask}]
-        return repair_of(prop, failed, messages=messages, prompt=ask, model=prop.model, edit_base=edit_base)
+        return repair_of(prop, failed, messages=messages, prompt=ask, model=prop.model, **fields)
 
     def close(self) -> None:
         pass  # the HTTP client closes with the process

@@ -22,6 +22,11 @@ from test_loop import REPO, diff, make_config, run_engine
 RAISES = diff("    rows = state[query.term_ids]", "    rows = state[query.term_ids]\n    boost = UNDEFINED_BOOST * 2",
               (100, 20))
 FIX = diff("    boost = UNDEFINED_BOOST * 2", "    boost = 2.0", (300, 15))
+# returns NaN scores: a failure that names no line, so the whole block is repaired
+NAN_SCORES = diff("    scores = rows.T @ query.qtf.astype(np.float32)",
+                  "    scores = rows.T @ query.qtf.astype(np.float32) * np.nan", (100, 20))
+FIX_NAN = diff("    scores = rows.T @ query.qtf.astype(np.float32) * np.nan",
+               "    scores = rows.T @ query.qtf.astype(np.float32) * 2.0", (300, 15))
 
 
 def programs(run_dir) -> dict[int, object]:
@@ -32,9 +37,9 @@ def programs(run_dir) -> dict[int, object]:
         store.close()
 
 
-def test_a_program_that_raises_is_repaired_in_the_same_conversation(tmp_path, tiny_collection, monkeypatch, capsys):
+def test_a_failed_program_is_repaired_in_the_same_conversation(tmp_path, tiny_collection, monkeypatch, capsys):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    with FakeOpenAI([RAISES, FIX]) as srv:
+    with FakeOpenAI([NAN_SCORES, FIX_NAN]) as srv:
         cfg = make_config(tmp_path, tiny_collection, llm="fake-a,fake-b", base_url=srv.url, iterations=2,
                           operator_mix={"diff": 1.0}, repair_rounds=1, prices={"*": {"input": 1.0, "output": 2.0}})
         engine, best = run_engine(cfg, tiny_collection)
@@ -42,24 +47,19 @@ def test_a_program_that_raises_is_repaired_in_the_same_conversation(tmp_path, ti
     progs = programs(cfg.out)
     failed, repair = progs[1], progs[2]
     assert failed.operator == "diff" and failed.status == "failed"
-    assert failed.failure_reason == "exception:NameError", failed.failure_detail
+    assert failed.failure_reason == "invalid_scores:nan", failed.failure_detail
     assert repair.operator == "repair" and repair.status == "accepted", (repair.failure_reason, repair.failure_detail)
-    assert repair.parent_ids == (failed.id,) and "boost = 2.0" in repair.code
+    assert repair.parent_ids == (failed.id,) and "* 2.0" in repair.code
     assert (repair.prompt_tokens, repair.completion_tokens) == (300, 15)
     assert repair.cost_usd == pytest.approx((300 * 1.0 + 15 * 2.0) / 1e6)
     assert engine.stats.repairs == 1 and engine.stats.prompt_tokens == 400 and engine.proposals_done()[0] == 2
     # the follow-up continues the conversation with the same model: the reply, then what went wrong
     first, second = requests
     assert second["model"] == first["model"] and second["messages"][:2] == first["messages"]
-    assert second["messages"][2] == {"role": "assistant", "content": RAISES["content"]}
+    assert second["messages"][2] == {"role": "assistant", "content": NAN_SCORES["content"]}
     ask = second["messages"][3]["content"]
     assert second["messages"][3]["role"] == "user" and ask == repair.prompt
-    assert "could not be used: exception:NameError" in ask and "boost = UNDEFINED_BOOST * 2" in ask
-    # the program's own error text reaches the prompt only inside a labelled fence
-    label = "program's error message (untrusted text):\n~~~~\n"
-    start = ask.index(label) + len(label)
-    assert "name 'UNDEFINED_BOOST' is not defined" in ask[start:ask.index("\n~~~~", start)]
-    assert ask.count("is not defined") == 1
+    assert "could not be used: invalid_scores:nan" in ask and "* np.nan" in ask
     # inspection shows the operator like any other
     assert main(["top", cfg.out, "--json"]) == 0
     top = json.loads(capsys.readouterr().out)
@@ -115,13 +115,49 @@ def test_a_cut_off_reply_is_asked_again_as_a_diff(tmp_path, tiny_collection, mon
     assert progs[2].parent_ids == (progs[1].id,) and progs[2].completion_tokens == 30
 
 
-def test_a_repair_that_repeats_the_program_is_told_so_with_the_failure_it_still_has(tmp_path, tiny_collection,
-                                                                                     monkeypatch):
-    """Small models often answer a repair request with the program they were shown. The next round names the
-    original failure (NameError), not "the rewrite is identical to the parent"."""
+def fenced(code, usage):
+    return {"content": f"Fixed.\n```python\n{code}\n```\n", "usage": usage}
+
+
+def test_a_program_that_raises_in_a_statement_is_asked_for_that_statement_alone(tmp_path, tiny_collection,
+                                                                                monkeypatch):
+    """A failure the sandbox places in a simple statement of the block: a fresh, short conversation shows the
+    statement marked in its function, says which names exist there, and the reply's lines replace the statement
+    (indented like it)."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    same = diff("    boost = UNDEFINED_BOOST * 2", "    boost = UNDEFINED_BOOST * 2", (200, 10))
-    with FakeOpenAI([RAISES, same, FIX]) as srv:
+    with FakeOpenAI([RAISES, fenced("boost = 2.0  # <-- FAILS HERE", (300, 15))]) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=2,
+                          operator_mix={"diff": 1.0}, repair_rounds=1)
+        run_engine(cfg, tiny_collection)
+        first, second = (r["body"]["messages"] for r in srv.requests)
+    progs = programs(cfg.out)
+    failed, repair = progs[1], progs[2]
+    assert failed.failure_reason == "exception:NameError"
+    assert [m["role"] for m in second] == ["system", "user"] and second[0] == first[0]
+    ask = second[1]["content"]
+    assert ask == repair.prompt and ask.startswith("A ranking program failed: exception:NameError\n")
+    assert "    boost = UNDEFINED_BOOST * 2  # <-- FAILS HERE\n" in ask and "def score(query, index, state):" in ask
+    assert "Write this code again, corrected and complete" in ask
+    assert "def prepare" not in ask  # only the function it failed in
+    hint = ask[ask.index("`UNDEFINED_BOOST` does not exist there."):]
+    names = hint[hint.index("runs: ") + 6:hint.index(". Compute")].split(", ")
+    assert {"rows", "query", "index", "state", "np", "sp", "K1"} <= set(names) and "UNDEFINED_BOOST" not in names
+    assert "scores" not in names  # assigned only after the failing statement
+    label = "program's error message (untrusted text):\n~~~~\n"
+    assert ask.index(label) < ask.index("is not defined") < ask.index("\n~~~~\n", ask.index(label) + len(label))
+    assert repair.operator == "repair" and repair.status == "accepted", (repair.failure_reason, repair.failure_detail)
+    assert repair.parent_ids == (failed.id,) and "\n    boost = 2.0\n" in repair.code and "FAILS HERE" not in repair.code
+    assert (repair.prompt_tokens, repair.completion_tokens) == (300, 15)
+
+
+def test_a_repair_that_repeats_the_code_is_told_so_with_the_failure_it_still_has(tmp_path, tiny_collection,
+                                                                                 monkeypatch):
+    """Small models often answer a repair request with the code they were shown. The next round names the
+    original failure (NameError), not "the rewrite is identical to the parent", and asks the other way: the
+    whole block after an echoed statement, the statement after an echoed block."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    echo = fenced("boost = UNDEFINED_BOOST * 2", (200, 10))
+    with FakeOpenAI([RAISES, echo, FIX]) as srv:
         cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=3,
                           operator_mix={"diff": 1.0}, repair_rounds=2)
         run_engine(cfg, tiny_collection)
@@ -129,21 +165,44 @@ def test_a_repair_that_repeats_the_program_is_told_so_with_the_failure_it_still_
         third = third_messages[-1]["content"]
     progs = programs(cfg.out)
     assert progs[1].failure_reason == "exception:NameError" and progs[2].failure_reason == "no_change"
+    assert progs[2].failure_detail == "the corrected statement is the failing statement, unchanged"
     # asked in a fresh conversation: the system message and the repair request only
     assert [m["role"] for m in third_messages] == ["system", "user"] and third_messages[0] == first_messages[0]
-    assert third.startswith("Your reply repeated the program without changing it")
+    assert third.startswith("Your reply repeated the code without changing it")
     assert "could not be used: exception:NameError" in third and "boost = UNDEFINED_BOOST * 2" in third
+    assert "This is the EVOLVE-BLOCK your fix must edit" in third
     assert "identical" not in third and "unchanged" not in third.split("\n", 1)[1]
     assert progs[3].operator == "repair" and progs[3].status == "accepted" and "boost = 2.0" in progs[3].code
 
 
-def test_a_shape_error_is_repaired_with_the_failing_line_and_the_array_lengths(tmp_path, tiny_collection,
-                                                                              monkeypatch):
-    """The repair request quotes the line the sandbox named (from the archived code) and, for a shape error, how
-    long per-term, per-document and per-posting arrays are on the collection where it failed."""
+def test_an_echoed_block_repair_is_followed_by_a_statement_repair():
+    from types import SimpleNamespace
+    from evorank.evolve.llm import LLMSettings
+    from evorank.evolve.prompts import PromptTemplates
+    from evorank.evolve.proposers import REPEATED_NOTE, LLMProposer
+    from evorank.evolve.proposal import REPAIR, Proposal
+    from evorank.evolve.line_repair import MARKER
+    code = ("import numpy as np\n# EVOLVE-BLOCK-START\ndef score(query, index, state):\n    x = np.zeros(3)\n"
+            "    return x[5]\n# EVOLVE-BLOCK-END\n")
+    target = SimpleNamespace(code=code, failure_reason="exception:IndexError",
+                             failure_detail="tiny: score() on query '1' raised IndexError at line 5\n~~~~\nindex 5\n~~~~")
+    echoed = SimpleNamespace(code=code, failure_reason="no_change", failure_detail="the rewrite is identical")
+    prop = Proposal(3, 0, 0, REPAIR, target, messages=[{"role": "system", "content": "S"}, {"role": "user", "content": "U"}],
+                    response="same", repair_round=1)
+    client = SimpleNamespace(settings=LLMSettings(models=[]))
+    repair = LLMProposer(client, PromptTemplates.load(), "obj", {"diff": 1.0}, 1).follow_up(prop, echoed)
+    assert repair.statement == (5, 5, True) and repair.edit_base is target and repair.parent is echoed
+    assert [m["role"] for m in repair.messages] == ["system", "user"]
+    assert repair.prompt.startswith(REPEATED_NOTE) and f"    return x[5]  {MARKER}" in repair.prompt
+
+
+def test_a_shape_error_is_repaired_with_the_failing_statement_and_the_array_lengths(tmp_path, tiny_collection,
+                                                                                   monkeypatch):
+    """The repair request marks the statement the sandbox named (from the archived code) and, for a shape error,
+    says how long per-term, per-document and per-posting arrays are on the collection where it failed."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     wrong = diff("    scores = rows.T @ query.qtf.astype(np.float32)", "    scores = rows.T @ query.qtf.astype(np.float32) + index.df", (100, 20))
-    fix = diff("    scores = rows.T @ query.qtf.astype(np.float32) + index.df", "    scores = rows.T @ query.qtf.astype(np.float32) + 0.0", (100, 20))
+    fix = fenced("scores = rows.T @ query.qtf.astype(np.float32) + 0.0", (100, 20))
     with FakeOpenAI([wrong, fix]) as srv:
         cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=2,
                           operator_mix={"diff": 1.0}, repair_rounds=1)
@@ -151,7 +210,7 @@ def test_a_shape_error_is_repaired_with_the_failing_line_and_the_array_lengths(t
         ask = srv.requests[1]["body"]["messages"][-1]["content"]
     progs = programs(cfg.out)
     assert progs[1].failure_reason == "exception:ValueError" and " at line " in progs[1].failure_detail
-    assert "It failed at line " in ask and "```python\nscores = rows.T @ query.qtf.astype(np.float32) + index.df\n```" in ask
+    assert "    scores = rows.T @ query.qtf.astype(np.float32) + index.df  # <-- FAILS HERE\n" in ask
     from evorank.evaluators.evaluate import load_topics
     index = load_topics(str(tiny_collection)).index
     assert (f"{index.n_terms:,} entries per term" in ask and f"{index.n_docs:,} per document" in ask

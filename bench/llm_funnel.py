@@ -20,8 +20,8 @@ from collections import Counter
 from evorank.archive import RunStore
 from evorank.evolve.line_repair import MARKER
 
-NO_CANDIDATE = ("no_code", "truncated", "diff_no_match", "diff_ambiguous", "diff_outside_block", "no_change",
-                "llm:", "proposer:", "command:")
+NO_CANDIDATE = ("no_code", "truncated", "diff_no_match", "diff_ambiguous", "diff_outside_block", "code_fragment",
+                "no_change", "llm:", "proposer:", "command:")
 
 
 def parsed(p) -> bool:

@@ -100,7 +100,8 @@ def failing_statement(code: str, detail: str | None) -> FailingStatement | None:
     first = min([top.lineno] + [d.lineno for d in getattr(top, "decorator_list", [])])
     module_names = {n for s in tree.body if s is not top for n in _top_level_names(s)}
     local = _assigned(top.body if isinstance(top, ast.FunctionDef) else [], stmt.lineno)
-    params = {a.arg for a in ast.walk(top.args) if isinstance(a, ast.arg)} if isinstance(top, ast.FunctionDef) else set()
+    is_function = isinstance(top, ast.FunctionDef)
+    params = {a.arg for a in ast.walk(top.args) if isinstance(a, ast.arg)} if is_function else set()
     return FailingStatement(stmt.lineno, stmt.end_lineno if simple else line, simple, first, top.end_lineno,
                             tuple(sorted(module_names | local | params)))
 

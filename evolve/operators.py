@@ -1,12 +1,13 @@
 """Turning an LLM reply into a candidate program: SEARCH/REPLACE diffs or a full block rewrite.
 
 Every failure is a ``ReplyError`` with a machine-readable ``reason`` (``no_code``, ``truncated``,
-``diff_no_match``, ``diff_ambiguous``, ``diff_outside_block``, ``no_change``) and a sentence that is
-shown to the LLM next time, so it can learn what went wrong.
+``diff_no_match``, ``diff_ambiguous``, ``diff_outside_block``, ``code_fragment``, ``no_change``) and a sentence
+that is shown to the LLM next time, so it can learn what went wrong.
 """
 from __future__ import annotations
 
 import ast
+import builtins
 import re
 import textwrap
 from dataclasses import dataclass
@@ -210,12 +211,82 @@ def apply_full(source: str, reply: str, finish_reason: str | None = None) -> str
             block = code.split(BLOCK_START, 1)[1].strip("\n") + "\n"
     else:
         block = code.strip("\n") + "\n"
-    block = merge_definitions(parts.block, block)
+    placed = _place_fragment(parts.head, parts.block, block)
+    block = placed if placed is not None else merge_definitions(parts.block, block)
     if "def score" not in block:
         raise ReplyError("no_code", "the rewritten EVOLVE-BLOCK defines no score(query, index, state)")
     if _same_code(block, parts.block):
         raise ReplyError("no_change", "the rewrite is identical to the parent")
     return parts.join(_ensure_newline(block))
+
+
+def _bound_here(node: ast.AST) -> set[str]:
+    """Names a statement or function binds anywhere inside it (assignment targets, loop variables, parameters)."""
+    return ({n.id for n in ast.walk(node) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
+            | {a.arg for a in ast.walk(node) if isinstance(a, ast.arg)})
+
+
+def _fragments(module_bound: set[str], new_tree: ast.Module) -> list[ast.stmt]:
+    """Top-level statements of a reply's code, other than definitions and imports, that read names nothing at
+    module level binds before them: lines lifted out of a function (``weights = idf * tf``), which would fail
+    when the module is imported. ``module_bound``: builtins, the head's and the parent block's module names and
+    the reply's definitions and imports."""
+    bound, out = set(module_bound), []
+    for stmt in new_tree.body:
+        if not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)):
+            if _read_names(stmt) - bound - _inner_scope_names(stmt):
+                out.append(stmt)
+            bound |= _defined_names(stmt)
+    return out
+
+
+def _inner_scope_names(stmt: ast.stmt) -> set[str]:
+    """Names bound inside a statement's comprehensions and lambdas (``[k * k for k in ...]``)."""
+    names = set()
+    for n in ast.walk(stmt):
+        if isinstance(n, ast.comprehension):
+            names |= {t.id for t in ast.walk(n.target) if isinstance(t, ast.Name)}
+        elif isinstance(n, ast.Lambda):
+            names |= {a.arg for a in ast.walk(n.args) if isinstance(a, ast.arg)}
+    return names
+
+
+def _place_fragment(head: str, parent_block: str, new_code: str) -> str | None:
+    """The parent block with a reply's lone lifted-out line put where it belongs, or None when the reply's code has
+    no such line (or does not parse: the static check names the line). A reply asked for a diff often gives only
+    the changed line in a code fence; when that line assigns a name (``weights = ...``, ``scores += ...``) that
+    exactly one statement assigns among the parent's functions that have every name the line reads, it replaces
+    that statement. Any other lifted-out line is a ``code_fragment`` failure: put at module level it would only
+    fail when the program is imported."""
+    try:
+        head_tree, parent, new = parse_ast(head), parse_ast(parent_block), parse_ast(new_code)
+    except SyntaxError:
+        return None
+    definitions = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)
+    module_bound = set(dir(builtins)).union(*(_defined_names(s) for t in (head_tree, parent) for s in t.body),
+                                            *(_defined_names(s) for s in new.body if isinstance(s, definitions)))
+    fragments = _fragments(module_bound, new)
+    if not fragments:
+        return None
+    stmt = fragments[0]
+    target = (stmt.targets[0] if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+              else getattr(stmt, "target", None))
+    if len(new.body) == 1 and isinstance(target, ast.Name):
+        needs = _read_names(stmt) - module_bound
+        same = [n for f in parent.body if isinstance(f, ast.FunctionDef) and needs <= _bound_here(f)
+                for n in ast.walk(f) if isinstance(n, (ast.Assign, ast.AugAssign, ast.AnnAssign))
+                and target.id in {t.id for t in getattr(n, "targets", [getattr(n, "target", None)])
+                                  if isinstance(t, ast.Name)}]
+        if len(same) == 1:
+            lines, old = parent_block.split("\n"), same[0]
+            indent = _indent(lines[old.lineno - 1])
+            code = textwrap.dedent(new_code.strip("\n")).split("\n")
+            return "\n".join(lines[:old.lineno - 1] + [indent + c if c.strip() else c for c in code]
+                             + lines[old.end_lineno:])
+    first = (ast.get_source_segment(new_code, stmt) or "").split("\n")[0][:80]
+    raise ReplyError("code_fragment", f"the reply's code has a line outside any function that uses names only a "
+                                      f"function has ({first!r}); give the whole function it belongs in, or "
+                                      "SEARCH/REPLACE blocks")
 
 
 def _same_code(a: str, b: str) -> bool:

@@ -116,3 +116,53 @@ def test_an_augmented_constant_keeps_the_definition_it_changes():
     ns = {}
     exec(compile(BM25.replace(split_block(BM25).block, out), "<merged>", "exec"), ns)
     assert abs(ns["K1"] - 1.2) < 1e-12
+
+
+# -- a lone line lifted out of a function ------------------------------------------------------------------------
+
+TWO_WEIGHTS = """import numpy as np
+import scipy.sparse as sp
+
+# EVOLVE-BLOCK-START
+K1 = 0.9
+
+
+def prepare(index):
+    td = index.term_doc
+    tf = td.data
+    weights = tf / (tf + K1)
+    return sp.csr_matrix((weights, td.indices, td.indptr), shape=td.shape)
+
+
+def score(query, index, state):
+    rows = state[query.term_ids]
+    weights = rows.data * np.repeat(query.qtf, np.diff(rows.indptr))
+    return np.bincount(rows.indices, weights=weights, minlength=index.n_docs)
+# EVOLVE-BLOCK-END
+"""
+
+
+def test_a_lone_changed_line_in_a_code_fence_replaces_the_line_it_changes():
+    """Asked for a diff, small models often fence just the changed line. `weights` is assigned in prepare() and in
+    score(); the line reads `tf`, which only prepare() has, so it goes there, indented like the line it replaces."""
+    line = "weights = tf * 2.2 / (tf + K1 * 1.2)"
+    new, applied = apply_reply(TWO_WEIGHTS, f"Scale it.\n```python\n{line}\n```\n", "diff")
+    assert applied == "full" and f"    tf = td.data\n    {line}\n    return sp.csr_matrix(" in new
+    assert "    weights = rows.data * np.repeat(query.qtf, np.diff(rows.indptr))" in new  # score() untouched
+
+
+@pytest.mark.parametrize("code", [
+    "weights = weights * 2",  # both functions could mean it
+    "boost = td.data * 2\nweights = tf * boost",  # more than one line: where would it go?
+    "def score(query, index, state):\n    return np.zeros(index.n_docs)\n\ntf = tf + 1",  # a stray line by a def
+])
+def test_other_lifted_out_lines_are_a_code_fragment_not_an_import_time_failure(code):
+    with pytest.raises(ReplyError) as e:
+        apply_reply(TWO_WEIGHTS, f"```python\n{code}\n```", "diff")
+    assert e.value.reason == "code_fragment" and "give the whole function" in str(e.value)
+
+
+def test_module_level_constants_and_helpers_are_not_fragments():
+    reply = "```python\nK1 = 1.2\nEPS = np.finfo(float).eps\nSQ = [k * k for k in range(3)]\nF = lambda x: x + K1\n```"
+    new, _ = apply_reply(TWO_WEIGHTS, reply, "diff")
+    assert "K1 = 1.2" in new and "EPS = np.finfo(float).eps" in new and "def prepare" in new

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from evorank.evaluators.program import ProgramError, split_block
 from evorank.threadsafe_ast import parse_ast
 
+from .operators import defined_names
+
 #: Appended to the failing statement's first line where it is shown; removed again from a reply that copies it.
 MARKER = "# <-- FAILS HERE"
 
@@ -72,15 +74,6 @@ def _assigned(nodes, before: int) -> set[str]:
     return names
 
 
-def _top_level_names(stmt: ast.stmt) -> set[str]:
-    """Names a module-level statement binds (not the names inside a function it defines)."""
-    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-        return {stmt.name}
-    if isinstance(stmt, (ast.Import, ast.ImportFrom)):
-        return {(a.asname or a.name).split(".")[0] for a in stmt.names}
-    return _assigned([stmt], 10 ** 9)
-
-
 def failing_statement(code: str, detail: str | None) -> FailingStatement | None:
     """The statement a failure names, when it lies inside the EVOLVE-BLOCK of ``code``; None otherwise (then the
     whole block is the thing to repair)."""
@@ -98,9 +91,9 @@ def failing_statement(code: str, detail: str | None) -> FailingStatement | None:
     simple = not (hasattr(stmt, "body") or hasattr(stmt, "orelse"))  # else the line is a compound's header
     top = next(n for n in tree.body if n.lineno <= line <= n.end_lineno)
     first = min([top.lineno] + [d.lineno for d in getattr(top, "decorator_list", [])])
-    module_names = {n for s in tree.body if s is not top for n in _top_level_names(s)}
-    local = _assigned(top.body if isinstance(top, ast.FunctionDef) else [], stmt.lineno)
     is_function = isinstance(top, ast.FunctionDef)
+    module_names = {n for s in tree.body if s is not top for n in defined_names(s)}
+    local = _assigned(top.body if is_function else [], stmt.lineno)
     params = {a.arg for a in ast.walk(top.args) if isinstance(a, ast.arg)} if is_function else set()
     return FailingStatement(stmt.lineno, stmt.end_lineno if simple else line, simple, first, top.end_lineno,
                             tuple(sorted(module_names | local | params)))
@@ -113,11 +106,6 @@ def marked_context(code: str, st: FailingStatement) -> str:
     i = st.first - st.context_first
     shown[i] = f"{shown[i]}  {MARKER}"
     return "\n".join(shown)
-
-
-def statement_text(code: str, st: FailingStatement) -> str:
-    """The failing statement as written (its lines, indentation removed from the first)."""
-    return "\n".join(code.splitlines()[st.first - 1:st.last]).strip()
 
 
 def undefined_name(detail: str | None) -> str | None:

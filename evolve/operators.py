@@ -131,7 +131,7 @@ def extract_code(reply: str) -> str:
     raise ReplyError("no_code", "the reply contained no Python code block")
 
 
-def _defined_names(stmt: ast.stmt) -> set[str]:
+def defined_names(stmt: ast.stmt) -> set[str]:
     """Module-level names a statement binds (functions, classes, assignments, imports)."""
     if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         return {stmt.name}
@@ -171,11 +171,11 @@ def merge_definitions(parent_block: str, new_code: str) -> str:
         new_tree, old_tree = parse_ast(new_code), parse_ast(parent_block)
     except SyntaxError:
         return new_code
-    new_names = set().union(*(_defined_names(s) for s in new_tree.body))
+    new_names = set().union(*(defined_names(s) for s in new_tree.body))
     needed = _read_names(new_tree) | {"score"}  # the contract's entry point stays, the parent's if not given
     if "prepare" not in new_names and _uses_state(new_tree if "score" in new_names else old_tree):
         needed.add("prepare")
-    old = [(s, _defined_names(s) - new_names) for s in old_tree.body]
+    old = [(s, defined_names(s) - new_names) for s in old_tree.body]
     keep: set[int] = set()
     changed = True
     while changed:  # the closure of what the kept definitions read in turn
@@ -226,6 +226,10 @@ def _bound_here(node: ast.AST) -> set[str]:
             | {a.arg for a in ast.walk(node) if isinstance(a, ast.arg)})
 
 
+#: Module-level statements that define rather than compute: never a line lifted out of a function.
+_DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)
+
+
 def _fragments(module_bound: set[str], new_tree: ast.Module) -> list[ast.stmt]:
     """Top-level statements of a reply's code, other than definitions and imports, that read names nothing at
     module level binds before them: lines lifted out of a function (``weights = idf * tf``), which would fail
@@ -233,10 +237,10 @@ def _fragments(module_bound: set[str], new_tree: ast.Module) -> list[ast.stmt]:
     the reply's definitions and imports."""
     bound, out = set(module_bound), []
     for stmt in new_tree.body:
-        if not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)):
+        if not isinstance(stmt, _DEFINITIONS):
             if _read_names(stmt) - bound - _inner_scope_names(stmt):
                 out.append(stmt)
-            bound |= _defined_names(stmt)
+            bound |= defined_names(stmt)
     return out
 
 
@@ -262,9 +266,8 @@ def _place_fragment(head: str, parent_block: str, new_code: str) -> str | None:
         head_tree, parent, new = parse_ast(head), parse_ast(parent_block), parse_ast(new_code)
     except SyntaxError:
         return None
-    definitions = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)
-    module_bound = set(dir(builtins)).union(*(_defined_names(s) for t in (head_tree, parent) for s in t.body),
-                                            *(_defined_names(s) for s in new.body if isinstance(s, definitions)))
+    module_bound = set(dir(builtins)).union(*(defined_names(s) for t in (head_tree, parent) for s in t.body),
+                                            *(defined_names(s) for s in new.body if isinstance(s, _DEFINITIONS)))
     fragments = _fragments(module_bound, new)
     if not fragments:
         return None

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from evorank.evolve.line_repair import MARKER, failing_statement, marked_context, names_hint, statement_text
+from evorank.evolve.line_repair import MARKER, failing_statement, marked_context, names_hint
 from evorank.evolve.operators import ReplyError, apply_statement_fix
 
 PROGRAM = '''import numpy as np
@@ -38,7 +38,7 @@ def test_the_statement_around_the_failing_line_with_its_function_and_the_names_b
     assert (st.first, st.last, st.simple, st.context_first, st.context_last) == (18, 18, True, 14, 19)
     assert {"np", "sp", "K1", "prepare", "query", "index", "state", "rows", "t"} <= set(st.visible)
     assert "total" not in st.visible and "idf" not in st.visible  # later, or another function's
-    assert statement_text(PROGRAM, st) == "total = rows.sum(axis=0)"
+    assert "\n".join(PROGRAM.splitlines()[st.first - 1:st.last]).strip() == "total = rows.sum(axis=0)"
     shown = marked_context(PROGRAM, st)
     assert shown.startswith("def score(") and f"    total = rows.sum(axis=0)  {MARKER}" in shown
     assert shown.count(MARKER) == 1

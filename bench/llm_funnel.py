@@ -3,7 +3,8 @@
 For fresh proposals (diff, full, crossover, command) and repairs separately, and for chains (a fresh
 proposal followed by its repairs, if any): how many replies parsed into a candidate, how many reached
 evaluation (passed the static checks and were not duplicates), how many ran cleanly (accepted, or cut by
-the cascade after running), and how many improved on the program they started from; plus the seconds per
+the cascade after running), how many trusted code mended before evaluation (a missing
+name defined, arrays brought to the postings: evolve/name_repair.py, evolve/array_kinds.py), and how many improved on the program they started from; plus the seconds per
 request (from the proposal's start to its archiving) and the wall time per proposal over the run.
 
 Usage:
@@ -19,6 +20,7 @@ from collections import Counter
 
 from evorank.archive import RunStore
 from evorank.evolve.line_repair import MARKER
+from evorank.evolve.proposal import TRUSTED_EDITS_FEATURE
 
 NO_CANDIDATE = ("no_code", "truncated", "diff_no_match", "diff_ambiguous", "diff_outside_block", "code_fragment",
                 "no_change", "llm:", "proposer:", "command:")
@@ -42,6 +44,9 @@ def funnel(rows, start_of) -> dict:
     secs = [p.created_at - p.started_at for p in rows if p.created_at and p.started_at]
     return {"requests": n, "parsed": sum(map(parsed, rows)), "evaluated": sum(map(evaluated, rows)),
             "ran_cleanly": sum(map(ran, rows)), "improved": len(improved),
+            # candidates that trusted code mended before evaluation, and how many of them ran
+            "trusted_edits": sum(TRUSTED_EDITS_FEATURE in p.features for p in rows),
+            "trusted_edits_ran": sum(TRUSTED_EDITS_FEATURE in p.features and ran(p) for p in rows),
             "seconds_per_request": round(sum(secs) / len(secs), 1) if secs else None,
             "failure_reasons": dict(Counter(p.failure_reason for p in rows if p.status == "failed").most_common())}
 
@@ -94,6 +99,8 @@ def main(argv=None) -> int:
         label = {"statement_repairs": "  of which statement", "block_repairs": "  of which block"}.get(stage, stage)
         print(f"  {label:8s} {f['requests']:3d} requests  parsed {f['parsed']}  evaluated {f['evaluated']}  "
               f"ran cleanly {f['ran_cleanly']}  improved {f['improved']}  ({f['seconds_per_request']} s/request)")
+        if f["trusted_edits"]:
+            print(f"           mended by trusted code {f['trusted_edits']} (ran cleanly {f['trusted_edits_ran']})")
         if f["failure_reasons"]:
             print("           failed: " + ", ".join(f"{k} {v}" for k, v in f["failure_reasons"].items()))
     c = out["chains"]

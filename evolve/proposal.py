@@ -35,6 +35,7 @@ from evorank.archive import ProgramRecord
 CROSSOVER = "crossover"  # the operator for which the engine draws a partner (Proposal.other)
 REPAIR = "repair"  # a follow-up request that fixes a failed proposal (its parent)
 COMMAND = "command"  # a proposal written by an external command (a coding agent) editing a file
+TRUSTED_EDITS_FEATURE = "trusted_edits"  # the feature saying what trusted code changed in a candidate before evaluation
 
 # Failure reasons that a repair round cannot help with: the model or tool itself failed (llm:, command:,
 # proposer:), or the program tried to cheat the latency measurement.
@@ -79,6 +80,10 @@ class Proposal:
     #                                         (first, last) a reply's code replaces, and whether it may replace them
     #                                         alone (not the header of an if, for, ...)
     member: int | None = None  # which member of an ensemble writes it (EnsembleProposer)
+    donors: tuple[tuple[str, str], ...] = ()  # (label, code) of the programs the prompt showed, to borrow the
+    #                                           definitions of names the candidate reads but never defines from
+    trusted_edits: str | None = None  # what trusted code changed in the model's candidate (missing names defined,
+    #                                   arrays brought to the postings), recorded as a feature
     started_at: float = field(default_factory=time.time)
 
     @property
@@ -105,6 +110,8 @@ class Proposal:
             prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens, cost_usd=self.cost_usd,
             started_at=self.started_at,
         )
+        if self.trusted_edits is not None:
+            rec.features = {**rec.features, TRUSTED_EDITS_FEATURE: self.trusted_edits}
         if self.source is None:
             rec.status, rec.failure_reason, rec.failure_detail = "failed", self.failure_reason, self.failure_detail
             rec.fitness = 0.0
@@ -154,4 +161,5 @@ def repair_of(prop: Proposal, failed: ProgramRecord, **fields) -> Proposal:
     """A repair of ``prop``, which was archived as ``failed``: same island and generation, parent the failed
     record, one round further; the engine gives it its own iteration number when it is sent."""
     return Proposal(iteration=0, island=prop.island, generation=prop.generation, operator=REPAIR, parent=failed,
-                    repair_round=prop.repair_round + 1, origin=prop.base, member=prop.member, **fields)
+                    repair_round=prop.repair_round + 1, origin=prop.base, member=prop.member, donors=prop.donors,
+                    **fields)

@@ -22,6 +22,7 @@ import numpy as np
 from evorank.evaluators.metrics import FitnessSpec
 from evorank.evaluators.program import split_block
 
+from .array_kinds import lift_to_postings
 from .commands import CommandProposer
 from .config import RunConfig
 from .ensemble import EnsembleProposer, chat_settings, parse_llm_spec
@@ -29,6 +30,7 @@ from .llm import Budget, LLMClient, unreachable
 from .offline_crossover import crossover
 from .offline_mutator import mutate
 from .line_repair import MARKER, failing_statement
+from .name_repair import borrow_missing_names
 from .operators import ReplyError, apply_reply, apply_statement_fix
 from .prompts import PromptTemplates, build_messages, repair_message, statement_repair_message, truncated_message
 from .proposal import CROSSOVER, REPAIR, ArchiveView, Proposal, Proposer, repair_of
@@ -65,6 +67,29 @@ def objective_text(spec: FitnessSpec) -> str:
         latency = "Also keep scoring about as fast as BM25; latency is reported."
     return (f"Maximise fitness = {formula} over the evaluation collections "
             f"(macro average; a program that fails on any collection scores 0). {latency}")
+
+
+def fix_candidate(source: str, donors) -> tuple[str, str | None]:
+    """A model's candidate with the mistakes trusted code can mend from the code alone, and what was changed (None
+    when nothing): names it reads but never defines, borrowed from ``donors`` (:mod:`~evorank.evolve.name_repair`),
+    then element-wise operations that meet per-posting with per-term or per-document arrays, written with the
+    gather that makes them run (:func:`~evorank.evolve.array_kinds.lift_to_postings`)."""
+    notes = []
+    fix = borrow_missing_names(source, list(donors))
+    if fix is not None:
+        source = fix.source
+        notes.append(fix.description)
+    lift = lift_to_postings(source)
+    if lift is not None:
+        source = lift.source
+        notes.append(lift.description)
+    return source, "; ".join(notes) or None
+
+
+def donor_label(rec) -> str:
+    """How a program names itself in a borrowed definition's note: ``seed bm25`` or ``program 12``."""
+    return f"seed {rec.features['seed_name']}" if rec.operator == "seed" and "seed_name" in rec.features \
+        else f"program {rec.id}"
 
 
 # -- the proposers -------------------------------------------------------------------------------
@@ -116,6 +141,11 @@ class LLMProposer:
             block_of=lambda code: split_block(code).block,
         )
         prop.prompt = prop.messages[-1]["content"]
+        shown = [r for r in (prop.parent, prop.other, *insp, *view.seed_records.values()) if r is not None]
+        donors: dict[str, tuple[str, str]] = {}
+        for r in shown:
+            donors.setdefault(r.code, (donor_label(r), r.code))
+        prop.donors = tuple(donors.values())
 
     def fill(self, prop: Proposal, rng: np.random.Generator) -> None:
         """One chat completion (the model preset for a repair, else drawn from the ensemble) applied to the
@@ -144,6 +174,7 @@ class LLMProposer:
         except ReplyError as e:
             prop.failure_reason, prop.failure_detail = e.reason, str(e)
             return
+        prop.source, prop.trusted_edits = fix_candidate(prop.source, prop.donors)
         if kind not in (CROSSOVER, REPAIR):
             prop.operator = applied  # record what the reply really was
 

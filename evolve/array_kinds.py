@@ -1,0 +1,314 @@
+"""What each name in a ranking function holds: a number, or an array with one entry per term, per document, per
+posting or per query term, read from the code alone (never run).
+
+Most of the errors a small model makes in a ranking program come from mixing these levels: ``weights *
+saturation`` with 511,050 postings against 28,932 terms (docs/proposers.md). Knowing the level of each name lets a
+prompt say it next to the code, so the model can combine like with like. The inference is a forward pass over a
+function's statements with a few rules for the index's attributes and numpy's element-wise functions; anything it
+does not know is left out (the prompt then says nothing about that name), so it can be incomplete but is never
+used to reject a program.
+"""
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+
+from evorank.evaluators.program import ProgramError, split_block
+from evorank.threadsafe_ast import parse_ast
+
+NUMBER, TERM, DOC, POSTING, QUERY_TERM = "number", "per term", "per document", "per posting", "per query term"
+#: Not an array level: a term x document csr matrix shaped like ``index.term_doc`` (its .data is per posting).
+TERM_DOC = "term x doc matrix"
+#: Not an array level: the query terms' rows of such a matrix (``state[query.term_ids]``).
+QUERY_ROWS = "query terms x doc matrix"
+#: One entry per posting of the query terms' rows (``rows.data``, ``rows.indices``).
+QUERY_POSTING = "per posting of the query terms"
+#: Two levels met in one element-wise expression: a broadcast error waiting to happen.
+MIXED = "mixed"
+LEVELS = (NUMBER, TERM, DOC, POSTING, QUERY_TERM, QUERY_POSTING)
+
+_INDEX_ATTRIBUTES = {
+    "n_docs": NUMBER, "n_terms": NUMBER, "avg_doc_len": NUMBER, "total_tokens": NUMBER,
+    "df": TERM, "cf": TERM, "doc_len": DOC, "title_len": DOC, "title_tf": POSTING, "term_doc": TERM_DOC,
+}
+_QUERY_ATTRIBUTES = {"term_ids": QUERY_TERM, "qtf": QUERY_TERM}
+#: numpy functions whose result has the level of their array arguments.
+_ELEMENTWISE = {"log", "log1p", "log2", "log10", "exp", "expm1", "sqrt", "abs", "maximum", "minimum", "power",
+                "where", "clip", "square", "tanh", "arctan", "sign", "float32", "float64", "asarray",
+                "nan_to_num", "reciprocal", "fmax", "fmin", "divide", "multiply", "add", "subtract"}
+#: numpy functions and methods that reduce an array to a number.
+_REDUCTIONS = {"sum", "mean", "max", "min", "median", "std", "var", "prod"}
+
+
+def combine(levels: list[str | None]) -> str | None:
+    """The level of an element-wise combination: numbers take the other side's level; two different array levels
+    are MIXED; None (unknown) when any part is unknown."""
+    if any(k is None for k in levels):
+        return None
+    arrays = {k for k in levels if k != NUMBER}
+    if not arrays:
+        return NUMBER
+    return arrays.pop() if len(arrays) == 1 else MIXED
+
+
+class _Levels:
+    def __init__(self, env: dict[str, str]):
+        self.env = env
+
+    def of(self, node: ast.AST) -> str | None:
+        if isinstance(node, ast.Constant):
+            return NUMBER if isinstance(node.value, (int, float)) and not isinstance(node.value, bool) else None
+        if isinstance(node, ast.Name):
+            return self.env.get(node.id)
+        if isinstance(node, ast.UnaryOp):
+            return self.of(node.operand)
+        if isinstance(node, ast.BinOp) and not isinstance(node.op, ast.MatMult):
+            return combine([self.of(node.left), self.of(node.right)])
+        if isinstance(node, ast.Compare):
+            return combine([self.of(node.left), *map(self.of, node.comparators)])
+        if isinstance(node, ast.IfExp):
+            return combine([self.of(node.body), self.of(node.orelse)])
+        if isinstance(node, ast.Attribute):
+            return self._attribute(node)
+        if isinstance(node, ast.Subscript):
+            return self._subscript(node)
+        if isinstance(node, ast.Call):
+            return self._call(node)
+        return None
+
+    def _attribute(self, node: ast.Attribute) -> str | None:
+        owner = node.value
+        if isinstance(owner, ast.Name) and owner.id == "index":
+            return _INDEX_ATTRIBUTES.get(node.attr)
+        if isinstance(owner, ast.Name) and owner.id == "query":
+            return _QUERY_ATTRIBUTES.get(node.attr)
+        if node.attr in ("data", "indices"):
+            return {TERM_DOC: POSTING, QUERY_ROWS: QUERY_POSTING}.get(self.of(owner))
+        return None
+
+    def _subscript(self, node: ast.Subscript) -> str | None:
+        base, key = self.of(node.value), self.of(node.slice)
+        if base in (TERM, DOC) and key in (POSTING, QUERY_TERM):
+            return key  # a gather: x[td.indices], p[term_of_posting], idf[query.term_ids]
+        if base == DOC and key == QUERY_POSTING:
+            return key  # doc_len[rows.indices]
+        if (base == TERM_DOC or (isinstance(node.value, ast.Name) and node.value.id == "state")) \
+                and key == QUERY_TERM:
+            return QUERY_ROWS  # state[query.term_ids]: prepare's term x doc matrix, by convention
+        return None
+
+    def _call(self, node: ast.Call) -> str | None:
+        func, args = node.func, node.args
+        if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "np":
+            name = func.attr
+            if name in _ELEMENTWISE:
+                return combine([self.of(a) for a in args]) if args else None
+            if name in _REDUCTIONS:  # of a whole array (no axis): a number
+                return NUMBER if len(args) == 1 and not node.keywords and self.of(args[0]) in LEVELS else None
+            if name == "repeat" and len(args) == 2:  # np.repeat(x, np.diff(td.indptr)): x brought to the postings
+                rows = self._row_lengths_of(args[1])
+                if (rows, self.of(args[0])) in ((TERM_DOC, TERM), (QUERY_ROWS, QUERY_TERM)):
+                    return POSTING if rows == TERM_DOC else QUERY_POSTING
+            if name in ("arange", "zeros", "ones", "full", "empty") and args:
+                return _sized(args[0])  # np.zeros(index.n_terms): per term
+            if name in ("zeros_like", "ones_like", "full_like", "empty_like") and args:
+                return self.of(args[0])
+            if name == "bincount":  # np.bincount(..., minlength=index.n_docs): per document
+                return next((_sized(k.value) for k in node.keywords if k.arg == "minlength"), None)
+            return None
+        if isinstance(func, ast.Attribute) and func.attr == "astype":
+            return self.of(func.value)
+        if isinstance(func, ast.Attribute) and func.attr in _REDUCTIONS and not args:
+            return NUMBER if self.of(func.value) in LEVELS else None
+        if isinstance(func, ast.Name) and func.id in ("float", "int", "len"):
+            return NUMBER
+        return None
+
+    def _row_lengths_of(self, node: ast.AST) -> str | None:
+        """TERM_DOC or QUERY_ROWS for ``np.diff(m.indptr)`` of such a matrix (the number of postings of each row)."""
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "diff"
+                and len(node.args) == 1 and isinstance(node.args[0], ast.Attribute) and node.args[0].attr == "indptr"):
+            return self.of(node.args[0].value)
+        return None
+
+
+def _sized(node: ast.AST) -> str | None:
+    """The level of an array sized ``index.n_terms`` or ``index.n_docs``."""
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "index":
+        return {"n_terms": TERM, "n_docs": DOC}.get(node.attr)
+    return None
+
+
+def _bindings(stmt: ast.stmt) -> list[tuple[str, ast.expr]]:
+    """(name, value) pairs an assignment binds: ``x = v``, ``a = b = v``, ``K1, B = 0.9, 0.4``."""
+    if isinstance(stmt, ast.AnnAssign):
+        return [(stmt.target.id, stmt.value)] if isinstance(stmt.target, ast.Name) and stmt.value else []
+    if not isinstance(stmt, ast.Assign):
+        return []
+    out = []
+    for t in stmt.targets:
+        if isinstance(t, ast.Name):
+            out.append((t.id, stmt.value))
+        elif isinstance(t, (ast.Tuple, ast.List)) and isinstance(stmt.value, (ast.Tuple, ast.List)) \
+                and len(t.elts) == len(stmt.value.elts):
+            out += [(n.id, v) for n, v in zip(t.elts, stmt.value.elts) if isinstance(n, ast.Name)]
+    return out
+
+
+def module_levels(tree: ast.Module) -> dict[str, str]:
+    """Module-level names bound to plain numbers (``K1 = 0.9``, ``K1, B = 0.9, 0.4``)."""
+    env: dict[str, str] = {}
+    for stmt in tree.body:
+        for name, value in _bindings(stmt):
+            if _Levels(env).of(value) == NUMBER:
+                env[name] = NUMBER
+    return env
+
+
+def levels_before(function: ast.FunctionDef, line: int, module: dict[str, str]) -> dict[str, str]:
+    """The level of each name the function has bound before ``line`` (module numbers included), as far as the
+    rules know; a name assigned again later keeps the level of its last assignment before ``line``."""
+    env = dict(module)
+    assignments = [n for n in ast.walk(function) if isinstance(n, (ast.Assign, ast.AugAssign, ast.AnnAssign))]
+    for stmt in sorted(assignments, key=lambda n: n.lineno):
+        if stmt.lineno >= line:
+            continue
+        if isinstance(stmt, ast.AugAssign):
+            pairs = [(stmt.target.id, stmt.value)] if isinstance(stmt.target, ast.Name) else []
+        else:
+            pairs = _bindings(stmt)
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+            unknown = {n.id for t in targets for n in ast.walk(t)
+                       if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)} - {name for name, _ in pairs}
+            for name in unknown:  # bound some other way (unpacking a call): level unknown from here on
+                env.pop(name, None)
+        for name, value in pairs:
+            level = _Levels(env).of(value)
+            if isinstance(stmt, ast.AugAssign):
+                level = combine([env.get(name), level])
+            if level is None or level == MIXED:
+                env.pop(name, None)
+            else:
+                env[name] = level
+    return env
+
+
+def expression_level(node: ast.AST, env: dict[str, str]) -> str | None:
+    """The level of one expression under ``env`` (MIXED when it combines two array levels element-wise)."""
+    return _Levels(env).of(node)
+
+
+# -- lifting to the postings ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Lift:
+    """A program whose element-wise operations between per-posting arrays and per-term or per-document arrays
+    were written with the per-term (per-document) side brought to the postings, and what was lifted where."""
+
+    source: str
+    description: str
+
+
+#: How an array of each level is brought to the postings of the collection, and to those of the query's rows.
+_TO_POSTINGS = {TERM: "np.repeat({x}, np.diff(index.term_doc.indptr))", DOC: "({x})[index.term_doc.indices]"}
+_TO_QUERY_POSTINGS = {QUERY_TERM: "np.repeat({x}, np.diff({rows}.indptr))",
+                      TERM: "np.repeat(({x})[query.term_ids], np.diff({rows}.indptr))", DOC: "({x})[{rows}.indices]"}
+
+
+class _Lifter(ast.NodeTransformer):
+    """Rewrites, bottom-up, each element-wise operation of one statement whose sides are per posting and per term
+    (or per document): the other side is gathered to the postings, as ``np.repeat(x, np.diff(...indptr))`` or
+    ``x[...indices]``; the same for the postings of the query's rows (``rows``, the one name bound to
+    ``state[query.term_ids]``). A ``np.bincount`` of document ids without ``minlength`` gets
+    ``minlength=index.n_docs``. Only where the levels of both sides are known."""
+
+    def __init__(self, env: dict[str, str], has_query: bool):
+        self.levels = _Levels(env)
+        rows = [name for name, level in env.items() if level == QUERY_ROWS]
+        self.rows = rows[0] if len(rows) == 1 else None
+        self.has_query = has_query
+        self.lifted: list[str] = []
+
+    def _lift(self, node: ast.expr, level: str, template: str) -> ast.expr:
+        self.lifted.append(f"{ast.unparse(node)} ({level})")
+        return ast.parse(template.format(x=ast.unparse(node), rows=self.rows), mode="eval").body
+
+    def pair(self, left: ast.expr, right: ast.expr) -> tuple[ast.expr, ast.expr]:
+        a, b = self.levels.of(left), self.levels.of(right)
+        for x, y in ((a, b), (b, a)):
+            if x == POSTING and y in _TO_POSTINGS:
+                template = _TO_POSTINGS[y]
+            elif x == QUERY_POSTING and y in _TO_QUERY_POSTINGS and self.rows and (y != TERM or self.has_query):
+                template = _TO_QUERY_POSTINGS[y]
+            else:
+                continue
+            return (left, self._lift(right, b, template)) if x == a else (self._lift(left, a, template), right)
+        return left, right
+
+    def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
+        self.generic_visit(node)
+        if not isinstance(node.op, ast.MatMult):
+            node.left, node.right = self.pair(node.left, node.right)
+        return node
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        self.generic_visit(node)
+        func = node.func
+        if (isinstance(func, ast.Attribute) and func.attr == "bincount" and isinstance(func.value, ast.Name)
+                and func.value.id == "np" and node.args and isinstance(node.args[0], ast.Attribute)
+                and node.args[0].attr == "indices" and self.levels.of(node.args[0]) in (POSTING, QUERY_POSTING)
+                and not any(k.arg == "minlength" for k in node.keywords)):
+            node.keywords.append(ast.keyword("minlength", ast.parse("index.n_docs", mode="eval").body))
+            self.lifted.append(f"np.bincount({ast.unparse(node.args[0])}, ...) (minlength=index.n_docs)")
+        return node
+
+
+def _uses_index(function: ast.FunctionDef) -> bool:
+    """``index`` is the function's parameter and is never rebound in it."""
+    params = {a.arg for a in ast.walk(function.args) if isinstance(a, ast.arg)}
+    return "index" in params and not any(isinstance(n, ast.Name) and n.id == "index" and not isinstance(n.ctx, ast.Load)
+                                         for n in ast.walk(function))
+
+
+def lift_to_postings(code: str) -> Lift | None:
+    """``code`` with every element-wise operation of its EVOLVE-BLOCK's functions that meets a per-posting array with a per-term or per-document one rewritten to gather that
+    one to the postings first (numpy would raise "operands could not be broadcast together"); None when there is
+    none. ``x *= y`` counts as ``x * y``. Statements are rewritten in place, in numpy-only Python."""
+    try:
+        parts = split_block(code)
+        tree = parse_ast(code)
+    except (ProgramError, SyntaxError):
+        return None
+    block_first = parts.head.count("\n") + 1
+    block_last = block_first + parts.block.count("\n") - 1
+    module = module_levels(tree)
+    changed: dict[int, tuple[int, str]] = {}  # first line -> (last line, new text)
+    notes: list[str] = []
+    for function in tree.body:
+        if not (isinstance(function, ast.FunctionDef) and block_first <= function.lineno <= block_last
+                and _uses_index(function)):
+            continue
+        simple = sorted((n for n in ast.walk(function) if isinstance(n, (ast.Assign, ast.AugAssign, ast.AnnAssign,
+                                                                          ast.Return, ast.Expr))),
+                        key=lambda n: n.lineno)
+        for stmt in simple:
+            if getattr(stmt, "value", None) is None:
+                continue
+            params = {a.arg for a in ast.walk(function.args) if isinstance(a, ast.arg)}
+            lifter = _Lifter(levels_before(function, stmt.lineno, module), "query" in params)
+            stmt.value = lifter.visit(stmt.value)
+            if isinstance(stmt, ast.AugAssign) and not isinstance(stmt.op, ast.MatMult):
+                target = ast.Name(stmt.target.id, ast.Load()) if isinstance(stmt.target, ast.Name) else None
+                if target is not None:
+                    _, stmt.value = lifter.pair(target, stmt.value)
+            if lifter.lifted:
+                changed[stmt.lineno] = (stmt.end_lineno, ast.unparse(stmt))
+                notes.append(f"line {stmt.lineno}: {', '.join(lifter.lifted)}")
+    if not changed:
+        return None
+    lines = code.split("\n")
+    for first in sorted(changed, reverse=True):
+        last, text = changed[first]
+        indent = lines[first - 1][: len(lines[first - 1]) - len(lines[first - 1].lstrip())]
+        lines[first - 1:last] = [indent + t for t in text.split("\n")]
+    return Lift("\n".join(lines), "brought to the postings: " + "; ".join(notes))

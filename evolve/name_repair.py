@@ -1,0 +1,207 @@
+"""Name repairs: a program that raised NameError on a name that another program defines gets that definition, by
+trusted code, without asking the model again.
+
+A model that combines ideas from the programs in its prompt often takes a formula and leaves its names behind:
+``MU`` from the query-likelihood seed used in a BM25 program, ``td`` made in ``prepare()`` and read in
+``score()``, ``term_of_posting`` from another program's ``prepare()``, ``sparse.csr_matrix`` without the import.
+These were 7 of the 8 NameErrors of the local model's first attempts (Qwen2.5-Coder-1.5B, four runs of
+``bench/llm_funnel.py``; docs/proposers.md), and a repair request rarely fixes them: asked, that model wrote
+``index.MU``. The definition it meant is known, so it is put where it is missing:
+
+- an allowed module (``np``, ``sp``, ``sparse``, ``math``, ...): its import, at the top of the EVOLVE-BLOCK;
+- a module-level number or expression of numbers (``MU = 2000.0``): that line, at the top of the block;
+- a name a function assigns in one simple statement (``td = index.term_doc``): that statement, just before the
+  failing one, when every name it reads exists there (or is itself borrowed the same way, in order).
+
+Definitions are looked for in the failed program itself (another of its functions), then in the ``donors``
+(the proposal's parent and the seeds), first found first used. The names come from the trusted failing line
+(:class:`~evorank.evolve.line_repair.FailingStatement`) and the archived code, parsed and never run; the
+program's own error text is not read. When any missing name has no such definition, nothing is changed and the
+model is asked instead.
+"""
+from __future__ import annotations
+
+import ast
+import builtins
+from dataclasses import dataclass
+
+from evorank.evaluators.program import ProgramError, split_block
+from evorank.evaluators.static_check import ALLOWED_IMPORTS
+from evorank.threadsafe_ast import parse_ast
+
+from .operators import defined_names
+
+#: Import lines for module names a program may use without importing them itself.
+MODULE_IMPORTS: dict[str, str] = {
+    **{m: f"import {m}" for m in ALLOWED_IMPORTS if "." not in m},
+    "np": "import numpy as np", "sp": "import scipy.sparse as sp", "sparse": "import scipy.sparse as sparse",
+    "special": "import scipy.special as special", "scipy": "import scipy.sparse\nimport scipy.special",
+}
+_MAX_DEPTH = 4  # borrowed names a borrowed statement may itself need, in a chain
+
+
+@dataclass(frozen=True)
+class NameFix:
+    """A program with the missing definitions added, and one line saying what was added from where."""
+
+    source: str
+    names: tuple[str, ...]
+    description: str
+
+
+@dataclass(frozen=True)
+class _Definition:
+    name: str
+    text: str  # the statement's source, dedented
+    reads: frozenset[str]
+    function: str | None  # the function whose top level it is in; None at module level
+    where: str  # "seed bm25", "program 12 prepare()", "its prepare()"
+
+
+def _reads(node: ast.AST) -> set[str]:
+    """Names a statement reads that it does not bind inside itself (comprehension variables, lambda arguments)."""
+    inner = set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.comprehension):
+            inner |= {t.id for t in ast.walk(n.target) if isinstance(t, ast.Name)}
+        elif isinstance(n, ast.Lambda):
+            inner |= {a.arg for a in ast.walk(n.args) if isinstance(a, ast.arg)}
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)} - inner
+
+
+def _simple_target(stmt: ast.stmt) -> str | None:
+    if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+        return stmt.targets[0].id
+    if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.value is not None:
+        return stmt.target.id
+    return None
+
+
+def _definitions(code: str, label: str) -> list[_Definition]:
+    """The borrowable definitions of one program's EVOLVE-BLOCK: module-level single-name assignments that read
+    only modules, and single-name assignments at the top level of its functions that do not read their own
+    name."""
+    try:
+        block = split_block(code).block
+        tree = parse_ast(block)
+    except (ProgramError, SyntaxError):
+        return []
+    out = []
+    for stmt in tree.body:
+        name = _simple_target(stmt)
+        if name is not None and _reads(stmt.value) <= set(MODULE_IMPORTS):
+            out.append(_Definition(name, ast.get_source_segment(block, stmt), frozenset(_reads(stmt.value)), None,
+                                   label))
+        if isinstance(stmt, ast.FunctionDef):
+            for inner in stmt.body:
+                name = _simple_target(inner)
+                if name is not None and name not in _reads(inner.value):
+                    out.append(_Definition(name, ast.get_source_segment(block, inner), frozenset(_reads(inner.value)),
+                                           stmt.name, f"{label} {stmt.name}()"))
+    return out
+
+
+def _bound_in(function: ast.FunctionDef) -> set[str]:
+    """Every name a function binds anywhere in it (assignments, loop and with targets, parameters, nested
+    definitions, imports, exception names): a name read in it and not among these must be a module name."""
+    names = {a.arg for a in ast.walk(function) if isinstance(a, ast.arg)}
+    for n in ast.walk(function):
+        if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load):
+            names.add(n.id)
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n is not function:
+            names.add(n.name)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in n.names)
+        elif isinstance(n, ast.ExceptHandler) and n.name:
+            names.add(n.name)
+        elif isinstance(n, (ast.Global, ast.Nonlocal)):
+            names.update(n.names)
+    return names
+
+
+class _Borrower:
+    """Resolves missing names against a library of definitions, collecting the lines to add."""
+
+    def __init__(self, library: list[_Definition], module_names: set[str]):
+        self.library = library
+        self.module_names = set(module_names)
+        self.module_lines: list[str] = []
+        self.sources: list[str] = []
+
+    def borrow(self, name: str, local: set[str] | None, out: list[str], depth: int = 0) -> bool:
+        """Make ``name`` exist: at module level (an import or a module definition), or, when ``local`` (the names
+        that exist at the insertion point of a function) is given, by a function's statement appended to ``out``."""
+        if name in self.module_names or (local is not None and name in local):
+            return True
+        if depth > _MAX_DEPTH:
+            return False
+        if name in MODULE_IMPORTS:
+            self.module_lines.append(MODULE_IMPORTS[name])
+            self.module_names.add(name)
+            self.sources.append(f"{name} (import)")
+            return True
+        for d in self.library:
+            if d.name != name or (d.function is not None and local is None):
+                continue
+            scope = None if d.function is None else local
+            saved = (len(self.module_lines), len(self.sources), set(self.module_names), len(out),
+                     set(local) if local is not None else None)
+            if all(self.borrow(r, scope, out, depth + 1) for r in sorted(d.reads)):
+                if d.function is None:
+                    self.module_lines.append(d.text)
+                    self.module_names.add(name)
+                else:
+                    out.append(d.text)
+                    local.add(name)
+                self.sources.append(f"{name} from {d.where}")
+                return True
+            del self.module_lines[saved[0]:], self.sources[saved[1]:], out[saved[3]:]
+            self.module_names = saved[2]
+            if local is not None:
+                local.clear()
+                local.update(saved[4])
+        return False
+
+
+def borrow_missing_names(code: str, donors: list[tuple[str, str]]) -> NameFix | None:
+    """``code`` with a definition added for every name that one of its EVOLVE-BLOCK's functions reads but that
+    neither the function nor the module binds (a NameError whenever that line runs), or None when there is no
+    such name or one of them has no definition to borrow (then the program is left as the model wrote it).
+    ``donors``: (label, code) of other programs to borrow from, in order of preference, after the program's own
+    other functions. A borrowed statement goes just before the first top-level statement of the function that
+    needs it; imports and module definitions go at the top of the block."""
+    try:
+        parts = split_block(code)
+        tree = parse_ast(code)
+    except (ProgramError, SyntaxError):
+        return None
+    first = parts.head.count("\n") + 1
+    last = first + parts.block.count("\n") - 1
+    own = _definitions(code, "its")
+    borrowed = [d for label, donor in donors for d in _definitions(donor, label)]
+    borrower = _Borrower([], set(dir(builtins)).union(*(defined_names(s) for s in tree.body)))
+    inserts: list[tuple[int, list[str]]] = []
+    missing_all: list[str] = []
+    for f in (f for f in tree.body if isinstance(f, ast.FunctionDef) and first <= f.lineno <= last):
+        bound = _bound_in(f)
+        local = {a.arg for a in ast.walk(f.args) if isinstance(a, ast.arg)}
+        borrower.library = [d for d in own if d.function not in (None, f.name)] + borrowed
+        for stmt in f.body:
+            out: list[str] = []
+            for name in sorted(_reads(stmt) - bound - borrower.module_names - local):
+                missing_all.append(name)
+                if not borrower.borrow(name, local, out):
+                    return None
+            if out:
+                inserts.append((stmt.lineno, out))
+            local |= {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
+    if not missing_all:
+        return None
+    lines = code.split("\n")
+    for lineno, texts in sorted(inserts, reverse=True):
+        at = lineno - 1
+        indent = lines[at][: len(lines[at]) - len(lines[at].lstrip())]
+        lines[at:at] = [indent + part for text in texts for part in text.split("\n")]
+    if borrower.module_lines:
+        lines[first - 1:first - 1] = borrower.module_lines + ([""] if lines[first - 1].strip() else [])
+    return NameFix("\n".join(lines), tuple(dict.fromkeys(missing_all)), "defined " + ", ".join(borrower.sources))

@@ -1,0 +1,158 @@
+"""Array levels read from the code, and element-wise operations between levels written with the gather they need."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from evorank.evaluators.static_check import static_check
+from evorank.evolve.array_kinds import (DOC, NUMBER, POSTING, QUERY_POSTING, QUERY_TERM, TERM, TERM_DOC,
+                                        levels_before, lift_to_postings, module_levels)
+
+REPO = Path(__file__).resolve().parents[1]
+HEAD = "import numpy as np\nimport scipy.sparse as sp\n\n# EVOLVE-BLOCK-START\n"
+TAIL = "# EVOLVE-BLOCK-END\n"
+
+
+def program(block: str) -> str:
+    return HEAD + block + TAIL
+
+
+class TinyIndex:
+    """3 terms x 4 documents, 6 postings: enough for the shapes to differ at every level."""
+
+    def __init__(self):
+        self.term_doc = sp.csr_matrix(np.array([[1, 0, 2, 0], [0, 1, 0, 0], [3, 1, 0, 1]], dtype=np.float32))
+        self.n_terms, self.n_docs = self.term_doc.shape
+        self.df = np.diff(self.term_doc.indptr)
+        self.cf = np.asarray(self.term_doc.sum(axis=1)).ravel()
+        self.doc_len = np.asarray(self.term_doc.sum(axis=0)).ravel().astype(np.float64)
+        self.avg_doc_len = float(self.doc_len.mean())
+        self.total_tokens = int(self.doc_len.sum())
+
+
+class TinyQuery:
+    term_ids = np.array([0, 2])
+    qtf = np.array([1.0, 1.0])
+
+
+def run(code: str) -> np.ndarray:
+    namespace: dict = {}
+    exec(compile(code, "<candidate>", "exec"), namespace)  # trusted test programs only
+    index = TinyIndex()
+    state = namespace["prepare"](index)
+    return namespace["score"](TinyQuery(), index, state)
+
+
+def test_the_seeds_levels_are_read_from_their_code_and_the_seeds_are_left_alone():
+    for name in ("bm25", "ql_dirichlet"):
+        code = (REPO / "seeds" / f"{name}.py").read_text()
+        assert lift_to_postings(code) is None
+        tree = ast.parse(code)
+        prepare = next(f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "prepare")
+        levels = levels_before(prepare, prepare.end_lineno + 1, module_levels(tree))
+        assert levels["td"] == TERM_DOC and levels["tf"] == POSTING and levels["weights"] == POSTING
+        if name == "bm25":
+            assert (levels["K1"], levels["idf"], levels["norm"]) == (NUMBER, TERM, DOC)
+        else:
+            assert (levels["MU"], levels["p_collection"], levels["dl"]) == (NUMBER, TERM, POSTING)
+
+
+PREPARE_MIXED = program(
+    "K1, B = 0.9, 0.4\n\n\n"
+    "def prepare(index):\n"
+    "    td = index.term_doc\n"
+    "    idf = np.log1p(index.n_docs / index.df)\n"
+    "    norm = K1 * (1 - B + B * index.doc_len / index.avg_doc_len)\n"
+    "    tf = td.data\n"
+    "    weights = tf / (tf + norm)  # per document meets per posting\n"
+    "    weights *= idf\n"
+    "    return sp.csr_matrix((weights, td.indices, td.indptr), shape=td.shape)\n\n\n"
+    "def score(query, index, state):\n"
+    "    rows = state[query.term_ids]\n"
+    "    return np.bincount(rows.indices, weights=rows.data)\n")
+
+
+def test_per_term_and_per_document_arrays_meeting_postings_are_gathered_to_them():
+    with pytest.raises(ValueError, match="broadcast"):
+        run(PREPARE_MIXED)
+    lift = lift_to_postings(PREPARE_MIXED)
+    assert lift is not None
+    assert "    weights = tf / (tf + norm[index.term_doc.indices])\n" in lift.source
+    assert "    weights *= np.repeat(idf, np.diff(index.term_doc.indptr))\n" in lift.source
+    assert "np.bincount(rows.indices, weights=rows.data, minlength=index.n_docs)" in lift.source
+    assert lift.description.startswith("brought to the postings: line 13: norm (per document); line 14: idf "
+                                       "(per term); line 20: np.bincount(rows.indices, ...)")
+    static_check(lift.source)
+    scores = run(lift.source)
+    # the same as gathering by hand: BM25-like weights, summed over the query's two terms, for all 4 documents
+    index = TinyIndex()
+    td = index.term_doc
+    norm = 0.9 * (1 - 0.4 + 0.4 * index.doc_len / index.avg_doc_len)
+    w = np.repeat(np.log1p(index.n_docs / index.df), index.df) * td.data / (td.data + norm[td.indices])
+    expected = np.asarray(sp.csr_matrix((w, td.indices, td.indptr), shape=td.shape)[[0, 2]].sum(axis=0)).ravel()
+    assert np.allclose(scores, expected)
+    assert lift_to_postings(lift.source) is None  # nothing left to lift
+
+
+def test_the_query_rows_postings_take_per_query_term_per_term_and_per_document_arrays():
+    code = program(
+        "def prepare(index):\n    return index.term_doc\n\n\n"
+        "def score(query, index, state):\n"
+        "    rows = state[query.term_ids]\n"
+        "    idf = np.log1p(index.n_docs / index.df)\n"
+        "    w = rows.data * query.qtf * idf / index.doc_len\n"
+        "    return np.bincount(rows.indices, weights=w, minlength=index.n_docs)\n")
+    lift = lift_to_postings(code)
+    assert lift is not None
+    assert ("    w = rows.data * np.repeat(query.qtf, np.diff(rows.indptr)) * "
+            "np.repeat(idf[query.term_ids], np.diff(rows.indptr)) / index.doc_len[rows.indices]\n") in lift.source
+    levels = [QUERY_TERM, TERM, DOC]
+    assert [f"({lv})" in lift.description for lv in levels] == [True, True, True]
+    assert run(lift.source).shape == (4,)
+
+
+@pytest.mark.parametrize("block", [
+    # unknown levels are left alone: a name bound by unpacking a call, an axis reduction, a 2-D sum
+    "def prepare(index):\n    a, b = index.postings(0)\n    return a * index.df\n\n\n"
+    "def score(query, index, state):\n    return state\n",
+    "def prepare(index):\n    td = index.term_doc\n    m = np.max(td.data, axis=0)\n    return td.data * m\n\n\n"
+    "def score(query, index, state):\n    return state\n",
+    # a per-term array times a per-document one: no level is the postings', so nothing to gather to
+    "def prepare(index):\n    return index.df * index.doc_len\n\n\n"
+    "def score(query, index, state):\n    return state\n",
+])
+def test_nothing_is_lifted_where_the_levels_are_unknown_or_neither_side_is_per_posting(block):
+    assert lift_to_postings(program(block)) is None
+
+
+def test_a_function_without_the_index_or_with_it_rebound_is_left_alone():
+    code = program("def helper(tf, idf):\n    return tf * idf\n\n\n"
+                   "def prepare(index):\n    index = index\n    return index.term_doc.data * index.df\n\n\n"
+                   "def score(query, index, state):\n    return state\n")
+    assert lift_to_postings(code) is None
+
+
+def test_a_reply_that_mixes_levels_runs_with_the_gather_and_says_so(tmp_path, tiny_collection, monkeypatch):
+    """Through the engine and the scripted server: a reply that multiplies the per-term idf into per-posting
+    weights without bringing it to the postings is evaluated with the gather written in, and runs."""
+    from evorank.archive import RunStore
+    from fake_openai import FakeOpenAI
+    from test_loop import diff, make_config, run_engine
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    reply = diff("    weights = np.repeat(idf, np.diff(td.indptr)) * tf / (tf + norm[td.indices])",
+                 "    weights = idf * tf / (tf + 1.2 * norm[td.indices])", (100, 20))
+    with FakeOpenAI([reply]) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=1,
+                          operator_mix={"diff": 1.0}, repair_rounds=0)
+        run_engine(cfg, tiny_collection)
+    with RunStore.open(Path(cfg.out), readonly=True) as store:
+        [edited] = [p for p in store.programs() if p.operator == "diff"]
+    assert edited.status == "accepted", (edited.failure_reason, edited.failure_detail)
+    assert "    weights = np.repeat(idf, np.diff(index.term_doc.indptr)) * tf / (tf + 1.2 * norm[td.indices])" \
+        in edited.code
+    assert edited.features["trusted_edits"].startswith("brought to the postings: line ")

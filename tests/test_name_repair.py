@@ -1,0 +1,116 @@
+"""Name repairs: a candidate that reads a name it never defines gets the definition the prompt's programs have."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from evorank.evaluators.static_check import static_check
+from evorank.evolve.name_repair import MODULE_IMPORTS, borrow_missing_names
+
+REPO = Path(__file__).resolve().parents[1]
+SEEDS = [("seed bm25", (REPO / "seeds" / "bm25.py").read_text()),
+         ("seed ql_dirichlet", (REPO / "seeds" / "ql_dirichlet.py").read_text())]
+
+HEAD = "import numpy as np\nimport scipy.sparse as sp\n\n# EVOLVE-BLOCK-START\n"
+TAIL = "# EVOLVE-BLOCK-END\n"
+
+
+def program(block: str) -> str:
+    return HEAD + block + TAIL
+
+
+def run(code: str):
+    """The module's functions, as the sandbox would define them (no index needed to check definitions)."""
+    namespace: dict = {}
+    exec(compile(code, "<candidate>", "exec"), namespace)  # trusted test programs only
+    return namespace
+
+
+def test_a_constant_of_another_program_is_defined_at_the_top_of_the_block():
+    code = program("K1 = 0.9\n\n\ndef prepare(index):\n    return index.df / (MU + K1)\n\n\n"
+                   "def score(query, index, state):\n    return state\n")
+    fix = borrow_missing_names(code, SEEDS)
+    assert fix is not None and fix.names == ("MU",)
+    assert "# EVOLVE-BLOCK-START\nMU = 2000.0\n\nK1 = 0.9\n" in fix.source
+    assert fix.description == "defined MU from seed ql_dirichlet"
+    static_check(fix.source)
+    assert run(fix.source)["MU"] == 2000.0
+
+
+def test_a_value_made_in_prepare_and_read_in_score_is_made_again_where_it_is_needed():
+    code = program("def prepare(index):\n    td = index.term_doc\n    tf = td.data\n    return tf\n\n\n"
+                   "def score(query, index, state):\n    rows = state[query.term_ids]\n"
+                   "    return rows * tf.sum()\n")
+    fix = borrow_missing_names(code, SEEDS)
+    assert fix is not None and fix.names == ("tf",)
+    # tf needs td, which score does not have either: both, in order, before the first statement that reads tf
+    assert ("    rows = state[query.term_ids]\n    td = index.term_doc\n    tf = td.data\n"
+            "    return rows * tf.sum()\n") in fix.source
+    assert fix.description == "defined td from its prepare(), tf from its prepare()"
+
+
+def test_a_local_of_another_program_is_borrowed_when_what_it_reads_exists():
+    code = program("def prepare(index):\n    td = index.term_doc\n    w = np.log1p(td.data)\n"
+                   "    return w[term_of_posting]\n\n\ndef score(query, index, state):\n    return state\n")
+    fix = borrow_missing_names(code, SEEDS)
+    assert fix is not None and "term_of_posting from seed ql_dirichlet prepare()" in fix.description
+    lines = fix.source.splitlines()
+    assert lines.index("    term_of_posting = np.repeat(np.arange(index.n_terms), np.diff(td.indptr))") \
+        == lines.index("    return w[term_of_posting]") - 1
+
+
+@pytest.mark.parametrize("name,attr,line", [("sparse", "csr_matrix", "import scipy.sparse as sparse"),
+                                            ("math", "sqrt", "import math")])
+def test_an_allowed_module_used_without_its_import_is_imported(name, attr, line):
+    code = program(f"def score(query, index, state):\n    return {name}.{attr}(state)\n")
+    fix = borrow_missing_names(code, [])
+    assert fix is not None and f"# EVOLVE-BLOCK-START\n{line}\n\n" in fix.source
+    static_check(fix.source)
+    assert MODULE_IMPORTS["np"] == "import numpy as np"
+
+
+def test_nothing_changes_when_a_missing_name_has_no_definition_to_borrow():
+    # query does not exist in prepare(); a donor defining it elsewhere does not help
+    code = program("def prepare(index):\n    q = query.term_ids\n    return MU * q\n\n\n"
+                   "def score(query, index, state):\n    return state\n")
+    assert borrow_missing_names(code, SEEDS) is None
+
+
+def test_names_bound_anywhere_in_the_function_or_in_its_comprehensions_are_not_missing():
+    code = program("def score(query, index, state):\n    total = 0.0\n    for t in query.term_ids:\n"
+                   "        if t > 0:\n            total += previous\n        previous = t\n"
+                   "    return np.array([k * k for k in range(3)]) + total + (lambda x: x)(1)\n")
+    assert borrow_missing_names(code, SEEDS) is None
+
+
+def test_a_definition_that_reads_its_own_name_is_never_borrowed():
+    donor = program("def prepare(index):\n    w = w * 2\n    return w\n")
+    code = program("def score(query, index, state):\n    return w\n")
+    assert borrow_missing_names(code, [("program 7", donor)]) is None
+
+
+def test_a_program_that_does_not_parse_is_left_to_the_static_check():
+    assert borrow_missing_names(program("def score(query, index, state):\n    return (\n"), SEEDS) is None
+
+
+def test_a_reply_that_uses_a_seeds_constant_runs_with_that_definition(tmp_path, tiny_collection, monkeypatch):
+    """Through the engine and the scripted server: a BM25 parent, a reply that takes MU from the
+    query-likelihood seed without defining it. The candidate is evaluated with MU borrowed, runs, and says so."""
+    from evorank.archive import RunStore
+    from fake_openai import FakeOpenAI
+    from test_loop import diff, make_config, run_engine
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    reply = diff("    scores = rows.T @ query.qtf.astype(np.float32)",
+                 "    scores = rows.T @ query.qtf.astype(np.float32) * (1.0 + 1.0 / MU)", (100, 20))
+    with FakeOpenAI([reply] * 4) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=4,
+                          seeds=["bm25", "ql_dirichlet"], operator_mix={"diff": 1.0}, repair_rounds=0)
+        run_engine(cfg, tiny_collection)
+    with RunStore.open(Path(cfg.out), readonly=True) as store:
+        edited = [p for p in store.programs() if p.operator == "diff" and "/ MU)" in p.code]
+    assert edited and all(p.status != "failed" for p in edited), [(p.failure_reason, p.failure_detail) for p in edited]
+    first = min(edited, key=lambda p: p.id)
+    assert first.status == "accepted" and "# EVOLVE-BLOCK-START\nMU = 2000.0\n" in first.code
+    assert first.features["trusted_edits"] == "defined MU from seed ql_dirichlet"

@@ -1,12 +1,22 @@
 """What each name in a ranking function holds: a number, or an array with one entry per term, per document, per
-posting or per query term, read from the code alone (never run).
+posting, per query term or per posting of the query's rows, read from the code alone (never run); and the
+gather that an element-wise operation between two of these levels needs (:func:`lift_to_postings`).
 
-Most of the errors a small model makes in a ranking program come from mixing these levels: ``weights *
-saturation`` with 511,050 postings against 28,932 terms (docs/proposers.md). Knowing the level of each name lets a
-prompt say it next to the code, so the model can combine like with like. The inference is a forward pass over a
-function's statements with a few rules for the index's attributes and numpy's element-wise functions; anything it
-does not know is left out (the prompt then says nothing about that name), so it can be incomplete but is never
-used to reject a program.
+Most of the shape errors a small model makes come from mixing levels: ``weights *= saturation_factor`` with
+511,050 postings against 28,932 terms, ``1 - tf_freq / index.cf``, ``np.bincount(rows.indices, ...)`` without
+``minlength`` next to a per-document array. These were 5 of the 18 failed first attempts of the local model
+(Qwen2.5-Coder-1.5B, two runs of 30 proposals, docs/proposers.md). Where one side of such an operation is per
+posting and the other per term or per document, there is one meaning it can have (the term's, or the document's,
+value at each posting), so trusted code writes the gather in: ``np.repeat(x, np.diff(index.term_doc.indptr))``,
+``x[index.term_doc.indices]``, and for the query's rows ``np.repeat(x, np.diff(rows.indptr))``,
+``x[query.term_ids]``, ``x[rows.indices]``.
+
+The inference is a forward pass over a function's assignments with a few rules for the index's attributes and
+numpy's element-wise functions and reductions; anything it does not know is left out, so an operation is
+rewritten only when both of its levels are known. Such an operation raises when run wherever the two lengths differ (all
+but degenerate cases, such as a query each of whose terms has exactly one posting), so the rewrite does not
+change programs that run: none of the 11,213 distinct programs that ran in this machine's archives is changed
+by it.
 """
 from __future__ import annotations
 
@@ -231,7 +241,7 @@ class _Lifter(ast.NodeTransformer):
 
     def _lift(self, node: ast.expr, level: str, template: str) -> ast.expr:
         self.lifted.append(f"{ast.unparse(node)} ({level})")
-        return ast.parse(template.format(x=ast.unparse(node), rows=self.rows), mode="eval").body
+        return parse_ast(template.format(x=ast.unparse(node), rows=self.rows), mode="eval").body
 
     def pair(self, left: ast.expr, right: ast.expr) -> tuple[ast.expr, ast.expr]:
         a, b = self.levels.of(left), self.levels.of(right)
@@ -258,7 +268,7 @@ class _Lifter(ast.NodeTransformer):
                 and func.value.id == "np" and node.args and isinstance(node.args[0], ast.Attribute)
                 and node.args[0].attr == "indices" and self.levels.of(node.args[0]) in (POSTING, QUERY_POSTING)
                 and not any(k.arg == "minlength" for k in node.keywords)):
-            node.keywords.append(ast.keyword("minlength", ast.parse("index.n_docs", mode="eval").body))
+            node.keywords.append(ast.keyword("minlength", parse_ast("index.n_docs", mode="eval").body))
             self.lifted.append(f"np.bincount({ast.unparse(node.args[0])}, ...) (minlength=index.n_docs)")
         return node
 

@@ -1,23 +1,25 @@
-"""Name repairs: a program that raised NameError on a name that another program defines gets that definition, by
-trusted code, without asking the model again.
+"""Missing names: a model's candidate that reads a name it never defines gets the definition one of the programs
+in its prompt has, from trusted code, before it is evaluated.
 
 A model that combines ideas from the programs in its prompt often takes a formula and leaves its names behind:
 ``MU`` from the query-likelihood seed used in a BM25 program, ``td`` made in ``prepare()`` and read in
 ``score()``, ``term_of_posting`` from another program's ``prepare()``, ``sparse.csr_matrix`` without the import.
-These were 7 of the 8 NameErrors of the local model's first attempts (Qwen2.5-Coder-1.5B, four runs of
-``bench/llm_funnel.py``; docs/proposers.md), and a repair request rarely fixes them: asked, that model wrote
-``index.MU``. The definition it meant is known, so it is put where it is missing:
+Such NameErrors were 6 of the 18 failed first attempts of the local model (Qwen2.5-Coder-1.5B, two runs of
+30 proposals, docs/proposers.md), and a repair request rarely fixes them: asked, that model wrote
+``index.MU``. The definition it meant is known, so it is added where it is missing:
 
 - an allowed module (``np``, ``sp``, ``sparse``, ``math``, ...): its import, at the top of the EVOLVE-BLOCK;
-- a module-level number or expression of numbers (``MU = 2000.0``): that line, at the top of the block;
-- a name a function assigns in one simple statement (``td = index.term_doc``): that statement, just before the
-  failing one, when every name it reads exists there (or is itself borrowed the same way, in order).
+- a module-level assignment that reads only modules (``MU = 2000.0``): that line, at the top of the block;
+- a name a function assigns in one top-level statement (``td = index.term_doc``): that statement, just before
+  the first statement that reads the name, when every name it reads exists there (or is itself borrowed the same
+  way, in order).
 
-Definitions are looked for in the failed program itself (another of its functions), then in the ``donors``
-(the proposal's parent and the seeds), first found first used. The names come from the trusted failing line
-(:class:`~evorank.evolve.line_repair.FailingStatement`) and the archived code, parsed and never run; the
-program's own error text is not read. When any missing name has no such definition, nothing is changed and the
-model is asked instead.
+A name is missing when a function of the block reads it and neither that function (anywhere in it) nor the
+module binds it: the line raises NameError whenever it runs, so adding a definition never changes a program that
+could run. Definitions are looked for in the program itself (its other functions), then in the ``donors`` (the
+parent, the crossover partner, the inspirations and the seeds the prompt showed), first found first used. Code is
+parsed, never run. When any missing name has no definition, nothing is changed: the program fails as the model
+wrote it, and the repair round asks the model.
 """
 from __future__ import annotations
 
@@ -127,13 +129,15 @@ class _Borrower:
         self.module_names = set(module_names)
         self.module_lines: list[str] = []
         self.sources: list[str] = []
+        self.unresolvable: set[str] = set()  # names already tried without success for the current statement: each
+        #                                      name is tried once, so the search is linear in the library's size
 
     def borrow(self, name: str, local: set[str] | None, out: list[str], depth: int = 0) -> bool:
         """Make ``name`` exist: at module level (an import or a module definition), or, when ``local`` (the names
         that exist at the insertion point of a function) is given, by a function's statement appended to ``out``."""
         if name in self.module_names or (local is not None and name in local):
             return True
-        if depth > _MAX_DEPTH:
+        if depth > _MAX_DEPTH or name in self.unresolvable:
             return False
         if name in MODULE_IMPORTS:
             self.module_lines.append(MODULE_IMPORTS[name])
@@ -160,6 +164,7 @@ class _Borrower:
             if local is not None:
                 local.clear()
                 local.update(saved[4])
+        self.unresolvable.add(name)
         return False
 
 
@@ -188,6 +193,7 @@ def borrow_missing_names(code: str, donors: list[tuple[str, str]]) -> NameFix | 
         borrower.library = [d for d in own if d.function not in (None, f.name)] + borrowed
         for stmt in f.body:
             out: list[str] = []
+            borrower.unresolvable.clear()
             for name in sorted(_reads(stmt) - bound - borrower.module_names - local):
                 missing_all.append(name)
                 if not borrower.borrow(name, local, out):

@@ -74,15 +74,18 @@ def fix_candidate(source: str, donors) -> tuple[str, str | None]:
     when nothing): names it reads but never defines, borrowed from ``donors`` (:mod:`~evorank.evolve.name_repair`),
     then element-wise operations that meet per-posting with per-term or per-document arrays, written with the
     gather that makes them run (:func:`~evorank.evolve.array_kinds.lift_to_postings`)."""
-    notes = []
-    fix = borrow_missing_names(source, list(donors))
-    if fix is not None:
-        source = fix.source
-        notes.append(fix.description)
-    lift = lift_to_postings(source)
-    if lift is not None:
-        source = lift.source
-        notes.append(lift.description)
+    original, notes = source, []
+    try:
+        fix = borrow_missing_names(source, list(donors))
+        if fix is not None:
+            source = fix.source
+            notes.append(fix.description)
+        lift = lift_to_postings(source)
+        if lift is not None:
+            source = lift.source
+            notes.append(lift.description)
+    except RecursionError:  # nested too deeply to read: the static check will say so, on the model's own code
+        return original, None
     return source, "; ".join(notes) or None
 
 
@@ -102,7 +105,8 @@ REPEATED_NOTE = "Your reply repeated the code without changing it, so it still f
 class LLMProposer:
     """A chat model writes each candidate: a prompt built from the archive (main thread), one chat
     completion (worker thread), and the reply applied to the parent as a SEARCH/REPLACE diff or a
-    full rewrite of the block.
+    full rewrite of the block, then mended where trusted code knows what it meant (:func:`fix_candidate`:
+    names borrowed from the programs the prompt showed, arrays gathered to the postings).
 
     Operators are drawn from ``operator_mix`` (``diff`` / ``full`` / ``crossover``); a crossover
     without a partner becomes a ``diff``. The operator recorded for ``diff`` and ``full`` is what the

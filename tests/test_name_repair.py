@@ -114,3 +114,31 @@ def test_a_reply_that_uses_a_seeds_constant_runs_with_that_definition(tmp_path, 
     first = min(edited, key=lambda p: p.id)
     assert first.status == "accepted" and "# EVOLVE-BLOCK-START\nMU = 2000.0\n" in first.code
     assert first.features["trusted_edits"] == "defined MU from seed ql_dirichlet"
+
+
+def test_a_candidate_nested_too_deeply_to_read_is_left_as_the_model_wrote_it():
+    from evorank.evolve.proposers import fix_candidate
+
+    deep = program("def score(query, index, state):\n    return MU * (" + " + ".join(["state"] * 20000) + ")\n")
+    source, note = fix_candidate(deep, SEEDS)
+    assert (source, note) == (deep, None) or note == "defined MU from seed ql_dirichlet"
+
+
+def test_each_name_is_looked_for_once_per_statement_however_many_donors_define_it(monkeypatch):
+    from evorank.evolve import name_repair
+
+    # 8 donors define a chain of 60 names that ends in one nothing defines; tried naively, every donor's n0 would
+    # retry every donor's n1, and so on (8**depth look-ups)
+    chain = "".join(f"    n{i} = n{i + 1} + 1\n" for i in range(60))
+    donors = [(f"program {k}", program(f"def prepare(index):\n{chain}    return n0\n")) for k in range(8)]
+    code = program("def score(query, index, state):\n    return n0\n")
+    calls = []
+    original = name_repair._Borrower.borrow
+
+    def counted(self, name, local, out, depth=0):
+        calls.append(name)
+        return original(self, name, local, out, depth)
+
+    monkeypatch.setattr(name_repair._Borrower, "borrow", counted)
+    assert borrow_missing_names(code, donors) is None
+    assert len(calls) <= 8 * 6  # each of the names within the depth limit, once per donor that defines it

@@ -120,15 +120,36 @@ def apply_diff(source: str, reply: str) -> str:
 
 def extract_code(reply: str) -> str:
     """The code of the fenced block that looks most like a program (or the whole reply if it is bare code with the
-    markers)."""
-    blocks = _FENCE.findall(reply)
+    markers). Fences indented inside a markdown list are dedented. A reply that gives its functions in separate
+    fences (``prepare`` in one, ``score`` in the next) gets them together, in the reply's order, when every such
+    fence holds only definitions and no name is defined twice (a before-and-after pair keeps the old choice)."""
+    blocks = [textwrap.dedent(b) for b in _FENCE.findall(reply)]
     if blocks:
-        return max(blocks, key=lambda b: (BLOCK_START in b or "def score" in b, "def " in b, len(b)))
+        best = max(blocks, key=lambda b: (BLOCK_START in b or "def score" in b, "def " in b, len(b)))
+        defining = [(b, _definitions_only(b)) for b in blocks]
+        if BLOCK_START not in best and all(names is not None for _, names in defining) and len(blocks) > 1:
+            names = [n for _, ns in defining for n in ns]
+            if len(names) == len(set(names)):
+                return "\n\n".join(b.strip("\n") for b in blocks) + "\n"
+        return best
     if reply.count("```") % 2 == 1:
         raise ReplyError("truncated", "the reply opened a ``` code fence but never closed it (truncated?)")
     if BLOCK_START in reply or "def score" in reply:
         return reply
     raise ReplyError("no_code", "the reply contained no Python code block")
+
+
+def _definitions_only(code: str) -> list[str] | None:
+    """The names a fenced block defines when it parses and holds only functions, classes, imports and module
+    assignments (at least one function); else None."""
+    try:
+        tree = parse_ast(code)
+    except SyntaxError:
+        return None
+    if not any(isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)) for s in tree.body) or not all(
+            isinstance(s, (*_DEFINITIONS, ast.Assign, ast.AnnAssign)) for s in tree.body):
+        return None
+    return [n for s in tree.body for n in sorted(defined_names(s))]
 
 
 def defined_names(stmt: ast.stmt) -> set[str]:

@@ -166,3 +166,20 @@ def test_module_level_constants_and_helpers_are_not_fragments():
     reply = "```python\nK1 = 1.2\nEPS = np.finfo(float).eps\nSQ = [k * k for k in range(3)]\nF = lambda x: x + K1\n```"
     new, _ = apply_reply(TWO_WEIGHTS, reply, "diff")
     assert "K1 = 1.2" in new and "EPS = np.finfo(float).eps" in new and "def prepare" in new
+
+
+def test_functions_given_in_separate_indented_fences_of_a_markdown_list_are_taken_together():
+    reply = ("Changes:\n\n- In prepare:\n  ```python\n  def prepare(index):\n      return index.term_doc * 2.0\n  ```\n"
+             "- In score:\n  ```python\n  def score(query, index, state):\n"
+             "      return np.asarray(state[query.term_ids].sum(axis=0)).ravel() + 1.0\n  ```\n")
+    src, how = apply_reply(BM25, reply, "full")
+    block = split_block(src).block
+    assert how == "full" and "    return index.term_doc * 2.0\n" in block and ".ravel() + 1.0\n" in block
+    assert "def prepare" in block and "def score" in block
+
+
+def test_a_before_and_after_pair_of_one_function_is_not_joined():
+    before = "```python\ndef score(query, index, state):\n    return state\n```\n"
+    after = "```python\ndef score(query, index, state):\n    return np.asarray(state.sum(axis=0)).ravel() * 3.0\n```\n"
+    src, _ = apply_reply(BM25, "Before:\n" + before + "After:\n" + after, "full")
+    assert "* 3.0" in src and src.count("def score") == 1

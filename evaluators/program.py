@@ -36,6 +36,11 @@ class BlockSplit:
     def join(self, block: str | None = None) -> str:
         return self.head + (self.block if block is None else block) + self.tail
 
+    def line_range(self) -> tuple[int, int]:
+        """The first and last line of the block in the program (1-based, inclusive; markers excluded)."""
+        first = self.head.count("\n") + 1
+        return first, first + self.block.count("\n") - 1
+
 
 def split_block(source: str) -> BlockSplit:
     """Split at the markers (the marker lines belong to head and tail). Raises ProgramError if absent."""

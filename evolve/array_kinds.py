@@ -281,16 +281,14 @@ def _uses_index(function: ast.FunctionDef) -> bool:
 
 
 def lift_to_postings(code: str) -> Lift | None:
-    """``code`` with every element-wise operation of its EVOLVE-BLOCK's functions that meets a per-posting array with a per-term or per-document one rewritten to gather that
-    one to the postings first (numpy would raise "operands could not be broadcast together"); None when there is
-    none. ``x *= y`` counts as ``x * y``. Statements are rewritten in place, in numpy-only Python."""
+    """``code`` with every element-wise operation of its EVOLVE-BLOCK's functions that meets a per-posting array
+    with a per-term or per-document one rewritten to gather that one to the postings first (numpy would raise
+    "operands could not be broadcast together"); None when there is none. ``x *= y`` counts as ``x * y``. Statements are rewritten in place, in numpy-only Python."""
     try:
-        parts = split_block(code)
+        block_first, block_last = split_block(code).line_range()
         tree = parse_ast(code)
     except (ProgramError, SyntaxError):
         return None
-    block_first = parts.head.count("\n") + 1
-    block_last = block_first + parts.block.count("\n") - 1
     module = module_levels(tree)
     changed: dict[int, tuple[int, str]] = {}  # first line -> (last line, new text)
     notes: list[str] = []

@@ -49,11 +49,9 @@ def failing_line(detail: str | None) -> int | None:
 
 def _block_lines(code: str) -> tuple[int, int] | None:
     try:
-        parts = split_block(code)
+        return split_block(code).line_range()
     except ProgramError:
         return None
-    first = parts.head.count("\n") + 1
-    return first, first + parts.block.count("\n") - 1
 
 
 def _assigned(nodes, before: int) -> set[str]:

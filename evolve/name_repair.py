@@ -31,7 +31,7 @@ from evorank.evaluators.program import ProgramError, split_block
 from evorank.evaluators.static_check import ALLOWED_IMPORTS
 from evorank.threadsafe_ast import parse_ast
 
-from .operators import defined_names
+from .operators import defined_names, free_names
 
 #: Import lines for module names a program may use without importing them itself.
 MODULE_IMPORTS: dict[str, str] = {
@@ -60,17 +60,6 @@ class _Definition:
     where: str  # "seed bm25", "program 12 prepare()", "its prepare()"
 
 
-def _reads(node: ast.AST) -> set[str]:
-    """Names a statement reads that it does not bind inside itself (comprehension variables, lambda arguments)."""
-    inner = set()
-    for n in ast.walk(node):
-        if isinstance(n, ast.comprehension):
-            inner |= {t.id for t in ast.walk(n.target) if isinstance(t, ast.Name)}
-        elif isinstance(n, ast.Lambda):
-            inner |= {a.arg for a in ast.walk(n.args) if isinstance(a, ast.arg)}
-    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)} - inner
-
-
 def _simple_target(stmt: ast.stmt) -> str | None:
     if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
         return stmt.targets[0].id
@@ -91,14 +80,14 @@ def _definitions(code: str, label: str) -> list[_Definition]:
     out = []
     for stmt in tree.body:
         name = _simple_target(stmt)
-        if name is not None and _reads(stmt.value) <= set(MODULE_IMPORTS):
-            out.append(_Definition(name, ast.get_source_segment(block, stmt), frozenset(_reads(stmt.value)), None,
+        if name is not None and free_names(stmt.value) <= set(MODULE_IMPORTS):
+            out.append(_Definition(name, ast.get_source_segment(block, stmt), frozenset(free_names(stmt.value)), None,
                                    label))
         if isinstance(stmt, ast.FunctionDef):
             for inner in stmt.body:
                 name = _simple_target(inner)
-                if name is not None and name not in _reads(inner.value):
-                    out.append(_Definition(name, ast.get_source_segment(block, inner), frozenset(_reads(inner.value)),
+                if name is not None and name not in free_names(inner.value):
+                    out.append(_Definition(name, ast.get_source_segment(block, inner), frozenset(free_names(inner.value)),
                                            stmt.name, f"{label} {stmt.name}()"))
     return out
 
@@ -176,12 +165,10 @@ def borrow_missing_names(code: str, donors: list[tuple[str, str]]) -> NameFix | 
     other functions. A borrowed statement goes just before the first top-level statement of the function that
     needs it; imports and module definitions go at the top of the block."""
     try:
-        parts = split_block(code)
+        first, last = split_block(code).line_range()
         tree = parse_ast(code)
     except (ProgramError, SyntaxError):
         return None
-    first = parts.head.count("\n") + 1
-    last = first + parts.block.count("\n") - 1
     own = _definitions(code, "its")
     borrowed = [d for label, donor in donors for d in _definitions(donor, label)]
     borrower = _Borrower([], set(dir(builtins)).union(*(defined_names(s) for s in tree.body)))
@@ -194,7 +181,7 @@ def borrow_missing_names(code: str, donors: list[tuple[str, str]]) -> NameFix | 
         for stmt in f.body:
             out: list[str] = []
             borrower.unresolvable.clear()
-            for name in sorted(_reads(stmt) - bound - borrower.module_names - local):
+            for name in sorted(free_names(stmt) - bound - borrower.module_names - local):
                 missing_all.append(name)
                 if not borrower.borrow(name, local, out):
                     return None

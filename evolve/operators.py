@@ -259,21 +259,22 @@ def _fragments(module_bound: set[str], new_tree: ast.Module) -> list[ast.stmt]:
     bound, out = set(module_bound), []
     for stmt in new_tree.body:
         if not isinstance(stmt, _DEFINITIONS):
-            if _read_names(stmt) - bound - _inner_scope_names(stmt):
+            if free_names(stmt) - bound:
                 out.append(stmt)
             bound |= defined_names(stmt)
     return out
 
 
-def _inner_scope_names(stmt: ast.stmt) -> set[str]:
-    """Names bound inside a statement's comprehensions and lambdas (``[k * k for k in ...]``)."""
-    names = set()
-    for n in ast.walk(stmt):
+def free_names(node: ast.AST) -> set[str]:
+    """Names a statement or expression reads that it does not bind inside itself (the variables of its
+    comprehensions, the arguments of its lambdas): ``[k * w for k in ks]`` reads ``w`` and ``ks``."""
+    inner = set()
+    for n in ast.walk(node):
         if isinstance(n, ast.comprehension):
-            names |= {t.id for t in ast.walk(n.target) if isinstance(t, ast.Name)}
+            inner |= {t.id for t in ast.walk(n.target) if isinstance(t, ast.Name)}
         elif isinstance(n, ast.Lambda):
-            names |= {a.arg for a in ast.walk(n.args) if isinstance(a, ast.arg)}
-    return names
+            inner |= {a.arg for a in ast.walk(n.args) if isinstance(a, ast.arg)}
+    return _read_names(node) - inner
 
 
 def _place_fragment(head: str, parent_block: str, new_code: str) -> str | None:

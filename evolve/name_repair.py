@@ -31,7 +31,7 @@ from evorank.evaluators.program import ProgramError, split_block
 from evorank.evaluators.static_check import ALLOWED_IMPORTS
 from evorank.threadsafe_ast import parse_ast
 
-from .operators import defined_names, free_names
+from .operators import bound_names, defined_names, free_names
 
 #: Import lines for module names a program may use without importing them itself.
 MODULE_IMPORTS: dict[str, str] = {
@@ -80,26 +80,26 @@ def _definitions(code: str, label: str) -> list[_Definition]:
     out = []
     for stmt in tree.body:
         name = _simple_target(stmt)
-        if name is not None and free_names(stmt.value) <= set(MODULE_IMPORTS):
-            out.append(_Definition(name, ast.get_source_segment(block, stmt), frozenset(free_names(stmt.value)), None,
-                                   label))
+        reads = free_names(stmt.value) if name is not None else set()
+        if name is not None and reads <= set(MODULE_IMPORTS):
+            out.append(_Definition(name, ast.get_source_segment(block, stmt), frozenset(reads), None, label))
         if isinstance(stmt, ast.FunctionDef):
             for inner in stmt.body:
                 name = _simple_target(inner)
-                if name is not None and name not in free_names(inner.value):
-                    out.append(_Definition(name, ast.get_source_segment(block, inner), frozenset(free_names(inner.value)),
-                                           stmt.name, f"{label} {stmt.name}()"))
+                reads = free_names(inner.value) if name is not None else set()
+                if name is not None and name not in reads:
+                    out.append(_Definition(name, ast.get_source_segment(block, inner), frozenset(reads), stmt.name,
+                                           f"{label} {stmt.name}()"))
     return out
 
 
 def _bound_in(function: ast.FunctionDef) -> set[str]:
-    """Every name a function binds anywhere in it (assignments, loop and with targets, parameters, nested
-    definitions, imports, exception names): a name read in it and not among these must be a module name."""
-    names = {a.arg for a in ast.walk(function) if isinstance(a, ast.arg)}
+    """Every name a function binds anywhere in it (``operators.bound_names``: assignments, loop and with targets,
+    parameters; and nested definitions, imports, exception names, global declarations): a name read in it and not
+    among these must be a module name."""
+    names = bound_names(function)
     for n in ast.walk(function):
-        if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load):
-            names.add(n.id)
-        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n is not function:
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n is not function:
             names.add(n.name)
         elif isinstance(n, (ast.Import, ast.ImportFrom)):
             names.update((a.asname or a.name).split(".")[0] for a in n.names)

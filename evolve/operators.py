@@ -126,11 +126,12 @@ def extract_code(reply: str) -> str:
     blocks = [textwrap.dedent(b) for b in _FENCE.findall(reply)]
     if blocks:
         best = max(blocks, key=lambda b: (BLOCK_START in b or "def score" in b, "def " in b, len(b)))
-        defining = [(b, _definitions_only(b)) for b in blocks]
-        if BLOCK_START not in best and all(names is not None for _, names in defining) and len(blocks) > 1:
-            names = [n for _, ns in defining for n in ns]
-            if len(names) == len(set(names)):
-                return "\n\n".join(b.strip("\n") for b in blocks) + "\n"
+        if len(blocks) > 1 and BLOCK_START not in best:
+            defined = [_definitions_only(b) for b in blocks]
+            if all(names is not None for names in defined):
+                names = [n for ns in defined for n in ns]
+                if len(names) == len(set(names)):
+                    return "\n\n".join(b.strip("\n") for b in blocks) + "\n"
         return best
     if reply.count("```") % 2 == 1:
         raise ReplyError("truncated", "the reply opened a ``` code fence but never closed it (truncated?)")
@@ -241,7 +242,7 @@ def apply_full(source: str, reply: str, finish_reason: str | None = None) -> str
     return parts.join(_ensure_newline(block))
 
 
-def _bound_here(node: ast.AST) -> set[str]:
+def bound_names(node: ast.AST) -> set[str]:
     """Names a statement or function binds anywhere inside it (assignment targets, loop variables, parameters)."""
     return ({n.id for n in ast.walk(node) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
             | {a.arg for a in ast.walk(node) if isinstance(a, ast.arg)})
@@ -298,7 +299,7 @@ def _place_fragment(head: str, parent_block: str, new_code: str) -> str | None:
               else getattr(stmt, "target", None))
     if len(new.body) == 1 and isinstance(target, ast.Name):
         needs = _read_names(stmt) - module_bound
-        same = [n for f in parent.body if isinstance(f, ast.FunctionDef) and needs <= _bound_here(f)
+        same = [n for f in parent.body if isinstance(f, ast.FunctionDef) and needs <= bound_names(f)
                 for n in ast.walk(f) if isinstance(n, (ast.Assign, ast.AugAssign, ast.AnnAssign))
                 and target.id in {t.id for t in getattr(n, "targets", [getattr(n, "target", None)])
                                   if isinstance(t, ast.Name)}]

@@ -20,11 +20,19 @@ could run. Definitions are looked for in the program itself (its other functions
 parent, the crossover partner, the inspirations and the seeds the prompt showed), first found first used. Code is
 parsed, never run. When any missing name has no definition, nothing is changed: the program fails as the model
 wrote it, and the repair round asks the model.
+
+A missing name with no definition of its own may be another program's name, renamed or respelled: ``mu`` where the
+query-likelihood seed has ``MU``, or ``sat_threshold`` in a statement that is the seed's
+``weights = np.log1p(tf / (MU * p_collection[term_of_posting])) + np.log(MU / (dl + MU))`` with ``MU`` renamed
+(local model, run ``local-f``). It then gets that name's definition under its own name, when the two differ only
+in letter case, or when a statement of the program reading it has exactly the structure of a donor's statement
+with that one name in the other's place.
 """
 from __future__ import annotations
 
 import ast
 import builtins
+import re
 from dataclasses import dataclass
 
 from evorank.evaluators.program import ProgramError, split_block
@@ -90,6 +98,68 @@ def _definitions(code: str, label: str) -> list[_Definition]:
                 if name is not None and name not in reads:
                     out.append(_Definition(name, ast.get_source_segment(block, inner), frozenset(reads), stmt.name,
                                            f"{label} {stmt.name}()"))
+    return out
+
+
+def _renamed(d: _Definition, name: str, how: str) -> _Definition:
+    """``d`` binding ``name`` instead: a single-name assignment's text starts with its target."""
+    return _Definition(name, name + d.text[len(d.name):], d.reads, d.function, f"{d.where} ({how} {d.name})")
+
+
+def _names_in_order(node: ast.AST) -> list[str]:
+    return [n.id for n in ast.walk(node) if isinstance(n, ast.Name)]
+
+
+def _shape(node: ast.AST) -> str:
+    """The statement's structure with every name blanked."""
+    return re.sub(r"Name\(id='[^']*'", "Name(id=''", ast.dump(node, annotate_fields=True, include_attributes=False))
+
+
+def _alias_of(name: str, statements: list[ast.stmt], donor_statements: list[tuple[str, ast.stmt]]) -> str | None:
+    """The donor name that ``name`` stands in for: some statement reading ``name`` is a donor statement with that
+    one name replaced, every other name the same; None when there is none or several."""
+    found = set()
+    for stmt in statements:
+        names = _names_in_order(stmt)
+        if name not in names:
+            continue
+        shape = _shape(stmt)
+        for _, other in donor_statements:
+            theirs = _names_in_order(other)
+            if len(theirs) != len(names) or _shape(other) != shape:
+                continue
+            pairs = {(a, b) for a, b in zip(names, theirs) if a != b}
+            if len(pairs) == 1 and next(iter(pairs))[0] == name:
+                found.add(next(iter(pairs))[1])
+    return found.pop() if len(found) == 1 else None
+
+
+def _aliases(missing: set[str], library: list[_Definition], statements: list[ast.stmt],
+             donors: list[tuple[str, str]]) -> list[_Definition]:
+    """Definitions for missing names that have none of their own: the definition of the name they respell (same
+    letters in another case) or stand in for (:func:`_alias_of`), renamed."""
+    have = {d.name for d in library}
+    out: list[_Definition] = []
+    donor_statements = None
+    for name in sorted(missing - have - set(MODULE_IMPORTS)):
+        same = [d for d in library if d.name.lower() == name.lower()]
+        if same:
+            out.append(_renamed(same[0], name, "spelled"))
+            continue
+        if donor_statements is None:
+            donor_statements = []
+            for label, code in donors:
+                try:
+                    tree = parse_ast(split_block(code).block)
+                except (ProgramError, SyntaxError):
+                    continue
+                donor_statements += [(label, n) for n in ast.walk(tree)
+                                     if isinstance(n, ast.stmt) and not isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+        other = _alias_of(name, statements, donor_statements)
+        for d in library:
+            if d.name == other:
+                out.append(_renamed(d, name, "renamed from"))
+                break
     return out
 
 
@@ -172,12 +242,16 @@ def borrow_missing_names(code: str, donors: list[tuple[str, str]]) -> NameFix | 
     own = _definitions(code, "its")
     borrowed = [d for label, donor in donors for d in _definitions(donor, label)]
     borrower = _Borrower([], set(dir(builtins)).union(*(defined_names(s) for s in tree.body)))
+    functions = [f for f in tree.body if isinstance(f, ast.FunctionDef) and first <= f.lineno <= last]
+    unbound = set().union(*(free_names(f) - _bound_in(f) for f in functions)) - borrower.module_names
+    aliases = _aliases(unbound, own + borrowed, [s for f in functions for s in ast.walk(f) if isinstance(s, ast.stmt)],
+                       donors) if unbound else []
     inserts: list[tuple[int, list[str]]] = []
     missing_all: list[str] = []
-    for f in (f for f in tree.body if isinstance(f, ast.FunctionDef) and first <= f.lineno <= last):
+    for f in functions:
         bound = _bound_in(f)
         local = {a.arg for a in ast.walk(f.args) if isinstance(a, ast.arg)}
-        borrower.library = [d for d in own if d.function not in (None, f.name)] + borrowed
+        borrower.library = [d for d in own if d.function not in (None, f.name)] + borrowed + aliases
         for stmt in f.body:
             out: list[str] = []
             borrower.unresolvable.clear()

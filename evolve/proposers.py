@@ -30,6 +30,7 @@ from .llm import Budget, LLMClient, unreachable
 from .offline_crossover import crossover
 from .offline_mutator import mutate
 from .line_repair import MARKER, failing_statement
+from .attribute_repair import mend_attributes
 from .name_repair import borrow_missing_names
 from .operators import ReplyError, apply_reply, apply_statement_fix
 from .prompts import PromptTemplates, build_messages, repair_message, statement_repair_message, truncated_message
@@ -71,11 +72,16 @@ def objective_text(spec: FitnessSpec) -> str:
 
 def fix_candidate(source: str, donors) -> tuple[str, str | None]:
     """A model's candidate with the mistakes trusted code can mend from the code alone, and what was changed (None
-    when nothing): names it reads but never defines, borrowed from ``donors`` (:mod:`~evorank.evolve.name_repair`),
+    when nothing): attributes the contract lacks that can mean one thing only
+    (:mod:`~evorank.evolve.attribute_repair`), names it reads but never defines, borrowed from ``donors`` (:mod:`~evorank.evolve.name_repair`),
     then element-wise operations that meet per-posting with per-term or per-document arrays, written with the
     gather that makes them run (:func:`~evorank.evolve.array_kinds.lift_to_postings`)."""
     original, notes = source, []
     try:
+        attributes = mend_attributes(source, list(donors))
+        if attributes is not None:
+            source = attributes.source
+            notes.append(attributes.description)
         fix = borrow_missing_names(source, list(donors))
         if fix is not None:
             source = fix.source

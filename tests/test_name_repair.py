@@ -142,3 +142,36 @@ def test_each_name_is_looked_for_once_per_statement_however_many_donors_define_i
     monkeypatch.setattr(name_repair._Borrower, "borrow", counted)
     assert borrow_missing_names(code, donors) is None
     assert len(calls) <= 8 * 6  # each of the names within the depth limit, once per donor that defines it
+
+
+def test_a_respelled_constant_gets_the_definition_of_the_name_it_respells():
+    # local-f #30: `mu` in a program shown the query-likelihood seed's MU
+    code = program("def prepare(index):\n    return index.doc_len / (index.doc_len + mu)\n\n\n"
+                   "def score(query, index, state):\n    return state\n")
+    fix = borrow_missing_names(code, SEEDS)
+    assert fix is not None and fix.description == "defined mu from seed ql_dirichlet (spelled MU)"
+    assert run(fix.source)["mu"] == 2000.0
+
+
+def test_a_renamed_constant_in_a_donors_statement_gets_that_constants_definition():
+    # local-f #21: the seed's formula with MU renamed sat_threshold, never defined
+    code = program(
+        "def prepare(index):\n    td = index.term_doc\n    p_collection = (index.cf + 1.0) / (index.total_tokens + 1.0)\n"
+        "    tf = td.data.astype(np.float32)\n"
+        "    term_of_posting = np.repeat(np.arange(index.n_terms), np.diff(td.indptr))\n"
+        "    dl = index.doc_len[td.indices]\n"
+        "    weights = np.log1p(tf / (sat_threshold * p_collection[term_of_posting])) + "
+        "np.log(sat_threshold / (dl + sat_threshold))\n"
+        "    return sp.csr_matrix((weights, td.indices, td.indptr), shape=td.shape)\n\n\n"
+        "def score(query, index, state):\n    return state\n")
+    fix = borrow_missing_names(code, SEEDS)
+    assert fix is not None and fix.description == "defined sat_threshold from seed ql_dirichlet (renamed from MU)"
+    assert run(fix.source)["sat_threshold"] == 2000.0
+
+
+def test_a_missing_name_in_a_statement_unlike_any_donors_is_not_taken_for_a_rename():
+    # same structure as the seed's statement, but two names differ: no single name to stand in for
+    code = program("def prepare(index):\n    td = index.term_doc\n    dl = index.doc_len[td.indices]\n"
+                   "    w = np.log1p(td.data / (sat * other[dl])) + np.log(sat / (dl + sat))\n    return w\n\n\n"
+                   "def score(query, index, state):\n    return state\n")
+    assert borrow_missing_names(code, SEEDS) is None

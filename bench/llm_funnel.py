@@ -3,8 +3,9 @@
 For fresh proposals (diff, full, crossover, command) and repairs separately, and for chains (a fresh
 proposal followed by its repairs, if any): how many replies parsed into a candidate, how many reached
 evaluation (passed the static checks and were not duplicates), how many ran cleanly (accepted, or cut by
-the cascade after running), how many trusted code mended before evaluation (a missing name defined, arrays
-brought to the postings: evolve/name_repair.py, evolve/array_kinds.py) and how many of those ran, and how many
+the cascade after running), how many trusted code mended before evaluation (an attribute the contract lacks
+rewritten, a missing name defined, arrays brought to the postings: evolve/attribute_repair.py,
+evolve/name_repair.py, evolve/array_kinds.py) and how many of those ran, and how many
 improved on the program they started from; plus the seconds per request (from the proposal's start to its
 archiving) and the wall time per proposal over the run.
 

@@ -233,7 +233,8 @@ _TO_QUERY_POSTINGS = {QUERY_TERM: "np.repeat({x}, np.diff({rows}.indptr))",
 class _Lifter(ast.NodeTransformer):
     """Rewrites, bottom-up, each element-wise operation of one statement whose sides are per posting and per term
     (or per document): the other side is gathered to the postings, as ``np.repeat(x, np.diff(...indptr))`` or
-    ``x[...indices]``; the same for the postings of the query's rows (``rows``, the one name bound to
+    ``x[...indices]`` (the arguments of numpy's element-wise functions count as sides too, ``np.maximum(tf, idf)``);
+    the same for the postings of the query's rows (``rows``, the one name bound to
     ``state[query.term_ids]``). A ``np.bincount`` of document ids without ``minlength`` gets
     ``minlength=index.n_docs``. Only where the levels of both sides are known."""
 
@@ -269,6 +270,13 @@ class _Lifter(ast.NodeTransformer):
     def visit_Call(self, node: ast.Call) -> ast.AST:
         self.generic_visit(node)
         func = node.func
+        if (isinstance(func, ast.Attribute) and func.attr in _ELEMENTWISE and isinstance(func.value, ast.Name)
+                and func.value.id == "np" and len(node.args) > 1 and not any(isinstance(a, ast.Starred)
+                                                                             for a in node.args)):
+            # np.maximum(tf, c * idf), np.where(mask, a, b): the arguments broadcast against each other
+            for i in range(len(node.args)):
+                for j in range(i + 1, len(node.args)):
+                    node.args[i], node.args[j] = self.pair(node.args[i], node.args[j])
         if (isinstance(func, ast.Attribute) and func.attr == "bincount" and isinstance(func.value, ast.Name)
                 and func.value.id == "np" and node.args and isinstance(node.args[0], ast.Attribute)
                 and node.args[0].attr == "indices" and self.levels.of(node.args[0]) in (POSTING, QUERY_POSTING)

@@ -107,7 +107,7 @@ def mend_attributes(code: str, donors: list[tuple[str, str]]) -> AttributeFix | 
         if attr in known[obj] or attr.startswith("__"):
             continue
         call = calls.get(id(node))
-        if attr in names and attr not in known[obj]:
+        if attr in names:
             if call is not None and attr not in functions:
                 if len(call.args) != 1 or call.keywords:
                     continue

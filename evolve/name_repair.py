@@ -239,17 +239,21 @@ def borrow_missing_names(code: str, donors: list[tuple[str, str]]) -> NameFix | 
         tree = parse_ast(code)
     except (ProgramError, SyntaxError):
         return None
-    own = _definitions(code, "its")
-    borrowed = [d for label, donor in donors for d in _definitions(donor, label)]
     borrower = _Borrower([], set(dir(builtins)).union(*(defined_names(s) for s in tree.body)))
     functions = [f for f in tree.body if isinstance(f, ast.FunctionDef) and first <= f.lineno <= last]
-    unbound = set().union(*(free_names(f) - _bound_in(f) for f in functions)) - borrower.module_names
+    bound_in = {f: _bound_in(f) for f in functions}
+    unbound = set().union(*(free_names(stmt) - bound_in[f] for f in functions for stmt in f.body)) \
+        - borrower.module_names
+    if not unbound:  # the common case, a program that can run: no definitions to read
+        return None
+    own = _definitions(code, "its")
+    borrowed = [d for label, donor in donors for d in _definitions(donor, label)]
     aliases = _aliases(unbound, own + borrowed, [s for f in functions for s in ast.walk(f) if isinstance(s, ast.stmt)],
-                       donors) if unbound else []
+                       donors)
     inserts: list[tuple[int, list[str]]] = []
     missing_all: list[str] = []
     for f in functions:
-        bound = _bound_in(f)
+        bound = bound_in[f]
         local = {a.arg for a in ast.walk(f.args) if isinstance(a, ast.arg)}
         borrower.library = [d for d in own if d.function not in (None, f.name)] + borrowed + aliases
         for stmt in f.body:

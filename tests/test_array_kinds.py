@@ -156,3 +156,25 @@ def test_a_reply_that_mixes_levels_runs_with_the_gather_and_says_so(tmp_path, ti
     assert "    weights = np.repeat(idf, np.diff(index.term_doc.indptr)) * tf / (tf + 1.2 * norm[td.indices])" \
         in edited.code
     assert edited.features["trusted_edits"].startswith("brought to the postings: line ")
+
+
+def test_the_arguments_of_numpys_element_wise_functions_are_gathered_to_the_postings():
+    # local-g #6: np.maximum(tf, saturation_factor * idf) in prepare()
+    code = program("def prepare(index):\n    td = index.term_doc\n    idf = np.log1p(index.n_docs / index.df)\n"
+                   "    tf = td.data\n    sat = np.maximum(tf, 1.5 * idf)\n"
+                   "    w = np.where(tf > 1, sat, index.doc_len)\n"
+                   "    return sp.csr_matrix((w, td.indices, td.indptr), shape=td.shape)\n\n\n"
+                   "def score(query, index, state):\n    rows = state[query.term_ids]\n"
+                   "    return np.bincount(rows.indices, weights=rows.data, minlength=index.n_docs)\n")
+    with pytest.raises(ValueError, match="broadcast"):
+        run(code)
+    lift = lift_to_postings(code)
+    assert lift is not None
+    assert "sat = np.maximum(tf, np.repeat(1.5 * idf, np.diff(index.term_doc.indptr)))" in lift.source
+    assert "w = np.where(tf > 1, sat, index.doc_len[index.term_doc.indices])" in lift.source
+    index = TinyIndex()
+    td = index.term_doc
+    sat = np.maximum(td.data, np.repeat(1.5 * np.log1p(index.n_docs / index.df), index.df))
+    w = np.where(td.data > 1, sat, index.doc_len[td.indices])
+    expected = np.asarray(sp.csr_matrix((w, td.indices, td.indptr), shape=td.shape)[[0, 2]].sum(axis=0)).ravel()
+    assert np.allclose(run(lift.source), expected)

@@ -71,8 +71,9 @@ class _Levels:
         self.env = env
 
     def of(self, node: ast.AST) -> str | None:
-        if isinstance(node, ast.Constant):
-            return NUMBER if isinstance(node.value, (int, float)) and not isinstance(node.value, bool) else None
+        if isinstance(node, ast.Constant):  # None: an open bound, np.clip(tf, 1e-6, None)
+            return NUMBER if node.value is None or (isinstance(node.value, (int, float))
+                                                    and not isinstance(node.value, bool)) else None
         if isinstance(node, ast.Name):
             return self.env.get(node.id)
         if isinstance(node, ast.UnaryOp):

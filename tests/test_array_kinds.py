@@ -159,9 +159,9 @@ def test_a_reply_that_mixes_levels_runs_with_the_gather_and_says_so(tmp_path, ti
 
 
 def test_the_arguments_of_numpys_element_wise_functions_are_gathered_to_the_postings():
-    # local-g #6: np.maximum(tf, saturation_factor * idf) in prepare()
+    # local-g #6: np.maximum(tf, saturation_factor * idf) in prepare(); #10: np.clip(tf, 1e-6, None)
     code = program("def prepare(index):\n    td = index.term_doc\n    idf = np.log1p(index.n_docs / index.df)\n"
-                   "    tf = td.data\n    sat = np.maximum(tf, 1.5 * idf)\n"
+                   "    tf = np.clip(td.data, 1e-6, None)\n    sat = np.maximum(tf, 1.5 * idf)\n"
                    "    w = np.where(tf > 1, sat, index.doc_len)\n"
                    "    return sp.csr_matrix((w, td.indices, td.indptr), shape=td.shape)\n\n\n"
                    "def score(query, index, state):\n    rows = state[query.term_ids]\n"

@@ -147,7 +147,7 @@ def cmd_run(args) -> int:
 def _run_engine(args, cfg, run_dir: Path, addresses, evaluator, store, console):
     """Runs the engine to its end (or Ctrl-C/SIGTERM) and prints the summary; the evaluator is closed either way."""
     from evorank.evolve.config import workers
-    from evorank.evolve.loop import Engine, install_signal_handlers
+    from evorank.evolve.loop import Engine, install_signal_handlers, requests_in_flight
     from evorank.evolve.report_live import Reporter
 
     if cfg.cluster:
@@ -169,6 +169,11 @@ def _run_engine(args, cfg, run_dir: Path, addresses, evaluator, store, console):
         evaluator.close()
     print_run_summary(console, engine, best, run_dir)
     engine.close()
+    pending = requests_in_flight()
+    if pending:
+        console.print(f"[yellow]note[/] waiting for {pending} model request(s) still in flight to return (up to "
+                      f"--request-timeout); their replies are discarded and nothing else is left to save: press "
+                      "Ctrl-C again to quit now")
     return engine
 
 

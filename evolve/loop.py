@@ -57,6 +57,7 @@ from .proposal import CROSSOVER, REPAIR, Proposal, Proposer, repairable
 from .proposers import make_proposer
 
 log = logging.getLogger("evorank")
+PROPOSE_THREAD_PREFIX = "propose"  # the names of the threads that fill proposals (model requests)
 
 
 @dataclass
@@ -399,7 +400,7 @@ class Engine:
         batch = max(1, workers(cfg))
         proposer = self.proposer
         pool = None if proposer.instantaneous else ThreadPoolExecutor(max_workers=proposer.concurrency,
-                                                                      thread_name_prefix="propose")
+                                                                      thread_name_prefix=PROPOSE_THREAD_PREFIX)
         inflight: dict[Future, Proposal] = {}
         try:
             while done < cfg.iterations and not self._stop.is_set():
@@ -443,6 +444,12 @@ class Engine:
     def close(self) -> None:
         self.proposer.close()
         self.store.close()
+
+
+def requests_in_flight() -> int:
+    """Proposal threads still working after a run stopped (a model request that has not returned): the process
+    waits for them when it exits, and their replies are discarded."""
+    return sum(t.is_alive() and t.name.startswith(PROPOSE_THREAD_PREFIX + "_") for t in threading.enumerate())
 
 
 def install_signal_handlers(engine: Engine):

@@ -234,3 +234,22 @@ def test_default_suite_probe_never_downloads(tmp_path, tiny_collection, monkeypa
     assert not _available("beir/scifact/test") and not _available("local:cranfield")
     assert fetched == [] and not [p for p in home.rglob("*") if p.is_file()]
     assert _available(str(tiny_collection))
+
+
+def test_ctrl_c_during_a_model_request_says_what_the_exit_waits_for(tmp_path, tiny_collection):
+    # the first request is the preflight; the second, the first proposal, answers only after 8 s
+    with FakeOpenAI([{"content": "ok", "usage": (1, 1)}, {"content": "late", "delay": 8.0}]) as srv:
+        env = {**os.environ, "OPENAI_API_KEY": "sk-test"}
+        p = subprocess.Popen([sys.executable, "-m", "evorank", "run", "--llm", "m", "--base-url", srv.url,
+                              "--datasets", str(tiny_collection), "--iterations", "3", "--in-flight", "1",
+                              "--out", str(tmp_path / "run"), "--quiet"], cwd=REPO, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while len(srv.requests) < 2 and time.monotonic() < deadline and p.poll() is None:
+            time.sleep(0.1)
+        assert len(srv.requests) == 2, "the proposal's request was never sent"
+        os.killpg(p.pid, signal.SIGINT)
+        out, _ = p.communicate(timeout=120)
+    text = out.decode()
+    assert "run interrupted" in text, text[-3000:]
+    assert "waiting for 1 model request(s) still in flight" in text and "Ctrl-C again" in text, text[-3000:]

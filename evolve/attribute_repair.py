@@ -31,7 +31,7 @@ from evorank.evaluators.program import ProgramError, contract_text, split_block
 from evorank.threadsafe_ast import parse_ast
 
 from .array_kinds import NUMBER, index_attribute_level
-from .operators import bound_names
+from .operators import bound_names, defined_names
 
 #: How alike a misspelt attribute must be to a contract attribute (``difflib.SequenceMatcher.ratio``):
 #: ``postings_positions`` / ``posting_positions`` is 0.97, ``avg_doc_length`` / ``avg_doc_len`` 0.88, ``idf`` /
@@ -60,14 +60,9 @@ def _program_names(code: str) -> tuple[set[str], set[str]]:
         tree = parse_ast(split_block(code).block)
     except (ProgramError, SyntaxError):
         return set(), set()
-    functions = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
-    names = set(functions)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef):
-            names |= bound_names(node)
-        elif isinstance(node, ast.Assign):
-            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
-    return names, functions
+    functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]
+    names = set().union(*(defined_names(s) for s in tree.body), *(bound_names(f) for f in functions))
+    return names, {f.name for f in functions}
 
 
 def _offset(lines: list[str], lines_at: list[int], line: int, col: int) -> int:
@@ -122,10 +117,10 @@ def mend_attributes(code: str, donors: list[tuple[str, str]]) -> AttributeFix | 
         return None
     # outermost edits win: an edit inside another one's span is dropped
     spans = []
-    lines, lines_at, total = code.splitlines(keepends=True), [], 0
+    lines, lines_at, total = code.split("\n"), [], 0  # ast counts lines by "\n" (str.splitlines splits on more)
     for line in lines:
         lines_at.append(total)
-        total += len(line)
+        total += len(line) + 1
     for node, text, note in edits:
         start = _offset(lines, lines_at, node.lineno, node.col_offset)
         end = _offset(lines, lines_at, node.end_lineno, node.end_col_offset)

@@ -115,7 +115,7 @@ def _shape(node: ast.AST) -> str:
     return re.sub(r"Name\(id='[^']*'", "Name(id=''", ast.dump(node, annotate_fields=True, include_attributes=False))
 
 
-def _alias_of(name: str, statements: list[ast.stmt], donor_statements: list[tuple[str, ast.stmt]]) -> str | None:
+def _alias_of(name: str, statements: list[ast.stmt], donor_statements: list[ast.stmt]) -> str | None:
     """The donor name that ``name`` stands in for: some statement reading ``name`` is a donor statement with that
     one name replaced, every other name the same; None when there is none or several."""
     found = set()
@@ -124,7 +124,7 @@ def _alias_of(name: str, statements: list[ast.stmt], donor_statements: list[tupl
         if name not in names:
             continue
         shape = _shape(stmt)
-        for _, other in donor_statements:
+        for other in donor_statements:
             theirs = _names_in_order(other)
             if len(theirs) != len(names) or _shape(other) != shape:
                 continue
@@ -148,12 +148,12 @@ def _aliases(missing: set[str], library: list[_Definition], statements: list[ast
             continue
         if donor_statements is None:
             donor_statements = []
-            for label, code in donors:
+            for _, code in donors:
                 try:
                     tree = parse_ast(split_block(code).block)
                 except (ProgramError, SyntaxError):
                     continue
-                donor_statements += [(label, n) for n in ast.walk(tree)
+                donor_statements += [n for n in ast.walk(tree)
                                      if isinstance(n, ast.stmt) and not isinstance(n, (ast.FunctionDef, ast.ClassDef))]
         other = _alias_of(name, statements, donor_statements)
         for d in library:
@@ -248,8 +248,8 @@ def borrow_missing_names(code: str, donors: list[tuple[str, str]]) -> NameFix | 
         return None
     own = _definitions(code, "its")
     borrowed = [d for label, donor in donors for d in _definitions(donor, label)]
-    aliases = _aliases(unbound, own + borrowed, [s for f in functions for s in ast.walk(f) if isinstance(s, ast.stmt)],
-                       donors)
+    statements = [s for f in functions for s in ast.walk(f) if isinstance(s, ast.stmt) and s is not f]
+    aliases = _aliases(unbound, own + borrowed, statements, donors)
     inserts: list[tuple[int, list[str]]] = []
     missing_all: list[str] = []
     for f in functions:

@@ -61,7 +61,7 @@ def test_a_name_that_is_not_close_enough_is_left_alone():
 
 
 def test_a_programs_own_value_read_through_index_is_that_value():
-    code = program("MU = 2000.0\n\n\ndef prepare(index):\n    return index.MU\n")
+    code = program("MU, K1 = 2000.0, 0.9\n\n\ndef prepare(index):\n    return index.MU\n")
     fix = mend_attributes(code, [])
     assert fix is not None and "index.MU -> MU" in fix.description
     assert run(fix.source)["prepare"](FakeIndex()) == 2000.0

@@ -5,8 +5,8 @@ A small model writes names it half remembers: ``index.postings_positions`` for t
 ``index.posting_positions``, ``index.MU`` for the program's own constant ``MU`` (asked to repair a NameError),
 ``index.idf(query.term_ids)`` for the per-term array ``idf`` its ``prepare()`` computes, and
 ``index.avg_doc_len[td.indices]`` for the number ``index.avg_doc_len`` (local model Qwen2.5-Coder-1.5B, runs
-``local-f`` #9, #12, #34; docs/proposers.md). Each such line raises AttributeError or TypeError whenever it runs,
-so rewriting it never changes a program that could run:
+``local-f`` #9, #12, #34; docs/proposers.md). Each such line raises AttributeError or TypeError whenever it runs (or
+is refused by the static check), so rewriting it never changes a program that could run:
 
 - ``index.X`` / ``query.X`` where ``X`` is not in the contract but a name the candidate or a donor program binds:
   that name (``index.MU`` -> ``MU``); called with one argument, an array indexed by it (``index.idf(t)`` ->
@@ -15,6 +15,8 @@ so rewriting it never changes a program that could run:
 - otherwise, exactly one contract attribute spelled nearly the same (``difflib`` ratio at least
   :data:`CLOSE_ENOUGH`): that attribute.
 - a number of the index subscripted (``index.avg_doc_len[...]``): the number, which broadcasts.
+- a module imported under a short name, named again (``sp.sparse.csr_matrix`` with ``import scipy.sparse as
+  sp``, local-h #26): the short name.
 
 The attribute lists are read from the contract the model is shown (``evaluators/program_contract.md``). Code is
 parsed, never run; nothing else is touched.
@@ -86,9 +88,16 @@ def mend_attributes(code: str, donors: list[tuple[str, str]]) -> AttributeFix | 
         names |= more
         functions |= fns
     calls = {id(n.func): n for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    # `import scipy.sparse as sp`: sp.sparse.csr_matrix names the module twice
+    module_as = {a.asname: a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+                 if a.asname and "." in a.name}
     edits: list[tuple[ast.AST, str, str]] = []  # (node to replace, replacement, note)
     for node in ast.walk(tree):
         if not (getattr(node, "lineno", 0) >= first and getattr(node, "end_lineno", last + 1) <= last):
+            continue
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in module_as \
+                and module_as[node.value.id].rsplit(".", 1)[1] == node.attr:
+            edits.append((node, node.value.id, f"{node.value.id}.{node.attr} -> {node.value.id}"))
             continue
         if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) \
                 and isinstance(node.value.value, ast.Name) and node.value.value.id == "index" \

@@ -105,3 +105,12 @@ def test_non_ascii_text_before_an_edit_keeps_the_rewrite_in_place():
     code = program("def prepare(index):\n    s = 'é→x'; return index.postings_positions\n")
     fix = mend_attributes(code, [])
     assert fix is not None and "s = 'é→x'; return index.posting_positions\n" in fix.source
+
+
+def test_a_module_named_twice_through_its_short_name_is_named_once():
+    # local-h #26: sp.sparse.csr_matrix, refused by the static check as module 'scipy.sparse' attribute 'sparse'
+    code = program("def prepare(index):\n    return sp.sparse.csr_matrix(index.term_doc)\n")
+    fix = mend_attributes(code, [])
+    assert fix is not None and fix.description == "rewrote sp.sparse -> sp"
+    assert "    return sp.csr_matrix(index.term_doc)\n" in fix.source
+    assert mend_attributes(program("def prepare(index):\n    return sp.csr_matrix(index.term_doc)\n"), []) is None

@@ -156,7 +156,8 @@ def test_a_respelled_constant_gets_the_definition_of_the_name_it_respells():
 def test_a_renamed_constant_in_a_donors_statement_gets_that_constants_definition():
     # local-f #21: the seed's formula with MU renamed sat_threshold, never defined
     code = program(
-        "def prepare(index):\n    td = index.term_doc\n    p_collection = (index.cf + 1.0) / (index.total_tokens + 1.0)\n"
+        "def prepare(index):\n    td = index.term_doc\n"
+        "    p_collection = (index.cf + 1.0) / (index.total_tokens + 1.0)\n"
         "    tf = td.data.astype(np.float32)\n"
         "    term_of_posting = np.repeat(np.arange(index.n_terms), np.diff(td.indptr))\n"
         "    dl = index.doc_len[td.indices]\n"

@@ -12,36 +12,11 @@ from evorank.evaluators.static_check import static_check
 from evorank.evolve.array_kinds import (DOC, NUMBER, POSTING, QUERY_POSTING, QUERY_TERM, TERM, TERM_DOC,
                                         levels_before, lift_to_postings, module_levels)
 
-REPO = Path(__file__).resolve().parents[1]
-HEAD = "import numpy as np\nimport scipy.sparse as sp\n\n# EVOLVE-BLOCK-START\n"
-TAIL = "# EVOLVE-BLOCK-END\n"
-
-
-def program(block: str) -> str:
-    return HEAD + block + TAIL
-
-
-class TinyIndex:
-    """3 terms x 4 documents, 6 postings: enough for the shapes to differ at every level."""
-
-    def __init__(self):
-        self.term_doc = sp.csr_matrix(np.array([[1, 0, 2, 0], [0, 1, 0, 0], [3, 1, 0, 1]], dtype=np.float32))
-        self.n_terms, self.n_docs = self.term_doc.shape
-        self.df = np.diff(self.term_doc.indptr)
-        self.cf = np.asarray(self.term_doc.sum(axis=1)).ravel()
-        self.doc_len = np.asarray(self.term_doc.sum(axis=0)).ravel().astype(np.float64)
-        self.avg_doc_len = float(self.doc_len.mean())
-        self.total_tokens = int(self.doc_len.sum())
-
-
-class TinyQuery:
-    term_ids = np.array([0, 2])
-    qtf = np.array([1.0, 1.0])
+from block_programs import REPO, TinyIndex, TinyQuery, exec_module, program
 
 
 def run(code: str) -> np.ndarray:
-    namespace: dict = {}
-    exec(compile(code, "<candidate>", "exec"), namespace)  # trusted test programs only
+    namespace = exec_module(code)
     index = TinyIndex()
     state = namespace["prepare"](index)
     return namespace["score"](TinyQuery(), index, state)

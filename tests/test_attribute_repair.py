@@ -1,42 +1,12 @@
 """Attribute repairs: an index or query attribute the contract lacks, rewritten to the one thing it can mean."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import scipy.sparse as sp
 
 from evorank.evolve.attribute_repair import contract_attributes, mend_attributes
 from evorank.evolve.proposers import fix_candidate
 
-REPO = Path(__file__).resolve().parents[1]
-SEEDS = [("seed bm25", (REPO / "seeds" / "bm25.py").read_text()),
-         ("seed ql_dirichlet", (REPO / "seeds" / "ql_dirichlet.py").read_text())]
-
-HEAD = "import numpy as np\nimport scipy.sparse as sp\n\n# EVOLVE-BLOCK-START\n"
-TAIL = "# EVOLVE-BLOCK-END\n"
-
-
-def program(block: str) -> str:
-    return HEAD + block + TAIL
-
-
-class FakeIndex:
-    """Enough of the contract's index for the programs below (trusted test programs only)."""
-
-    def __init__(self):
-        self.term_doc = sp.csr_matrix(np.array([[1.0, 0.0, 2.0], [0.0, 3.0, 1.0]], dtype=np.float32))
-        self.n_docs, self.n_terms = 3, 2
-        self.doc_len = np.array([4.0, 3.0, 5.0])
-        self.avg_doc_len = 4.0
-        self.df = np.array([2, 2])
-        self.posting_positions = np.arange(7)
-
-
-def run(code: str):
-    namespace: dict = {}
-    exec(compile(code, "<candidate>", "exec"), namespace)
-    return namespace
+from block_programs import SEEDS, TinyIndex, exec_module as run, program
 
 
 def test_the_attribute_lists_are_the_contracts():
@@ -51,7 +21,7 @@ def test_a_misspelt_attribute_with_one_close_contract_attribute_gets_it():
     code = program("def prepare(index):\n    return index.postings_positions[:3]\n")
     fix = mend_attributes(code, [])
     assert fix is not None and fix.description == "rewrote index.postings_positions -> index.posting_positions"
-    assert list(run(fix.source)["prepare"](FakeIndex())) == [0, 1, 2]
+    assert list(run(fix.source)["prepare"](TinyIndex())) == [0, 1, 2]
 
 
 def test_a_name_that_is_not_close_enough_is_left_alone():
@@ -64,7 +34,7 @@ def test_a_programs_own_value_read_through_index_is_that_value():
     code = program("MU, K1 = 2000.0, 0.9\n\n\ndef prepare(index):\n    return index.MU\n")
     fix = mend_attributes(code, [])
     assert fix is not None and "index.MU -> MU" in fix.description
-    assert run(fix.source)["prepare"](FakeIndex()) == 2000.0
+    assert run(fix.source)["prepare"](TinyIndex()) == 2000.0
 
 
 def test_a_per_term_array_called_through_index_is_indexed_and_borrowed_from_prepare():
@@ -75,7 +45,7 @@ def test_a_per_term_array_called_through_index_is_indexed_and_borrowed_from_prep
     source, note = fix_candidate(code, SEEDS)
     assert note is not None and "index.idf(...) -> idf[...]" in note and "idf from seed bm25 prepare()" in note
     ns = run(source)
-    index = FakeIndex()
+    index = TinyIndex()
 
     class Query:
         term_ids = np.array([1])
@@ -89,7 +59,8 @@ def test_a_number_of_the_index_subscripted_is_the_number():
     code = program("def prepare(index):\n    td = index.term_doc\n    return td.data - index.avg_doc_len[td.indices]\n")
     fix = mend_attributes(code, [])
     assert fix is not None and fix.description == "rewrote index.avg_doc_len[...] (a number)"
-    assert np.allclose(run(fix.source)["prepare"](FakeIndex()), FakeIndex().term_doc.data - 4.0)
+    index = TinyIndex()
+    assert np.allclose(run(fix.source)["prepare"](index), index.term_doc.data - index.avg_doc_len)
 
 
 def test_contract_attributes_and_code_outside_the_block_are_never_touched():

@@ -8,23 +8,7 @@ import pytest
 from evorank.evaluators.static_check import static_check
 from evorank.evolve.name_repair import MODULE_IMPORTS, borrow_missing_names
 
-REPO = Path(__file__).resolve().parents[1]
-SEEDS = [("seed bm25", (REPO / "seeds" / "bm25.py").read_text()),
-         ("seed ql_dirichlet", (REPO / "seeds" / "ql_dirichlet.py").read_text())]
-
-HEAD = "import numpy as np\nimport scipy.sparse as sp\n\n# EVOLVE-BLOCK-START\n"
-TAIL = "# EVOLVE-BLOCK-END\n"
-
-
-def program(block: str) -> str:
-    return HEAD + block + TAIL
-
-
-def run(code: str):
-    """The module's functions, as the sandbox would define them (no index needed to check definitions)."""
-    namespace: dict = {}
-    exec(compile(code, "<candidate>", "exec"), namespace)  # trusted test programs only
-    return namespace
+from block_programs import SEEDS, exec_module as run, program
 
 
 def test_a_constant_of_another_program_is_defined_at_the_top_of_the_block():

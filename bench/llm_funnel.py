@@ -50,7 +50,9 @@ def funnel(rows, start_of) -> dict:
             "trusted_edits": sum(TRUSTED_EDITS_FEATURE in p.features for p in rows),
             "trusted_edits_ran": sum(TRUSTED_EDITS_FEATURE in p.features and ran(p) for p in rows),
             "seconds_per_request": round(sum(secs) / len(secs), 1) if secs else None,
-            "failure_reasons": dict(Counter(p.failure_reason for p in rows if p.status == "failed").most_common())}
+            "failure_reasons": dict(Counter(p.failure_reason for p in rows if p.status == "failed").most_common()),
+            # copies of a program already in the archive (up to layout and comments): parsed, not evaluated
+            "duplicates": sum(p.status == "duplicate" for p in rows)}
 
 
 def main(argv=None) -> int:
@@ -105,6 +107,8 @@ def main(argv=None) -> int:
             print(f"           mended by trusted code {f['trusted_edits']} (ran cleanly {f['trusted_edits_ran']})")
         if f["failure_reasons"]:
             print("           failed: " + ", ".join(f"{k} {v}" for k, v in f["failure_reasons"].items()))
+        if f["duplicates"]:
+            print(f"           duplicates of archived programs: {f['duplicates']}")
     c = out["chains"]
     print(f"  chains   {c['n']} fresh proposals, {c['ended_running_cleanly']} ended as a program that runs cleanly "
           f"({(c['share'] or 0) * 100:.0f}%)")

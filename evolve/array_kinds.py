@@ -42,17 +42,17 @@ _INDEX_ATTRIBUTES = {
     "df": TERM, "cf": TERM, "doc_len": DOC, "title_len": DOC, "title_tf": POSTING, "term_doc": TERM_DOC,
 }
 _QUERY_ATTRIBUTES = {"term_ids": QUERY_TERM, "qtf": QUERY_TERM}
-
-
-def index_attribute_level(name: str) -> str | None:
-    """The level of ``index.<name>`` (NUMBER, TERM, DOC, POSTING, or TERM_DOC for the matrix); None when not known."""
-    return _INDEX_ATTRIBUTES.get(name)
 #: numpy functions whose result has the level of their array arguments.
 _ELEMENTWISE = {"log", "log1p", "log2", "log10", "exp", "expm1", "sqrt", "abs", "maximum", "minimum", "power",
                 "where", "clip", "square", "tanh", "arctan", "sign", "float32", "float64", "asarray",
                 "nan_to_num", "reciprocal", "fmax", "fmin", "divide", "multiply", "add", "subtract"}
 #: numpy functions and methods that reduce an array to a number.
 _REDUCTIONS = {"sum", "mean", "max", "min", "median", "std", "var", "prod"}
+
+
+def index_attribute_level(name: str) -> str | None:
+    """The level of ``index.<name>`` (NUMBER, TERM, DOC, POSTING, or TERM_DOC for the matrix); None when not known."""
+    return _INDEX_ATTRIBUTES.get(name)
 
 
 def combine(levels: list[str | None]) -> str | None:

@@ -172,7 +172,7 @@ def _run_engine(args, cfg, run_dir: Path, addresses, evaluator, store, console):
     pending = requests_in_flight()
     if pending:
         console.print(f"[yellow]note[/] waiting for {pending} model request(s) still in flight to return (up to "
-                      f"--request-timeout); their replies are discarded and nothing else is left to save: press "
+                      "--request-timeout); their replies are discarded and nothing else is left to save: press "
                       "Ctrl-C again to quit now")
     return engine
 

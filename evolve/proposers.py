@@ -73,8 +73,8 @@ def objective_text(spec: FitnessSpec) -> str:
 def fix_candidate(source: str, donors) -> tuple[str, str | None]:
     """A model's candidate with the mistakes trusted code can mend from the code alone, and what was changed (None
     when nothing): attributes the contract lacks that can mean one thing only
-    (:mod:`~evorank.evolve.attribute_repair`), names it reads but never defines, borrowed from ``donors`` (:mod:`~evorank.evolve.name_repair`),
-    then element-wise operations that meet per-posting with per-term or per-document arrays, written with the
+    (:mod:`~evorank.evolve.attribute_repair`), names it reads but never defines, borrowed from ``donors``
+    (:mod:`~evorank.evolve.name_repair`), then element-wise operations that meet per-posting with per-term or per-document arrays, written with the
     gather that makes them run (:func:`~evorank.evolve.array_kinds.lift_to_postings`)."""
     original, notes = source, []
     try:

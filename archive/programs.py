@@ -21,6 +21,9 @@ loop grows a new mutation operator, so typos fail loudly at insert time."""
 
 STATUSES = ("accepted", "failed", "duplicate", "rejected_cascade")
 """Allowed `ProgramRecord.status` values; only 'accepted' may enter a grid."""
+RAN_STATUSES = ("accepted", "rejected_cascade")
+"""Statuses of programs that ran without error ('rejected_cascade': ran on the stage-1 query sample, then cut for
+its score): what bench/llm_funnel.py and bench/llm_replay.py count as running cleanly."""
 
 EVOLVE_START = "# EVOLVE-BLOCK-START"
 EVOLVE_END = "# EVOLVE-BLOCK-END"

@@ -21,6 +21,7 @@ import sys
 from collections import Counter
 
 from evorank.archive import RunStore
+from evorank.archive.programs import RAN_STATUSES
 from evorank.evolve.line_repair import MARKER
 from evorank.evolve.proposal import TRUSTED_EDITS_FEATURE
 
@@ -33,11 +34,11 @@ def parsed(p) -> bool:
 
 
 def evaluated(p) -> bool:
-    return p.status in ("accepted", "rejected_cascade") or (p.status == "failed" and p.stage >= 1)
+    return p.status in RAN_STATUSES or (p.status == "failed" and p.stage >= 1)
 
 
 def ran(p) -> bool:
-    return p.status in ("accepted", "rejected_cascade")
+    return p.status in RAN_STATUSES
 
 
 def funnel(rows, start_of) -> dict:

@@ -29,11 +29,11 @@ import tempfile
 from pathlib import Path
 
 from evorank.archive import RunStore
+from evorank.archive.programs import RAN_STATUSES
 from evorank.evolve.operators import ReplyError, apply_reply
 from evorank.evolve.proposers import donor_label, fix_candidate
 
 _INSPIRATION = re.compile(r"^## Program (\d+) \(fitness", re.MULTILINE)
-_RAN = ("accepted", "rejected_cascade")
 
 
 def evaluate(source: str, suite: str, timeout_s: int, workdir: Path) -> str:
@@ -65,7 +65,7 @@ def replay(run: str, suite: str, timeout_s: int, workdir: Path):
         shown = [programs[i] for i in p.parent_ids] + \
             [programs[int(i)] for i in _INSPIRATION.findall(p.prompt or "") if int(i) in programs]
         donors = list(dict.fromkeys((donor_label(r), r.code) for r in shown)) + seeds
-        before = "ok" if p.status in _RAN else f"fail {p.failure_reason}"
+        before = "ok" if p.status in RAN_STATUSES else f"fail {p.failure_reason}"
         try:
             source, _ = apply_reply(programs[p.parent_ids[0]].code, p.response,
                                     "diff" if p.operator == "diff" else "full")

@@ -115,18 +115,18 @@ def _shape(node: ast.AST) -> str:
     return re.sub(r"Name\(id='[^']*'", "Name(id=''", ast.dump(node, annotate_fields=True, include_attributes=False))
 
 
-def _alias_of(name: str, statements: list[ast.stmt], donor_statements: list[ast.stmt]) -> str | None:
+def _alias_of(name: str, statements: list[ast.stmt], donor_statements: list[tuple[list[str], str]]) -> str | None:
     """The donor name that ``name`` stands in for: some statement reading ``name`` is a donor statement with that
-    one name replaced, every other name the same; None when there is none or several."""
+    one name replaced, every other name the same; None when there is none or several. ``donor_statements``: each
+    donor statement's names in order and its shape."""
     found = set()
     for stmt in statements:
         names = _names_in_order(stmt)
         if name not in names:
             continue
         shape = _shape(stmt)
-        for other in donor_statements:
-            theirs = _names_in_order(other)
-            if len(theirs) != len(names) or _shape(other) != shape:
+        for theirs, their_shape in donor_statements:
+            if len(theirs) != len(names) or their_shape != shape:
                 continue
             pairs = {(a, b) for a, b in zip(names, theirs) if a != b}
             if len(pairs) == 1 and next(iter(pairs))[0] == name:
@@ -153,7 +153,7 @@ def _aliases(missing: set[str], library: list[_Definition], statements: list[ast
                     tree = parse_ast(split_block(code).block)
                 except (ProgramError, SyntaxError):
                     continue
-                donor_statements += [n for n in ast.walk(tree)
+                donor_statements += [(_names_in_order(n), _shape(n)) for n in ast.walk(tree)
                                      if isinstance(n, ast.stmt) and not isinstance(n, (ast.FunctionDef, ast.ClassDef))]
         other = _alias_of(name, statements, donor_statements)
         for d in library:

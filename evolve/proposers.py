@@ -74,22 +74,19 @@ def fix_candidate(source: str, donors) -> tuple[str, str | None]:
     """A model's candidate with the mistakes trusted code can mend from the code alone, and what was changed (None
     when nothing): attributes the contract lacks that can mean one thing only
     (:mod:`~evorank.evolve.attribute_repair`), names it reads but never defines, borrowed from ``donors``
-    (:mod:`~evorank.evolve.name_repair`), then element-wise operations that meet per-posting with per-term or per-document arrays, written with the
-    gather that makes them run (:func:`~evorank.evolve.array_kinds.lift_to_postings`)."""
+    (:mod:`~evorank.evolve.name_repair`), then element-wise operations that meet per-posting with per-term or
+    per-document arrays, written with the gather that makes them run
+    (:func:`~evorank.evolve.array_kinds.lift_to_postings`). Each step reads what the one before wrote."""
+    donors = list(donors)
+    steps = (lambda code: mend_attributes(code, donors), lambda code: borrow_missing_names(code, donors),
+             lift_to_postings)
     original, notes = source, []
     try:
-        attributes = mend_attributes(source, list(donors))
-        if attributes is not None:
-            source = attributes.source
-            notes.append(attributes.description)
-        fix = borrow_missing_names(source, list(donors))
-        if fix is not None:
-            source = fix.source
-            notes.append(fix.description)
-        lift = lift_to_postings(source)
-        if lift is not None:
-            source = lift.source
-            notes.append(lift.description)
+        for step in steps:
+            fix = step(source)
+            if fix is not None:
+                source = fix.source
+                notes.append(fix.description)
     except RecursionError:  # nested too deeply to read: the static check will say so, on the model's own code
         return original, None
     return source, "; ".join(notes) or None

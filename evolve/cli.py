@@ -41,8 +41,8 @@ def _err(msg: str) -> None:
 RUN_FLAGS = ("seeds", "suite", "datasets", "iterations", "llm", "base_url", "workers", "out", "budget_usd",
              "max_hours", "seed", "fitness", "islands", "in_flight", "prompts_dir", "max_tokens", "inspirations",
              "cluster", "shard_queries", "api_key_env", "request_timeout_s", "eval_timeout_s", "eval_memory_mb",
-             "repair_rounds", "max_consecutive_llm_failures", "command_timeout_s", "preflight", "validation_fraction",
-             "heldout")
+             "repair_rounds", "repair_style", "max_consecutive_llm_failures", "command_timeout_s", "preflight",
+             "validation_fraction", "heldout")
 
 
 def resolve_run_config(args):
@@ -388,6 +388,8 @@ def add_inspection_commands(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from evorank.evolve.config import REPAIR_STYLES  # light: the dataclass and its checks
+
     parser = argparse.ArgumentParser(
         prog="evorank",
         description="Discover lexical ranking functions by evolving executable ranking programs.",
@@ -483,9 +485,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "comma-separated addresses) in the background; logged and reported, never used for selection")
     p.add_argument("--repair-rounds", dest="repair_rounds", type=_count, metavar="N",
                    help="when a proposal does not parse or apply, fails the static checks or fails when run, ask for a "
-                   "fix up to N times in a row, in the same conversation (a cut-off reply is asked again as a short "
-                   "diff); each fix is a proposal of its own, operator 'repair', parent the failed one (default 1; "
-                   "0 = off)")
+                   "fix up to N times in a row (see --repair-style; a cut-off reply is asked again as a short diff); "
+                   "each fix is a proposal of its own, operator 'repair', parent the failed one (default 1; 0 = off)")
+    p.add_argument("--repair-style", dest="repair_style", choices=REPAIR_STYLES,
+                   help="how a chat model repairs a program that failed the static checks or raised when run: "
+                   "'rewrite' asks for the same idea again, written afresh on the program the proposal started "
+                   "from, with the failure and the failing line shown (small models mostly repeat code they are "
+                   "asked to correct); 'fix' shows the failing statement marked and asks for it corrected (cheaper "
+                   "requests, for strong models). Default rewrite")
     p.add_argument("--max-llm-failures", dest="max_consecutive_llm_failures", type=int, metavar="N",
                    help="stop the run (resumable, non-zero exit) after N attempts in a row reach no model (no "
                    "connection, time-out, key refused, unknown model, command not found); such attempts are not "

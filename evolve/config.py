@@ -24,6 +24,13 @@ class ConfigError(EvorankError):
     pass
 
 
+#: How a chat model repairs a program that failed the static checks or when run (``repair_style``): ``rewrite``
+#: asks for the idea again, written afresh on the program the proposal started from; ``fix`` asks for the failing
+#: statement (or block) corrected. Replies that did not parse or apply, or were cut off, are asked the same way in
+#: both.
+REPAIR_STYLES = ("rewrite", "fix")
+
+
 @dataclass
 class RunConfig:
     # what to evolve and on what
@@ -51,6 +58,9 @@ class RunConfig:
     prompts_dir: str | None = None
     inspirations: int = 3  # other programs shown in each prompt (half top, half diverse elites)
     repair_rounds: int = 1  # follow-up requests that try to fix a proposal that failed to parse, check or run
+    # how a chat model is asked to repair a program that failed the static checks or when run: "rewrite" (the
+    # idea again, written afresh on the program it started from) or "fix" (the failing statement or block edited)
+    repair_style: str = "rewrite"
     max_consecutive_llm_failures: int = 5  # stop (resumably) after this many attempts in a row reach no model
     preflight: bool = True  # one cheap request per chat model (and a look-up per command) before the run starts
     commands: dict[str, str] = field(default_factory=dict)  # name -> command line, used as cmd:NAME in llm
@@ -141,6 +151,8 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         bad(f"shard_queries must be a whole number >= 0, got {cfg.shard_queries!r}")
     if not isinstance(cfg.repair_rounds, int) or cfg.repair_rounds < 0:
         bad(f"repair_rounds must be a whole number >= 0 (0 turns repairs off), got {cfg.repair_rounds!r}")
+    if cfg.repair_style not in REPAIR_STYLES:
+        bad(f"repair_style must be one of {', '.join(REPAIR_STYLES)}, got {cfg.repair_style!r}")
     if not isinstance(cfg.max_consecutive_llm_failures, int) or cfg.max_consecutive_llm_failures < 1:
         bad(f"max_consecutive_llm_failures must be a whole number >= 1, got {cfg.max_consecutive_llm_failures!r}")
     if not isinstance(cfg.command_timeout_s, (int, float)) or cfg.command_timeout_s <= 0:

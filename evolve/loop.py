@@ -279,7 +279,7 @@ class Engine:
     # -- evaluating and archiving -------------------------------------------------------------
     def _settle(self, props: list[Proposal]) -> None:
         """Evaluate the proposals that have code, then archive all of them in iteration order; queue a repair for
-        each failed one the proposer can follow up (up to ``repair_rounds`` in a row)."""
+        each failed (or duplicate) one the proposer can follow up (up to ``repair_rounds`` in a row)."""
         props = sorted(props, key=lambda p: p.iteration)
         records = [p.to_record() for p in props]
         to_eval: list[int] = []
@@ -319,8 +319,8 @@ class Engine:
                     and not self.store.migration_done(gen) and self.cfg.islands > 1:
                 moved = self.islands.migrate(self.store, gen, self.cfg.migration_rate)
                 log.info("migration at generation %d: %d program(s) moved", gen, len(moved))
-            if follow_up is not None and rec.status == "failed" and p.repair_round < self.cfg.repair_rounds \
-                    and repairable(rec.failure_reason):
+            if follow_up is not None and rec.status in ("failed", "duplicate") \
+                    and p.repair_round < self.cfg.repair_rounds and repairable(rec.failure_reason):
                 repair = follow_up(p, rec)
                 if repair is not None:
                     self._repairs.append(repair)

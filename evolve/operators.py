@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from evorank.evaluators.program import BLOCK_END, BLOCK_START, split_block
 from evorank.threadsafe_ast import parse_ast
 
+#: The reasons a reply gives no candidate (every ``ReplyError``); other failures are the candidate's own.
+REPLY_FAILURES = ("no_code", "truncated", "diff_no_match", "diff_ambiguous", "diff_outside_block", "code_fragment",
+                  "no_change")
+
 _DIFF = re.compile(r"<{5,}\s*SEARCH[^\n]*\n(.*?)\n?={5,}[^\n]*\n(.*?)\n?>{5,}\s*REPLACE", re.DOTALL)
 _FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)```", re.DOTALL)
 
@@ -325,6 +329,15 @@ def _same_code(a: str, b: str) -> bool:
 
 def _ensure_newline(block: str) -> str:
     return block if block.endswith("\n") else block + "\n"
+
+
+def reply_prose(reply: str, limit: int) -> str:
+    """What a reply says before its first code fence or SEARCH/REPLACE block (the idea, in the model's words), at
+    most ``limit`` characters from its start; "" when the reply opens with code."""
+    cut = min([m.start() for m in (re.search(r"```", reply), re.search(r"<{5,}\s*SEARCH", reply)) if m] or
+              [len(reply)])
+    prose = reply[:cut].strip()
+    return prose if len(prose) <= limit else prose[:limit].rstrip() + " [...]"
 
 
 def apply_reply(source: str, reply: str, mode: str, finish_reason: str | None = None) -> tuple[str, str]:

@@ -12,13 +12,14 @@ from pathlib import Path
 
 from evorank.evaluators.metrics import METRICS
 from evorank.evaluators.program import contract_text
+from evorank.evaluators.program_output import fence
 
 from .line_repair import FailingStatement, failing_line, marked_context, names_hint
 
 SHIPPED = resources.files("evorank.evolve") / "prompts"
 TEMPLATES = ("system", "mutation", "diff_instructions", "full_instructions", "crossover_instructions",
              "command_instructions", "repair_instructions", "statement_repair_instructions",
-             "truncated_instructions")
+             "truncated_instructions", "rewrite_repair_instructions")
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,29 @@ def statement_repair_message(templates: PromptTemplates, failed, st: FailingStat
     return templates.render("statement_repair_instructions", reason=failed.failure_reason,
                             detail=failure_detail_text(failed.failure_detail), hint=hint,
                             context=marked_context(failed.code, st))
+
+
+#: How much of a chain's first reply a rewrite repair quotes as its idea (the start: operators.reply_prose).
+IDEA_CHARS = 800
+
+
+def rewrite_repair_message(templates: PromptTemplates, opening: list[dict], idea: str | None, failed, base_id: int,
+                           sizes: dict[str, tuple[int, int, int]] | None = None) -> list[dict]:
+    """The chat request asking for the idea of a chain again, written afresh on program ``base_id``: the chain's
+    first request (``opening``: system and user message, which shows that program) with, added to its user
+    message, the idea the model gave then (``idea``, its own words, fenced and labelled), why ``failed`` (the
+    last failed attempt) could not be used (trusted reason, program text fenced), the line it names and, for a
+    shape error, the array lengths. The failed code itself is not shown: small models given code to correct
+    mostly give it back."""
+    said = (fence(idea, len(idea), "You proposed this idea (your earlier reply, quoted)") if idea
+            else "You proposed a change to the program above.")
+    ask = templates.render("rewrite_repair_instructions", idea=said, reason=failed.failure_reason,
+                           detail=failure_detail_text(failed.failure_detail),
+                           where=failing_line_text(failed.code, failed.failure_detail),
+                           sizes=array_sizes_text(failed.failure_reason, failed.failure_detail, sizes or {}),
+                           base_id=base_id)
+    *head, first_user = opening
+    return [*head, {"role": "user", "content": first_user["content"].rstrip() + "\n\n" + ask.strip() + "\n"}]
 
 
 def truncated_message(templates: PromptTemplates, max_tokens: int) -> str:

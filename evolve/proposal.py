@@ -16,8 +16,8 @@ The engine (:mod:`evorank.evolve.loop`) drives every proposer through the same s
    model or tool could not be reached at all (connection, time-out, authentication, unknown model),
    ``fill`` sets ``prop.unavailable`` instead: such an attempt is not a proposal, nothing is archived,
    and enough of them in a row stop the run.
-4. ``follow_up(prop, record)``, main thread, optional: after a proposal was archived as failed with a
-   :func:`repairable` reason, a repair: a new :class:`Proposal` (operator :data:`REPAIR`, parent the
+4. ``follow_up(prop, record)``, main thread, optional: after a proposal was archived as failed (or as a
+   duplicate of an archived program) with a :func:`repairable` reason, a repair: a new :class:`Proposal` (operator :data:`REPAIR`, parent the
    failed record) that continues the same conversation, or None. The engine fills it like any other
    proposal. Proposers without ``follow_up`` are never asked.
 5. ``close()`` when the engine is closed.
@@ -36,6 +36,7 @@ CROSSOVER = "crossover"  # the operator for which the engine draws a partner (Pr
 REPAIR = "repair"  # a follow-up request that fixes a failed proposal (its parent)
 COMMAND = "command"  # a proposal written by an external command (a coding agent) editing a file
 TRUSTED_EDITS_FEATURE = "trusted_edits"  # the feature saying what trusted code changed in a candidate before evaluation
+REPAIR_KIND_FEATURE = "repair_kind"  # the feature saying how a repair was asked for (Proposal.repair_kind)
 
 # Failure reasons that a repair round cannot help with: the model or tool itself failed (llm:, command:,
 # proposer:), or the program tried to cheat the latency measurement.
@@ -79,9 +80,14 @@ class Proposal:
     statement: tuple[int, int, bool] | None = None  # for a statement repair: the lines of the edited program
     #                                         (first, last) a reply's code replaces, and whether it may replace them
     #                                         alone (not the header of an if, for, ...)
+    opening: list[dict] | None = None  # the chat request that began the proposal's chain (system, first user
+    #                                    message): a rewrite repair asks again from there
+    idea: str | None = None  # the prose of the chain's first reply (untrusted model text): what a rewrite redoes
     member: int | None = None  # which member of an ensemble writes it (EnsembleProposer)
     donors: tuple[tuple[str, str], ...] = ()  # (label, code) of the programs the prompt showed, to borrow the
     #                                           definitions of names the candidate reads but never defines from
+    repair_kind: str | None = None  # how a repair was asked for: "rewrite" (the idea again), "statement", "block",
+    #                                 "shorter" (a cut-off reply asked again as a diff); recorded as a feature
     trusted_edits: str | None = None  # what trusted code changed in the model's candidate (missing names defined,
     #                                   arrays brought to the postings), recorded as a feature
     started_at: float = field(default_factory=time.time)
@@ -112,6 +118,8 @@ class Proposal:
         )
         if self.trusted_edits is not None:
             rec.features = {**rec.features, TRUSTED_EDITS_FEATURE: self.trusted_edits}
+        if self.repair_kind is not None:
+            rec.features = {**rec.features, REPAIR_KIND_FEATURE: self.repair_kind}
         if self.source is None:
             rec.status, rec.failure_reason, rec.failure_detail = "failed", self.failure_reason, self.failure_detail
             rec.fitness = 0.0
@@ -162,4 +170,4 @@ def repair_of(prop: Proposal, failed: ProgramRecord, **fields) -> Proposal:
     record, one round further; the engine gives it its own iteration number when it is sent."""
     return Proposal(iteration=0, island=prop.island, generation=prop.generation, operator=REPAIR, parent=failed,
                     repair_round=prop.repair_round + 1, origin=prop.base, member=prop.member, donors=prop.donors,
-                    **fields)
+                    opening=prop.opening, idea=prop.idea, **fields)

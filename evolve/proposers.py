@@ -32,8 +32,9 @@ from .offline_mutator import mutate
 from .line_repair import MARKER, failing_statement
 from .attribute_repair import mend_attributes
 from .name_repair import borrow_missing_names
-from .operators import ReplyError, apply_reply, apply_statement_fix
-from .prompts import PromptTemplates, build_messages, repair_message, statement_repair_message, truncated_message
+from .operators import REPLY_FAILURES, ReplyError, apply_reply, apply_statement_fix, reply_prose
+from .prompts import (IDEA_CHARS, PromptTemplates, build_messages, repair_message, rewrite_repair_message,
+                      statement_repair_message, truncated_message)
 from .proposal import CROSSOVER, REPAIR, ArchiveView, Proposal, Proposer, repair_of
 
 __all__ = ["CROSSOVER", "REPAIR", "ArchiveView", "Proposal", "Proposer", "LLMProposer", "OfflineProposer",
@@ -100,6 +101,16 @@ def donor_label(rec) -> str:
 
 # -- the proposers -------------------------------------------------------------------------------
 
+#: Failure reasons of a reply that gave back code already there: unchanged, or a program already archived.
+ECHOES = ("no_change", "duplicate")
+
+
+def candidate_failed(reason: str | None) -> bool:
+    """Whether a failure is the candidate's own (it failed the static checks or when run), not its reply's (did
+    not parse or apply, or gave back code already there)."""
+    return bool(reason) and reason not in REPLY_FAILURES and reason not in ECHOES
+
+
 #: Said before a repair request when the previous repair returned the failing code unchanged (small models often
 #: echo the code they were shown).
 REPEATED_NOTE = "Your reply repeated the code without changing it, so it still fails in the same way."
@@ -121,8 +132,9 @@ class LLMProposer:
     instantaneous = False
 
     def __init__(self, client: LLMClient, templates: PromptTemplates, objective: str,
-                 operator_mix: dict[str, float], concurrency: int):
+                 operator_mix: dict[str, float], concurrency: int, repair_style: str = "rewrite"):
         self.client = client
+        self.repair_style = repair_style
         self.templates = templates
         self.objective = objective
         self.operator_mix = dict(operator_mix)
@@ -148,6 +160,7 @@ class LLMProposer:
             block_of=lambda code: split_block(code).block,
         )
         prop.prompt = prop.messages[-1]["content"]
+        prop.opening = prop.messages
         shown = [r for r in (prop.parent, prop.other, *insp, *view.seed_records.values()) if r is not None]
         donors: dict[str, tuple[str, str]] = {}
         for r in shown:
@@ -163,6 +176,8 @@ class LLMProposer:
         prop.prompt_tokens, prop.completion_tokens = completion.prompt_tokens, completion.completion_tokens
         prop.cost_usd = completion.cost_usd
         prop.response, prop.finish_reason = completion.text, completion.finish_reason
+        if prop.repair_round == 0 and completion.text is not None:
+            prop.idea = reply_prose(completion.text, IDEA_CHARS)
         if completion.text is None:
             if unreachable(completion.error):
                 prop.unavailable = self.client.explain(completion)
@@ -189,13 +204,17 @@ class LLMProposer:
         """A repair of ``prop`` (archived as ``failed``), or None when there is no conversation to continue.
 
         - a reply cut off at max_tokens: the same conversation, asking for the same change as a short diff;
-        - a program that raised in a statement of its block: a fresh, short conversation showing the function it
-          failed in with the statement marked, asking for that code corrected (:mod:`evorank.evolve.line_repair`);
-        - a repair that repeated the code it was shown: a fresh conversation about the failure the code still
-          has, saying so; a statement repair after a block repair, a block repair after a statement repair (a
-          model that echoed once tends to echo the same request again);
-        - anything else (a reply that did not parse or apply, a failed static check, an error without a line):
-          the same conversation, the model's reply, then a request to fix the block.
+        - with ``repair_style`` "rewrite", a candidate that failed the static checks or when run: the chain's first
+          request again, with the idea its first reply gave, the failure and the line it names, asking for the
+          idea written afresh on the program the chain started from (:func:`rewrite_repair_message`); a rewrite
+          that gave back code unchanged, or a program already archived, is asked again about the failure before;
+        - with "fix", a program that raised in a statement of its block: a fresh, short conversation showing the
+          function it failed in with the statement marked, asking for that code corrected
+          (:mod:`evorank.evolve.line_repair`); a repair that repeated the code it was shown: a fresh conversation
+          about the failure the code still has, saying so; a statement repair after a block repair, a block
+          repair after a statement repair (a model that echoed once tends to echo the same request again);
+        - anything else (a reply that did not parse or apply or gave the program back unchanged, a failure without
+          a line with "fix"): the same conversation, the model's reply, then a request to fix the block.
         """
         if prop.messages is None or prop.response is None:
             return None
@@ -206,25 +225,33 @@ class LLMProposer:
             # same change comes back as a diff of the program that reply was editing
             ask = truncated_message(self.templates, self.client.settings.max_tokens)
             return self._repair(prop, failed, [*prop.messages, {"role": "assistant", "content": prop.response}],
-                                ask, edit_base=prop.edits)
-        if failed.failure_reason == "no_change" and prop.operator == REPAIR and prop.parent.failure_reason:
-            target = prop.parent  # still failing as it did before the echoed repair
+                                ask, edit_base=prop.edits, repair_kind="shorter")
+        echoed = failed.failure_reason in ECHOES and prop.operator == REPAIR and bool(prop.parent.failure_reason)
+        target = prop.parent if echoed else failed  # an echo still fails as the attempt before it did
+        if self.repair_style == "rewrite" and prop.opening is not None and candidate_failed(target.failure_reason):
+            messages = rewrite_repair_message(self.templates, prop.opening, prop.idea, target, prop.base.id,
+                                              self.collection_sizes)
+            return repair_of(prop, failed, messages=messages, prompt=messages[-1]["content"], model=prop.model,
+                             edit_base=prop.base, repair_kind="rewrite")
+        if echoed:
             st = failing_statement(target.code, target.failure_detail) if prop.statement is None else None
             if st is not None:
                 ask = REPEATED_NOTE + "\n\n" + statement_repair_message(self.templates, target, st,
                                                                          self.collection_sizes)
                 return self._repair(prop, failed, system, ask, edit_base=target,
-                                    statement=(st.first, st.last, st.simple))
+                                    statement=(st.first, st.last, st.simple), repair_kind="statement")
             ask = REPEATED_NOTE + "\n\n" + repair_message(self.templates, target, split_block(target.code).block,
                                                            self.collection_sizes)
-            return self._repair(prop, failed, system, ask, edit_base=target)
+            return self._repair(prop, failed, system, ask, edit_base=target, repair_kind="block")
         st = failing_statement(failed.code, failed.failure_detail) \
             if (failed.failure_reason or "").startswith("exception:") else None
         if st is not None:
             ask = statement_repair_message(self.templates, failed, st, self.collection_sizes)
-            return self._repair(prop, failed, system, ask, statement=(st.first, st.last, st.simple))
+            return self._repair(prop, failed, system, ask, statement=(st.first, st.last, st.simple),
+                                repair_kind="statement")
         ask = repair_message(self.templates, failed, split_block(failed.code).block, self.collection_sizes)
-        return self._repair(prop, failed, [*prop.messages, {"role": "assistant", "content": prop.response}], ask)
+        return self._repair(prop, failed, [*prop.messages, {"role": "assistant", "content": prop.response}], ask,
+                            repair_kind="block")
 
     @staticmethod
     def _repair(prop: Proposal, failed, history: list[dict], ask: str, **fields) -> Proposal:
@@ -277,7 +304,7 @@ def make_proposer(cfg: RunConfig, budget: Budget, spec: FitnessSpec) -> Proposer
     if models:
         client = LLMClient(chat_settings(cfg, models), budget=budget)
         members.append((sum(m.weight for m in models),
-                        LLMProposer(client, templates, objective, cfg.operator_mix, cfg.in_flight)))
+                        LLMProposer(client, templates, objective, cfg.operator_mix, cfg.in_flight, cfg.repair_style)))
     for c in commands:
         members.append((c.weight, CommandProposer(c, templates, objective, cfg.command_timeout_s, cfg.in_flight)))
     if len(members) == 1:

@@ -41,7 +41,8 @@ def test_a_failed_program_is_repaired_in_the_same_conversation(tmp_path, tiny_co
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     with FakeOpenAI([NAN_SCORES, FIX_NAN]) as srv:
         cfg = make_config(tmp_path, tiny_collection, llm="fake-a,fake-b", base_url=srv.url, iterations=2,
-                          operator_mix={"diff": 1.0}, repair_rounds=1, prices={"*": {"input": 1.0, "output": 2.0}})
+                          operator_mix={"diff": 1.0}, repair_style="fix", repair_rounds=1,
+                          prices={"*": {"input": 1.0, "output": 2.0}})
         engine, best = run_engine(cfg, tiny_collection)
         requests = [r["body"] for r in srv.requests]
     progs = programs(cfg.out)
@@ -74,6 +75,57 @@ def test_a_failed_program_is_repaired_in_the_same_conversation(tmp_path, tiny_co
     assert main(["report", cfg.out, "-o", str(tmp_path / "report.html"), "--no-transfer"]) == 0
     html = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "<tr><td>repair</td><td class=num>1</td><td class=num>1</td><td class=num>300</td>" in html
+
+
+def test_a_program_that_raises_is_asked_for_its_idea_again_on_the_program_it_started_from(tmp_path, tiny_collection,
+                                                                                       monkeypatch):
+    """repair_style "rewrite" (the default): the chain's first request again, with the idea its first reply gave
+    (fenced, labelled), the failure and the line it names, not the failed code to correct; the reply edits the
+    program the chain started from. A rewrite that gives that program back unchanged is asked again about the
+    failure before it."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    same = diff("K1 = 0.9", "K1 = 0.9", (200, 10))
+    again = diff("    rows = state[query.term_ids]", "    rows = state[query.term_ids]\n    boost = 2.0", (300, 15))
+    with FakeOpenAI([RAISES, same, again]) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=3,
+                          operator_mix={"diff": 1.0}, repair_rounds=2)
+        run_engine(cfg, tiny_collection)
+        first, second, third = (r["body"]["messages"] for r in srv.requests)
+    progs = programs(cfg.out)
+    failed, echo, repair = progs[1], progs[2], progs[3]
+    assert failed.failure_reason == "exception:NameError"
+    assert echo.operator == "repair" and echo.failure_reason == "no_change" and echo.parent_ids == (failed.id,)
+    opening = first[1]["content"].rstrip()
+    for request, archived in ((second, echo), (third, repair)):
+        assert [m["role"] for m in request] == ["system", "user"] and request[0] == first[0]
+        ask = request[1]["content"]
+        assert ask.startswith(opening) and ask == archived.prompt  # the first request shows the program to edit
+        added = ask[len(opening):]
+        assert "You proposed this idea (your earlier reply, quoted):\n~~~~\nIdea.\n~~~~" in added
+        assert "could not be used: exception:NameError" in added and "is not defined" in added
+        assert "It failed at line " in added and "```python\nboost = UNDEFINED_BOOST * 2\n```" in added
+        assert f"Write the same idea again on the program above (program {failed.parent_ids[0]})" in added
+        assert "rows = state[query.term_ids]" not in added  # the failed code is not shown to be corrected
+    assert repair.operator == "repair" and repair.status == "accepted", (repair.failure_reason, repair.failure_detail)
+    assert repair.parent_ids == (echo.id,) and "boost = 2.0" in repair.code and "UNDEFINED" not in repair.code
+
+
+def test_a_reply_that_gives_back_an_archived_program_is_followed_up(tmp_path, tiny_collection, monkeypatch):
+    """A candidate that is an archived program up to comments (here the seed) is a duplicate: not evaluated, and
+    asked again in the same conversation like a reply that changed nothing."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    comment_only = diff("K1 = 0.9", "K1 = 0.9  # saturation", (100, 20))
+    with FakeOpenAI([comment_only, diff("K1 = 0.9", "K1 = 1.3", (300, 15))]) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=2,
+                          operator_mix={"diff": 1.0}, repair_rounds=1)
+        run_engine(cfg, tiny_collection)
+        follow = srv.requests[1]["body"]["messages"]
+    progs = programs(cfg.out)
+    assert progs[1].status == "duplicate"
+    assert follow[2] == {"role": "assistant", "content": comment_only["content"]}
+    assert "could not be used: duplicate" in follow[3]["content"]
+    assert progs[2].operator == "repair" and progs[2].status == "accepted" and "K1 = 1.3" in progs[2].code
+    assert progs[2].parent_ids == (progs[1].id,)
 
 
 def test_repair_rounds_stop_after_the_configured_number(tmp_path, tiny_collection, monkeypatch):
@@ -127,7 +179,7 @@ def test_a_program_that_raises_in_a_statement_is_asked_for_that_statement_alone(
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     with FakeOpenAI([RAISES, fenced("boost = 2.0  # <-- FAILS HERE", (300, 15))]) as srv:
         cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=2,
-                          operator_mix={"diff": 1.0}, repair_rounds=1)
+                          operator_mix={"diff": 1.0}, repair_style="fix", repair_rounds=1)
         run_engine(cfg, tiny_collection)
         first, second = (r["body"]["messages"] for r in srv.requests)
     progs = programs(cfg.out)
@@ -159,7 +211,7 @@ def test_a_repair_that_repeats_the_code_is_told_so_with_the_failure_it_still_has
     echo = fenced("boost = UNDEFINED_BOOST * 2", (200, 10))
     with FakeOpenAI([RAISES, echo, FIX]) as srv:
         cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=3,
-                          operator_mix={"diff": 1.0}, repair_rounds=2)
+                          operator_mix={"diff": 1.0}, repair_style="fix", repair_rounds=2)
         run_engine(cfg, tiny_collection)
         first_messages, third_messages = (srv.requests[i]["body"]["messages"] for i in (0, 2))
         third = third_messages[-1]["content"]
@@ -190,7 +242,7 @@ def test_an_echoed_block_repair_is_followed_by_a_statement_repair():
     prop = Proposal(3, 0, 0, REPAIR, target, messages=[{"role": "system", "content": "S"}, {"role": "user", "content": "U"}],
                     response="same", repair_round=1)
     client = SimpleNamespace(settings=LLMSettings(models=[]))
-    repair = LLMProposer(client, PromptTemplates.load(), "obj", {"diff": 1.0}, 1).follow_up(prop, echoed)
+    repair = LLMProposer(client, PromptTemplates.load(), "obj", {"diff": 1.0}, 1, "fix").follow_up(prop, echoed)
     assert repair.statement == (5, 5, True) and repair.edit_base is target and repair.parent is echoed
     assert [m["role"] for m in repair.messages] == ["system", "user"]
     assert repair.prompt.startswith(REPEATED_NOTE) and f"    return x[5]  {MARKER}" in repair.prompt
@@ -205,7 +257,7 @@ def test_a_shape_error_is_repaired_with_the_failing_statement_and_the_array_leng
     fix = fenced("scores = rows.T @ query.qtf.astype(np.float32) + 0.0", (100, 20))
     with FakeOpenAI([wrong, fix]) as srv:
         cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=2,
-                          operator_mix={"diff": 1.0}, repair_rounds=1)
+                          operator_mix={"diff": 1.0}, repair_style="fix", repair_rounds=1)
         run_engine(cfg, tiny_collection)
         ask = srv.requests[1]["body"]["messages"][-1]["content"]
     progs = programs(cfg.out)

@@ -23,10 +23,12 @@ from collections import Counter
 from evorank.archive import RunStore
 from evorank.archive.programs import RAN_STATUSES
 from evorank.evolve.line_repair import MARKER
-from evorank.evolve.proposal import TRUSTED_EDITS_FEATURE
+from evorank.evolve.operators import REPLY_FAILURES
+from evorank.evolve.proposal import REPAIR_KIND_FEATURE, TRUSTED_EDITS_FEATURE
 
-NO_CANDIDATE = ("no_code", "truncated", "diff_no_match", "diff_ambiguous", "diff_outside_block", "code_fragment",
-                "no_change", "llm:", "proposer:", "command:")
+NO_CANDIDATE = REPLY_FAILURES + ("llm:", "proposer:", "command:")
+#: How repairs were asked for (the repair_kind feature; runs from before it had statement and block repairs only)
+REPAIR_KINDS = {"rewrite": "the idea again", "statement": "statement", "block": "block", "shorter": "as a diff"}
 
 
 def parsed(p) -> bool:
@@ -44,9 +46,12 @@ def ran(p) -> bool:
 def funnel(rows, start_of) -> dict:
     n = len(rows)
     improved = [p for p in rows if p.status == "accepted" and (start_of(p).fitness or 0) < (p.fitness or 0)]
+    # programs that ran and rank exactly as the program they started from (same metrics on every collection): the
+    # idea did not change the ranking (a no-op, or the change was dropped)
+    like_start = [p for p in rows if p.status == "accepted" and p.metrics == start_of(p).metrics]
     secs = [p.created_at - p.started_at for p in rows if p.created_at and p.started_at]
     return {"requests": n, "parsed": sum(map(parsed, rows)), "evaluated": sum(map(evaluated, rows)),
-            "ran_cleanly": sum(map(ran, rows)), "improved": len(improved),
+            "ran_cleanly": sum(map(ran, rows)), "improved": len(improved), "ranks_like_start": len(like_start),
             # candidates that trusted code mended before evaluation, and how many of them ran
             "trusted_edits": sum(TRUSTED_EDITS_FEATURE in p.features for p in rows),
             "trusted_edits_ran": sum(TRUSTED_EDITS_FEATURE in p.features and ran(p) for p in rows),
@@ -73,6 +78,9 @@ def main(argv=None) -> int:
             p = by_id[p.parent_ids[0]]
         return by_id[p.parent_ids[0]]
 
+    def repair_kind(r):
+        return r.features.get(REPAIR_KIND_FEATURE) or ("statement" if MARKER in (r.prompt or "") else "block")
+
     def chain_root(p):
         while p.operator == "repair":
             p = by_id[p.parent_ids[0]]
@@ -86,9 +94,9 @@ def main(argv=None) -> int:
     out = {
         "run": args.run, "proposals": len(progs), "wall_seconds_per_proposal": round(elapsed / len(progs), 1) if progs else None,
         "fresh": funnel(fresh, origin), "repairs": funnel(repairs, origin),
-        # statement repairs show the function with the failing statement marked; block repairs the whole block
-        "statement_repairs": funnel([r for r in repairs if MARKER in (r.prompt or "")], origin),
-        "block_repairs": funnel([r for r in repairs if MARKER not in (r.prompt or "")], origin),
+        # by how they were asked: the idea again on the program the chain started from, the failing statement
+        # marked in its function, the whole block, a cut-off reply asked again as a diff
+        **{f"{kind}_repairs": funnel([r for r in repairs if repair_kind(r) == kind], origin) for kind in REPAIR_KINDS},
         "chains": {"n": len(chains), "ended_running_cleanly": clean_chains,
                    "share": round(clean_chains / len(chains), 3) if chains else None},
     }
@@ -97,13 +105,15 @@ def main(argv=None) -> int:
         print()
         return 0
     print(f"{args.run}: {out['proposals']} proposals, {out['wall_seconds_per_proposal']} s per proposal (wall)")
-    for stage in ("fresh", "repairs", "statement_repairs", "block_repairs"):
+    for stage in ("fresh", "repairs", *(f"{kind}_repairs" for kind in REPAIR_KINDS)):
         f = out[stage]
         if stage != "fresh" and not f["requests"]:
             continue
-        label = {"statement_repairs": "  of which statement", "block_repairs": "  of which block"}.get(stage, stage)
+        label = f"  of which {REPAIR_KINDS[stage[:-8]]}" if stage.endswith("_repairs") else stage
         print(f"  {label:8s} {f['requests']:3d} requests  parsed {f['parsed']}  evaluated {f['evaluated']}  "
               f"ran cleanly {f['ran_cleanly']}  improved {f['improved']}  ({f['seconds_per_request']} s/request)")
+        if f["ranks_like_start"]:
+            print(f"           ranked exactly as the program they started from: {f['ranks_like_start']}")
         if f["trusted_edits"]:
             print(f"           mended by trusted code {f['trusted_edits']} (ran cleanly {f['trusted_edits_ran']})")
         if f["failure_reasons"]:

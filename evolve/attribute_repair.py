@@ -14,7 +14,8 @@ is refused by the static check), so rewriting it never changes a program that co
   :mod:`~evorank.evolve.name_repair`.
 - otherwise, exactly one contract attribute spelled nearly the same (``difflib`` ratio at least
   :data:`CLOSE_ENOUGH`): that attribute.
-- a number of the index subscripted (``index.avg_doc_len[...]``): the number, which broadcasts.
+- a number of the index subscripted (``index.avg_doc_len[...]``): the number, which broadcasts; its length
+  (``len(index.n_docs)``, local-h #34): the number.
 - a module imported under a short name, named again (``sp.sparse.csr_matrix`` with ``import scipy.sparse as
   sp``, local-h #26): the short name.
 
@@ -67,6 +68,12 @@ def _program_names(code: str) -> tuple[set[str], set[str]]:
     return names, {f.name for f in functions}
 
 
+def _index_number(node: ast.AST) -> bool:
+    """Whether ``node`` is ``index.X`` for a number of the index (``index.n_docs``, ``index.avg_doc_len``)."""
+    return isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "index" \
+        and index_attribute_level(node.attr) == NUMBER
+
+
 def _offset(lines: list[str], lines_at: list[int], line: int, col: int) -> int:
     """The character offset of ast's (line, UTF-8 byte column) in the source."""
     return lines_at[line - 1] + len(lines[line - 1].encode("utf-8")[:col].decode("utf-8", errors="ignore"))
@@ -99,10 +106,12 @@ def mend_attributes(code: str, donors: list[tuple[str, str]]) -> AttributeFix | 
                 and module_as[node.value.id].rsplit(".", 1)[1] == node.attr:
             edits.append((node, node.value.id, f"{node.value.id}.{node.attr} -> {node.value.id}"))
             continue
-        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) \
-                and isinstance(node.value.value, ast.Name) and node.value.value.id == "index" \
-                and index_attribute_level(node.value.attr) == NUMBER and isinstance(node.ctx, ast.Load):
+        if isinstance(node, ast.Subscript) and _index_number(node.value) and isinstance(node.ctx, ast.Load):
             edits.append((node, f"index.{node.value.attr}", f"index.{node.value.attr}[...] (a number)"))
+            continue
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "len" \
+                and len(node.args) == 1 and not node.keywords and _index_number(node.args[0]):
+            edits.append((node, ast.unparse(node.args[0]), f"len({ast.unparse(node.args[0])}) (a number)"))
             continue
         if not (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in known
                 and isinstance(node.ctx, ast.Load)):

@@ -63,6 +63,17 @@ def test_a_number_of_the_index_subscripted_is_the_number():
     assert np.allclose(run(fix.source)["prepare"](index), index.term_doc.data - index.avg_doc_len)
 
 
+def test_the_length_of_a_number_of_the_index_is_the_number():
+    # local-h #34: 1.0 / np.sqrt(len(index.n_docs)), a TypeError whenever it runs
+    code = program("def prepare(index):\n    return index.term_doc.data / np.sqrt(len(index.n_docs))\n")
+    fix = mend_attributes(code, [])
+    assert fix is not None and fix.description == "rewrote len(index.n_docs) (a number)"
+    index = TinyIndex()
+    assert np.allclose(run(fix.source)["prepare"](index), index.term_doc.data / np.sqrt(index.n_docs))
+    # the length of an array of the index is left alone
+    assert mend_attributes(program("def prepare(index):\n    return len(index.doc_len) + 0 * index.n_docs\n"), []) is None
+
+
 def test_contract_attributes_and_code_outside_the_block_are_never_touched():
     code = ("import numpy as np\nX = object()\n\n# EVOLVE-BLOCK-START\n"
             "def prepare(index):\n    return index.doc_len * index.avg_doc_len + index.term_doc.sum()\n"

@@ -9,7 +9,12 @@ Most of the shape errors a small model makes come from mixing levels: ``weights 
 posting and the other per term or per document, there is one meaning it can have (the term's, or the document's,
 value at each posting), so trusted code writes the gather in: ``np.repeat(x, np.diff(index.term_doc.indptr))``,
 ``x[index.term_doc.indices]``, and for the query's rows ``np.repeat(x, np.diff(rows.indptr))``,
-``x[query.term_ids]``, ``x[rows.indices]``.
+``x[query.term_ids]``, ``x[rows.indices]``. A loop over a per-posting array's positions that reads a per-term or
+per-document array at them (``for i in range(len(w)): w[i] *= norm[i]``, local-h #20) is the same operation
+written one element at a time: it becomes that one operation (:func:`loop_as_operation`), gathered the same way.
+Over the whole collection's postings such a loop raises IndexError once a position passes the array's length; over
+the postings of a query's rows it runs when the query has fewer postings than that length, reading the entries of
+the wrong documents (or terms), which no ranking formula means.
 
 The inference is a forward pass over a function's assignments with a few rules for the index's attributes and
 numpy's element-wise functions and reductions; anything it does not know is left out, so an operation is
@@ -287,6 +292,43 @@ class _Lifter(ast.NodeTransformer):
         return node
 
 
+def loop_as_operation(loop: ast.For) -> ast.AugAssign | ast.Assign | None:
+    """``for i in range(len(a)): a[i] op= f(x[i], ...)`` as the one operation ``a op= f(x, ...)`` (``a[i] = ...``
+    as ``a = ...``), placed at the loop's lines; None for any other loop (``i`` used other than to index a name, more
+    than one statement, an ``else``)."""
+    it, body = loop.iter, loop.body
+    if loop.orelse or len(body) != 1 or not isinstance(loop.target, ast.Name) or not (
+            isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "range" and len(it.args) == 1
+            and not it.keywords and isinstance(it.args[0], ast.Call) and isinstance(it.args[0].func, ast.Name)
+            and it.args[0].func.id == "len" and len(it.args[0].args) == 1 and isinstance(it.args[0].args[0], ast.Name)):
+        return None
+    array, var, stmt = it.args[0].args[0].id, loop.target.id, body[0]
+    target = stmt.target if isinstance(stmt, ast.AugAssign) else \
+        stmt.targets[0] if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 else None
+    if not (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name) and target.value.id == array
+            and isinstance(target.slice, ast.Name) and target.slice.id == var):
+        return None
+
+    class _Unindex(ast.NodeTransformer):
+        def visit_Subscript(self, node: ast.Subscript) -> ast.AST:
+            if isinstance(node.value, ast.Name) and isinstance(node.slice, ast.Name) and node.slice.id == var:
+                return ast.Name(node.value.id, ast.Load())
+            return self.generic_visit(node)
+
+    value = _Unindex().visit(parse_ast(ast.unparse(stmt.value), mode="eval").body)
+    if any(isinstance(n, ast.Name) and n.id == var for n in ast.walk(value)):
+        return None
+    op = ast.AugAssign(ast.Name(array, ast.Store()), stmt.op, value) if isinstance(stmt, ast.AugAssign) \
+        else ast.Assign([ast.Name(array, ast.Store())], value)
+    op.lineno, op.end_lineno, op.col_offset, op.end_col_offset = loop.lineno, loop.end_lineno, 0, 0
+    return op
+
+
+def _assigned(stmt: ast.AugAssign | ast.Assign) -> str:
+    """The name a :func:`loop_as_operation` statement assigns."""
+    return (stmt.target if isinstance(stmt, ast.AugAssign) else stmt.targets[0]).id
+
+
 def lift_to_postings(code: str) -> Lift | None:
     """``code`` with every element-wise operation of its EVOLVE-BLOCK's functions that meets a per-posting array
     with a per-term or per-document one rewritten to gather that one to the postings first (numpy would raise
@@ -308,9 +350,16 @@ def lift_to_postings(code: str) -> Lift | None:
         if "index" not in params or any(isinstance(n, ast.Name) and n.id == "index" and not isinstance(n.ctx, ast.Load)
                                         for n in ast.walk(function)):
             continue
+        loops = [(n, loop_as_operation(n)) for n in ast.walk(function) if isinstance(n, ast.For)]
+        # a loop over a per-posting array's positions that reads a per-term or per-document array at them (it
+        # raises once a position passes that array's length): the one operation it means, lifted below
+        loops = [(n, op) for n, op in loops if op is not None
+                 and levels_before(function, n.lineno, module).get(_assigned(op)) in (POSTING, QUERY_POSTING)]
+        inside = {id(s) for n, _ in loops for s in ast.walk(n)}
         simple = sorted((n for n in ast.walk(function) if isinstance(n, (ast.Assign, ast.AugAssign, ast.AnnAssign,
-                                                                          ast.Return, ast.Expr))),
-                        key=lambda n: n.lineno)
+                                                                          ast.Return, ast.Expr))
+                         and id(n) not in inside), key=lambda n: n.lineno)
+        simple = sorted(simple + [op for _, op in loops], key=lambda n: n.lineno)
         for stmt in simple:
             if getattr(stmt, "value", None) is None:
                 continue
@@ -322,7 +371,8 @@ def lift_to_postings(code: str) -> Lift | None:
                     _, stmt.value = lifter.pair(target, stmt.value)
             if lifter.lifted:
                 changed[stmt.lineno] = (stmt.end_lineno, ast.unparse(stmt))
-                notes.append(f"line {stmt.lineno}: {', '.join(lifter.lifted)}")
+                loop = "a loop written as one operation, " if any(op is stmt for _, op in loops) else ""
+                notes.append(f"line {stmt.lineno}: {loop}{', '.join(lifter.lifted)}")
     if not changed:
         return None
     lines = code.split("\n")

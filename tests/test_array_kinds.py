@@ -153,3 +153,43 @@ def test_the_arguments_of_numpys_element_wise_functions_are_gathered_to_the_post
     w = np.where(td.data > 1, sat, index.doc_len[td.indices])
     expected = np.asarray(sp.csr_matrix((w, td.indices, td.indptr), shape=td.shape)[[0, 2]].sum(axis=0)).ravel()
     assert np.allclose(run(lift.source), expected)
+
+
+def test_a_loop_reading_a_per_document_array_at_posting_positions_becomes_one_gathered_operation():
+    # local-h #20: `for doc_idx in range(len(w)): w[doc_idx] *= norm[doc_idx]` in prepare() and again in score()
+    code = program("def prepare(index):\n    td = index.term_doc\n    w = td.data * 1.0\n"
+                   "    norm = 1.0 + index.doc_len / index.avg_doc_len\n"
+                   "    for i in range(len(w)):\n        w[i] *= norm[i]\n"
+                   "    return sp.csr_matrix((w, td.indices, td.indptr), shape=td.shape)\n\n\n"
+                   "def score(query, index, state):\n    rows = state[query.term_ids]\n    w = rows.data * 1.0\n"
+                   "    dl = index.doc_len\n"
+                   "    for j in range(len(w)):\n        w[j] = w[j] / dl[j] + 1.0\n"
+                   "    return np.bincount(rows.indices, weights=w, minlength=index.n_docs)\n")
+    with pytest.raises(IndexError):
+        run(code)
+    lift = lift_to_postings(code)
+    assert lift is not None and lift.description.count("a loop written as one operation") == 2
+    assert "    w *= norm[index.term_doc.indices]\n    return" in lift.source
+    assert "    w = w / dl[rows.indices] + 1.0\n    return" in lift.source
+    static_check(lift.source)
+    index = TinyIndex()
+    td = index.term_doc
+    w = td.data * (1.0 + index.doc_len / index.avg_doc_len)[td.indices]
+    rows = sp.csr_matrix((w, td.indices, td.indptr), shape=td.shape)[[0, 2]]
+    expected = np.bincount(rows.indices, weights=rows.data / index.doc_len[rows.indices] + 1.0, minlength=4)
+    assert np.allclose(run(lift.source), expected)
+
+
+@pytest.mark.parametrize("loop", [
+    "    for i in range(len(w)):\n        w[i] *= tf[i]\n",  # both per posting: runs as written
+    "    for i in range(len(norm)):\n        w[i] *= norm[i]\n",  # over the per-document array's length
+    "    for i in range(len(w)):\n        w[i] *= norm[i] * i\n",  # the position itself is used
+    "    for i in range(len(w)):\n        w[i] *= norm[i]\n        w[i] += 1\n",  # more than one statement
+])
+def test_other_loops_are_left_alone(loop):
+    code = program("def prepare(index):\n    td = index.term_doc\n    tf = td.data\n    w = td.data * 1.0\n"
+                   "    norm = 1.0 + index.doc_len / index.avg_doc_len\n" + loop +
+                   "    return sp.csr_matrix((w, td.indices, td.indptr), shape=td.shape)\n\n\n"
+                   "def score(query, index, state):\n    rows = state[query.term_ids]\n"
+                   "    return np.bincount(rows.indices, weights=rows.data, minlength=index.n_docs)\n")
+    assert lift_to_postings(code) is None

@@ -17,9 +17,9 @@ The engine (:mod:`evorank.evolve.loop`) drives every proposer through the same s
    ``fill`` sets ``prop.unavailable`` instead: such an attempt is not a proposal, nothing is archived,
    and enough of them in a row stop the run.
 4. ``follow_up(prop, record)``, main thread, optional: after a proposal was archived as failed (or as a
-   duplicate of an archived program) with a :func:`repairable` reason, a repair: a new :class:`Proposal` (operator :data:`REPAIR`, parent the
-   failed record) that continues the same conversation, or None. The engine fills it like any other
-   proposal. Proposers without ``follow_up`` are never asked.
+   duplicate of an archived program) with a :func:`repairable` reason, a repair: a new :class:`Proposal`
+   (operator :data:`REPAIR`, parent the failed record) that asks the same model or tool again, or None. The
+   engine fills it like any other proposal. Proposers without ``follow_up`` are never asked.
 5. ``close()`` when the engine is closed.
 """
 from __future__ import annotations

@@ -43,12 +43,17 @@ def ran(p) -> bool:
     return p.status in RAN_STATUSES
 
 
+def ranks_as(p, start) -> bool:
+    """Whether ``p`` ran and ranks exactly as ``start`` (the same metrics on every collection)."""
+    return p.status == "accepted" and p.metrics == start.metrics
+
+
 def funnel(rows, start_of) -> dict:
     n = len(rows)
     improved = [p for p in rows if p.status == "accepted" and (start_of(p).fitness or 0) < (p.fitness or 0)]
     # programs that ran and rank exactly as the program they started from (same metrics on every collection): the
     # idea did not change the ranking (a no-op, or the change was dropped)
-    like_start = [p for p in rows if p.status == "accepted" and p.metrics == start_of(p).metrics]
+    like_start = [p for p in rows if ranks_as(p, start_of(p))]
     secs = [p.created_at - p.started_at for p in rows if p.created_at and p.started_at]
     return {"requests": n, "parsed": sum(map(parsed, rows)), "evaluated": sum(map(evaluated, rows)),
             "ran_cleanly": sum(map(ran, rows)), "improved": len(improved), "ranks_like_start": len(like_start),
@@ -90,6 +95,8 @@ def main(argv=None) -> int:
     for r in repairs:
         chains.setdefault(chain_root(r).id, []).append(r)
     clean_chains = sum(any(map(ran, c)) for c in chains.values())
+    # chains whose every program that ran ranks as the program the chain started from
+    like_start = sum(any(map(ran, c)) and all(ranks_as(p, origin(p)) for p in c if ran(p)) for c in chains.values())
     elapsed = sum(e["data"].get("elapsed_s", 0) for e in stops)
     out = {
         "run": args.run, "proposals": len(progs), "wall_seconds_per_proposal": round(elapsed / len(progs), 1) if progs else None,
@@ -97,7 +104,7 @@ def main(argv=None) -> int:
         # by how they were asked: the idea again on the program the chain started from, the failing statement
         # marked in its function, the whole block, a cut-off reply asked again as a diff
         **{f"{kind}_repairs": funnel([r for r in repairs if repair_kind(r) == kind], origin) for kind in REPAIR_KINDS},
-        "chains": {"n": len(chains), "ended_running_cleanly": clean_chains,
+        "chains": {"n": len(chains), "ended_running_cleanly": clean_chains, "of_which_rank_as_start": like_start,
                    "share": round(clean_chains / len(chains), 3) if chains else None},
     }
     if args.json:
@@ -122,7 +129,8 @@ def main(argv=None) -> int:
             print(f"           duplicates of archived programs: {f['duplicates']}")
     c = out["chains"]
     print(f"  chains   {c['n']} fresh proposals, {c['ended_running_cleanly']} ended as a program that runs cleanly "
-          f"({(c['share'] or 0) * 100:.0f}%)")
+          f"({(c['share'] or 0) * 100:.0f}%), {c['of_which_rank_as_start']} of them ranking exactly as the program "
+          "the chain started from")
     return 0
 
 

@@ -326,3 +326,10 @@ def test_consecutive_failures_stop_the_run_which_resumes_later(tmp_path, tiny_co
         assert p.returncode == 0, p.stdout + p.stderr
     progs = programs(run_dir)
     assert sorted(progs) == [1, 2, 3] and all(p.status == "accepted" for p in progs.values())
+
+
+def test_an_unknown_repair_style_is_refused_with_the_choices():
+    from evorank.evolve.config import ConfigError, from_dict
+    assert from_dict({"repair_style": "fix"}).repair_style == "fix"
+    with pytest.raises(ConfigError, match="repair_style must be one of rewrite, fix, got 'patch'"):
+        from_dict({"repair_style": "patch"})

@@ -36,6 +36,15 @@ from evorank.evolve.proposers import donor_label, fix_candidate
 _INSPIRATION = re.compile(r"^## Program (\d+) \(fitness", re.MULTILINE)
 
 
+def prompt_donors(p, programs: dict) -> tuple[tuple[str, str], ...]:
+    """(label, code) of the programs proposal ``p``'s prompt showed (parent, crossover partner, the inspirations it
+    names) and of the run's seeds: what a run lends names from when it mends ``p``'s candidate."""
+    shown = [programs[i] for i in p.parent_ids] + \
+        [programs[int(i)] for i in _INSPIRATION.findall(p.prompt or "") if int(i) in programs]
+    seeds = [r for r in programs.values() if r.operator == "seed"]
+    return tuple(dict.fromkeys((donor_label(r), r.code) for r in shown + seeds))
+
+
 def evaluate(source: str, suite: str, timeout_s: int, workdir: Path) -> str:
     """``ok FITNESS`` or ``fail REASON`` for a candidate, through ``evorank eval`` in a child process."""
     path = workdir / "candidate.py"
@@ -57,14 +66,11 @@ def replay(run: str, suite: str, timeout_s: int, workdir: Path):
     """Yields (proposal id, archived outcome, outcome now, what trusted code changed) per fresh reply."""
     with RunStore.open(run, readonly=True) as store:
         programs = {p.id: p for p in store.programs()}
-    seeds = [(donor_label(p), p.code) for p in programs.values() if p.operator == "seed"]
     for p in sorted(programs.values(), key=lambda p: p.id):
         if p.operator in ("seed", "repair", "migration") or p.iteration <= 0 or p.response is None \
                 or p.model is None or p.model.startswith(("cmd:", "offline")):
             continue
-        shown = [programs[i] for i in p.parent_ids] + \
-            [programs[int(i)] for i in _INSPIRATION.findall(p.prompt or "") if int(i) in programs]
-        donors = list(dict.fromkeys((donor_label(r), r.code) for r in shown)) + seeds
+        donors = list(prompt_donors(p, programs))
         before = "ok" if p.status in RAN_STATUSES else f"fail {p.failure_reason}"
         try:
             source, _ = apply_reply(programs[p.parent_ids[0]].code, p.response,

@@ -39,9 +39,9 @@ from evorank.evolve.llm import LLMClient, LLMSettings, ModelSpec
 from evorank.evolve.operators import reply_prose
 from evorank.evolve.prompts import IDEA_CHARS, PromptTemplates
 from evorank.evolve.proposal import Proposal
-from evorank.evolve.proposers import LLMProposer, candidate_failed, donor_label
+from evorank.evolve.proposers import LLMProposer, candidate_failed
 
-from llm_replay import _INSPIRATION, evaluate
+from llm_replay import evaluate, prompt_donors
 
 FRESH = ("diff", "full", "crossover")
 
@@ -52,15 +52,11 @@ def failures(run: str):
     with RunStore.open(run, readonly=True) as store:
         programs = {p.id: p for p in store.programs()}
     hashes = {normalized_code_hash(p.code) for p in programs.values()}
-    seeds = [(donor_label(p), p.code) for p in programs.values() if p.operator == "seed"]
     for p in sorted(programs.values(), key=lambda p: p.id):
         if p.operator not in FRESH or p.status != "failed" or not candidate_failed(p.failure_reason) \
                 or p.response is None or p.prompt is None:
             continue
-        shown = [programs[i] for i in p.parent_ids] + \
-            [programs[int(i)] for i in _INSPIRATION.findall(p.prompt) if int(i) in programs]
-        donors = tuple(dict.fromkeys((donor_label(r), r.code) for r in shown)) + tuple(seeds)
-        yield os.path.basename(run.rstrip("/")), p, programs[p.parent_ids[0]], donors, hashes
+        yield os.path.basename(run.rstrip("/")), p, programs[p.parent_ids[0]], prompt_donors(p, programs), hashes
 
 
 def main(argv=None) -> int:

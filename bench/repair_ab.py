@@ -77,10 +77,7 @@ def main(argv=None) -> int:
                            api_key=os.environ.get("OPENAI_API_KEY", "local"), max_tokens=args.max_tokens,
                            timeout_s=args.request_timeout, max_retries=1)
     client, templates = LLMClient(settings), PromptTemplates.load()
-    sizes = {}
-    for address in resolve_collections(args.suite, None):
-        topics = load_topics(address)
-        sizes[topics.name] = (int(topics.index.n_docs), int(topics.index.n_terms), int(topics.index.term_doc.nnz))
+    sizes = {t.name: t.array_sizes for t in map(load_topics, resolve_collections(args.suite, None))}
     proposers = {s: LLMProposer(client, templates, "", {"diff": 1.0}, 1, s) for s in styles}
     for proposer in proposers.values():
         proposer.set_collection_sizes(sizes)

@@ -29,6 +29,12 @@ class Topics:
     judged: Judgements
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def array_sizes(self) -> tuple[int, int, int]:
+        """(documents, terms, postings): the lengths of a program's per-document, per-term and per-posting arrays
+        on this collection."""
+        return int(self.index.n_docs), int(self.index.n_terms), int(self.index.term_doc.nnz)
+
 
 def load_topics(address: str, progress: bool = False, log=None) -> Topics:
     coll = load_collection(address)

@@ -286,7 +286,7 @@ class Evaluator:
     def array_sizes(self) -> dict[str, tuple[int, int, int]]:
         """Collection name -> (documents, terms, postings): the lengths of a program's per-document, per-term and
         per-posting arrays there (repair requests quote them for shape errors)."""
-        return {t.name: (int(t.index.n_docs), int(t.index.n_terms), int(t.index.term_doc.nnz)) for t in self.topics}
+        return {t.name: t.array_sizes for t in self.topics}
 
     def _reference_metrics(self, which: str) -> dict[str, dict[str, float]] | None:
         """The reference's per-collection metrics on the train queries, the validation queries, or the stage-1

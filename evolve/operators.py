@@ -21,6 +21,7 @@ REPLY_FAILURES = ("no_code", "truncated", "diff_no_match", "diff_ambiguous", "di
 
 _DIFF = re.compile(r"<{5,}\s*SEARCH[^\n]*\n(.*?)\n?={5,}[^\n]*\n(.*?)\n?>{5,}\s*REPLACE", re.DOTALL)
 _FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)```", re.DOTALL)
+_SEARCH_OPENS = re.compile(r"<{5,}\s*SEARCH")  # where a SEARCH/REPLACE block begins, complete or not
 
 
 class ReplyError(Exception):
@@ -334,8 +335,7 @@ def _ensure_newline(block: str) -> str:
 def reply_prose(reply: str, limit: int) -> str:
     """What a reply says before its first code fence or SEARCH/REPLACE block (the idea, in the model's words), at
     most ``limit`` characters from its start; "" when the reply opens with code."""
-    cut = min([m.start() for m in (re.search(r"```", reply), re.search(r"<{5,}\s*SEARCH", reply)) if m] or
-              [len(reply)])
+    cut = min([m.start() for m in (re.search(r"```", reply), _SEARCH_OPENS.search(reply)) if m] or [len(reply)])
     prose = reply[:cut].strip()
     return prose if len(prose) <= limit else prose[:limit].rstrip() + " [...]"
 
@@ -350,7 +350,7 @@ def apply_reply(source: str, reply: str, mode: str, finish_reason: str | None = 
     """
     try:
         has_diff = bool(_DIFF.search(reply)) or "<<<<<<< SEARCH" in reply
-        opened, complete = len(re.findall(r"<{5,}\s*SEARCH", reply)), len(_DIFF.findall(reply))
+        opened, complete = len(_SEARCH_OPENS.findall(reply)), len(_DIFF.findall(reply))
         if finish_reason == "length" and opened > complete:
             raise ReplyError("truncated", f"the reply was cut off inside a SEARCH/REPLACE block ({complete} of "
                                           f"{opened} blocks complete), so none of it was applied")

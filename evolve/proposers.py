@@ -125,8 +125,8 @@ class LLMProposer:
     Operators are drawn from ``operator_mix`` (``diff`` / ``full`` / ``crossover``); a crossover
     without a partner becomes a ``diff``. The operator recorded for ``diff`` and ``full`` is what the
     reply really was. A failed proposal's repair (``follow_up``) asks the same model again, how depending on
-    the failure and on ``repair_style`` (``rewrite`` or ``fix``, config.REPAIR_STYLES); a request that reached no model sets ``Proposal.unavailable`` with the client's one-line
-    explanation (URL, cause, fix).
+    the failure and on ``repair_style`` (``rewrite`` or ``fix``, config.REPAIR_STYLES); a request that reached no
+    model sets ``Proposal.unavailable`` with the client's one-line explanation (URL, cause, fix).
     """
 
     instantaneous = False

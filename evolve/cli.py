@@ -41,8 +41,8 @@ def _err(msg: str) -> None:
 RUN_FLAGS = ("seeds", "suite", "datasets", "iterations", "llm", "base_url", "workers", "out", "budget_usd",
              "max_hours", "seed", "fitness", "islands", "in_flight", "prompts_dir", "max_tokens", "inspirations",
              "cluster", "shard_queries", "api_key_env", "request_timeout_s", "eval_timeout_s", "eval_memory_mb",
-             "repair_rounds", "repair_style", "max_consecutive_llm_failures", "command_timeout_s", "preflight",
-             "validation_fraction", "heldout")
+             "repair_rounds", "repair_style", "directions", "max_consecutive_llm_failures", "command_timeout_s",
+             "preflight", "validation_fraction", "heldout")
 
 
 def resolve_run_config(args):
@@ -389,6 +389,7 @@ def add_inspection_commands(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from evorank.evolve.config import REPAIR_STYLES  # light: the dataclass and its checks
+    from evorank.evolve.directions import shipped_directions  # light: one template file read
 
     parser = argparse.ArgumentParser(
         prog="evorank",
@@ -493,6 +494,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "from, with the failure and the failing line shown (small models mostly repeat code they are "
                    "asked to correct); 'fix' shows the failing statement marked and asks for it corrected (cheaper "
                    "requests, for strong models). Default rewrite")
+    p.add_argument("--directions", metavar="all|none|NAME,...",
+                   help="give each diff or full LLM proposal ONE way to improve its parent, with helper code that "
+                   "works against the program contract: 'all' (default; one drawn per proposal from the run's seed), "
+                   "'none' (the model picks from the system prompt's list), or some of: "
+                   f"{', '.join(shipped_directions())} (evolve/prompts/directions.txt; --prompts can override it). "
+                   "Recorded as the 'direction' feature")
     p.add_argument("--max-llm-failures", dest="max_consecutive_llm_failures", type=int, metavar="N",
                    help="stop the run (resumable, non-zero exit) after N attempts in a row reach no model (no "
                    "connection, time-out, key refused, unknown model, command not found); such attempts are not "

@@ -61,6 +61,9 @@ class RunConfig:
     # how a chat model is asked to repair a program that failed the static checks or when run: "rewrite" (the
     # idea again, written afresh on the program it started from) or "fix" (the failing statement or block edited)
     repair_style: str = "rewrite"
+    # the way each diff or full LLM proposal is asked to improve its parent (evolve/directions.py): "all" (one drawn
+    # per proposal from the directions template), "none" (the model chooses), or comma-separated direction names
+    directions: str = "all"
     max_consecutive_llm_failures: int = 5  # stop (resumably) after this many attempts in a row reach no model
     preflight: bool = True  # one cheap request per chat model (and a look-up per command) before the run starts
     commands: dict[str, str] = field(default_factory=dict)  # name -> command line, used as cmd:NAME in llm
@@ -153,6 +156,16 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         bad(f"repair_rounds must be a whole number >= 0 (0 turns repairs off), got {cfg.repair_rounds!r}")
     if cfg.repair_style not in REPAIR_STYLES:
         bad(f"repair_style must be one of {', '.join(REPAIR_STYLES)}, got {cfg.repair_style!r}")
+    if not isinstance(cfg.directions, str):
+        bad(f"directions must be a string ('all', 'none' or comma-separated names), got {cfg.directions!r}")
+    if cfg.directions.strip() not in ("all", "none"):
+        from .directions import allowed  # light: a regular expression over one template file
+        from .prompts import PromptTemplates
+
+        try:
+            allowed(cfg.directions, PromptTemplates.load(cfg.prompts_dir).directions())
+        except ValueError as e:
+            bad(str(e))
     if not isinstance(cfg.max_consecutive_llm_failures, int) or cfg.max_consecutive_llm_failures < 1:
         bad(f"max_consecutive_llm_failures must be a whole number >= 1, got {cfg.max_consecutive_llm_failures!r}")
     if not isinstance(cfg.command_timeout_s, (int, float)) or cfg.command_timeout_s <= 0:

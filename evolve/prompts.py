@@ -14,12 +14,13 @@ from evorank.evaluators.metrics import METRICS
 from evorank.evaluators.program import contract_text
 from evorank.evaluators.program_output import fence
 
+from .directions import Direction, parse_directions
 from .line_repair import FailingStatement, failing_line, marked_context, names_hint
 
 SHIPPED = resources.files("evorank.evolve") / "prompts"
 TEMPLATES = ("system", "mutation", "diff_instructions", "full_instructions", "crossover_instructions",
              "command_instructions", "repair_instructions", "statement_repair_instructions",
-             "truncated_instructions", "rewrite_repair_instructions")
+             "truncated_instructions", "rewrite_repair_instructions", "directions")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,10 @@ class PromptTemplates:
 
     def render(self, name: str, /, **values) -> str:
         return string.Template(self.texts[name]).safe_substitute(**values)
+
+    def directions(self) -> dict[str, Direction]:
+        """The directions a proposal may be given (``directions.txt``; :mod:`evorank.evolve.directions`)."""
+        return parse_directions(self.texts["directions"])
 
 
 def _fmt(x, digits=4) -> str:
@@ -86,10 +91,21 @@ def inspirations_text(programs, block_of) -> str:
     return "\n\n".join(parts)
 
 
+def direction_text(direction: Direction | None) -> str:
+    """The prompt section giving a proposal its direction ("" for none)."""
+    if direction is None:
+        return ""
+    return (f"# The direction for this proposal: {direction.name}\n{direction.text}\n"
+            "Apply this direction to the program above, adapted to what it already does (its state, its "
+            "constants); the helper code works as written, and the commented lines show how it is used.\n\n")
+
+
 def build_messages(templates: PromptTemplates, kind: str, parent, seeds: dict[str, object], objective: str,
-                   failures=(), inspirations=(), other=None, block_of=lambda code: code) -> list[dict]:
+                   failures=(), inspirations=(), other=None, block_of=lambda code: code,
+                   direction: Direction | None = None) -> list[dict]:
     """Chat messages for one proposal. ``kind`` is diff, full, crossover, or command (an external tool edits the
-    file ``program.py`` in its working folder)."""
+    file ``program.py`` in its working folder); ``direction`` is the way to improve the parent the prompt asks
+    for (None: the model chooses)."""
     if kind == "command":
         instructions = templates.render("command_instructions", file="program.py")
     elif kind == "diff":
@@ -115,6 +131,7 @@ def build_messages(templates: PromptTemplates, kind: str, parent, seeds: dict[st
         failures=failures_text(failures),
         inspirations=inspirations_text(inspirations, block_of),
         instructions=instructions,
+        direction=direction_text(direction),
     )
     return [{"role": "system", "content": templates.render("system")}, {"role": "user", "content": user}]
 

@@ -37,6 +37,7 @@ REPAIR = "repair"  # a follow-up request that fixes a failed proposal (its paren
 COMMAND = "command"  # a proposal written by an external command (a coding agent) editing a file
 TRUSTED_EDITS_FEATURE = "trusted_edits"  # the feature saying what trusted code changed in a candidate before evaluation
 REPAIR_KIND_FEATURE = "repair_kind"  # the feature saying how a repair was asked for (Proposal.repair_kind)
+DIRECTION_FEATURE = "direction"  # the feature naming the direction a proposal's chain was given (Proposal.direction)
 
 # Failure reasons that a repair round cannot help with: the model or tool itself failed (llm:, command:,
 # proposer:), or the program tried to cheat the latency measurement.
@@ -88,6 +89,8 @@ class Proposal:
     #                                           definitions of names the candidate reads but never defines from
     repair_kind: str | None = None  # how a repair was asked for: "rewrite" (the idea again), "statement", "block",
     #                                 "shorter" (a cut-off reply asked again as a diff); recorded as a feature
+    direction: str | None = None  # the direction the chain's first request gave (evolve/directions.py); a
+    #                               repair keeps it; recorded as a feature
     trusted_edits: str | None = None  # what trusted code changed in the model's candidate (missing names defined,
     #                                   arrays brought to the postings), recorded as a feature
     started_at: float = field(default_factory=time.time)
@@ -120,6 +123,8 @@ class Proposal:
             rec.features = {**rec.features, TRUSTED_EDITS_FEATURE: self.trusted_edits}
         if self.repair_kind is not None:
             rec.features = {**rec.features, REPAIR_KIND_FEATURE: self.repair_kind}
+        if self.direction is not None:
+            rec.features = {**rec.features, DIRECTION_FEATURE: self.direction}
         if self.source is None:
             rec.status, rec.failure_reason, rec.failure_detail = "failed", self.failure_reason, self.failure_detail
             rec.fitness = 0.0
@@ -170,4 +175,4 @@ def repair_of(prop: Proposal, failed: ProgramRecord, **fields) -> Proposal:
     record, one round further; the engine gives it its own iteration number when it is sent."""
     return Proposal(iteration=0, island=prop.island, generation=prop.generation, operator=REPAIR, parent=failed,
                     repair_round=prop.repair_round + 1, origin=prop.base, member=prop.member, donors=prop.donors,
-                    opening=prop.opening, idea=prop.idea, **fields)
+                    opening=prop.opening, idea=prop.idea, direction=prop.direction, **fields)

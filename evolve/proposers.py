@@ -25,6 +25,8 @@ from evorank.evaluators.program import split_block
 from .array_kinds import lift_to_postings
 from .commands import CommandProposer
 from .config import RunConfig
+from .directions import allowed as allowed_directions
+from .directions import choose as choose_direction
 from .ensemble import EnsembleProposer, chat_settings, parse_llm_spec
 from .llm import Budget, LLMClient, unreachable
 from .offline_crossover import crossover
@@ -132,8 +134,11 @@ class LLMProposer:
     instantaneous = False
 
     def __init__(self, client: LLMClient, templates: PromptTemplates, objective: str,
-                 operator_mix: dict[str, float], concurrency: int, repair_style: str = "rewrite"):
+                 operator_mix: dict[str, float], concurrency: int, repair_style: str = "rewrite",
+                 directions: tuple[str, ...] = (), seed: int = 0):
         self.client = client
+        self.directions = directions  # the names a diff or full proposal's direction is drawn from (none: no direction)
+        self.seed = seed
         self.repair_style = repair_style
         self.templates = templates
         self.objective = objective
@@ -152,12 +157,16 @@ class LLMProposer:
         return "diff" if operator == CROSSOVER and not has_partner else operator
 
     def prepare(self, prop: Proposal, view: ArchiveView) -> None:
-        """Build the chat messages (``prop.messages``; the user message is ``prop.prompt``)."""
+        """Build the chat messages (``prop.messages``; the user message is ``prop.prompt``); a diff or full
+        proposal is given a direction (``prop.direction``) when the run allows any."""
         insp = view.inspirations(prop)
+        if prop.operator != CROSSOVER:
+            prop.direction = choose_direction(self.directions, self.seed, prop.iteration)
         prop.messages = build_messages(
             self.templates, prop.operator, prop.parent, view.seed_records, self.objective,
             failures=view.recent_failures(prop), inspirations=insp, other=prop.other,
             block_of=lambda code: split_block(code).block,
+            direction=self.templates.directions()[prop.direction] if prop.direction else None,
         )
         prop.prompt = prop.messages[-1]["content"]
         prop.opening = prop.messages
@@ -304,7 +313,8 @@ def make_proposer(cfg: RunConfig, budget: Budget, spec: FitnessSpec) -> Proposer
     if models:
         client = LLMClient(chat_settings(cfg, models), budget=budget)
         members.append((sum(m.weight for m in models),
-                        LLMProposer(client, templates, objective, cfg.operator_mix, cfg.in_flight, cfg.repair_style)))
+                        LLMProposer(client, templates, objective, cfg.operator_mix, cfg.in_flight, cfg.repair_style,
+                                    allowed_directions(cfg.directions, templates.directions()), cfg.seed)))
     for c in commands:
         members.append((c.weight, CommandProposer(c, templates, objective, cfg.command_timeout_s, cfg.in_flight)))
     if len(members) == 1:

@@ -1,0 +1,136 @@
+"""Directions (evolve/directions.py): every shipped direction's helper code and the commented lines that use it run
+on a real index and change the ranking; the draw is reproducible and covers every direction; a run's prompts carry
+the direction and its repairs keep it; unknown names are refused naming the choices."""
+from __future__ import annotations
+
+import math
+import random
+import re
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from evorank.evaluators.evaluate import load_topics
+from evorank.evaluators.program import BLOCK_END, load_program
+from evorank.evaluators.static_check import static_check
+from evorank.evolve.config import ConfigError, RunConfig, validate
+from evorank.evolve.directions import allowed, choose, parse_directions, shipped_directions
+from evorank.evolve.prompts import PromptTemplates
+
+from conftest import WORDS, write_beir
+
+DIRECTIONS = PromptTemplates.load().directions()
+USE = re.compile(r"^#     (.*)$", re.MULTILINE)  # the commented lines that show how a direction's helpers are used
+
+
+def code_of(text: str) -> str:
+    return text.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.fixture(scope="module")
+def titled_topics(tmp_path_factory):
+    """A seeded random collection whose documents have titles, with adjacent-word queries (phrases occur)."""
+    rnd = random.Random(3)
+    docs = {f"d{i}": (" ".join(rnd.choices(WORDS, k=rnd.randint(1, 4))),
+                      " ".join(rnd.choices(WORDS[:12], k=rnd.randint(5, 40)))) for i in range(150)}
+    queries = {f"q{i}": " ".join(rnd.choices(WORDS[:12], k=rnd.randint(1, 4))) for i in range(25)}
+    qrels = [(q, f"d{rnd.randrange(150)}", 1) for q in queries]
+    root = tmp_path_factory.mktemp("directions")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EVORANK_CACHE", str(root / "cache"))
+        yield load_topics(str(write_beir(root / "coll", docs, queries, qrels)))
+
+
+def test_the_shipped_directions_are_the_documented_ones():
+    assert tuple(DIRECTIONS) == shipped_directions() == (
+        "saturation", "idf", "smoothing", "proximity", "phrase", "fields", "variants", "feedback", "coordination",
+        "prior")
+    for d in DIRECTIONS.values():
+        assert d.text.count("```python\n") == 1 and USE.search(d.text), d.name
+
+
+@pytest.mark.parametrize("name", sorted(DIRECTIONS))
+def test_a_directions_helpers_and_their_use_run_and_change_the_ranking(name, titled_topics):
+    """The helpers pass the static checks inside a program; the commented lines, run after the BM25 seed's prepare
+    (``state``) and score (``scores``), give finite-or--inf float scores for every query, different from BM25's
+    for some."""
+    code = code_of(DIRECTIONS[name].text)
+    seed = load_program("bm25")
+    static_check(seed.source.replace(BLOCK_END, code + BLOCK_END), seed.source)
+    index = titled_topics.index
+    use = "\n".join(USE.findall(code))
+    bm25_state = seed.prepare(index)
+    changed = 0
+    for query in titled_topics.queries:
+        bm25 = np.asarray(seed.score(query, index, bm25_state), dtype=np.float64)
+        ns = {"np": np, "sp": sp, "math": math, "index": index, "query": query, "state": bm25_state,
+              "scores": bm25.copy()}
+        exec(code, ns)
+        exec(use, ns)
+        scores = np.asarray(ns["scores"])
+        assert scores.shape == (index.n_docs,) and scores.dtype.kind == "f", (name, query.id)
+        assert not np.isnan(scores).any() and not np.isposinf(scores).any(), (name, query.id)
+        changed += not np.allclose(scores, bm25)
+    assert changed, f"{name}: the direction's code never changed a ranking"
+
+
+def test_sections_parse_in_file_order_and_the_header_is_left_out():
+    text = "a comment for people\n## one\nFirst.\n```python\nx = 1\n```\n\n## two\nSecond.\n"
+    parsed = parse_directions(text)
+    assert list(parsed) == ["one", "two"]
+    assert parsed["one"].text == "First.\n```python\nx = 1\n```" and parsed["two"].text == "Second."
+
+
+def test_the_draw_is_reproducible_covers_every_direction_and_depends_on_the_seed():
+    names = tuple(DIRECTIONS)
+    draws = [choose(names, 7, i) for i in range(1, 201)]
+    assert draws == [choose(names, 7, i) for i in range(1, 201)]
+    assert set(draws) == set(names)
+    assert draws != [choose(names, 8, i) for i in range(1, 201)]
+    assert choose((), 7, 3) is None and choose(("fields",), 7, 3) == "fields"
+
+
+def test_allowed_names_and_unknown_ones_refused():
+    assert allowed("all", DIRECTIONS) == tuple(DIRECTIONS) and allowed("none", DIRECTIONS) == ()
+    assert allowed(" fields, proximity ", DIRECTIONS) == ("fields", "proximity")
+    with pytest.raises(ValueError, match="unknown direction.*bm99.*saturation"):
+        allowed("fields,bm99", DIRECTIONS)
+    with pytest.raises(ConfigError, match="bm99"):
+        validate(RunConfig(directions="bm99"))
+    validate(RunConfig(directions="proximity,phrase"))
+
+
+def test_a_run_gives_diff_proposals_a_direction_and_repairs_keep_it(tmp_path, tiny_collection, monkeypatch):
+    from fake_openai import FakeOpenAI
+    from test_loop import make_config, run_engine
+    from test_repairs import FIX, RAISES, programs
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with FakeOpenAI([RAISES, FIX]) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=2, seed=5,
+                          operator_mix={"diff": 1.0}, repair_style="fix", repair_rounds=1, directions="fields,phrase")
+        run_engine(cfg, tiny_collection)
+        first_prompt = srv.requests[0]["body"]["messages"][-1]["content"]
+    progs = programs(cfg.out)
+    name = choose(("fields", "phrase"), 5, progs[1].iteration)
+    assert progs[1].features["direction"] == name and progs[2].features["direction"] == name
+    assert f"# The direction for this proposal: {name}\n" in first_prompt
+    assert code_of(DIRECTIONS[name].text) in first_prompt
+    other = {"fields": "phrase", "phrase": "fields"}[name]
+    assert f"direction for this proposal: {other}" not in first_prompt
+
+
+def test_no_direction_leaves_the_prompt_without_one(tmp_path, tiny_collection, monkeypatch):
+    from fake_openai import FakeOpenAI
+    from test_loop import make_config, run_engine
+    from test_repairs import FIX, programs
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with FakeOpenAI([FIX]) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=1,
+                          operator_mix={"diff": 1.0}, repair_rounds=0, directions="none")
+        run_engine(cfg, tiny_collection)
+        prompt = srv.requests[0]["body"]["messages"][-1]["content"]
+    assert "direction for this proposal" not in prompt and "direction" not in programs(cfg.out)[1].features
+    assert "$direction" not in prompt and "\n\n\n# Your task" not in prompt

@@ -24,7 +24,7 @@ from evorank.archive import RunStore
 from evorank.archive.programs import RAN_STATUSES
 from evorank.evolve.line_repair import MARKER
 from evorank.evolve.operators import REPLY_FAILURES
-from evorank.evolve.proposal import REPAIR_KIND_FEATURE, TRUSTED_EDITS_FEATURE
+from evorank.evolve.proposal import DIRECTION_FEATURE, REPAIR_KIND_FEATURE, TRUSTED_EDITS_FEATURE
 
 NO_CANDIDATE = REPLY_FAILURES + ("llm:", "proposer:", "command:")
 #: How repairs were asked for (the repair_kind feature; runs from before it had statement and block repairs only)
@@ -97,6 +97,12 @@ def main(argv=None) -> int:
     clean_chains = sum(any(map(ran, c)) for c in chains.values())
     # chains whose every program that ran ranks as the program the chain started from
     like_start = sum(any(map(ran, c)) and all(ranks_as(p, origin(p)) for p in c if ran(p)) for c in chains.values())
+    # chains by the direction their first request gave (evolve/directions.py; none: the model chose)
+    by_direction: dict[str, list[int]] = {}
+    for c in chains.values():
+        tally = by_direction.setdefault(c[0].features.get(DIRECTION_FEATURE) or "(none)", [0, 0])
+        tally[0] += 1
+        tally[1] += any(map(ran, c))
     elapsed = sum(e["data"].get("elapsed_s", 0) for e in stops)
     out = {
         "run": args.run, "proposals": len(progs), "wall_seconds_per_proposal": round(elapsed / len(progs), 1) if progs else None,
@@ -105,7 +111,8 @@ def main(argv=None) -> int:
         # marked in its function, the whole block, a cut-off reply asked again as a diff
         **{f"{kind}_repairs": funnel([r for r in repairs if repair_kind(r) == kind], origin) for kind in REPAIR_KINDS},
         "chains": {"n": len(chains), "ended_running_cleanly": clean_chains, "of_which_rank_as_start": like_start,
-                   "share": round(clean_chains / len(chains), 3) if chains else None},
+                   "share": round(clean_chains / len(chains), 3) if chains else None,
+                   "by_direction": {k: {"n": n, "ended_running_cleanly": ok} for k, (n, ok) in sorted(by_direction.items())}},
     }
     if args.json:
         json.dump(out, sys.stdout, indent=2)
@@ -131,6 +138,9 @@ def main(argv=None) -> int:
     print(f"  chains   {c['n']} fresh proposals, {c['ended_running_cleanly']} ended as a program that runs cleanly "
           f"({(c['share'] or 0) * 100:.0f}%), {c['of_which_rank_as_start']} of them ranking exactly as the program "
           "the chain started from")
+    if set(c["by_direction"]) != {"(none)"}:
+        print("           by direction: " + ", ".join(f"{k} {v['ended_running_cleanly']}/{v['n']}"
+                                                     for k, v in c["by_direction"].items()))
     return 0
 
 

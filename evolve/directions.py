@@ -31,6 +31,12 @@ class Direction:
     name: str
     text: str  # prose and helper code, as shown in the prompt
 
+    @property
+    def code(self) -> str:
+        """The helper code: the section's ```python block ("" when it has none)."""
+        _, fence, rest = self.text.partition("```python\n")
+        return rest.split("```", 1)[0] if fence else ""
+
 
 def parse_directions(text: str) -> dict[str, Direction]:
     """The sections of a directions template (``## name`` lines start them; text before the first is a comment

@@ -10,6 +10,9 @@ Such NameErrors were 6 of the 18 failed first attempts of the local model (Qwen2
 
 - an allowed module (``np``, ``sp``, ``sparse``, ``math``, ...): its import, at the top of the EVOLVE-BLOCK;
 - a module-level assignment that reads only modules (``MU = 2000.0``): that line, at the top of the block;
+- a module-level function (``min_pair_distance(query, index)``, a helper the prompt's direction or another
+  program showed and the candidate calls without copying it), with what it reads from the module: the whole
+  ``def``, at the top of the block;
 - a name a function assigns in one top-level statement (``td = index.term_doc``): that statement, just before
   the first statement that reads the name, when every name it reads exists there (or is itself borrowed the same
   way, in order).
@@ -66,6 +69,7 @@ class _Definition:
     reads: frozenset[str]
     function: str | None  # the function whose top level it is in; None at module level
     where: str  # "seed bm25", "program 12 prepare()", "its prepare()"
+    is_function: bool = False  # a whole module-level ``def`` (never renamed: only assignments are)
 
 
 def _simple_target(stmt: ast.stmt) -> str | None:
@@ -92,6 +96,11 @@ def _definitions(code: str, label: str) -> list[_Definition]:
         if name is not None and reads <= set(MODULE_IMPORTS):
             out.append(_Definition(name, ast.get_source_segment(block, stmt), frozenset(reads), None, label))
         if isinstance(stmt, ast.FunctionDef):
+            # the whole function, for a candidate that calls a helper it was shown but never copied; what it reads
+            # from the module (other helpers, constants, modules) is borrowed with it
+            reads = free_names(stmt) - _bound_in(stmt) - {stmt.name}
+            out.append(_Definition(stmt.name, ast.get_source_segment(block, stmt), frozenset(reads), None,
+                                   f"{label} (function)", is_function=True))
             for inner in stmt.body:
                 name = _simple_target(inner)
                 reads = free_names(inner.value) if name is not None else set()
@@ -139,6 +148,7 @@ def _aliases(missing: set[str], library: list[_Definition], statements: list[ast
     """Definitions for missing names that have none of their own: the definition of the name they respell (same
     letters in another case) or stand in for (:func:`_alias_of`), renamed."""
     have = {d.name for d in library}
+    library = [d for d in library if not d.is_function]
     out: list[_Definition] = []
     donor_statements = None
     for name in sorted(missing - have - set(MODULE_IMPORTS)):

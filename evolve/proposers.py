@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from evorank.evaluators.metrics import FitnessSpec
-from evorank.evaluators.program import split_block
+from evorank.evaluators.program import BLOCK_END, BLOCK_START, split_block
 
 from .array_kinds import lift_to_postings
 from .commands import CommandProposer
@@ -162,16 +162,19 @@ class LLMProposer:
         insp = view.inspirations(prop)
         if prop.operator != CROSSOVER:
             prop.direction = choose_direction(self.directions, self.seed, prop.iteration)
+        direction = self.templates.directions()[prop.direction] if prop.direction else None
         prop.messages = build_messages(
             self.templates, prop.operator, prop.parent, view.seed_records, self.objective,
             failures=view.recent_failures(prop), inspirations=insp, other=prop.other,
-            block_of=lambda code: split_block(code).block,
-            direction=self.templates.directions()[prop.direction] if prop.direction else None,
+            block_of=lambda code: split_block(code).block, direction=direction,
         )
         prop.prompt = prop.messages[-1]["content"]
         prop.opening = prop.messages
         shown = [r for r in (prop.parent, prop.other, *insp, *view.seed_records.values()) if r is not None]
         donors: dict[str, tuple[str, str]] = {}
+        if direction is not None and direction.code:  # its helpers first: a candidate that calls one without
+            #                                          copying it gets it (name_repair)
+            donors[""] = (f"direction {direction.name}", f"{BLOCK_START}\n{direction.code}{BLOCK_END}\n")
         for r in shown:
             donors.setdefault(r.code, (donor_label(r), r.code))
         prop.donors = tuple(donors.values())

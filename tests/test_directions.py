@@ -24,10 +24,6 @@ DIRECTIONS = PromptTemplates.load().directions()
 USE = re.compile(r"^#     (.*)$", re.MULTILINE)  # the commented lines that show how a direction's helpers are used
 
 
-def code_of(text: str) -> str:
-    return text.split("```python\n", 1)[1].split("```", 1)[0]
-
-
 @pytest.fixture(scope="module")
 def titled_topics(tmp_path_factory):
     """A seeded random collection whose documents have titles, with adjacent-word queries (phrases occur)."""
@@ -55,7 +51,7 @@ def test_a_directions_helpers_and_their_use_run_and_change_the_ranking(name, tit
     """The helpers pass the static checks inside a program; the commented lines, run after the BM25 seed's prepare
     (``state``) and score (``scores``), give finite-or--inf float scores for every query, different from BM25's
     for some."""
-    code = code_of(DIRECTIONS[name].text)
+    code = DIRECTIONS[name].code
     seed = load_program("bm25")
     static_check(seed.source.replace(BLOCK_END, code + BLOCK_END), seed.source)
     index = titled_topics.index
@@ -116,7 +112,7 @@ def test_a_run_gives_diff_proposals_a_direction_and_repairs_keep_it(tmp_path, ti
     name = choose(("fields", "phrase"), 5, progs[1].iteration)
     assert progs[1].features["direction"] == name and progs[2].features["direction"] == name
     assert f"# The direction for this proposal: {name}\n" in first_prompt
-    assert code_of(DIRECTIONS[name].text) in first_prompt
+    assert DIRECTIONS[name].code in first_prompt
     other = {"fields": "phrase", "phrase": "fields"}[name]
     assert f"direction for this proposal: {other}" not in first_prompt
 
@@ -134,3 +130,26 @@ def test_no_direction_leaves_the_prompt_without_one(tmp_path, tiny_collection, m
         prompt = srv.requests[0]["body"]["messages"][-1]["content"]
     assert "direction for this proposal" not in prompt and "direction" not in programs(cfg.out)[1].features
     assert "$direction" not in prompt and "\n\n\n# Your task" not in prompt
+
+
+def test_a_reply_that_calls_the_directions_helper_without_copying_it_gets_it(tmp_path, tiny_collection,
+                                                                              monkeypatch):
+    """The direction's helpers are the first donors of name repair: a candidate calling min_pair_distance without
+    its def is evaluated with the direction's definition added, runs, and says so."""
+    from evorank.evolve.proposal import TRUSTED_EDITS_FEATURE
+    from fake_openai import FakeOpenAI
+    from test_loop import diff, make_config, run_engine
+    from test_repairs import programs
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    line = "    scores = rows.T @ query.qtf.astype(np.float32)"
+    reply = diff(line, line + "\n    docs, delta = min_pair_distance(query, index)\n"
+                 "    scores[docs] += np.log1p(np.exp(-delta) / 0.3)", (100, 20))
+    with FakeOpenAI([reply]) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=1,
+                          operator_mix={"diff": 1.0}, repair_rounds=0, directions="proximity")
+        run_engine(cfg, tiny_collection)
+    p = programs(cfg.out)[1]
+    assert p.status == "accepted", (p.failure_reason, p.failure_detail)
+    assert p.features[TRUSTED_EDITS_FEATURE] == "defined min_pair_distance from direction proximity (function)"
+    assert DIRECTIONS["proximity"].code.split("\n# In score")[0] in p.code

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from evorank.evaluators.static_check import static_check
@@ -160,3 +161,36 @@ def test_a_missing_name_in_a_statement_unlike_any_donors_is_not_taken_for_a_rena
                    "    w = np.log1p(td.data / (sat * other[dl])) + np.log(sat / (dl + sat))\n    return w\n\n\n"
                    "def score(query, index, state):\n    return state\n")
     assert borrow_missing_names(code, SEEDS) is None
+
+
+def test_a_helper_function_called_but_never_copied_is_defined_with_what_it_reads():
+    """A donor's module-level function the candidate calls without defining it comes whole, at the top of the
+    block, with the donor's constant it reads; the donor's other functions stay out."""
+    donor = program("ALPHA = 0.3\n\n\ndef bonus(d):\n    return np.log1p(np.exp(-d) / ALPHA)\n\n\n"
+                    "def unused(x):\n    return x\n")
+    code = program("def score(query, index, state):\n    return state + bonus(state)\n")
+    fix = borrow_missing_names(code, [("direction proximity", donor)])
+    assert fix is not None and fix.names == ("bonus",)
+    assert fix.description == "defined ALPHA from direction proximity, bonus from direction proximity (function)"
+    assert "def unused" not in fix.source and fix.source.index("ALPHA = 0.3") < fix.source.index("def bonus(d):")
+    static_check(fix.source)
+    assert run(fix.source)["score"](None, None, 1.0) == pytest.approx(1.0 + np.log1p(np.exp(-1.0) / 0.3))
+
+
+def test_a_helper_function_reading_a_name_nobody_defines_is_not_borrowed():
+    donor = program("def bonus(d):\n    return d * UNKNOWN_SCALE\n")
+    code = program("def score(query, index, state):\n    return bonus(state)\n")
+    assert borrow_missing_names(code, [("program 3", donor)]) is None
+
+
+def test_a_recursive_helper_is_borrowed_once():
+    donor = program("def depth(n):\n    return 0 if n <= 0 else 1 + depth(n - 1)\n")
+    code = program("def score(query, index, state):\n    return state + depth(3)\n")
+    fix = borrow_missing_names(code, [("program 3", donor)])
+    assert fix is not None and fix.source.count("def depth(n):") == 1 and run(fix.source)["score"](0, 0, 1) == 4
+
+
+def test_a_function_is_never_taken_for_a_respelled_name():
+    donor = program("def Bonus(d):\n    return d\n")
+    code = program("def score(query, index, state):\n    return bonus(state)\n")
+    assert borrow_missing_names(code, [("program 3", donor)]) is None

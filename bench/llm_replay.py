@@ -5,7 +5,7 @@ A measured LLM run takes over an hour with the local model (bench/llm_funnel.py)
 (evolve/operators.py) or to the edits trusted code makes before evaluation (evolve/attribute_repair.py,
 name_repair.py, array_kinds.py) can be judged in minutes on the replies runs already archived. Each fresh reply
 is applied to its parent again and mended with the donors its prompt showed (parent, crossover partner, the
-inspirations named in the prompt, the seeds); a candidate that differs from the archived one is evaluated with
+inspirations named in the prompt, the seeds, and first the helpers of the proposal's direction); a candidate that differs from the archived one is evaluated with
 `evorank eval --suite SUITE` (static checks and sandbox, as in a run), the others keep their archived outcome.
 Repairs are not replayed (their requests depended on the failures of the time).
 
@@ -31,18 +31,24 @@ from pathlib import Path
 from evorank.archive import RunStore
 from evorank.archive.programs import RAN_STATUSES
 from evorank.evolve.operators import ReplyError, apply_reply
-from evorank.evolve.proposers import donor_label, fix_candidate
+from evorank.evolve.proposal import DIRECTION_FEATURE
+from evorank.evolve.prompts import PromptTemplates
+from evorank.evolve.proposers import direction_donor, donor_label, fix_candidate
 
 _INSPIRATION = re.compile(r"^## Program (\d+) \(fitness", re.MULTILINE)
+DIRECTIONS = PromptTemplates.load().directions()  # the shipped ones (a run with --prompts may have had others)
 
 
 def prompt_donors(p, programs: dict) -> tuple[tuple[str, str], ...]:
-    """(label, code) of the programs proposal ``p``'s prompt showed (parent, crossover partner, the inspirations it
-    names) and of the run's seeds: what a run lends names from when it mends ``p``'s candidate."""
+    """(label, code) of the helpers of proposal ``p``'s direction (as shipped today), of the programs its prompt
+    showed (parent, crossover partner, the inspirations it names) and of the run's seeds: what a run lends names
+    from when it mends ``p``'s candidate."""
     shown = [programs[i] for i in p.parent_ids] + \
         [programs[int(i)] for i in _INSPIRATION.findall(p.prompt or "") if int(i) in programs]
     seeds = [r for r in programs.values() if r.operator == "seed"]
-    return tuple(dict.fromkeys((donor_label(r), r.code) for r in shown + seeds))
+    direction = DIRECTIONS.get(p.features.get(DIRECTION_FEATURE) or "")
+    first = (direction_donor(direction),) if direction is not None and direction.code else ()
+    return tuple(dict.fromkeys(first + tuple((donor_label(r), r.code) for r in shown + seeds)))
 
 
 def evaluate(source: str, suite: str, timeout_s: int, workdir: Path) -> str:

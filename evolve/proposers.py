@@ -25,6 +25,7 @@ from evorank.evaluators.program import BLOCK_END, BLOCK_START, split_block
 from .array_kinds import lift_to_postings
 from .commands import CommandProposer
 from .config import RunConfig
+from .directions import Direction
 from .directions import allowed as allowed_directions
 from .directions import choose as choose_direction
 from .ensemble import EnsembleProposer, chat_settings, parse_llm_spec
@@ -107,6 +108,11 @@ def donor_label(rec) -> str:
 ECHOES = ("no_change", "duplicate")
 
 
+def direction_donor(direction: Direction) -> tuple[str, str]:
+    """(label, code) of a direction's helpers as a program to borrow definitions from (name_repair)."""
+    return f"direction {direction.name}", f"{BLOCK_START}\n{direction.code}{BLOCK_END}\n"
+
+
 def candidate_failed(reason: str | None) -> bool:
     """Whether a failure is the candidate's own (it failed the static checks or when run), not its reply's (did
     not parse or apply, or gave back code already there)."""
@@ -174,7 +180,7 @@ class LLMProposer:
         donors: dict[str, tuple[str, str]] = {}
         if direction is not None and direction.code:  # its helpers first: a candidate that calls one without
             #                                          copying it gets it (name_repair)
-            donors[""] = (f"direction {direction.name}", f"{BLOCK_START}\n{direction.code}{BLOCK_END}\n")
+            donors[""] = direction_donor(direction)
         for r in shown:
             donors.setdefault(r.code, (donor_label(r), r.code))
         prop.donors = tuple(donors.values())

@@ -92,12 +92,18 @@ def inspirations_text(programs, block_of) -> str:
 
 
 def direction_text(direction: Direction | None) -> str:
-    """The prompt section giving a proposal its direction ("" for none)."""
+    """The prompt section giving a proposal its direction ("" for none). Its helpers are offered as a library, not
+    as code to copy: a reply that calls one without defining it gets the definition from trusted code
+    (name_repair; the direction's helpers are a proposal's first donors). Copying them cost the local 1.5B model
+    its token budget (the 20-line proximity helper: 3 replies cut at 800 tokens in run local-l) and, copied but
+    never called, left the ranking unchanged (both chains that ran in local-l's first 14 proposals)."""
     if direction is None:
         return ""
     return (f"# The direction for this proposal: {direction.name}\n{direction.text}\n"
             "Apply this direction to the program above, adapted to what it already does (its state, its "
-            "constants); the helper code works as written, and the commented lines show how it is used.\n\n")
+            "constants). The helper functions above are provided: call them by name and do NOT copy them into "
+            "your answer (they are added to the program for you); the commented lines show how they are used. "
+            "Your answer changes prepare and/or score.\n\n")
 
 
 def build_messages(templates: PromptTemplates, kind: str, parent, seeds: dict[str, object], objective: str,

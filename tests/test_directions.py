@@ -113,6 +113,7 @@ def test_a_run_gives_diff_proposals_a_direction_and_repairs_keep_it(tmp_path, ti
     assert progs[1].features["direction"] == name and progs[2].features["direction"] == name
     assert f"# The direction for this proposal: {name}\n" in first_prompt
     assert DIRECTIONS[name].code in first_prompt
+    assert "call them by name and do NOT copy them into your answer" in first_prompt
     other = {"fields": "phrase", "phrase": "fields"}[name]
     assert f"direction for this proposal: {other}" not in first_prompt
 

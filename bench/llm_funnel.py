@@ -112,7 +112,8 @@ def main(argv=None) -> int:
         **{f"{kind}_repairs": funnel([r for r in repairs if repair_kind(r) == kind], origin) for kind in REPAIR_KINDS},
         "chains": {"n": len(chains), "ended_running_cleanly": clean_chains, "of_which_rank_as_start": like_start,
                    "share": round(clean_chains / len(chains), 3) if chains else None,
-                   "by_direction": {k: {"n": n, "ended_running_cleanly": ok} for k, (n, ok) in sorted(by_direction.items())}},
+                   "by_direction": {k: {"n": n, "ended_running_cleanly": ok}
+                                    for k, (n, ok) in sorted(by_direction.items())}},
     }
     if args.json:
         json.dump(out, sys.stdout, indent=2)

@@ -4,9 +4,9 @@
 A measured LLM run takes over an hour with the local model (bench/llm_funnel.py); a change to the reply parser
 (evolve/operators.py) or to the edits trusted code makes before evaluation (evolve/attribute_repair.py,
 name_repair.py, array_kinds.py) can be judged in minutes on the replies runs already archived. Each fresh reply
-is applied to its parent again and mended with the donors its prompt showed (parent, crossover partner, the
-inspirations named in the prompt, the seeds, and first the helpers of the proposal's direction); a candidate that differs from the archived one is evaluated with
-`evorank eval --suite SUITE` (static checks and sandbox, as in a run), the others keep their archived outcome.
+is applied to its parent again and mended with the donors its prompt showed (the helpers of the proposal's
+direction first, then parent, crossover partner, the inspirations named in the prompt, the seeds); a candidate
+that differs from the archived one is evaluated with `evorank eval --suite SUITE` (static checks and sandbox, as in a run), the others keep their archived outcome.
 Repairs are not replayed (their requests depended on the failures of the time).
 
 Caveats: the finish reason of a reply is not archived, so a reply cut at max_tokens is judged by its unclosed

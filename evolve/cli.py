@@ -498,7 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="give each diff or full LLM proposal ONE way to improve its parent, with helper code that "
                    "works against the program contract: 'all' (default; one drawn per proposal from the run's seed), "
                    "'none' (the model picks from the system prompt's list), or some of: "
-                   f"{', '.join(shipped_directions())} (evolve/prompts/directions.txt; --prompts can override it). "
+                   f"{', '.join(shipped_directions())} (evolve/prompts/directions.txt; a directions.txt in "
+                   "--prompts-dir replaces it). "
                    "Recorded as the 'direction' feature")
     p.add_argument("--max-llm-failures", dest="max_consecutive_llm_failures", type=int, metavar="N",
                    help="stop the run (resumable, non-zero exit) after N attempts in a row reach no model (no "

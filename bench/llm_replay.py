@@ -6,7 +6,8 @@ A measured LLM run takes over an hour with the local model (bench/llm_funnel.py)
 name_repair.py, array_kinds.py) can be judged in minutes on the replies runs already archived. Each fresh reply
 is applied to its parent again and mended with the donors its prompt showed (the helpers of the proposal's
 direction first, then parent, crossover partner, the inspirations named in the prompt, the seeds); a candidate
-that differs from the archived one is evaluated with `evorank eval --suite SUITE` (static checks and sandbox, as in a run), the others keep their archived outcome.
+that differs from the archived one is evaluated with `evorank eval --suite SUITE` (static checks and sandbox,
+as in a run), the others keep their archived outcome.
 Repairs are not replayed (their requests depended on the failures of the time).
 
 Caveats: the finish reason of a reply is not archived, so a reply cut at max_tokens is judged by its unclosed

@@ -19,6 +19,10 @@ else:  # pragma: no cover
 
 from evorank.evaluators.errors import EvorankError
 
+from .directions import ALL as ALL_DIRECTIONS
+from .directions import NONE as NO_DIRECTIONS
+from .directions import allowed as allowed_directions
+
 
 class ConfigError(EvorankError):
     pass
@@ -63,7 +67,7 @@ class RunConfig:
     repair_style: str = "rewrite"
     # the way each diff or full LLM proposal is asked to improve its parent (evolve/directions.py): "all" (one drawn
     # per proposal from the directions template), "none" (the model chooses), or comma-separated direction names
-    directions: str = "all"
+    directions: str = ALL_DIRECTIONS
     max_consecutive_llm_failures: int = 5  # stop (resumably) after this many attempts in a row reach no model
     preflight: bool = True  # one cheap request per chat model (and a look-up per command) before the run starts
     commands: dict[str, str] = field(default_factory=dict)  # name -> command line, used as cmd:NAME in llm
@@ -158,12 +162,11 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         bad(f"repair_style must be one of {', '.join(REPAIR_STYLES)}, got {cfg.repair_style!r}")
     if not isinstance(cfg.directions, str):
         bad(f"directions must be a string ('all', 'none' or comma-separated names), got {cfg.directions!r}")
-    if cfg.directions.strip() not in ("all", "none"):
-        from .directions import allowed  # light: a regular expression over one template file
-        from .prompts import PromptTemplates
+    if cfg.directions.strip() not in (ALL_DIRECTIONS, NO_DIRECTIONS):
+        from .prompts import PromptTemplates  # the names may come from a directions.txt in prompts_dir
 
         try:
-            allowed(cfg.directions, PromptTemplates.load(cfg.prompts_dir).directions())
+            allowed_directions(cfg.directions, PromptTemplates.load(cfg.prompts_dir).directions())
         except ValueError as e:
             bad(str(e))
     if not isinstance(cfg.max_consecutive_llm_failures, int) or cfg.max_consecutive_llm_failures < 1:

@@ -12,6 +12,7 @@ import re
 import textwrap
 from dataclasses import dataclass
 
+from evorank.archive.programs import normalized_code
 from evorank.evaluators.program import BLOCK_END, BLOCK_START, split_block
 from evorank.threadsafe_ast import parse_ast
 
@@ -326,6 +327,51 @@ def _same_code(a: str, b: str) -> bool:
         return ast.dump(parse_ast(a)) == ast.dump(parse_ast(b))
     except SyntaxError:
         return a.strip() == b.strip()
+
+
+def unreachable_functions(block: str) -> list[str]:
+    """The module-level functions of a block that nothing running reaches: not ``score`` or ``prepare``, and not
+    named (called or referred to) by them, by a module-level statement, or by a function they reach. [] when the
+    block does not parse (the static check names the line)."""
+    try:
+        tree = parse_ast(block)
+    except SyntaxError:
+        return []
+    defs = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    reached = {name for name in ("score", "prepare") if name in defs}
+    stack = [n for n in tree.body if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    stack += [defs[name] for name in reached]
+    while stack:
+        for name in {x.id for x in ast.walk(stack.pop()) if isinstance(x, ast.Name)} & set(defs) - reached:
+            reached.add(name)
+            stack.append(defs[name])
+    return [name for name in defs if name not in reached]
+
+
+def check_changes_what_runs(parent_source: str, source: str) -> None:
+    """Raise ``no_change`` when the candidate differs from the program it edits only by functions nothing calls
+    (small models given helper code copy it and leave prepare and score as they were: the program ranks as
+    before, and an evaluation is spent on it). The message names the functions, so a repair can call them."""
+    parent, block = split_block(parent_source).block, split_block(source).block
+    unused = [name for name in unreachable_functions(block) if name not in unreachable_functions(parent)]
+    if not unused:
+        return
+
+    def running(code: str) -> str | None:  # the code that runs, without docstrings, comments or layout
+        tree = parse_ast(code)
+        dead = set(unreachable_functions(code))
+        tree.body = [n for n in tree.body if not (isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                                                  and n.name in dead)]
+        return normalized_code(ast.unparse(tree))
+
+    try:
+        same = running(block) == running(parent)
+    except SyntaxError:
+        return
+    if same:
+        names = ", ".join(unused)
+        raise ReplyError("no_change", f"the change only adds {names}, which score and prepare never call, so the "
+                                      f"program ranks exactly as before: call {names} from prepare or score")
 
 
 def _ensure_newline(block: str) -> str:

@@ -35,7 +35,8 @@ from .offline_mutator import mutate
 from .line_repair import MARKER, failing_statement
 from .attribute_repair import mend_attributes
 from .name_repair import borrow_missing_names
-from .operators import REPLY_FAILURES, ReplyError, apply_reply, apply_statement_fix, reply_prose
+from .operators import (REPLY_FAILURES, ReplyError, apply_reply, apply_statement_fix, check_changes_what_runs,
+                        reply_prose)
 from .prompts import (IDEA_CHARS, PromptTemplates, build_messages, repair_message, rewrite_repair_message,
                       statement_repair_message, truncated_message)
 from .proposal import CROSSOVER, REPAIR, ArchiveView, Proposal, Proposer, repair_of
@@ -215,6 +216,11 @@ class LLMProposer:
             prop.failure_reason, prop.failure_detail = e.reason, str(e)
             return
         prop.source, prop.trusted_edits = fix_candidate(prop.source, prop.donors)
+        try:
+            check_changes_what_runs(prop.edits.code, prop.source)
+        except ReplyError as e:  # helpers added that nothing calls: the program would rank as before
+            prop.source, prop.failure_reason, prop.failure_detail = None, e.reason, str(e)
+            return
         if kind not in (CROSSOVER, REPAIR):
             prop.operator = applied  # record what the reply really was
 

@@ -154,3 +154,29 @@ def test_a_reply_that_calls_the_directions_helper_without_copying_it_gets_it(tmp
     assert p.status == "accepted", (p.failure_reason, p.failure_detail)
     assert p.features[TRUSTED_EDITS_FEATURE] == "defined min_pair_distance from direction proximity (function)"
     assert DIRECTIONS["proximity"].code.split("\n# In score")[0] in p.code
+
+
+def test_a_reply_that_copies_the_helper_but_never_calls_it_is_no_change_and_asked_to_call_it(tmp_path,
+                                                                                              tiny_collection,
+                                                                                              monkeypatch):
+    """Nothing is evaluated for a program that would rank as its parent; the repair in the same conversation says
+    which function nothing calls; a repair that calls it runs."""
+    from fake_openai import FakeOpenAI
+    from test_loop import make_config, run_engine
+    from test_repairs import fenced, programs
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    helper = DIRECTIONS["fields"].code.split("\n# In prepare")[0]
+    call = "def prepare(index):\n    return bm25f_weights(index)\n"
+    with FakeOpenAI([fenced(helper, (100, 20)), fenced(call, (100, 20))]) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=2,
+                          operator_mix={"full": 1.0}, repair_rounds=1, directions="fields")
+        run_engine(cfg, tiny_collection)
+        ask = srv.requests[1]["body"]["messages"][-1]["content"]
+    progs = programs(cfg.out)
+    assert progs[1].status == "failed" and progs[1].failure_reason == "no_change"
+    assert "only adds bm25f_weights, which score and prepare never call" in progs[1].failure_detail
+    assert "call bm25f_weights from prepare or score" in ask
+    assert progs[2].operator == "repair" and progs[2].status == "accepted", (progs[2].failure_reason,
+                                                                             progs[2].failure_detail)
+    assert "def bm25f_weights" in progs[2].code and "return bm25f_weights(index)" in progs[2].code

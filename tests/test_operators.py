@@ -183,3 +183,48 @@ def test_a_before_and_after_pair_of_one_function_is_not_joined():
     after = "```python\ndef score(query, index, state):\n    return np.asarray(state.sum(axis=0)).ravel() * 3.0\n```\n"
     src, _ = apply_reply(BM25, "Before:\n" + before + "After:\n" + after, "full")
     assert "* 3.0" in src and src.count("def score") == 1
+
+
+# -- candidates that only add functions nothing calls -----------------------------------------------------------
+
+def test_unreachable_functions_follow_calls_from_score_prepare_and_module_statements():
+    from evorank.evolve.operators import unreachable_functions
+
+    block = ("W = weight(2)\n\n\ndef weight(x):\n    return x\n\n\ndef helper(i):\n    return deeper(i)\n\n\n"
+             "def deeper(i):\n    return i\n\n\ndef unused(i):\n    return helper(i)\n\n\n"
+             "def prepare(index):\n    return W\n\n\ndef score(query, index, state):\n    return helper(state)\n")
+    assert unreachable_functions(block) == ["unused"]
+    assert unreachable_functions("def score(:\n") == []
+
+
+def test_a_candidate_that_only_adds_an_uncalled_helper_is_no_change_naming_it():
+    from evorank.evolve.operators import check_changes_what_runs
+
+    parent = BM25
+    helper = "\n\ndef bm25f_weights(index, k1=0.9):\n    return index.term_doc * k1\n"
+    source = parent.replace("# EVOLVE-BLOCK-END", helper + "# EVOLVE-BLOCK-END")
+    with pytest.raises(ReplyError) as e:
+        check_changes_what_runs(parent, source)
+    assert e.value.reason == "no_change" and "bm25f_weights" in str(e.value) and "call bm25f_weights" in str(e.value)
+    # the docstrings and comments of the functions that run do not make it a change
+    reworded = source.replace('"""Precompute', '"""Reworded. Precompute').replace(
+        "    td = index.term_doc\n", "    # a comment\n    td = index.term_doc\n")
+    assert reworded.count("Reworded") == 1 and reworded.count("# a comment") == 1
+    with pytest.raises(ReplyError):
+        check_changes_what_runs(parent, reworded)
+
+
+def test_a_helper_that_is_called_or_comes_with_another_change_is_a_change():
+    from evorank.evolve.operators import check_changes_what_runs
+
+    helper = "\n\ndef boost(x):\n    return x * 2.0\n"
+    added = BM25.replace("# EVOLVE-BLOCK-END", helper + "# EVOLVE-BLOCK-END")
+    called = added.replace("    return np.where(matched, scores, -np.inf)",
+                           "    return np.where(matched, boost(scores), -np.inf)")
+    assert called != added
+    check_changes_what_runs(BM25, called)
+    other = added.replace("K1 = 0.9", "K1 = 1.2")
+    assert other != added
+    check_changes_what_runs(BM25, other)
+    # a parent's own uncalled helper is not the candidate's doing
+    check_changes_what_runs(added, added.replace("x * 2.0", "x * 3.0"))

@@ -112,20 +112,23 @@ def test_a_program_that_raises_is_asked_for_its_idea_again_on_the_program_it_sta
 
 def test_a_reply_that_gives_back_an_archived_program_is_followed_up(tmp_path, tiny_collection, monkeypatch):
     """A candidate that is an archived program up to comments (here the seed) is a duplicate: not evaluated, and
-    asked again in the same conversation like a reply that changed nothing."""
+    (repair style "rewrite") asked afresh: the first request again, saying why the reply could not be used; not
+    in the conversation that holds the echo."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     comment_only = diff("K1 = 0.9", "K1 = 0.9  # saturation", (100, 20))
-    with FakeOpenAI([comment_only, diff("K1 = 0.9", "K1 = 1.3", (300, 15))]) as srv:
-        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=2,
-                          operator_mix={"diff": 1.0}, repair_rounds=1)
+    with FakeOpenAI([comment_only, comment_only, diff("K1 = 0.9", "K1 = 1.3", (300, 15))]) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=3,
+                          operator_mix={"diff": 1.0}, repair_rounds=2)
         run_engine(cfg, tiny_collection)
-        follow = srv.requests[1]["body"]["messages"]
+        first, *follows = (r["body"]["messages"] for r in srv.requests)
     progs = programs(cfg.out)
-    assert progs[1].status == "duplicate"
-    assert follow[2] == {"role": "assistant", "content": comment_only["content"]}
-    assert "could not be used: duplicate" in follow[3]["content"]
-    assert progs[2].operator == "repair" and progs[2].status == "accepted" and "K1 = 1.3" in progs[2].code
-    assert progs[2].parent_ids == (progs[1].id,)
+    assert progs[1].status == "duplicate" and progs[2].status == "duplicate"
+    for follow in follows:  # the repair that echoed again is asked afresh as well
+        assert [m["role"] for m in follow] == ["system", "user"] and follow[0] == first[0]
+        assert follow[1]["content"].startswith(first[1]["content"].rstrip())
+        assert "could not be used: duplicate" in follow[1]["content"] and comment_only["content"] not in str(follow)
+    assert progs[3].operator == "repair" and progs[3].status == "accepted" and "K1 = 1.3" in progs[3].code
+    assert progs[3].parent_ids == (progs[2].id,) and progs[2].parent_ids == (progs[1].id,)
 
 
 def test_repair_rounds_stop_after_the_configured_number(tmp_path, tiny_collection, monkeypatch):

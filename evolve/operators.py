@@ -13,7 +13,8 @@ import textwrap
 from dataclasses import dataclass
 
 from evorank.archive.programs import normalized_code
-from evorank.evaluators.program import BLOCK_END, BLOCK_START, split_block
+from evorank.evaluators.program_output import fence
+from evorank.evaluators.program import BLOCK_END, BLOCK_START, ProgramError, split_block
 from evorank.threadsafe_ast import parse_ast
 
 #: The reasons a reply gives no candidate (every ``ReplyError``); other failures are the candidate's own.
@@ -372,6 +373,39 @@ def check_changes_what_runs(parent_source: str, source: str) -> None:
         names = ", ".join(unused)
         raise ReplyError("no_change", f"the change only adds {names}, which score and prepare never call, so the "
                                       f"program ranks exactly as before: call {names} from prepare or score")
+
+
+def check_prepare_reads_no_query(source: str) -> None:
+    """Raise ``query_in_prepare`` when the block's ``prepare`` reads ``query`` (a name neither it nor the module
+    binds) or asks for it as a parameter. ``prepare(index)`` runs once per collection, before any query, so the
+    line raises whenever it runs (NameError, or TypeError for the parameter); small models, asked for a
+    query-dependent idea, write it there (local model, run ``local-o``: 2 of its first 18 proposals, one fresh, one
+    repair; the sandbox's NameError named ``K1`` and ``MU``, met first, since no definition is borrowed for a
+    program reading a name nobody defines). The message says where query-dependent work goes, and the candidate is
+    not evaluated."""
+    try:
+        first, last = split_block(source).line_range()
+        tree = parse_ast(source)
+    except (ProgramError, SyntaxError):
+        return  # the static check names the line
+    module = set().union(*(defined_names(s) for s in tree.body))
+    lines = source.split("\n")
+    for f in tree.body:
+        if not (isinstance(f, ast.FunctionDef) and f.name == "prepare" and first <= f.lineno <= last):
+            continue
+        params = [a.arg for a in (*f.args.posonlyargs, *f.args.args, *f.args.kwonlyargs)]
+        reads = [n for n in ast.walk(f) if isinstance(n, ast.Name) and n.id == "query" and isinstance(n.ctx, ast.Load)]
+        if "query" in params:
+            where, line = "takes a parameter query", f.lineno
+        elif reads and "query" not in bound_names(f) and "query" not in module:
+            where, line = "reads query", min(n.lineno for n in reads)
+        else:
+            return
+        raise ReplyError("query_in_prepare", f"prepare(index) {where} at line {line}, but prepare gets only the "
+                                             "index and runs once per collection, before any query: return what "
+                                             "does not depend on the query as the state, and do the rest in "
+                                             "score(query, index, state)\n"
+                                             + fence(lines[line - 1].strip(), 300, "that line (the candidate's code)"))
 
 
 def _ensure_newline(block: str) -> str:

@@ -37,7 +37,7 @@ from .attribute_repair import mend_attributes
 from .name_repair import borrow_missing_names
 from .scope_repair import rename_shadowing_locals
 from .operators import (REPLY_FAILURES, ReplyError, apply_reply, apply_statement_fix, check_changes_what_runs,
-                        reply_prose)
+                        check_prepare_reads_no_query, reply_prose)
 from .prompts import (IDEA_CHARS, PromptTemplates, build_messages, repair_message, rewrite_repair_message,
                       statement_repair_message, truncated_message)
 from .proposal import CROSSOVER, REPAIR, ArchiveView, Proposal, Proposer, repair_of
@@ -219,8 +219,9 @@ class LLMProposer:
             return
         prop.source, prop.trusted_edits = fix_candidate(prop.source, prop.donors)
         try:
-            check_changes_what_runs(prop.edits.code, prop.source)
-        except ReplyError as e:  # helpers added that nothing calls: the program would rank as before
+            check_changes_what_runs(prop.edits.code, prop.source)  # helpers added that nothing calls
+            check_prepare_reads_no_query(prop.source)  # a line that raises whenever prepare runs
+        except ReplyError as e:  # not evaluated: it would rank as before, or fail, as the message says
             prop.source, prop.failure_reason, prop.failure_detail = None, e.reason, str(e)
             return
         if kind not in (CROSSOVER, REPAIR):

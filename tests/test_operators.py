@@ -228,3 +228,31 @@ def test_a_helper_that_is_called_or_comes_with_another_change_is_a_change():
     check_changes_what_runs(BM25, other)
     # a parent's own uncalled helper is not the candidate's doing
     check_changes_what_runs(added, added.replace("x * 2.0", "x * 3.0"))
+
+
+def test_a_prepare_that_reads_query_is_refused_naming_the_line_and_where_such_work_goes():
+    from evorank.evolve.operators import check_prepare_reads_no_query
+
+    line = "    matched = np.bincount(td[query.term_ids].indices, minlength=index.n_docs)\n"
+    source = BM25.replace("    td = index.term_doc\n", "    td = index.term_doc\n" + line, 1)
+    assert source != BM25
+    with pytest.raises(ReplyError) as e:
+        check_prepare_reads_no_query(source)
+    number = source.split("\n").index(line.rstrip("\n")) + 1
+    assert e.value.reason == "query_in_prepare"
+    trusted, _, shown = str(e.value).partition("\n")
+    assert f"reads query at line {number}, but" in trusted and trusted.endswith("score(query, index, state)")
+    assert len(trusted) < 300  # prompts show the first line of a detail up to 300 characters
+    assert shown.startswith("that line (the candidate's code):\n~~~~\nmatched = np.bincount(td[query.term_ids]")
+    with pytest.raises(ReplyError, match="takes a parameter query"):
+        check_prepare_reads_no_query(BM25.replace("def prepare(index):", "def prepare(index, query):"))
+
+
+def test_a_prepare_with_its_own_query_name_or_none_at_all_is_not_refused():
+    from evorank.evolve.operators import check_prepare_reads_no_query
+
+    check_prepare_reads_no_query(BM25)
+    for local in ("    query = index.df > 0\n    td = index.term_doc\n", "    for query in range(1):\n        pass\n"
+                                                                        "    td = index.term_doc\n"):
+        check_prepare_reads_no_query(BM25.replace("    td = index.term_doc\n", local + "    q = query\n", 1))
+    check_prepare_reads_no_query("not a program")  # no markers: the static check says so

@@ -131,6 +131,30 @@ def test_a_reply_that_gives_back_an_archived_program_is_followed_up(tmp_path, ti
     assert progs[3].parent_ids == (progs[2].id,) and progs[2].parent_ids == (progs[1].id,)
 
 
+def test_a_prepare_that_reads_query_is_not_evaluated_and_its_idea_is_asked_again(tmp_path, tiny_collection,
+                                                                                   monkeypatch):
+    """prepare(index) runs before any query: a candidate whose prepare reads ``query`` fails whenever it runs. It is
+    archived as ``query_in_prepare`` without an evaluation, and the rewrite repair names the line and where such
+    work goes."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    in_prepare = diff("    td = index.term_doc\n", "    td = index.term_doc\n    boost = len(query.term_ids)\n",
+                      (100, 20))
+    with FakeOpenAI([in_prepare, diff("K1 = 0.9", "K1 = 1.3", (300, 15))]) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=2,
+                          operator_mix={"diff": 1.0}, repair_rounds=1)
+        run_engine(cfg, tiny_collection)
+        first, follow = (r["body"]["messages"] for r in srv.requests)
+    progs = programs(cfg.out)
+    assert progs[1].failure_reason == "query_in_prepare" and progs[1].stage == 0
+    assert "reads query at line" in progs[1].failure_detail and "boost = len(query.term_ids)" in progs[1].failure_detail
+    assert [m["role"] for m in follow] == ["system", "user"] and follow[1]["content"].startswith(
+        first[1]["content"].rstrip())
+    assert "could not be used: query_in_prepare" in follow[1]["content"]
+    assert "do the rest in score(query, index, state)" in follow[1]["content"]
+    assert "~~~~\nboost = len(query.term_ids)\n~~~~" in follow[1]["content"]
+    assert progs[2].operator == "repair" and progs[2].status == "accepted"
+
+
 def test_repair_rounds_stop_after_the_configured_number(tmp_path, tiny_collection, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     prose = {"content": "I would rather not change anything.", "usage": (10, 5)}

@@ -233,8 +233,10 @@ def run_candidate(res_w: int, source: str, index, queries, k: int, name: str, re
         finish(wire.error_record(wire.ErrorCode.RECURSION, stage, query, _program_line(e, name), text=_text(e)))
     except BaseException as e:  # noqa: BLE001 - every outcome is a result
         arrays = arrays_at_failure(e, name, source)
+        reported = wire.reported_exception_name(type(e))  # numpy's private classes as the builtin they extend
+        own = "" if reported == type(e).__name__ else f"{type(e).__name__}: "
         finish(wire.error_record(wire.ErrorCode.EXCEPTION, stage, query, _program_line(e, name),
-                                 name=type(e).__name__, text=_text(e) + ("\n" + arrays if arrays else "")))
+                                 name=reported, text=own + _text(e) + ("\n" + arrays if arrays else "")))
 
 
 def _send_state(fd: int, state, fingerprints: dict, max_bytes: int) -> None:

@@ -69,6 +69,18 @@ KNOWN_EXCEPTIONS = frozenset(
 _NAME_OK = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
+def reported_exception_name(cls: type) -> str:
+    """The class name the harness reports for an exception: its own when known, else the nearest known base class
+    other than ``Exception`` and ``BaseException`` (numpy's ``UFuncTypeError``, raised for ``int_array += floats``,
+    is a TypeError, not "a class the program defined"), else its own (a program's
+    ``class Oops(Exception)`` stays ``other``). Untrusted like any reported name: the reader maps it onto
+    :data:`KNOWN_EXCEPTIONS`."""
+    for c in cls.__mro__:
+        if c.__name__ in KNOWN_EXCEPTIONS and (c is cls or c.__name__ not in ("Exception", "BaseException")):
+            return c.__name__
+    return cls.__name__
+
+
 # -- writing (the harness, inside the jail) ------------------------------------------------------------
 
 def layers_record(bits: int) -> bytes:

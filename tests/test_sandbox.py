@@ -124,6 +124,16 @@ def test_exception_message_names_line_and_query(topics):
     assert f"line {line}" in res.message and "'q0'" in res.message
 
 
+def test_numpys_private_exception_classes_are_reported_as_the_builtin_they_extend(topics):
+    """``int_array += floats`` raises numpy's private _UFuncOutputCastingError: a TypeError, not "a class the program
+    defined" (run local-o #28: the int64 bincount of a query without a vocabulary term, then ``scores += ...``)."""
+    res = run(topics, "def score(q, index, s):\n    x = np.zeros(index.n_docs, dtype=np.int64)\n"
+                      "    x += np.ones(index.n_docs) * 0.5\n    return x\n")
+    assert res.reason == "exception:TypeError", (res.reason, res.message)
+    assert "raised TypeError" in res.message and "class the program defined" not in res.message
+    assert res.program_text.startswith("UFuncTypeError: Cannot cast ufunc 'add' output")  # numpy's own name
+
+
 def test_a_shape_error_says_which_arrays_of_the_failing_line_had_which_shape(topics):
     """The lengths in numpy's message, put to names: the exact-type arrays and sparse matrices the failing line
     names, as part of the program's (untrusted) error text."""

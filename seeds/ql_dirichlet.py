@@ -27,7 +27,9 @@ def score(query, index, state):
     """Sum the clamped weights of the query terms' postings; unmatched documents get -inf."""
     rows = state[query.term_ids]
     weights = rows.data * np.repeat(query.qtf, np.diff(rows.indptr))
-    scores = np.bincount(rows.indices, weights=weights, minlength=index.n_docs)
+    # float64 even for a query with no term in the vocabulary (numpy's bincount of nothing is int64, and a later
+    # `scores += <floats>` would raise)
+    scores = np.bincount(rows.indices, weights=weights, minlength=index.n_docs).astype(np.float64, copy=False)
     matched = np.bincount(rows.indices, minlength=index.n_docs) > 0
     return np.where(matched, scores, -np.inf)
 # EVOLVE-BLOCK-END

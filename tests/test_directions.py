@@ -180,3 +180,16 @@ def test_a_reply_that_copies_the_helper_but_never_calls_it_is_no_change_and_aske
     assert progs[2].operator == "repair" and progs[2].status == "accepted", (progs[2].failure_reason,
                                                                              progs[2].failure_detail)
     assert "def bm25f_weights" in progs[2].code and "return bm25f_weights(index)" in progs[2].code
+
+
+def test_scores_made_by_a_bincount_are_float_even_for_a_query_matching_nothing():
+    """numpy's bincount of nothing is int64 whatever the weights, and ``scores += <floats>`` on it raises (run
+    local-o #28, a query of nfcorpus without a vocabulary term). Every usage line that makes ``scores`` from a
+    bincount asks for float64."""
+    empty = np.bincount(np.zeros(0, dtype=np.int32), weights=np.zeros(0), minlength=3)
+    assert empty.dtype == np.int64  # the trap, as numpy has it
+    lines = [m.group(1) for d in DIRECTIONS.values() for m in USE.finditer(d.text)
+             if re.match(r"scores = np\.bincount\(", m.group(1))]
+    assert len(lines) >= 5
+    for line in lines:
+        assert line.endswith(".astype(np.float64, copy=False)"), line

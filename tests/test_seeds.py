@@ -127,3 +127,20 @@ def test_plain_scores_validates_the_copy_and_reuses_the_buffer():
     with pytest.raises(ProgramError) as e:
         plain_scores(np.zeros(4, dtype=np.complex128), 4, buffer)
     assert e.value.reason == "invalid_scores:dtype"
+
+
+def test_query_likelihood_scores_are_float_for_a_query_without_a_vocabulary_term():
+    """numpy's bincount of nothing is int64: the seed casts, so a program adding float evidence in place
+    (``scores += ...``, run local-o #28) runs on such queries."""
+    from types import SimpleNamespace
+    from block_programs import TinyIndex, exec_module
+
+    seed = load_program("ql_dirichlet").source
+    anchor = "    matched = np.bincount(rows.indices, minlength=index.n_docs) > 0\n"
+    assert anchor in seed
+    ns = exec_module(seed.replace(anchor, "    scores += 0.5 * np.ones(index.n_docs)\n" + anchor))
+    index = TinyIndex()
+    state = ns["prepare"](index)
+    query = SimpleNamespace(term_ids=np.zeros(0, dtype=np.int64), qtf=np.zeros(0))
+    scores = ns["score"](query, index, state)
+    assert scores.dtype == np.float64 and np.all(np.isneginf(scores))

@@ -143,6 +143,8 @@ class _Levels:
             return NUMBER if self.of(func.value) in LEVELS else None
         if isinstance(func, ast.Name) and func.id in ("float", "int", "len"):
             return NUMBER
+        if isinstance(func, ast.Name):  # a function of the block: the level it returns (function_levels)
+            return self.env.get(func.id + "()")
         return None
 
     def _row_lengths_of(self, node: ast.AST) -> str | None:
@@ -184,6 +186,20 @@ def module_levels(tree: ast.Module) -> dict[str, str]:
             if _Levels(env).of(value) == NUMBER:
                 env[name] = NUMBER
     return env
+
+
+def function_levels(functions: list[ast.FunctionDef], module: dict[str, str]) -> dict[str, str]:
+    """``{"name()": level}`` for each function whose every ``return`` gives an array of one known level (the
+    coordination direction's ``matched_terms(query, index)`` returns ``np.bincount(rows.indices,
+    minlength=index.n_docs)``: per document), read in source order, so a function may use the ones before it.
+    The keys cannot be names, so they sit in a level environment beside them (``_Levels._call`` reads them)."""
+    env = dict(module)
+    for function in functions:
+        returns = [n for n in ast.walk(function) if isinstance(n, ast.Return) and n.value is not None]
+        levels = {_Levels(levels_before(function, r.lineno, env)).of(r.value) for r in returns}
+        if len(levels) == 1 and next(iter(levels)) in LEVELS:
+            env[function.name + "()"] = next(iter(levels))
+    return {k: v for k, v in env.items() if k.endswith("()")}
 
 
 def levels_before(function: ast.FunctionDef, line: int, module: dict[str, str]) -> dict[str, str]:
@@ -341,6 +357,8 @@ def lift_to_postings(code: str) -> Lift | None:
     except (ProgramError, SyntaxError):
         return None
     module = module_levels(tree)
+    module |= function_levels([f for f in tree.body if isinstance(f, ast.FunctionDef)
+                               and block_first <= f.lineno <= block_last], module)
     changed: dict[int, tuple[int, str]] = {}  # first line -> (last line, new text)
     notes: list[str] = []
     for function in tree.body:

@@ -90,6 +90,33 @@ def test_the_query_rows_postings_take_per_query_term_per_term_and_per_document_a
     assert run(lift.source).shape == (4,)
 
 
+def test_what_a_function_of_the_block_returns_has_the_level_of_its_return_value():
+    """The coordination direction's helper returns per-document counts; a query-row posting times it is gathered
+    (run local-p #7: ``rows.data * matched_terms(query, index).astype(np.float32)``, "operands could not be
+    broadcast"). A function whose returns differ in level says nothing."""
+    helper = ("def matched_terms(query, index):\n    rows = index.term_doc[query.term_ids]\n"
+              "    return np.bincount(rows.indices, minlength=index.n_docs)\n\n\n")
+    body = ("def prepare(index):\n    return index.term_doc\n\n\n"
+            "def score(query, index, state):\n    rows = state[query.term_ids]\n"
+            "    weight = matched_terms(query, index).astype(np.float32)\n"
+            "    w = rows.data * weight\n"
+            "    return np.bincount(rows.indices, weights=w, minlength=index.n_docs)\n")
+    code = program(helper + body)
+    with pytest.raises(ValueError):
+        run(code)
+    lift = lift_to_postings(code)
+    assert lift is not None and "    w = rows.data * weight[rows.indices]\n" in lift.source
+    assert "weight (per document)" in lift.description
+    index, query = TinyIndex(), TinyQuery()
+    rows = index.term_doc[query.term_ids]
+    coord = np.bincount(rows.indices, minlength=index.n_docs)
+    expected = np.bincount(rows.indices, weights=rows.data * coord[rows.indices], minlength=index.n_docs)
+    assert np.allclose(run(lift.source), expected)
+    mixed = helper.replace("    return np.bincount", "    if len(rows.indices) == 0:\n        return rows.data\n"
+                                                     "    return np.bincount")
+    assert lift_to_postings(program(mixed + body)) is None
+
+
 @pytest.mark.parametrize("block", [
     # unknown levels are left alone: a name bound by unpacking a call, an axis reduction, a 2-D sum
     "def prepare(index):\n    a, b = index.postings(0)\n    return a * index.df\n\n\n"

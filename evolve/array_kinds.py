@@ -143,6 +143,9 @@ class _Levels:
             return NUMBER if self.of(func.value) in LEVELS else None
         if isinstance(func, ast.Name) and func.id in ("float", "int", "len"):
             return NUMBER
+        if isinstance(func, ast.Name) and func.id in ("max", "min", "abs", "round") and args \
+                and all(self.of(a) == NUMBER for a in args):  # max(len(query.term_ids), 1)
+            return NUMBER
         if isinstance(func, ast.Name):  # a function of the block: the level it returns (function_levels)
             return self.env.get(func.id + "()")
         return None

@@ -112,6 +112,11 @@ def test_what_a_function_of_the_block_returns_has_the_level_of_its_return_value(
     coord = np.bincount(rows.indices, minlength=index.n_docs)
     expected = np.bincount(rows.indices, weights=rows.data * coord[rows.indices], minlength=index.n_docs)
     assert np.allclose(run(lift.source), expected)
+    # run local-p #6: scaled by a number made with Python's max
+    scaled = body.replace("    w = rows.data * weight\n", "    w = rows.data * 1.0\n    w += 0.5 * weight / max(len(query.term_ids), 1)\n")
+    lift = lift_to_postings(program(helper + scaled))
+    assert lift is not None and "w += (0.5 * weight / max(len(query.term_ids), 1))[rows.indices]" in lift.source
+    run(lift.source)
     mixed = helper.replace("    return np.bincount", "    if len(rows.indices) == 0:\n        return rows.data\n"
                                                      "    return np.bincount")
     assert lift_to_postings(program(mixed + body)) is None

@@ -69,6 +69,8 @@ KNOWN_EXCEPTIONS = frozenset(
 _NAME_OK = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
+# -- writing (the harness, inside the jail) ------------------------------------------------------------
+
 def reported_exception_name(cls: type) -> str:
     """The class name the harness reports for an exception: its own when known, else the nearest known base class
     other than ``Exception`` and ``BaseException`` (numpy's ``UFuncTypeError``, raised for ``int_array += floats``,
@@ -80,8 +82,6 @@ def reported_exception_name(cls: type) -> str:
             return c.__name__
     return cls.__name__
 
-
-# -- writing (the harness, inside the jail) ------------------------------------------------------------
 
 def layers_record(bits: int) -> bytes:
     return b"L" + struct.pack("<I", bits)

@@ -66,7 +66,7 @@ def _shadowed(function: ast.FunctionDef, module: set[str]) -> list[tuple[str, as
         if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)):
             continue
         name = stmt.targets[0].id
-        if name in out or name in params or name in declared or name in nested or name not in module:
+        if name in params or name in declared or name in nested or name not in module:
             continue
         reads = [n for n in ast.walk(stmt.value) if isinstance(n, ast.Name) and n.id == name]
         # the function's first mention is this statement (its target comes first in the text, but the right-hand

@@ -5,8 +5,10 @@ model left to choose mixes them or reaches for index attributes that do not exis
 model (Qwen2.5-Coder-1.5B, runs c..j, 114 fresh replies): ideas on term statistics ran 34% of the time, on
 proximity 3/22, on fields 1/12, on feedback 0/5; most failures named attributes the contract lacks. So each diff or
 full-rewrite proposal is given ONE direction: a few sentences and working helper code written against the
-contract, with the lines that use it commented (``evolve/prompts/directions.txt``, overridable like every
-template; tests/test_directions.py runs every helper). Which direction is drawn from the run's seed and the
+contract, then a complete ``prepare`` and ``score`` that call it (``evolve/prompts/directions.txt``, overridable
+like every template; tests/test_directions.py runs every section as a program). The use was once shown as
+commented lines inside the helper block: the local model copied the block with its comments and left the use
+commented (3 fields chains of run local-o, each refused as ``no_change``). Which direction is drawn from the run's seed and the
 proposal's iteration (reproducible on resume, independent of islands), among those the run allows
 (``--directions``); it is recorded as the proposal's ``direction`` feature, and its repairs keep it.
 
@@ -33,9 +35,18 @@ class Direction:
 
     @property
     def code(self) -> str:
-        """The helper code: the section's ```python block ("" when it has none)."""
-        _, fence, rest = self.text.partition("```python\n")
-        return rest.split("```", 1)[0] if fence else ""
+        """The helper code: the section's first ```python block ("" when it has none)."""
+        return self._block(0)
+
+    @property
+    def example(self) -> str:
+        """A complete ``prepare`` and ``score`` calling the helpers: the section's second ```python block ("" when
+        it has none)."""
+        return self._block(1)
+
+    def _block(self, n: int) -> str:
+        blocks = self.text.split("```python\n")[1:]
+        return blocks[n].split("```", 1)[0] if len(blocks) > n else ""
 
 
 def parse_directions(text: str) -> dict[str, Direction]:

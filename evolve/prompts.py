@@ -101,9 +101,9 @@ def direction_text(direction: Direction | None) -> str:
         return ""
     return (f"# The direction for this proposal: {direction.name}\n{direction.text}\n"
             "Apply this direction to the program above, adapted to what it already does (its state, its "
-            "constants). The helper functions above are provided: call them by name and do NOT copy them into "
-            "your answer (they are added to the program for you); the commented lines show how they are used. "
-            "Your answer changes prepare and/or score.\n\n")
+            "constants). The helper functions in the first code block are provided: call them by name and do NOT "
+            "copy them into your answer (they are added to the program for you); the complete prepare and score "
+            "after them show how they are used. Your answer changes prepare and/or score.\n\n")
 
 
 def build_messages(templates: PromptTemplates, kind: str, parent, seeds: dict[str, object], objective: str,

@@ -1,5 +1,5 @@
-"""Directions (evolve/directions.py): every shipped direction's helper code and the commented lines that use it run
-on a real index and change the ranking; the draw is reproducible and covers every direction; a run's prompts carry
+"""Directions (evolve/directions.py): every shipped direction's helpers and the complete prepare and score that use
+them run as a program on a real index and change the ranking; the draw is reproducible and covers every direction; a run's prompts carry
 the direction and its repairs keep it; unknown names are refused naming the choices."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import scipy.sparse as sp
 
 from evorank.evaluators.evaluate import load_topics
-from evorank.evaluators.program import BLOCK_END, load_program
+from evorank.evaluators.program import BLOCK_END, BLOCK_START, compile_program, load_program
 from evorank.evaluators.static_check import static_check
 from evorank.evolve.config import ConfigError, RunConfig, validate
 from evorank.evolve.directions import allowed, choose, parse_directions, shipped_directions
@@ -21,7 +21,6 @@ from evorank.evolve.prompts import PromptTemplates
 from conftest import WORDS, write_beir
 
 DIRECTIONS = PromptTemplates.load().directions()
-USE = re.compile(r"^#     (.*)$", re.MULTILINE)  # the commented lines that show how a direction's helpers are used
 
 
 @pytest.fixture(scope="module")
@@ -43,32 +42,30 @@ def test_the_shipped_directions_are_the_documented_ones():
         "saturation", "idf", "smoothing", "proximity", "phrase", "fields", "variants", "feedback", "coordination",
         "prior")
     for d in DIRECTIONS.values():
-        assert d.text.count("```python\n") == 1 and USE.search(d.text), d.name
+        assert d.text.count("```python\n") == 2 and d.code and "def score(query, index, state):" in d.example, d.name
+        assert "def prepare(" not in d.code and "def score(" not in d.code, d.name
 
 
 @pytest.mark.parametrize("name", sorted(DIRECTIONS))
-def test_a_directions_helpers_and_their_use_run_and_change_the_ranking(name, titled_topics):
-    """The helpers pass the static checks inside a program; the commented lines, run after the BM25 seed's prepare
-    (``state``) and score (``scores``), give finite-or--inf float scores for every query, different from BM25's
-    for some."""
-    code = DIRECTIONS[name].code
+def test_a_directions_helpers_and_their_use_run_as_a_program_and_change_the_ranking(name, titled_topics):
+    """The BM25 seed with its block replaced by the helpers and the complete prepare and score passes the static
+    checks and gives finite-or--inf float scores for every query, different from BM25's for some."""
     seed = load_program("bm25")
-    static_check(seed.source.replace(BLOCK_END, code + BLOCK_END), seed.source)
+    head, _, rest = seed.source.partition(BLOCK_START)
+    source = f"{head}{BLOCK_START}\n{DIRECTIONS[name].code}\n\n{DIRECTIONS[name].example}{BLOCK_END}{rest.partition(BLOCK_END)[2]}"
+    static_check(source, seed.source)
+    program = compile_program(source, f"direction {name}")
     index = titled_topics.index
-    use = "\n".join(USE.findall(code))
-    bm25_state = seed.prepare(index)
+    bm25_state, state = seed.prepare(index), program.prepare(index)
     changed = 0
     for query in titled_topics.queries:
         bm25 = np.asarray(seed.score(query, index, bm25_state), dtype=np.float64)
-        ns = {"np": np, "sp": sp, "math": math, "index": index, "query": query, "state": bm25_state,
-              "scores": bm25.copy()}
-        exec(code, ns)
-        exec(use, ns)
-        scores = np.asarray(ns["scores"])
-        assert scores.shape == (index.n_docs,) and scores.dtype.kind == "f", (name, query.id)
+        scores = program.score(query, index, state)
+        assert isinstance(scores, np.ndarray) and scores.shape == (index.n_docs,), (name, query.id)
+        assert scores.dtype.kind == "f", (name, query.id)
         assert not np.isnan(scores).any() and not np.isposinf(scores).any(), (name, query.id)
-        changed += not np.allclose(scores, bm25)
-    assert changed, f"{name}: the direction's code never changed a ranking"
+        changed += not np.allclose(np.where(np.isinf(scores), -1e9, scores), np.where(np.isinf(bm25), -1e9, bm25))
+    assert changed, f"{name}: the direction's program never changed a ranking"
 
 
 def test_sections_parse_in_file_order_and_the_header_is_left_out():
@@ -112,7 +109,7 @@ def test_a_run_gives_diff_proposals_a_direction_and_repairs_keep_it(tmp_path, ti
     name = choose(("fields", "phrase"), 5, progs[1].iteration)
     assert progs[1].features["direction"] == name and progs[2].features["direction"] == name
     assert f"# The direction for this proposal: {name}\n" in first_prompt
-    assert DIRECTIONS[name].code in first_prompt
+    assert DIRECTIONS[name].code in first_prompt and DIRECTIONS[name].example in first_prompt
     assert "call them by name and do NOT copy them into your answer" in first_prompt
     other = {"fields": "phrase", "phrase": "fields"}[name]
     assert f"direction for this proposal: {other}" not in first_prompt
@@ -153,7 +150,7 @@ def test_a_reply_that_calls_the_directions_helper_without_copying_it_gets_it(tmp
     p = programs(cfg.out)[1]
     assert p.status == "accepted", (p.failure_reason, p.failure_detail)
     assert p.features[TRUSTED_EDITS_FEATURE] == "defined min_pair_distance from direction proximity (function)"
-    assert DIRECTIONS["proximity"].code.split("\n# In score")[0] in p.code
+    assert DIRECTIONS["proximity"].code.strip() in p.code
 
 
 def test_a_reply_that_copies_the_helper_but_never_calls_it_is_no_change_and_asked_to_call_it(tmp_path,
@@ -166,7 +163,7 @@ def test_a_reply_that_copies_the_helper_but_never_calls_it_is_no_change_and_aske
     from test_repairs import fenced, programs
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    helper = DIRECTIONS["fields"].code.split("\n# In prepare")[0]
+    helper = DIRECTIONS["fields"].code
     call = "def prepare(index):\n    return bm25f_weights(index)\n"
     with FakeOpenAI([fenced(helper, (100, 20)), fenced(call, (100, 20))]) as srv:
         cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=2,
@@ -184,12 +181,12 @@ def test_a_reply_that_copies_the_helper_but_never_calls_it_is_no_change_and_aske
 
 def test_scores_made_by_a_bincount_are_float_even_for_a_query_matching_nothing():
     """numpy's bincount of nothing is int64 whatever the weights, and ``scores += <floats>`` on it raises (run
-    local-o #28, a query of nfcorpus without a vocabulary term). Every usage line that makes ``scores`` from a
-    bincount asks for float64."""
+    local-o #28, a query of nfcorpus without a vocabulary term). Every line of the directions' programs that makes
+    ``scores`` from a bincount asks for float64."""
     empty = np.bincount(np.zeros(0, dtype=np.int32), weights=np.zeros(0), minlength=3)
     assert empty.dtype == np.int64  # the trap, as numpy has it
-    lines = [m.group(1) for d in DIRECTIONS.values() for m in USE.finditer(d.text)
-             if re.match(r"scores = np\.bincount\(", m.group(1))]
+    lines = [line.strip() for d in DIRECTIONS.values() for line in d.example.splitlines()
+             if re.match(r"scores = np\.bincount\(", line.strip())]
     assert len(lines) >= 5
     for line in lines:
         assert line.endswith(".astype(np.float64, copy=False)"), line

@@ -7,7 +7,9 @@ the cascade after running), how many trusted code mended before evaluation (an a
 rewritten, a missing name defined, arrays brought to the postings: evolve/attribute_repair.py,
 evolve/name_repair.py, evolve/array_kinds.py) and how many of those ran, and how many
 improved on the program they started from; plus the seconds per request (from the proposal's start to its
-archiving) and the wall time per proposal over the run.
+archiving) and the wall time per proposal over the run. Chains that ran are also counted by whether their first
+program that ran has exactly the `prepare` and `score` of the complete program shown with their direction (up to
+layout, comments and docstrings): the model copied the example rather than adapting it.
 
 Usage:
 
@@ -16,6 +18,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import sys
 from collections import Counter
@@ -24,6 +27,7 @@ from evorank.archive import RunStore
 from evorank.archive.programs import RAN_STATUSES
 from evorank.evolve.line_repair import MARKER
 from evorank.evolve.operators import REPLY_FAILURES
+from evorank.evolve.prompts import PromptTemplates
 from evorank.evolve.proposal import DIRECTION_FEATURE, REPAIR_KIND_FEATURE, TRUSTED_EDITS_FEATURE
 
 NO_CANDIDATE = REPLY_FAILURES + ("llm:", "proposer:", "command:")
@@ -46,6 +50,28 @@ def ran(p) -> bool:
 def ranks_as(p, start) -> bool:
     """Whether ``p`` ran and ranks exactly as ``start`` (the same metrics on every collection)."""
     return p.status == "accepted" and p.metrics == start.metrics
+
+
+def entry_points(code: str) -> dict[str, str]:
+    """``prepare`` and ``score`` of a program or block, each as an AST dump without its docstring ({} when the code
+    does not parse)."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return {}
+    out = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name in ("prepare", "score"):
+            body = node.body[1:] if node.body and isinstance(node.body[0], ast.Expr) and isinstance(
+                getattr(node.body[0], "value", None), ast.Constant) and isinstance(node.body[0].value.value, str) else node.body
+            out[node.name] = ast.dump(node.args) + "".join(ast.dump(s) for s in body)
+    return out
+
+
+def copies_example(p, examples: dict[str, dict[str, str]]) -> bool:
+    """Whether ``p`` has exactly the prepare and score of its direction's complete program."""
+    example = examples.get(p.features.get(DIRECTION_FEATURE) or "")
+    return bool(example) and entry_points(p.code) == example
 
 
 def funnel(rows, start_of) -> dict:
@@ -95,6 +121,8 @@ def main(argv=None) -> int:
     for r in repairs:
         chains.setdefault(chain_root(r).id, []).append(r)
     clean_chains = sum(any(map(ran, c)) for c in chains.values())
+    examples = {name: entry_points(d.example) for name, d in PromptTemplates.load().directions().items()}
+    copied = sum(any(map(ran, c)) and copies_example(next(p for p in c if ran(p)), examples) for c in chains.values())
     # chains whose every program that ran ranks as the program the chain started from
     like_start = sum(any(map(ran, c)) and all(ranks_as(p, origin(p)) for p in c if ran(p)) for c in chains.values())
     # chains by the direction their first request gave (evolve/directions.py; none: the model chose)
@@ -111,6 +139,7 @@ def main(argv=None) -> int:
         # marked in its function, the whole block, a cut-off reply asked again as a diff
         **{f"{kind}_repairs": funnel([r for r in repairs if repair_kind(r) == kind], origin) for kind in REPAIR_KINDS},
         "chains": {"n": len(chains), "ended_running_cleanly": clean_chains, "of_which_rank_as_start": like_start,
+                   "of_which_copy_the_directions_program": copied,
                    "share": round(clean_chains / len(chains), 3) if chains else None,
                    "by_direction": {k: {"n": n, "ended_running_cleanly": ok}
                                     for k, (n, ok) in sorted(by_direction.items())}},
@@ -138,7 +167,8 @@ def main(argv=None) -> int:
     c = out["chains"]
     print(f"  chains   {c['n']} fresh proposals, {c['ended_running_cleanly']} ended as a program that runs cleanly "
           f"({(c['share'] or 0) * 100:.0f}%), {c['of_which_rank_as_start']} of them ranking exactly as the program "
-          "the chain started from")
+          f"the chain started from, {c['of_which_copy_the_directions_program']} copying the prepare and score of "
+          "their direction's program")
     if set(c["by_direction"]) != {"(none)"}:
         print("           by direction: " + ", ".join(f"{k} {v['ended_running_cleanly']}/{v['n']}"
                                                      for k, v in c["by_direction"].items()))

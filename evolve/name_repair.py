@@ -42,7 +42,7 @@ from evorank.evaluators.program import ProgramError, split_block
 from evorank.evaluators.static_check import ALLOWED_IMPORTS
 from evorank.threadsafe_ast import parse_ast
 
-from .operators import bound_names, defined_names, free_names
+from .operators import defined_names, free_names, function_bound_names
 
 #: Import lines for module names a program may use without importing them itself.
 MODULE_IMPORTS: dict[str, str] = {
@@ -98,7 +98,7 @@ def _definitions(code: str, label: str) -> list[_Definition]:
         if isinstance(stmt, ast.FunctionDef):
             # the whole function, for a candidate that calls a helper it was shown but never copied; what it reads
             # from the module (other helpers, constants, modules) is borrowed with it
-            reads = free_names(stmt) - _bound_in(stmt) - {stmt.name}
+            reads = free_names(stmt) - function_bound_names(stmt) - {stmt.name}
             out.append(_Definition(stmt.name, ast.get_source_segment(block, stmt), frozenset(reads), None,
                                    f"{label} (function)", is_function=True))
             for inner in stmt.body:
@@ -173,23 +173,6 @@ def _aliases(missing: set[str], library: list[_Definition], statements: list[ast
     return out
 
 
-def _bound_in(function: ast.FunctionDef) -> set[str]:
-    """Every name a function binds anywhere in it (``operators.bound_names``: assignments, loop and with targets,
-    parameters; and nested definitions, imports, exception names, global declarations): a name read in it and not
-    among these must be a module name."""
-    names = bound_names(function)
-    for n in ast.walk(function):
-        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n is not function:
-            names.add(n.name)
-        elif isinstance(n, (ast.Import, ast.ImportFrom)):
-            names.update((a.asname or a.name).split(".")[0] for a in n.names)
-        elif isinstance(n, ast.ExceptHandler) and n.name:
-            names.add(n.name)
-        elif isinstance(n, (ast.Global, ast.Nonlocal)):
-            names.update(n.names)
-    return names
-
-
 class _Borrower:
     """Resolves missing names against a library of definitions, collecting the lines to add."""
 
@@ -251,7 +234,7 @@ def borrow_missing_names(code: str, donors: list[tuple[str, str]]) -> NameFix | 
         return None
     borrower = _Borrower([], set(dir(builtins)).union(*(defined_names(s) for s in tree.body)))
     functions = [f for f in tree.body if isinstance(f, ast.FunctionDef) and first <= f.lineno <= last]
-    bound_in = {f: _bound_in(f) for f in functions}
+    bound_in = {f: function_bound_names(f) for f in functions}
     unbound = set().union(*(free_names(stmt) - bound_in[f] for f in functions for stmt in f.body)) \
         - borrower.module_names
     if not unbound:  # the common case, a program that can run: no definitions to read

@@ -255,6 +255,23 @@ def bound_names(node: ast.AST) -> set[str]:
             | {a.arg for a in ast.walk(node) if isinstance(a, ast.arg)})
 
 
+def function_bound_names(function: ast.FunctionDef) -> set[str]:
+    """Every name a function binds anywhere in it (``bound_names``: assignments, loop and with targets,
+    parameters; and nested definitions, imports, exception names, global declarations): a name read in it and not
+    among these must be a module name."""
+    names = bound_names(function)
+    for n in ast.walk(function):
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n is not function:
+            names.add(n.name)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in n.names)
+        elif isinstance(n, ast.ExceptHandler) and n.name:
+            names.add(n.name)
+        elif isinstance(n, (ast.Global, ast.Nonlocal)):
+            names.update(n.names)
+    return names
+
+
 #: Module-level statements that define rather than compute: never a line lifted out of a function.
 _DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)
 

@@ -35,6 +35,7 @@ from .offline_mutator import mutate
 from .line_repair import MARKER, failing_statement
 from .attribute_repair import mend_attributes
 from .name_repair import borrow_missing_names
+from .parameter_repair import restore_dropped_parameters
 from .scope_repair import rename_shadowing_locals
 from .operators import (REPLY_FAILURES, ReplyError, apply_reply, apply_statement_fix, check_changes_what_runs,
                         check_prepare_reads_no_query, reply_prose)
@@ -80,13 +81,15 @@ def fix_candidate(source: str, donors) -> tuple[str, str | None]:
     """A model's candidate with the mistakes trusted code can mend from the code alone, and what was changed (None
     when nothing): attributes the contract lacks that can mean one thing only
     (:mod:`~evorank.evolve.attribute_repair`), a local that shadows the helper it is computed from
-    (``x = x(...)``, :mod:`~evorank.evolve.scope_repair`), names it reads but never defines, borrowed from ``donors``
+    (``x = x(...)``, :mod:`~evorank.evolve.scope_repair`), a parameter dropped from a copied helper whose body still
+    reads it (:mod:`~evorank.evolve.parameter_repair`), names it reads but never defines, borrowed from ``donors``
     (:mod:`~evorank.evolve.name_repair`), then element-wise operations that meet per-posting with per-term or
     per-document arrays, written with the gather that makes them run
     (:func:`~evorank.evolve.array_kinds.lift_to_postings`). Each step reads what the one before wrote."""
     donors = list(donors)
     steps = (lambda code: mend_attributes(code, donors), lambda code: rename_shadowing_locals(code, donors),
-             lambda code: borrow_missing_names(code, donors), lift_to_postings)
+             lambda code: restore_dropped_parameters(code, donors), lambda code: borrow_missing_names(code, donors),
+             lift_to_postings)
     original, notes = source, []
     try:
         for step in steps:

@@ -2,8 +2,8 @@
 
 Every distinct program that ran cleanly in the given run folders (``status = accepted``), plus the seeds and the
 literature examples, goes through what a chat model's candidate goes through before evaluation:
-``proposers.fix_candidate`` (attribute, shadowing-local, missing-name and array-level mends, with the seeds as
-donors) and the refusals before evaluation (``operators.check_prepare_reads_no_query``). A mend or refusal that
+``proposers.fix_candidate`` (attribute, shadowing-local, dropped-parameter, missing-name and array-level mends,
+with every shipped direction's helpers and the seeds as donors) and the refusals before evaluation (``operators.check_prepare_reads_no_query``). A mend or refusal that
 touches one of them would change (or reject) a program that could run; the count should be 0.
 
 Usage:  python bench/mend_scan.py RUN [RUN ...]      (e.g. /tmp/llm/* and an offline run's folder)
@@ -16,7 +16,8 @@ from pathlib import Path
 
 from evorank.evaluators.program import BLOCK_START, load_program
 from evorank.evolve.operators import ReplyError, check_prepare_reads_no_query
-from evorank.evolve.proposers import fix_candidate
+from evorank.evolve.prompts import PromptTemplates
+from evorank.evolve.proposers import direction_donor, fix_candidate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,7 +38,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="*")
     args = ap.parse_args(argv)
-    donors = [(f"seed {name}", load_program(name).source) for name in ("bm25", "ql_dirichlet")]
+    donors = [*(direction_donor(d) for d in PromptTemplates.load().directions().values()),
+              *((f"seed {name}", load_program(name).source) for name in ("bm25", "ql_dirichlet"))]
     codes = programs_that_ran(args.runs)
     changed = refused = 0
     for code in sorted(codes):

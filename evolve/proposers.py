@@ -36,6 +36,7 @@ from .line_repair import MARKER, failing_statement
 from .attribute_repair import mend_attributes
 from .name_repair import borrow_missing_names
 from .parameter_repair import restore_dropped_parameters
+from .state_repair import take_prepare_for_unpacked_state
 from .scope_repair import rename_shadowing_locals
 from .operators import (REPLY_FAILURES, ReplyError, apply_reply, apply_statement_fix, check_changes_what_runs,
                         check_prepare_reads_no_query, reply_prose)
@@ -82,13 +83,16 @@ def fix_candidate(source: str, donors) -> tuple[str, str | None]:
     when nothing): attributes the contract lacks that can mean one thing only
     (:mod:`~evorank.evolve.attribute_repair`), a local that shadows the helper it is computed from
     (``x = x(...)``, :mod:`~evorank.evolve.scope_repair`), a parameter dropped from a copied helper whose body still
-    reads it (:mod:`~evorank.evolve.parameter_repair`), names it reads but never defines, borrowed from ``donors``
+    reads it (:mod:`~evorank.evolve.parameter_repair`), a ``prepare`` returning one matrix where ``score`` unpacks
+    the state of a donor's (:mod:`~evorank.evolve.state_repair`), names it reads but never defines, borrowed from
+    ``donors``
     (:mod:`~evorank.evolve.name_repair`), then element-wise operations that meet per-posting with per-term or
     per-document arrays, written with the gather that makes them run
     (:func:`~evorank.evolve.array_kinds.lift_to_postings`). Each step reads what the one before wrote."""
     donors = list(donors)
     steps = (lambda code: mend_attributes(code, donors), lambda code: rename_shadowing_locals(code, donors),
-             lambda code: restore_dropped_parameters(code, donors), lambda code: borrow_missing_names(code, donors),
+             lambda code: restore_dropped_parameters(code, donors),
+             lambda code: take_prepare_for_unpacked_state(code, donors), lambda code: borrow_missing_names(code, donors),
              lift_to_postings)
     original, notes = source, []
     try:
@@ -115,8 +119,9 @@ ECHOES = ("no_change", "duplicate")
 
 
 def direction_donor(direction: Direction) -> tuple[str, str]:
-    """(label, code) of a direction's helpers as a program to borrow definitions from (name_repair)."""
-    return f"direction {direction.name}", f"{BLOCK_START}\n{direction.code}{BLOCK_END}\n"
+    """(label, code) of a direction's helpers and its complete prepare and score, as a program to borrow
+    definitions from (name_repair, state_repair)."""
+    return f"direction {direction.name}", f"{BLOCK_START}\n{direction.code}\n\n{direction.example}{BLOCK_END}\n"
 
 
 def candidate_failed(reason: str | None) -> bool:

@@ -1,5 +1,6 @@
-"""A ``score`` that unpacks the state another program's ``prepare`` returns, next to a ``prepare`` that returns one
-matrix: the candidate gets that program's ``prepare``, from trusted code, before it is evaluated.
+"""Half of another program's state passing: a ``score`` that unpacks the state another program's ``prepare``
+returns, next to a ``prepare`` that returns one matrix, gets that program's ``prepare``, from trusted code, before
+it is evaluated (and a copied ``prepare`` returning a tuple gets the ``score`` that reads it).
 
 The complete programs the prompt shows (the direction's ``prepare`` and ``score``, the parent, the inspirations)
 pass a tuple from ``prepare`` to ``score`` when they need more than the per-posting weights
@@ -21,7 +22,12 @@ Rewritten only when all of these hold:
   (a tuple, or a call of one of its functions whose returns are all such tuples).
 
 The candidate's ``prepare`` is then replaced by that donor's (whatever it calls is borrowed afterwards by
-:mod:`~evorank.evolve.name_repair`). Code is parsed, never run.
+:mod:`~evorank.evolve.name_repair`).
+
+The other half is mended the same way: a candidate whose ``prepare`` is a donor's (the same code up to layout,
+comments and docstring) returning a tuple, while its ``score`` indexes the state as a matrix (``state[...]``,
+never unpacking it: a TypeError on every query, run ``local-q`` #13), gets that donor's ``score``. Code is
+parsed, never run.
 """
 from __future__ import annotations
 
@@ -96,9 +102,58 @@ def _tuple_size(value: ast.expr | None, functions: dict[str, ast.FunctionDef], d
     return None
 
 
+def _body_dump(function: ast.FunctionDef) -> str:
+    """A function's parameters and body up to layout, comments and its docstring."""
+    body = function.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        body = body[1:]
+    return ast.dump(function.args) + "".join(ast.dump(s) for s in body)
+
+
+def _indexes_state(score: ast.FunctionDef) -> bool:
+    """Whether ``score`` subscripts ``state`` (``state[query.term_ids]``) and never rebinds or unpacks it."""
+    subscripted = any(isinstance(n, ast.Subscript) and isinstance(n.value, ast.Name) and n.value.id == "state"
+                      for n in ast.walk(score))
+    rebound = any(isinstance(n, ast.Name) and n.id == "state" and not isinstance(n.ctx, ast.Load)
+                  for n in ast.walk(score))
+    return subscripted and not rebound and _unpacking(score) is None
+
+
+def _replace(code: str, function: ast.FunctionDef, text: str) -> str:
+    lines = code.split("\n")
+    lines[function.lineno - 1:function.end_lineno] = text.split("\n")
+    return "\n".join(lines)
+
+
+def take_score_for_tuple_state(code: str, own: dict[str, ast.FunctionDef],
+                               donors: list[tuple[str, str]]) -> StateFix | None:
+    """``code`` with its ``score`` replaced by the donor's whose ``prepare`` it copied, when that ``prepare``
+    returns a tuple and the candidate's ``score`` indexes the state as a matrix (module docstring)."""
+    score, prepare = own.get("score"), own.get("prepare")
+    if score is None or prepare is None or not _indexes_state(score):
+        return None
+    for label, donor in donors:
+        try:
+            functions = _functions(parse_ast(donor))
+        except SyntaxError:
+            continue
+        d_score, d_prepare = functions.get("score"), functions.get("prepare")
+        if d_score is None or d_prepare is None or _body_dump(d_prepare) != _body_dump(prepare):
+            continue
+        sizes = {_tuple_size(r, functions) for r in _returns(d_prepare)}
+        if len(sizes) != 1 or None in sizes:
+            continue
+        return StateFix(_replace(code, score, ast.get_source_segment(donor, d_score)),
+                        f"took score() from {label}: prepare() is its and returns {sizes.pop()} values, the "
+                        "candidate's score() indexed them as one matrix")
+    return None
+
+
 def take_prepare_for_unpacked_state(code: str, donors: list[tuple[str, str]]) -> StateFix | None:
-    """``code`` with its ``prepare`` replaced by the one of the donor whose state its ``score`` unpacks (module
-    docstring), or None when that is not the case."""
+    """``code`` with its ``prepare`` replaced by the one of the donor whose state its ``score`` unpacks, or its
+    ``score`` by the one of the donor whose ``prepare`` it copied (module docstring); None when neither is the
+    case."""
     try:
         first, last = split_block(code).line_range()
         tree = parse_ast(code)
@@ -107,7 +162,9 @@ def take_prepare_for_unpacked_state(code: str, donors: list[tuple[str, str]]) ->
     own = {name: f for name, f in _functions(tree).items() if first <= f.lineno <= last}
     score, prepare = own.get("score"), own.get("prepare")
     unpack = _unpacking(score) if score is not None else None
-    if unpack is None or (prepare is not None and not _returns_one_matrix(prepare)):
+    if unpack is None:
+        return take_score_for_tuple_state(code, own, donors)
+    if prepare is not None and not _returns_one_matrix(prepare):
         return None
     if prepare is None and "prepare" in _functions(tree):
         return None  # a prepare outside the block: not the candidate's to replace
@@ -125,11 +182,12 @@ def take_prepare_for_unpacked_state(code: str, donors: list[tuple[str, str]]) ->
         if sizes != {size}:
             continue
         text = ast.get_source_segment(donor, d_prepare)
-        lines = code.split("\n")
         if prepare is not None:
-            lines[prepare.lineno - 1:prepare.end_lineno] = text.split("\n")
+            fixed = _replace(code, prepare, text)
         else:
+            lines = code.split("\n")
             lines[score.lineno - 1:score.lineno - 1] = [*text.split("\n"), "", ""]
-        return StateFix("\n".join(lines), f"took prepare() from {label}: score() unpacks its state into "
+            fixed = "\n".join(lines)
+        return StateFix(fixed, f"took prepare() from {label}: score() unpacks its state into "
                                           f"{', '.join(unpack)}, the candidate's prepare() returned one matrix")
     return None

@@ -82,3 +82,24 @@ def test_run_local_q_the_directions_score_after_the_parents_prepare_runs_after_t
     source, note = fix_candidate(code, [direction_donor(direction), *SEEDS])
     assert note is not None and note.startswith(f"took prepare() from direction {name}"), (run_id, note)
     static_check(source)
+
+
+def test_run_local_q_13_the_directions_prepare_with_the_parents_score_gets_the_directions_score():
+    """local-q #13: the smoothing direction's prepare copied, the query-likelihood seed's score kept (state
+    indexed as a matrix: TypeError on every query)."""
+    direction = DIRECTIONS["smoothing"]
+    seed_score = "def score(" + SEEDS[1][1].split("def score(")[1].split("# EVOLVE-BLOCK-END")[0]
+    prepare = "def prepare(index):\n    # the direction's\n    return dirichlet_weights(index)\n\n\n"
+    code = program(prepare + seed_score)
+    source, note = fix_candidate(code, [direction_donor(direction), *SEEDS])
+    assert note is not None and note.startswith("took score() from direction smoothing: prepare() is its and "
+                                                "returns 2 values"), note
+    assert "posting, per_doc = state" in source and "def dirichlet_weights" in source
+    static_check(source)
+
+
+def test_a_score_that_indexes_the_state_is_left_alone_when_prepare_is_not_a_donors():
+    seed_score = "def score(" + SEEDS[1][1].split("def score(")[1].split("# EVOLVE-BLOCK-END")[0]
+    prepare = "def prepare(index):\n    return dirichlet_weights(index, mu=500.0)\n\n\n"
+    assert take_prepare_for_unpacked_state(program(prepare + seed_score),
+                                           [direction_donor(DIRECTIONS["smoothing"]), *SEEDS]) is None

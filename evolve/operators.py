@@ -366,30 +366,47 @@ def unreachable_functions(block: str) -> list[str]:
     return [name for name in defs if name not in reached]
 
 
+def _canonical_code(code: str, drop_unreachable: bool) -> str:
+    """The code of a block without docstrings, comments or layout (and without the functions nothing running
+    reaches, with ``drop_unreachable``), its module-level functions in name order when their order cannot matter
+    (unique names, no decorators, no module-level statement that calls anything at import): a reply that merged
+    its functions back in another order, or moved one, ranks as before. Raises SyntaxError."""
+    tree = parse_ast(code)
+    dead = set(unreachable_functions(code)) if drop_unreachable else set()
+    tree.body = [n for n in tree.body if not (isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                                              and n.name in dead)]
+    text = normalized_code(ast.unparse(tree))
+    if text is None:
+        raise SyntaxError("does not parse")
+    tree = parse_ast(text)
+    defs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    others = [n for n in tree.body if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    if len({d.name for d in defs}) == len(defs) and not any(d.decorator_list for d in defs) \
+            and not any(isinstance(n, ast.Call) for s in others for n in ast.walk(s)):
+        tree.body = others + sorted(defs, key=lambda d: d.name)
+    return ast.unparse(tree)
+
+
 def check_changes_what_runs(parent_source: str, source: str) -> None:
     """Raise ``no_change`` when the candidate differs from the program it edits only by functions nothing calls
     (small models given helper code copy it and leave prepare and score as they were: the program ranks as
-    before, and an evaluation is spent on it). The message names the functions, so a repair can call them."""
+    before, and an evaluation is spent on it), or only by the order of its functions (run local-q #26: a copy of
+    its parent with the functions merged back in another order, evaluated and archived as a new program; a copy
+    up to layout, comments and docstrings is the archive's ``duplicate``). The message names the functions added,
+    so a repair can call them."""
     parent, block = split_block(parent_source).block, split_block(source).block
-    unused = [name for name in unreachable_functions(block) if name not in unreachable_functions(parent)]
-    if not unused:
-        return
-
-    def running(code: str) -> str | None:  # the code that runs, without docstrings, comments or layout
-        tree = parse_ast(code)
-        dead = set(unreachable_functions(code))
-        tree.body = [n for n in tree.body if not (isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
-                                                  and n.name in dead)]
-        return normalized_code(ast.unparse(tree))
-
     try:
-        same = running(block) == running(parent)
+        if _canonical_code(block, False) == _canonical_code(parent, False) \
+                and normalized_code(block) != normalized_code(parent):  # (same up to comments: a duplicate, below)
+            raise ReplyError("no_change", "the change only reorders functions, so the program ranks exactly as "
+                                          "before")
+        unused = [name for name in unreachable_functions(block) if name not in unreachable_functions(parent)]
+        if unused and _canonical_code(block, True) == _canonical_code(parent, True):
+            names = ", ".join(unused)
+            raise ReplyError("no_change", f"the change only adds {names}, which score and prepare never call, so "
+                                          f"the program ranks exactly as before: call {names} from prepare or score")
     except SyntaxError:
         return
-    if same:
-        names = ", ".join(unused)
-        raise ReplyError("no_change", f"the change only adds {names}, which score and prepare never call, so the "
-                                      f"program ranks exactly as before: call {names} from prepare or score")
 
 
 def check_prepare_reads_no_query(source: str) -> None:

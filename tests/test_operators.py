@@ -230,6 +230,28 @@ def test_a_helper_that_is_called_or_comes_with_another_change_is_a_change():
     check_changes_what_runs(added, added.replace("x * 2.0", "x * 3.0"))
 
 
+def test_a_candidate_that_only_reorders_its_functions_is_no_change():
+    """run local-q #26: its parent's functions merged back in another order, evaluated as a new program."""
+    from evorank.evolve.operators import check_changes_what_runs
+
+    head, block = BM25.split("# EVOLVE-BLOCK-START\n")
+    block, tail = block.split("# EVOLVE-BLOCK-END")
+    constants, prepare = block.split("def prepare(")
+    prepare, score = prepare.split("def score(")
+    swapped = f"{head}# EVOLVE-BLOCK-START\n{constants}def score({score.rstrip()}\n\n\ndef prepare({prepare.rstrip()}\n" \
+              f"# EVOLVE-BLOCK-END{tail}"
+    assert swapped.index("def score(") < swapped.index("def prepare(")
+    with pytest.raises(ReplyError) as e:
+        check_changes_what_runs(BM25, swapped)
+    assert e.value.reason == "no_change" and "only reorders functions" in str(e.value)
+    # with a module-level statement that calls something at import, order may matter: left to evaluation
+    def calling(code):
+        return code.replace("B = 0.4\n", "B = 0.4\nC = float(B)\n")
+
+    assert calling(swapped) != swapped
+    check_changes_what_runs(calling(BM25), calling(swapped))
+
+
 def test_a_prepare_that_reads_query_is_refused_naming_the_line_and_where_such_work_goes():
     from evorank.evolve.operators import check_prepare_reads_no_query
 

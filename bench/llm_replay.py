@@ -4,7 +4,7 @@
 A measured LLM run takes over an hour with the local model (bench/llm_funnel.py); a change to the reply parser
 (evolve/operators.py) or to the edits trusted code makes before evaluation (evolve/attribute_repair.py,
 name_repair.py, array_kinds.py) can be judged in minutes on the replies runs already archived. Each fresh reply
-is applied to its parent again and mended with the donors its prompt showed (the helpers of the proposal's
+is applied to its parent again, mended with the donors its prompt showed (the helpers of the proposal's
 direction first, then parent, crossover partner, the inspirations named in the prompt, the seeds); a candidate
 that differs from the archived one is evaluated with `evorank eval --suite SUITE` (static checks and sandbox,
 as in a run), the others keep their archived outcome.
@@ -31,7 +31,7 @@ from pathlib import Path
 
 from evorank.archive import RunStore
 from evorank.archive.programs import RAN_STATUSES
-from evorank.evolve.operators import ReplyError, apply_reply
+from evorank.evolve.operators import ReplyError, apply_reply, check_changes_what_runs, check_prepare_reads_no_query
 from evorank.evolve.proposal import DIRECTION_FEATURE
 from evorank.evolve.prompts import PromptTemplates
 from evorank.evolve.proposers import direction_donor, donor_label, fix_candidate
@@ -85,7 +85,14 @@ def replay(run: str, suite: str, timeout_s: int, workdir: Path):
         except ReplyError as e:
             yield p.id, before, f"fail {e.reason}", None
             continue
+        parent_code = programs[p.parent_ids[0]].code
         source, note = fix_candidate(source, donors)
+        try:  # the refusals before evaluation, as in a run
+            check_changes_what_runs(parent_code, source)
+            check_prepare_reads_no_query(source)
+        except ReplyError as e:
+            yield p.id, before, f"fail {e.reason}", note
+            continue
         now = before if source == p.code else evaluate(source, suite, timeout_s, workdir)
         yield p.id, before, now, note
 

@@ -97,6 +97,18 @@ def test_other_kinds_are_not_shared(state, tmp_path):
     assert not write_state(lambda b: None, state, {}, 1 << 30)
 
 
+def test_a_state_of_many_small_arrays_is_not_shared_and_encoding_it_stops_early():
+    """Encoding is untimed CPU in the jail (the time-vs-CPU check): it stops at MAX_NODES instead of walking the
+    whole state (run local-r #7: 11,480 arrays, 389 ms, failed as latency_mismatch)."""
+    from evorank.evaluators.state_wire import MAX_NODES, NotShareable, encode_state
+
+    assert write_state(lambda b: None, {i: np.arange(3) for i in range(MAX_NODES // 4)}, {}, 1 << 30)
+    assert not write_state(lambda b: None, {i: np.arange(3) for i in range(20 * MAX_NODES)}, {}, 1 << 30)
+    # an unshareable value past the limit is never reached: the walk stopped at the limit
+    with pytest.raises(NotShareable, match="too large"):
+        encode_state([np.arange(3)] * (MAX_NODES + 10) + [object()], {})
+
+
 def test_forged_streams_are_refused(tmp_path):
     index = FakeIndex()
     ok, path = roundtrip(sp.csr_matrix(np.eye(3)), tmp_path, index)
@@ -132,6 +144,19 @@ def test_sandboxed_reuse_gives_the_results_of_a_fresh_prepare(topics):
     assert (first.prepare_reused, again.prepare_reused, mutant.prepare_reused, fresh_mutant.prepare_reused) == (0, 1, 1, 0)
     assert same(first, again) and same(mutant, fresh_mutant)
     assert again.ranking.prepare_ms == first.ranking.prepare_ms  # the producer's prepare time is reported
+
+
+def test_a_prepare_returning_many_small_arrays_is_not_taken_for_forged_latency(topics):
+    """run local-r #7 (the variants direction's program: a dict of 11,480 prefix classes): encoding that state for
+    sharing cost the jail untimed CPU, and a run on a query sample failed as latency_mismatch. Not shared now."""
+    many = BM25.replace("    return sp.csr_matrix((weights, td.indices, td.indptr), shape=td.shape)",
+                        "    classes = {i: np.arange(3) for i in range(20000)}\n"
+                        "    return sp.csr_matrix((weights, td.indices, td.indptr), shape=td.shape), classes")
+    many = many.replace("    rows = state[query.term_ids]", "    rows = state[0][query.term_ids]")
+    assert many.count("classes") == 2 and "state[0]" in many
+    result = run_sandboxed(many, topics.index, topics.queries[:2], 100, REUSE)
+    assert result.ok, (result.reason, result.message)
+    assert result.prepare_reused == 0
 
 
 def test_a_consumer_cannot_change_the_state_for_the_next(topics):

@@ -24,7 +24,7 @@ import sys
 from collections import Counter
 
 from evorank.archive import RunStore
-from evorank.archive.programs import RAN_STATUSES
+from evorank.archive.programs import RAN_STATUSES, normalized_code
 from evorank.evolve.line_repair import MARKER
 from evorank.evolve.operators import REPLY_FAILURES
 from evorank.evolve.prompts import PromptTemplates
@@ -53,19 +53,14 @@ def ranks_as(p, start) -> bool:
 
 
 def entry_points(code: str) -> dict[str, str]:
-    """``prepare`` and ``score`` of a program or block, each as an AST dump without its docstring ({} when the code
-    does not parse)."""
+    """``prepare`` and ``score`` of a program or block, each as the archive's normalized code (no docstring,
+    comments or layout; {} when the code does not parse)."""
     try:
         tree = ast.parse(code)
     except SyntaxError:
         return {}
-    out = {}
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and node.name in ("prepare", "score"):
-            body = node.body[1:] if node.body and isinstance(node.body[0], ast.Expr) and isinstance(
-                getattr(node.body[0], "value", None), ast.Constant) and isinstance(node.body[0].value.value, str) else node.body
-            out[node.name] = ast.dump(node.args) + "".join(ast.dump(s) for s in body)
-    return out
+    return {node.name: normalized_code(ast.unparse(node)) for node in tree.body
+            if isinstance(node, ast.FunctionDef) and node.name in ("prepare", "score")}
 
 
 def copies_example(p, examples: dict[str, dict[str, str]]) -> bool:

@@ -1,9 +1,11 @@
 """Do the trusted edits change programs that run? (run by hand, no model, no evaluation)
 
 Every distinct program that ran cleanly in the given run folders (``status = accepted``), plus the seeds, the
-literature examples and each direction's program (its helpers and complete prepare and score in the BM25 seed), goes through what a chat model's candidate goes through before evaluation:
-``proposers.fix_candidate`` (attribute, shadowing-local, dropped-parameter, missing-name and array-level mends,
-with every shipped direction's helpers and the seeds as donors) and the refusals before evaluation (``operators.check_prepare_reads_no_query``). A mend or refusal that
+literature examples and each direction's program (its helpers and complete prepare and score in the BM25 seed),
+goes through what a chat model's candidate goes through before evaluation: ``proposers.fix_candidate``
+(attribute, shadowing-local, dropped-parameter, state, missing-name and array-level mends, with every shipped
+direction and the seeds as donors) and the refusals before evaluation
+(``operators.check_prepare_reads_no_query``). A mend or refusal that
 touches one of them would change (or reject) a program that could run; the count should be 0.
 
 Usage:  python bench/mend_scan.py RUN [RUN ...]      (e.g. /tmp/llm/* and an offline run's folder)
@@ -14,7 +16,7 @@ import argparse
 import sqlite3
 from pathlib import Path
 
-from evorank.evaluators.program import BLOCK_END, BLOCK_START, load_program
+from evorank.evaluators.program import BLOCK_START, load_program, split_block
 from evorank.evolve.operators import ReplyError, check_prepare_reads_no_query
 from evorank.evolve.prompts import PromptTemplates
 from evorank.evolve.proposers import direction_donor, fix_candidate
@@ -31,9 +33,9 @@ def programs_that_ran(runs: list[str]) -> set[str]:
         text = path.read_text(encoding="utf-8")
         if BLOCK_START in text:
             codes.add(text)
-    head, _, rest = load_program("bm25").source.partition(BLOCK_START)
+    seed = split_block(load_program("bm25").source)
     for d in PromptTemplates.load().directions().values():  # each direction's program, as the prompt shows it
-        codes.add(f"{head}{BLOCK_START}\n{d.code}\n\n{d.example}{BLOCK_END}{rest.partition(BLOCK_END)[2]}")
+        codes.add(seed.join(d.program_block))
     return codes
 
 

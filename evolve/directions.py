@@ -44,6 +44,12 @@ class Direction:
         it has none)."""
         return self._block(1)
 
+    @property
+    def program_block(self) -> str:
+        """The helpers and the complete prepare and score, as one EVOLVE-BLOCK (what a reply copying the example
+        would run)."""
+        return f"{self.code}\n\n{self.example}"
+
     def _block(self, n: int) -> str:
         blocks = self.text.split("```python\n")[1:]
         return blocks[n].split("```", 1)[0] if len(blocks) > n else ""

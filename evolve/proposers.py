@@ -121,7 +121,7 @@ ECHOES = ("no_change", "duplicate")
 def direction_donor(direction: Direction) -> tuple[str, str]:
     """(label, code) of a direction's helpers and its complete prepare and score, as a program to borrow
     definitions from (name_repair, state_repair)."""
-    return f"direction {direction.name}", f"{BLOCK_START}\n{direction.code}\n\n{direction.example}{BLOCK_END}\n"
+    return f"direction {direction.name}", f"{BLOCK_START}\n{direction.program_block}{BLOCK_END}\n"
 
 
 def candidate_failed(reason: str | None) -> bool:

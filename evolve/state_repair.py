@@ -34,6 +34,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 
+from evorank.archive.programs import normalized_code
 from evorank.evaluators.program import ProgramError, split_block
 from evorank.threadsafe_ast import parse_ast
 
@@ -102,13 +103,9 @@ def _tuple_size(value: ast.expr | None, functions: dict[str, ast.FunctionDef], d
     return None
 
 
-def _body_dump(function: ast.FunctionDef) -> str:
-    """A function's parameters and body up to layout, comments and its docstring."""
-    body = function.body
-    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-            and isinstance(body[0].value.value, str):
-        body = body[1:]
-    return ast.dump(function.args) + "".join(ast.dump(s) for s in body)
+def _same_function(a: ast.FunctionDef, b: ast.FunctionDef) -> bool:
+    """Equal up to layout, comments and docstrings (the archive's normalized code)."""
+    return normalized_code(ast.unparse(a)) == normalized_code(ast.unparse(b))
 
 
 def _indexes_state(score: ast.FunctionDef) -> bool:
@@ -139,7 +136,7 @@ def take_score_for_tuple_state(code: str, own: dict[str, ast.FunctionDef],
         except SyntaxError:
             continue
         d_score, d_prepare = functions.get("score"), functions.get("prepare")
-        if d_score is None or d_prepare is None or _body_dump(d_prepare) != _body_dump(prepare):
+        if d_score is None or d_prepare is None or not _same_function(d_prepare, prepare):
             continue
         sizes = {_tuple_size(r, functions) for r in _returns(d_prepare)}
         if len(sizes) != 1 or None in sizes:

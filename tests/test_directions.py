@@ -12,7 +12,7 @@ import pytest
 import scipy.sparse as sp
 
 from evorank.evaluators.evaluate import load_topics
-from evorank.evaluators.program import BLOCK_END, BLOCK_START, compile_program, load_program
+from evorank.evaluators.program import compile_program, load_program, split_block
 from evorank.evaluators.static_check import static_check
 from evorank.evolve.config import ConfigError, RunConfig, validate
 from evorank.evolve.directions import allowed, choose, parse_directions, shipped_directions
@@ -51,8 +51,7 @@ def test_a_directions_helpers_and_their_use_run_as_a_program_and_change_the_rank
     """The BM25 seed with its block replaced by the helpers and the complete prepare and score passes the static
     checks and gives finite-or--inf float scores for every query, different from BM25's for some."""
     seed = load_program("bm25")
-    head, _, rest = seed.source.partition(BLOCK_START)
-    source = f"{head}{BLOCK_START}\n{DIRECTIONS[name].code}\n\n{DIRECTIONS[name].example}{BLOCK_END}{rest.partition(BLOCK_END)[2]}"
+    source = split_block(seed.source).join(DIRECTIONS[name].program_block)
     static_check(source, seed.source)
     program = compile_program(source, f"direction {name}")
     index = titled_topics.index

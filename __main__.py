@@ -1,6 +1,6 @@
 """``python -m evorank``: the ``evorank`` command."""
 import sys
 
-from evorank.evolve.cli import main
+from evorank.evolve.cli.main import main
 
 sys.exit(main())

@@ -109,6 +109,10 @@ sampling:
         -> list[ProgramRecord]
 
 Imports are light: stdlib + numpy only (nothing from evaluators/evolve).
+
+Nothing here imports evolve/ or evaluators/: the archive stores what it is given.
+
+May import: evorank.threadsafe_ast
 """
 
 from evorank.archive.elites import (

@@ -24,8 +24,8 @@ import time
 from evorank.evaluators.cluster import local_cluster  # noqa: E402
 from evorank.evaluators.evaluate import load_topics  # noqa: E402
 from evorank.evaluators.parallel import Evaluator, Limits, _Candidate  # noqa: E402
-from evorank.evaluators.program import seed_path  # noqa: E402
-from evorank.evaluators.suites import resolve_collections  # noqa: E402
+from evorank.evaluators.program.source import seed_path  # noqa: E402
+from evorank.evaluators.data.suites import resolve_collections  # noqa: E402
 
 BM25 = seed_path("bm25").read_text(encoding="utf-8")
 EMPTY = "import numpy as np\n# EVOLVE-BLOCK-START\ndef score(query, index, state):\n    return np.full(index.n_docs, -np.inf)\n# EVOLVE-BLOCK-END\n"

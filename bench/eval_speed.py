@@ -41,9 +41,9 @@ def main() -> None:
     from bm25s.tokenization import Tokenized
 
     from evorank.evaluators.evaluate import evaluate_on, load_topics
-    from evorank.evaluators.program import load_program
-    from evorank.evaluators.ranking import rank
-    from evorank.evaluators.suites import get_suite
+    from evorank.evaluators.program.source import load_program
+    from evorank.evaluators.program.ranking import rank
+    from evorank.evaluators.data.suites import get_suite
 
 
     # indexes start cold

@@ -4,8 +4,8 @@ For fresh proposals (diff, full, crossover, command) and repairs separately, and
 proposal followed by its repairs, if any): how many replies parsed into a candidate, how many reached
 evaluation (passed the static checks and were not duplicates), how many ran cleanly (accepted, or cut by
 the cascade after running), how many trusted code mended before evaluation (an attribute the contract lacks
-rewritten, a missing name defined, arrays brought to the postings: evolve/attribute_repair.py,
-evolve/name_repair.py, evolve/array_kinds.py) and how many of those ran, and how many
+rewritten, a missing name defined, arrays brought to the postings: evolve/llm/mend/attributes.py,
+evolve/llm/mend/names.py, evolve/llm/mend/array_kinds.py) and how many of those ran, and how many
 improved on the program they started from; plus the seconds per request (from the proposal's start to its
 archiving) and the wall time per proposal over the run. Chains that ran are also counted by whether their first
 program that ran has exactly the `prepare` and `score` of the complete program shown with their direction (up to
@@ -25,9 +25,9 @@ from collections import Counter
 
 from evorank.archive import RunStore
 from evorank.archive.programs import RAN_STATUSES, normalized_code
-from evorank.evolve.line_repair import MARKER
-from evorank.evolve.operators import REPLY_FAILURES
-from evorank.evolve.prompts import PromptTemplates
+from evorank.evolve.llm.failing_statement import MARKER
+from evorank.evolve.llm.replies import REPLY_FAILURES
+from evorank.evolve.llm.prompts import PromptTemplates
 from evorank.evolve.proposal import DIRECTION_FEATURE, REPAIR_KIND_FEATURE, TRUSTED_EDITS_FEATURE
 
 NO_CANDIDATE = REPLY_FAILURES + ("llm:", "proposer:", "command:")
@@ -120,7 +120,7 @@ def main(argv=None) -> int:
     copied = sum(any(map(ran, c)) and copies_example(next(p for p in c if ran(p)), examples) for c in chains.values())
     # chains whose every program that ran ranks as the program the chain started from
     like_start = sum(any(map(ran, c)) and all(ranks_as(p, origin(p)) for p in c if ran(p)) for c in chains.values())
-    # chains by the direction their first request gave (evolve/directions.py; none: the model chose)
+    # chains by the direction their first request gave (evolve/llm/directions.py; none: the model chose)
     by_direction: dict[str, list[int]] = {}
     for c in chains.values():
         tally = by_direction.setdefault(c[0].features.get(DIRECTION_FEATURE) or "(none)", [0, 0])

@@ -2,7 +2,7 @@
 (run by hand): how many of the replies would now give a program that runs cleanly?
 
 A measured LLM run takes over an hour with the local model (bench/llm_funnel.py); a change to the reply parser
-(evolve/operators.py) or to the edits trusted code makes before evaluation (evolve/attribute_repair.py,
+(evolve/llm/replies.py) or to the edits trusted code makes before evaluation (evolve/llm/mend/attributes.py,
 name_repair.py, array_kinds.py) can be judged in minutes on the replies runs already archived. Each fresh reply
 is applied to its parent again, mended with the donors its prompt showed (the helpers of the proposal's
 direction first, then parent, crossover partner, the inspirations named in the prompt, the seeds); a candidate
@@ -31,10 +31,11 @@ from pathlib import Path
 
 from evorank.archive import RunStore
 from evorank.archive.programs import RAN_STATUSES
-from evorank.evolve.operators import ReplyError, apply_reply, check_changes_what_runs, check_prepare_reads_no_query
+from evorank.evolve.llm.replies import ReplyError, apply_reply, check_changes_what_runs, check_prepare_reads_no_query
 from evorank.evolve.proposal import DIRECTION_FEATURE
-from evorank.evolve.prompts import PromptTemplates
-from evorank.evolve.proposers import direction_donor, donor_label, fix_candidate
+from evorank.evolve.llm.prompts import PromptTemplates
+from evorank.evolve.llm.mend import fix_candidate
+from evorank.evolve.llm.proposer import direction_donor, donor_label
 
 _INSPIRATION = re.compile(r"^## Program (\d+) \(fitness", re.MULTILINE)
 DIRECTIONS = PromptTemplates.load().directions()  # the shipped ones (a run with --prompts may have had others)

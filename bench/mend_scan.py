@@ -16,10 +16,11 @@ import argparse
 import sqlite3
 from pathlib import Path
 
-from evorank.evaluators.program import BLOCK_START, load_program, split_block
-from evorank.evolve.operators import ReplyError, check_prepare_reads_no_query
-from evorank.evolve.prompts import PromptTemplates
-from evorank.evolve.proposers import direction_donor, fix_candidate
+from evorank.evaluators.program.source import BLOCK_START, load_program, split_block
+from evorank.evolve.llm.replies import ReplyError, check_prepare_reads_no_query
+from evorank.evolve.llm.prompts import PromptTemplates
+from evorank.evolve.llm.mend import fix_candidate
+from evorank.evolve.llm.proposer import direction_donor
 
 REPO = Path(__file__).resolve().parents[1]
 

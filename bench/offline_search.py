@@ -1,6 +1,6 @@
 """Benchmark the offline mutator: a small in-process evolutionary search on a suite (run by hand).
 
-What it measures: whether ``evorank.evolve.offline_mutator`` alone (no LLM) can move from the seeds
+What it measures: whether ``evorank.evolve.offline.mutator`` alone (no LLM) can move from the seeds
 {bm25, ql_dirichlet} to a program better than the BM25 seed within a budget of proposals, and how
 often its proposals are valid and actually change the ranking. It is a stand-in for the engine's
 loop, not the engine: programs run in this process without the sandbox (they are our own mutants),
@@ -37,9 +37,9 @@ import numpy as np
 
 from evorank.evaluators.errors import ProgramError
 from evorank.evaluators.evaluate import evaluate_on, load_topics, summarize
-from evorank.evaluators.program import compile_program, seed_path, split_block
-from evorank.evaluators.suites import get_suite
-from evorank.evolve.offline_mutator import mutate
+from evorank.evaluators.program.source import compile_program, seed_path, split_block
+from evorank.evaluators.data.suites import get_suite
+from evorank.evolve.offline.mutator import mutate
 
 
 @dataclass

@@ -34,12 +34,12 @@ import numpy as np
 from evorank.archive import RunStore
 from evorank.archive.programs import normalized_code_hash
 from evorank.evaluators.evaluate import load_topics
-from evorank.evaluators.suites import resolve_collections
-from evorank.evolve.llm import LLMClient, LLMSettings, ModelSpec
-from evorank.evolve.operators import reply_prose
-from evorank.evolve.prompts import IDEA_CHARS, PromptTemplates
+from evorank.evaluators.data.suites import resolve_collections
+from evorank.evolve.llm.client import LLMClient, LLMSettings, ModelSpec
+from evorank.evolve.llm.replies import reply_prose
+from evorank.evolve.llm.prompts import IDEA_CHARS, PromptTemplates
 from evorank.evolve.proposal import Proposal
-from evorank.evolve.proposers import LLMProposer, candidate_failed
+from evorank.evolve.llm.proposer import LLMProposer, candidate_failed
 
 from llm_replay import evaluate, prompt_donors
 

@@ -20,11 +20,11 @@ import time
 
 from evorank.evaluators.evaluate import load_topics  # noqa: E402
 from evorank.evaluators.parallel import CascadeConfig, Evaluator, Limits  # noqa: E402
-from evorank.evaluators.program import compile_program, seed_path, split_block  # noqa: E402
-from evorank.evaluators.ranking import rank  # noqa: E402
-from evorank.evaluators.jail import prepare_process  # noqa: E402
-from evorank.evaluators.sandbox import isolation_layers, run_sandboxed  # noqa: E402
-from evorank.evaluators.suites import resolve_collections  # noqa: E402
+from evorank.evaluators.program.source import compile_program, seed_path, split_block  # noqa: E402
+from evorank.evaluators.program.ranking import rank  # noqa: E402
+from evorank.evaluators.sandbox.jail import prepare_process  # noqa: E402
+from evorank.evaluators.sandbox.runner import isolation_layers, run_sandboxed  # noqa: E402
+from evorank.evaluators.data.suites import resolve_collections  # noqa: E402
 
 BM25 = seed_path("bm25").read_text(encoding="utf-8")
 QL = seed_path("ql_dirichlet").read_text(encoding="utf-8")

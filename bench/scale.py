@@ -83,8 +83,8 @@ import json, sys, time
 import numpy as np
 from evorank.evaluators.evaluate import load_topics
 from evorank.evaluators.parallel import CascadeConfig, Evaluator, Limits
-from evorank.evaluators.program import load_program, seed_path
-from evorank.evaluators.ranking import make_queries, rank
+from evorank.evaluators.program.source import load_program, seed_path
+from evorank.evaluators.program.ranking import make_queries, rank
 folder, long_file = sys.argv[1], sys.argv[2]
 topics = load_topics(folder)
 out = {}

@@ -41,9 +41,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EvorankError
-from . import jail
-from .jail import prepare_process
-from .sandbox import SandboxResult, isolation_layers, run_sandboxed
+from .sandbox import jail
+from evorank.evaluators.sandbox.jail import prepare_process
+from evorank.evaluators.sandbox.runner import SandboxResult, isolation_layers, run_sandboxed
 from .tasks import worker_env
 
 __all__ = ["ClusterError", "IndexMismatch", "ClusterBackend", "connect", "local_cluster", "cluster_worker_env",
@@ -100,7 +100,7 @@ def resolve_index(address: str, signature: str, path: str | None = None):
 
 
 def _resolve(address: str, signature: str, path: str | None):
-    from .index import CorruptIndex, load_index
+    from evorank.evaluators.index.index import CorruptIndex, load_index
 
     if path and (Path(path) / "manifest.json").is_file():
         try:
@@ -109,8 +109,8 @@ def _resolve(address: str, signature: str, path: str | None):
                 return index
         except (CorruptIndex, OSError, KeyError, ValueError):
             pass
-    from .collections import load_collection
-    from .index import cache_root, get_index
+    from evorank.evaluators.data.collections import load_collection
+    from evorank.evaluators.index.index import cache_root, get_index
 
     coll = load_collection(address)
     with _BuildLock(cache_root() / "indexes", coll.name):
@@ -128,7 +128,7 @@ class _BuildLock:
     """An exclusive file lock per collection in a cache folder: one process builds, the others wait and open."""
 
     def __init__(self, folder: Path, name: str):
-        from .index import safe_name
+        from evorank.evaluators.index.index import safe_name
 
         self.path = folder / f".build-{safe_name(name)}.lock"
         self.fd = -1

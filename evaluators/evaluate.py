@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .collections import load_collection
+from evorank.evaluators.data.collections import load_collection
 from .errors import ProgramError
-from .index import get_index
+from evorank.evaluators.index.index import get_index
 from .metrics import FitnessSpec, Judgements, evaluate_ranking, fitness, fitness_spec, judgements, macro_means
-from .ranking import DEFAULT_K, Query, Ranking, make_queries, rank
+from evorank.evaluators.program.ranking import DEFAULT_K, Query, Ranking, make_queries, rank
 
 
 @dataclass

@@ -3,7 +3,7 @@
 ``Evaluator`` loads every collection's ``Topics`` once in the trusted process and fans
 (candidate x collection) tasks out over persistent joblib/loky worker processes. A worker keeps
 the memory-mapped ``Index`` objects it has opened (cached by index folder) and the allowed modules
-imported, and runs each task through ``evaluators.sandbox.run_sandboxed`` (a fresh isolated child
+imported, and runs each task through ``evaluators.sandbox.runner.run_sandboxed`` (a fresh isolated child
 per task). Workers receive program text, the index folder, analysed queries and limits, and return
 rankings only; judgements never leave this process, where ``measure()`` turns rankings into metrics.
 
@@ -42,13 +42,13 @@ from .evaluate import (CollectionResult, SuiteResult, Topics, failed_result, lat
                        subset_ranking, subset_topics)
 from .errors import ProgramError
 from .metrics import fitness, fitness_spec
-from .program import seed_path
-from .ranking import DEFAULT_K
-from .jail import remove_stale_jails
-from .program_output import failure_text
-from .sandbox import Limits, SandboxResult, warn_missing_layers
+from evorank.evaluators.program.source import seed_path
+from evorank.evaluators.program.ranking import DEFAULT_K
+from evorank.evaluators.sandbox.jail import remove_stale_jails
+from evorank.evaluators.program.output import failure_text
+from evorank.evaluators.sandbox.runner import Limits, SandboxResult, warn_missing_layers
 from .splits import relevant_counts, validation_split
-from .static_check import static_check
+from evorank.evaluators.program.checks import static_check
 from .tasks import EvalTask, init_worker, merge_shards, run_local_task, shard_bounds, worker_env
 
 __all__ = ["Limits", "CascadeConfig", "CandidateResult", "Evaluator", "evaluate_program_sandboxed", "cascade_sample"]

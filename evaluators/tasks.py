@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .jail import LAYERS, prepare_process
-from .ranking import Query, Ranking
-from .sandbox import Limits, SandboxResult, run_sandboxed
+from evorank.evaluators.sandbox.jail import LAYERS, prepare_process
+from evorank.evaluators.program.ranking import Query, Ranking
+from evorank.evaluators.sandbox.runner import Limits, SandboxResult, run_sandboxed
 
 #: Environment variables passed to worker processes with their values; all others are blanked.
 WORKER_ENV_KEEP = frozenset({
@@ -71,7 +71,7 @@ def init_worker() -> None:
 
 def run_local_task(task: EvalTask) -> SandboxResult:
     """Runs in a worker: open (or reuse) the memory-mapped index, then one sandboxed run."""
-    from .index import load_index
+    from evorank.evaluators.index.index import load_index
 
     index = _worker_indexes.get(task.index_path)
     if index is None:

@@ -19,9 +19,6 @@ else:  # pragma: no cover
 
 from evorank.evaluators.errors import EvorankError
 
-from .directions import ALL as ALL_DIRECTIONS
-from .directions import NONE as NO_DIRECTIONS
-from .directions import allowed as allowed_directions
 
 
 class ConfigError(EvorankError):
@@ -33,6 +30,11 @@ class ConfigError(EvorankError):
 #: statement (or block) corrected. Replies that did not parse or apply, or were cut off, are asked the same way in
 #: both.
 REPAIR_STYLES = ("rewrite", "fix")
+
+#: ``directions`` values besides comma-separated names (``evorank.evolve.llm.directions``): every direction of the
+#: templates, or none (the model chooses from the system prompt's list).
+ALL_DIRECTIONS = "all"
+NO_DIRECTIONS = "none"
 
 
 @dataclass
@@ -46,7 +48,7 @@ class RunConfig:
     seed: int = 0
     # the proposer
     # "offline", or weighted members: chat models and commands, "gpt-4o-mini,gpt-4o:0.2,cmd:aider ...:0.3"
-    # (see evolve/ensemble.py); auto = OPENAI_* env present ? LLM : offline
+    # (see evolve/llm/ensemble.py); auto = OPENAI_* env present ? LLM : offline
     llm: str = "auto"
     base_url: str | None = None  # default: $OPENAI_BASE_URL
     api_key_env: str = "OPENAI_API_KEY"
@@ -65,7 +67,7 @@ class RunConfig:
     # how a chat model is asked to repair a program that failed the static checks or when run: "rewrite" (the
     # idea again, written afresh on the program it started from) or "fix" (the failing statement or block edited)
     repair_style: str = "rewrite"
-    # the way each diff or full LLM proposal is asked to improve its parent (evolve/directions.py): "all" (one drawn
+    # the way each diff or full LLM proposal is asked to improve its parent (evolve/llm/directions.py): "all" (one drawn
     # per proposal from the directions template), "none" (the model chooses), or comma-separated direction names
     directions: str = ALL_DIRECTIONS
     max_consecutive_llm_failures: int = 5  # stop (resumably) after this many attempts in a row reach no model
@@ -88,7 +90,7 @@ class RunConfig:
     migration_every: int = 10  # generations (proposals per island)
     migration_rate: float = 0.2
     descriptors: list[str] = field(default_factory=lambda: ["evidence", "balance", "complexity", "latency_ratio"])
-    latency_edges: list[float] = field(default_factory=lambda: [2.0])  # initial edges; adaptive (evolve.descriptors)
+    latency_edges: list[float] = field(default_factory=lambda: [2.0])  # initial edges; adaptive (evolve.engine.descriptors)
     complexity_edges: list[float] = field(default_factory=lambda: [256.0])
     regrid_every: int = 25  # placements between refinements of the adaptive bins (0: never)
     grid_metric: str | None = None  # an extra MAP-Elites axis, e.g. "ndcg@10"
@@ -162,13 +164,6 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         bad(f"repair_style must be one of {', '.join(REPAIR_STYLES)}, got {cfg.repair_style!r}")
     if not isinstance(cfg.directions, str):
         bad(f"directions must be a string ('all', 'none' or comma-separated names), got {cfg.directions!r}")
-    if cfg.directions.strip() not in (ALL_DIRECTIONS, NO_DIRECTIONS):
-        from .prompts import PromptTemplates  # the names may come from a directions.txt in prompts_dir
-
-        try:
-            allowed_directions(cfg.directions, PromptTemplates.load(cfg.prompts_dir).directions())
-        except ValueError as e:
-            bad(str(e))
     if not isinstance(cfg.max_consecutive_llm_failures, int) or cfg.max_consecutive_llm_failures < 1:
         bad(f"max_consecutive_llm_failures must be a whole number >= 1, got {cfg.max_consecutive_llm_failures!r}")
     if not isinstance(cfg.command_timeout_s, (int, float)) or cfg.command_timeout_s <= 0:

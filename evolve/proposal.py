@@ -2,7 +2,7 @@
 proposer may read (:class:`ArchiveView`), the :class:`Proposer` interface, and which failures a repair
 round may try to fix (:func:`repairable`).
 
-The engine (:mod:`evorank.evolve.loop`) drives every proposer through the same steps, for each proposal:
+The engine (:mod:`evorank.evolve.engine.loop`) drives every proposer through the same steps, for each proposal:
 
 1. ``choose_operator(rng, has_partner)``, main thread: the operator to record for the proposal. It
    draws from the proposal's own generator, so the draws are part of a run's determinism;
@@ -89,7 +89,7 @@ class Proposal:
     #                                           definitions of names the candidate reads but never defines from
     repair_kind: str | None = None  # how a repair was asked for: "rewrite" (the idea again), "statement", "block",
     #                                 "shorter" (a cut-off reply asked again as a diff); recorded as a feature
-    direction: str | None = None  # the direction the chain's first request gave (evolve/directions.py); a
+    direction: str | None = None  # the direction the chain's first request gave (evolve/llm/directions.py); a
     #                               repair keeps it; recorded as a feature
     trusted_edits: str | None = None  # what trusted code changed in the model's candidate (missing names defined,
     #                                   arrays brought to the postings), recorded as a feature

@@ -143,7 +143,7 @@ def descendants(pid: int, table: dict[int, tuple[int, int]] | None = None) -> li
 
 def sandbox_processes() -> list[int]:
     """Live processes under a sandbox uid that descend from this test process (other people's runs excluded)."""
-    from evorank.evaluators.jail import SANDBOX_UID_BASE, SANDBOX_UID_SPAN
+    from evorank.evaluators.sandbox.jail import SANDBOX_UID_BASE, SANDBOX_UID_SPAN
 
     table = proc_table()
     mine = set(descendants(os.getpid(), table))

@@ -12,7 +12,7 @@ from pathlib import Path
 from evorank.archive import FeatureDim, GridSpec, Islands, ProgramRecord, RunStore
 from evorank.evaluators.evaluate import evaluate_on, load_topics
 from evorank.evaluators.metrics import fitness, fitness_spec
-from evorank.evaluators.program import compile_program, seed_path
+from evorank.evaluators.program.source import compile_program, seed_path
 
 from conftest import TINY_DOCS, TINY_QRELS, TINY_QUERIES, write_beir
 

@@ -23,13 +23,14 @@ SUBPACKAGES = ("evolve", "evaluators", "archive", "seeds")
 REQUIRED = (
     "evorank/__init__.py",
     "evorank/__main__.py",
-    "evorank/evolve/cli.py",
+    "evorank/evolve/cli/main.py",
+    "evorank/evolve/llm/mend/names.py",
     "evorank/seeds/bm25.py",
-    "evorank/evaluators/suites.toml",
-    "evorank/evaluators/program_contract.md",
+    "evorank/evaluators/data/suites.toml",
+    "evorank/evaluators/program/contract.md",
     "evorank/evaluators/data/demo/corpus.jsonl",
-    "evorank/evolve/prompts/system.txt",
-    "evorank/evolve/export_template.py.txt",
+    "evorank/evolve/llm/prompts/system.txt",
+    "evorank/evolve/inspection/export_template.py.txt",
 )
 
 
@@ -97,7 +98,7 @@ def test_wheel_entry_point(wheel):
         elif "=" in line and section == "console_scripts":
             key, value = (x.strip() for x in line.split("=", 1))
             scripts[key] = value
-    assert scripts == {"evorank": "evorank.evolve.cli:main"}
+    assert scripts == {"evorank": "evorank.evolve.cli.main:main"}
 
 
 @pytest.mark.slow
@@ -108,9 +109,9 @@ def test_unpacked_wheel_imports_and_finds_its_data(wheel, tmp_path):
     code = (
         "import sys, evorank\n"
         f"assert evorank.__file__.startswith({str(site)!r}), evorank.__file__\n"
-        "from evorank.evolve.prompts import PromptTemplates\n"
-        "from evorank.evaluators.program import contract_text\n"
-        "from evorank.evaluators.suites import suites\n"
+        "from evorank.evolve.llm.prompts import PromptTemplates\n"
+        "from evorank.evaluators.program.source import contract_text\n"
+        "from evorank.evaluators.data.suites import suites\n"
         "assert PromptTemplates.load().texts['system'].strip()\n"
         "assert contract_text().strip() and suites()\n"
     )
@@ -143,7 +144,7 @@ def test_module_discovery_finds_every_subpackage():
     for pkg in SUBPACKAGES:
         assert f"evorank.{pkg}" in mods
         assert any(m.startswith(f"evorank.{pkg}.") for m in mods), f"no modules found in {pkg}/"
-    assert "evorank.evolve.cli" in mods and "evorank.archive.store" in mods
+    assert "evorank.evolve.cli.main" in mods and "evorank.archive.store" in mods
 
 
 def _import_alone(module: str) -> tuple[str, int, str]:

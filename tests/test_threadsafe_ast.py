@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from evorank.evolve import offline_splice
+from evorank.evolve.offline import splice as offline_splice
 from evorank.threadsafe_ast import parse_ast
 
 ROOT = Path(__file__).resolve().parents[1]

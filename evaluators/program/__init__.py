@@ -1,0 +1,14 @@
+"""Ranking programs as code: the source and its EVOLVE-BLOCK, the static checks, running one over queries.
+
+- ``source``     a program's text, its block, compiled into ``prepare``/``score``; where seeds and examples live;
+                 ``contract.md`` is the contract programs are written against (and what a model is shown)
+- ``checks``     static checks, run in the trusted process before any of a candidate executes
+- ``ranking``    ``rank``: analysed queries in, validated top-k rankings out (used in the jail and in-process);
+                 ``allocator``: per-query arrays kept mapped in a scoring loop
+- ``output``     text a candidate produced, made safe to show (truncated, cleaned, fenced)
+
+Public: ``load_program``, ``compile_program``, ``split_block``, ``static_check``, ``rank``, ``make_queries``,
+``fence``.
+
+May import: evorank.evaluators.errors, evorank.evaluators.index, evorank.threadsafe_ast
+"""

@@ -1,0 +1,11 @@
+"""The ``evorank`` command line.
+
+- ``main``      every subcommand's parser, dispatch (inspection commands imported lazily, so ``--help`` is fast),
+                ``evorank run``
+- ``evaluate``  ``evorank eval`` and ``evorank datasets``
+- ``live``      what a running job shows: the progress line, ``run.log``, the closing summary
+
+Public: ``main``.
+
+May import: evorank.archive, evorank.evaluators, evorank.threadsafe_ast, evorank.evolve
+"""

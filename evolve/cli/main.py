@@ -1,0 +1,576 @@
+"""The ``evorank`` command line: every subcommand's parser, the dispatch to its command function, and
+``evorank run`` itself.
+
+The other commands live with what they need and are imported only when they run: ``eval_cmds``
+(eval, datasets), ``inspect_cmds`` (status, top, show, diff, lineage), ``report`` and ``export``. This
+module depends on them, never the other way round, and imports nothing heavy at start-up.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import importlib
+import os
+import sys
+from pathlib import Path
+
+from evorank.evaluators.errors import EvorankError
+from evorank.evolve.inspection.console import console as make_console
+from evorank.evolve.inspection.format import ID_FORMS
+
+EPILOG_MAIN = """\
+examples:
+  evorank datasets                                   what collections and suites exist, what is offline
+  evorank eval bm25 --suite quick                    score the BM25 seed on SciFact + NFCorpus
+  evorank eval my_scorer.py --datasets local:cisi    score your own program on one collection
+  evorank eval bm25 --suite dev --json               machine-readable output
+
+environment:
+  EVORANK_DATA       folder holding local BEIR-layout collections (addressed as local:<name>)
+  EVORANK_CACHE      where indexes and collections' queries/judgements are cached (default: user cache dir)
+  IR_DATASETS_HOME   ir_datasets' download cache
+"""
+
+
+def _err(msg: str) -> None:
+    print(f"evorank: error: {msg}", file=sys.stderr)
+
+
+# -- evorank run ---------------------------------------------------------------------------------
+
+RUN_FLAGS = ("seeds", "suite", "datasets", "iterations", "llm", "base_url", "workers", "out", "budget_usd",
+             "max_hours", "seed", "fitness", "islands", "in_flight", "prompts_dir", "max_tokens", "inspirations",
+             "cluster", "shard_queries", "api_key_env", "request_timeout_s", "eval_timeout_s", "eval_memory_mb",
+             "repair_rounds", "repair_style", "directions", "max_consecutive_llm_failures", "command_timeout_s",
+             "preflight", "validation_fraction", "heldout")
+
+
+def resolve_run_config(args):
+    """Defaults < --config file < flags; for a resume, the saved config < flags."""
+    from evorank.evolve.config import from_dict, load_toml
+    from evorank.evolve.llm.prompts import check_directions
+
+    data: dict = {}
+    if args.resume:
+        data.update(load_toml(Path(args.resume) / "config.toml"))
+    elif args.config:
+        data.update(load_toml(args.config))
+    for name in RUN_FLAGS:
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if name in ("seeds", "datasets") and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        data[name] = value
+    source = str(args.config or (Path(args.resume) / "config.toml" if args.resume else "flags"))
+    cfg = from_dict(data, source=source)
+    check_directions(cfg, source)
+    return cfg
+
+
+def cmd_run(args) -> int:
+    import time as _time
+
+    from evorank.evolve.config import save_toml, workers
+    from .live import setup_logging
+    from evorank.evaluators.data.suites import resolve_collections
+
+    console = make_console()
+    cfg = resolve_run_config(args)
+    notes = []
+    if cfg.llm == "auto":
+        if os.environ.get(cfg.api_key_env) or os.environ.get("OPENAI_BASE_URL") or cfg.base_url:
+            cfg.llm = os.environ.get("EVORANK_MODEL", "gpt-4o-mini")
+            notes.append(f"LLM: {cfg.llm} at {cfg.base_url or os.environ.get('OPENAI_BASE_URL') or 'api.openai.com'}")
+        else:
+            cfg.llm = "offline"
+            notes.append("No OPENAI_API_KEY / OPENAI_BASE_URL set: using the offline mutator (--llm offline). "
+                         "Set them (or pass --llm MODEL --base-url URL) to evolve with an LLM.")
+    if cfg.suite is None and not cfg.datasets:
+        from evorank.evaluators.data.suites import get_suite
+
+        from evorank.evaluators.availability import collection_availability
+
+        if all(collection_availability(a, counts=False).offline for a in get_suite("dev").collections):
+            cfg.suite = "dev"
+        else:
+            cfg.suite = "demo"
+            notes.append("No test collections found here, so this runs on the built-in demo collection. For real data: "
+                         "set EVORANK_DATA / IR_DATASETS_HOME and pass --suite dev (see `evorank datasets`).")
+    addresses = resolve_collections(cfg.suite, cfg.datasets)
+    from evorank.evaluators.program.source import program_path
+
+    for start in cfg.seeds:  # a missing starting program is reported before anything is created
+        program_path(start)
+    run_dir = Path(args.resume or cfg.out or Path("runs") / _time.strftime("%Y%m%d-%H%M%S"))
+    if not args.resume:
+        if (run_dir / "archive.sqlite").exists():
+            raise EvorankError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
+        cfg.out = str(run_dir)
+    elif not (run_dir / "archive.sqlite").exists():
+        raise EvorankError(f"{run_dir} holds no run to resume (no archive.sqlite)")
+    from evorank.evolve.llm.preflight import preflight
+
+    notes += preflight(cfg)  # can every model and command be used? Before anything is written or locked
+    # A refused or failed command must leave the run folder exactly as it was: a resumed run's writer lock is
+    # taken before anything else, a new run's archive is created once its collections have loaded, and nothing
+    # is written into the folder before that.
+    store = _take_run(cfg, run_dir, resume=True) if args.resume else None
+    for n in notes:
+        console.print(f"[yellow]note[/] {n}")
+    console.print(f"run: {run_dir}  suite: {cfg.suite or '-'} ({len(addresses)} collections)  "
+                  f"iterations: {cfg.iterations}  proposer: {cfg.llm}  workers: {workers(cfg)}  seed: {cfg.seed}")
+
+    from evorank.evaluators.parallel import CascadeConfig, Evaluator, Limits
+
+    evaluator = Evaluator(
+        addresses, n_workers=workers(cfg),
+        limits=Limits(timeout_s=cfg.eval_timeout_s, memory_mb=cfg.eval_memory_mb or None),
+        fitness=cfg.fitness, cascade=CascadeConfig(threshold=cfg.cascade_threshold) if cfg.cascade else None,
+        seed=cfg.seed, cluster=cfg.cluster or None, shard_queries=cfg.shard_queries or None,
+        validation=cfg.validation_fraction,
+    )
+    try:
+        if store is None:
+            store = _take_run(cfg, run_dir, resume=False)
+        save_toml(cfg, run_dir / "config.toml")
+        restore_logging = setup_logging(run_dir, verbose=args.verbose)
+    except BaseException:
+        evaluator.close()
+        raise
+    try:
+        engine = _run_engine(args, cfg, run_dir, addresses, evaluator, store, console)
+    finally:
+        restore_logging()
+    if engine.stop_reason == "llm_unavailable":
+        _err(f"the run stopped after {engine.unavailable_in_row} attempts in a row reached no model: "
+             f"{engine.unavailable_reason}; fix that, then continue with `evorank run --resume {run_dir}`")
+    return 0 if engine.stop_reason in ("completed", "interrupted", "terminated", "budget", "max_hours") else 1
+
+
+def _run_engine(args, cfg, run_dir: Path, addresses, evaluator, store, console):
+    """Runs the engine to its end (or Ctrl-C/SIGTERM) and prints the summary; the evaluator is closed either way."""
+    from evorank.evolve.config import workers
+    from evorank.evolve.engine.loop import Engine, install_signal_handlers, requests_in_flight
+    from .live import Reporter
+
+    if cfg.cluster:
+        console.print(f"cluster: {cfg.cluster} ({evaluator.n_workers} worker threads)")
+        if not cfg.workers and evaluator.n_workers > workers(cfg):
+            console.print(f"[yellow]note[/] candidates are proposed {workers(cfg)} at a time (--workers defaults to "
+                          f"this machine's cores); pass --workers {evaluator.n_workers} (or --in-flight with an LLM) "
+                          "to keep the cluster busy")
+    reporter = Reporter(console, enabled=not args.quiet)
+    engine = Engine(cfg, run_dir, addresses, evaluator, resume=bool(args.resume), reporter=reporter, store=store)
+    restore = install_signal_handlers(engine)
+    try:
+        best = engine.run()
+    except KeyboardInterrupt:
+        engine.request_stop("interrupted")
+        best = engine.best()
+    finally:
+        restore()
+        evaluator.close()
+    print_run_summary(console, engine, best, run_dir)
+    engine.close()
+    pending = requests_in_flight()
+    if pending:
+        console.print(f"[yellow]note[/] waiting for {pending} model request(s) still in flight to return (up to "
+                      "--request-timeout); their replies are discarded and nothing else is left to save: press "
+                      "Ctrl-C again to quit now")
+    return engine
+
+
+def _take_run(cfg, run_dir: Path, resume: bool):
+    """The run's archive opened (or created) for writing, which holds the run's writer lock; a clear error when
+    another process holds it."""
+    from evorank.archive import StoreLockedError
+    from evorank.evolve.engine.loop import open_run_store
+
+    try:
+        return open_run_store(cfg, run_dir, resume)
+    except StoreLockedError as e:
+        raise EvorankError(f"{run_dir} is being written by another evorank process (pid {e.holder}); nothing was "
+                           "changed. Wait for it to finish or stop it (Ctrl-C in its terminal, or kill its pid), then "
+                           f"run `evorank run --resume {run_dir}`; `evorank status {run_dir}` is safe meanwhile") from None
+
+
+def resume_hint(run_dir: Path, done: int, total: int, stop_reason: str | None, budget_usd: float | None) -> str:
+    """The command that continues a run, as printed at its end. ``--iterations`` is the total for the whole
+    run: ``--resume DIR`` alone continues to the saved total, ``--iterations N`` raises it to N."""
+    if stop_reason == "budget" and budget_usd:
+        return (f"evorank run --resume {run_dir} --budget-usd {budget_usd * 2:g}   "
+                f"# the ${budget_usd:g} budget is spent: raise it to continue")
+    if done < total:
+        return f"evorank run --resume {run_dir}   # continue to the run's total ({total - done} of {total} proposals left)"
+    return f"evorank run --resume {run_dir} --iterations {total * 2}   # to go further: raise the total to {total * 2}"
+
+
+def print_run_summary(console, engine, best, run_dir: Path) -> None:
+    from rich.table import Table
+
+    from evorank.evaluators.metrics import METRICS
+
+    done, _ = engine.store.proposal_progress()
+    total = engine.cfg.iterations
+    s = engine.stats
+    repairs = f", {s.repairs} of them repairs" if s.repairs else ""
+    lost = f"; {s.unavailable} attempts reached no model and were not counted" if s.unavailable else ""
+    console.print(f"\n[bold]run {engine.stop_reason}[/]: {done}/{total} proposals "
+                  f"(this session: {s.accepted} accepted, {s.failed} failed, {s.duplicate} duplicate, "
+                  f"{s.rejected} cut by the cascade{repairs}; {s.prompt_tokens + s.completion_tokens:,} tokens, "
+                  f"${s.cost_usd:.4f}{lost})")
+    resume = resume_hint(run_dir, done, total, engine.stop_reason, engine.cfg.budget_usd)
+    if best is None:
+        console.print(f"next:\n  {resume}")
+        return
+    seeds = engine.seed_records
+    table = Table(title=f"best program #{best.id} (fitness {best.fitness:.4f}, latency "
+                        f"{best.latency_ratio or float('nan'):.2f}x BM25, {best.operator})", title_justify="left")
+    table.add_column("collection")
+    for m in METRICS:
+        table.add_column(m, justify="right")
+    for name in seeds:
+        table.add_column(f"{name} nDCG@10/R@100", justify="right")
+    for coll, m in sorted(best.metrics.items()):
+        row = [coll] + [f"{m.get(k, float('nan')):.4f}" for k in METRICS]
+        for seed in seeds.values():
+            sm = seed.metrics.get(coll, {})
+            row.append(f"{sm.get('ndcg@10', float('nan')):.4f} / {sm.get('recall@100', float('nan')):.4f}")
+        table.add_row(*row)
+    console.print(table)
+    for name, seed in seeds.items():
+        gain = (best.fitness / seed.fitness - 1) * 100 if seed.fitness else float("nan")
+        console.print(f"  vs {name}: fitness {seed.fitness:.4f} -> {best.fitness:.4f} ({gain:+.2f}%)")
+    from evorank.evolve.inspection.queries import lineage
+    from evorank.evolve.engine.provenance import program_docstring, with_docstring
+
+    chain = lineage(engine.store, best)
+    seed_name = chain[0].features.get("seed_name") if chain and chain[0].operator == "seed" else None
+    best_path = run_dir / "best.py"
+    best_path.write_text(with_docstring(best.code, program_docstring(best, chain, seed_name, run_dir.resolve().name)),
+                         encoding="utf-8")
+    console.print(f"\nbest program written to {best_path}\nnext:\n"
+                  f"  evorank eval {run_dir}:best --suite heldout   # does it transfer to unseen collections?\n"
+                  f"  evorank top {run_dir}  /  evorank show {run_dir} best  /  evorank lineage {run_dir} best\n"
+                  f"  evorank report {run_dir} -o report.html      # plots, grids, lineage diffs, transfer table\n"
+                  f"  evorank export {run_dir} best -o my_scorer.py  # a standalone scorer (numpy, scipy, PyStemmer)\n"
+                  f"  {resume}\n"
+                  f"  log: {run_dir / 'run.log'}   archive: {run_dir / 'archive.sqlite'}")
+
+
+# -- entry point -----------------------------------------------------------------------------------
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return n
+
+
+def _add_cluster_args(p) -> None:
+    p.add_argument("--cluster", metavar="tcp://HOST:PORT",
+                   help="evaluate in the sandbox on the workers of this Dask scheduler (needs "
+                   "pip install 'evorank[dask]'; see docs/cluster.md)")
+    p.add_argument("--shard-queries", dest="shard_queries", type=_count, metavar="N",
+                   help="split collections into evaluation tasks of at most N queries (default: one per collection)")
+
+
+def _add_limit_args(p, run: bool) -> None:
+    """--timeout and --memory-mb: the sandbox limits of one program on one collection."""
+    dest = ("eval_timeout_s", "eval_memory_mb") if run else ("timeout_s", "memory_mb")
+    p.add_argument("--timeout", dest=dest[0], type=float, metavar="SECONDS",
+                   help="sandbox: wall-clock limit of one program on one collection (default 60)")
+    p.add_argument("--memory-mb", dest=dest[1], type=_count, metavar="MB",
+                   help="sandbox: memory a program may allocate beyond the shared index (default: 1 GB plus room "
+                   "for six float64 arrays of the collection's postings, so it grows with the collection)")
+
+
+def _id_help(default: str | None = None) -> str:
+    return f"program: {ID_FORMS}" + (f" (default {default})" if default else "")
+
+
+def _lazy(module: str, name: str):
+    """A command function that imports its module only when the command runs, so that `evorank --help`
+    and each command load no more than they use."""
+    def run(args) -> int:
+        return getattr(importlib.import_module(module), name)(args)
+
+    run.__qualname__ = run.__name__ = f"{module}.{name}"
+    return run
+
+
+def add_inspection_commands(sub) -> None:
+    """Register status, top, show, diff, lineage, report and export on the ``evorank`` subparsers."""
+    raw = argparse.RawDescriptionHelpFormatter
+
+    p = sub.add_parser("status", help="progress of a run: iterations, outcomes, best per island, tokens, cost, alive?",
+                       description="Summarise a run (safe while it runs): proposals done of the total, elapsed time, "
+                       "accepted/failed programs by reason, the best fitness per island, LLM tokens and cost, and "
+                       "whether a process is writing to it now (its archive.lock is held).",
+                       epilog="example:\n  evorank status runs/20261122-101500\n", formatter_class=raw)
+    p.add_argument("run", help="run folder")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=_lazy("evorank.evolve.inspection.terminal", "cmd_status"))
+
+    p = sub.add_parser("top", help="the best programs of a run, with per-collection metrics and latency",
+                       description="List a run's accepted programs (each seed once, no migration copies), best first.",
+                       epilog="examples:\n  evorank top runs/x -n 20\n  evorank top runs/x --by latency\n"
+                       "  evorank top runs/x --by ndcg@10 --metric ndcg@10\n", formatter_class=raw)
+    p.add_argument("run", help="run folder")
+    p.add_argument("-n", type=int, default=10, help="how many (default 10; 0 = all)")
+    p.add_argument("--by", default="fitness",
+                   help="sort key: fitness (default), latency (fastest first), or a metric such as ndcg@10, "
+                   "recall@100 (macro mean over the run's collections)")
+    p.add_argument("--metric", help="the one metric to show per collection (default nDCG@10/R@100)")
+    p.add_argument("--island", type=int, help="only this island")
+    p.add_argument("--json", action="store_true", help="print as JSON (all metrics)")
+    p.set_defaults(func=_lazy("evorank.evolve.inspection.terminal", "cmd_top"))
+
+    p = sub.add_parser("show", help="one program: code, metrics vs its parent and its seed, operator, model",
+                       description=f"Show one program. ID: {ID_FORMS}.",
+                       epilog="examples:\n  evorank show runs/x best\n  evorank show runs/x 42 --prompt --response\n"
+                       "  evorank show runs/x best@island:1 --json\n", formatter_class=raw)
+    p.add_argument("run", help="run folder")
+    p.add_argument("id", nargs="?", default="best", help=_id_help("best"))
+    p.add_argument("--prompt", action="store_true", help="also print the prompt sent to the LLM")
+    p.add_argument("--response", action="store_true", help="also print the LLM's reply")
+    p.add_argument("--plain", action="store_true", help="no syntax highlighting")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=_lazy("evorank.evolve.inspection.terminal", "cmd_show"))
+
+    p = sub.add_parser("diff", help="unified diff of a program against its parent (or another program)",
+                       description=f"Unified diff from the parent (or OTHER) to ID. IDs: {ID_FORMS}.",
+                       epilog="examples:\n  evorank diff runs/x best\n  evorank diff runs/x best seed:bm25\n",
+                       formatter_class=raw)
+    p.add_argument("run", help="run folder")
+    p.add_argument("id", help=_id_help())
+    p.add_argument("other", nargs="?", help="compare against this program instead of the parent")
+    p.add_argument("-U", "--context", type=int, default=3, help="lines of context (default 3)")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=_lazy("evorank.evolve.inspection.terminal", "cmd_diff"))
+
+    p = sub.add_parser("lineage", help="ancestry of a program back to its seed, with the fitness change per step",
+                       description=f"Follow first parents back to a seed. ID: {ID_FORMS}.",
+                       epilog="example:\n  evorank lineage runs/x best\n", formatter_class=raw)
+    p.add_argument("run", help="run folder")
+    p.add_argument("id", nargs="?", default="best", help=_id_help("best"))
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=_lazy("evorank.evolve.inspection.terminal", "cmd_lineage"))
+
+    p = sub.add_parser("report", help="write a self-contained HTML report of a run (plots, grids, lineage, transfer)",
+                       description="One HTML file with everything inline (no network): fitness over iterations, the "
+                       "best program vs the seeds per collection, each island's MAP-Elites grid, the best program's "
+                       "lineage with diffs, seen vs held-out (transfer) metrics, failures, tokens and cost.",
+                       epilog="examples:\n  evorank report runs/x -o report.html\n"
+                       "  evorank report runs/x --heldout local:npl,local:adi\n  evorank report runs/x --no-transfer\n",
+                       formatter_class=raw)
+    p.add_argument("run", help="run folder")
+    p.add_argument("-o", "--out", help="HTML file to write (default RUN/report.html)")
+    p.add_argument("--heldout", default="heldout",
+                   help="suite name or comma-separated collections for the transfer table (default: heldout)")
+    p.add_argument("--no-transfer", dest="no_transfer", action="store_true",
+                   help="skip the held-out evaluation (no program is run)")
+    p.add_argument("--json", action="store_true", help="print what was written as JSON")
+    p.set_defaults(func=_lazy("evorank.evolve.inspection.report", "cmd_report"))
+
+    p = sub.add_parser("export", help="write a program as a standalone scorer module (numpy, scipy, PyStemmer only)",
+                       description="Write a single .py file with the program's code, the text analyzer, an index "
+                       "builder and a Retriever: Retriever(docs).search(query, k=10). It does not import evorank.",
+                       epilog="examples:\n  evorank export runs/x -o my_scorer.py\n  evorank export runs/x 42 -o s.py\n"
+                       "  python -c \"from my_scorer import Retriever; "
+                       "print(Retriever({'a': 'solar power', 'b': 'bread'}).search('solar'))\"\n",
+                       formatter_class=raw)
+    p.add_argument("run", help="run folder")
+    p.add_argument("id", nargs="?", default="best", help=_id_help("best"))
+    p.add_argument("-o", "--out", help="file to write (default scorer_<id>.py in the current folder)")
+    p.add_argument("--json", action="store_true", help="print what was written as JSON")
+    p.set_defaults(func=_lazy("evorank.evolve.inspection.export", "cmd_export"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from evorank.evolve.config import REPAIR_STYLES  # light: the dataclass and its checks
+    from evorank.evolve.llm.directions import shipped_directions  # light: one template file read
+
+    parser = argparse.ArgumentParser(
+        prog="evorank",
+        description="Discover lexical ranking functions by evolving executable ranking programs.",
+        epilog=EPILOG_MAIN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "eval",
+        help="evaluate one ranking program on a suite or list of collections",
+        description="Score a ranking program (a file, or a seed name: bm25, ql_dirichlet) on test collections. "
+        "Prints nDCG@10, Recall@100, Recall@1000 and MAP@1000 per collection, their macro mean, and the fitness.",
+        epilog="examples:\n  evorank eval bm25 --suite quick\n  evorank eval seeds/ql_dirichlet.py --datasets "
+        "beir/scifact/test,local:cisi --runs-out runs/\n  evorank eval examples/rm3.py --suite dev\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("program", help="program file, a seed name (bm25, ql_dirichlet), a shipped example program "
+                   "(examples/bm25f.py, proximity, variants, rm3, dfr; found from any folder), or a program in a "
+                   "run: RUN:best, RUN:42, RUN:best@island:1")
+    p.add_argument("--suite", help="named suite (see `evorank datasets`): demo, quick, dev, heldout, ...")
+    p.add_argument("--datasets", help="comma-separated collection addresses: ir_datasets ids, local:<name>, folders")
+    p.add_argument("--compare", metavar="PROGRAM",
+                   help="also evaluate this trusted program (a seed name or your file) on the same queries and print "
+                   "per-collection differences (default: bm25 for RUN:ID, none for a file; 'none' turns it off)")
+    p.add_argument("--fitness", default="rankevolve", choices=["rankevolve", "latency-aware", "robust"],
+                   help="rankevolve = 0.8 x R@100 + 0.2 x nDCG@10 per collection, averaged (R@100 counts only on "
+                   "collections of 1,000+ documents); latency-aware also discounts programs slower than BM25 (measured "
+                   "in the same run); robust = 1 + the mean per-collection gain over BM25, losses counted twice")
+    p.add_argument("--k", type=int, default=1000, help="documents kept per query (default 1000)")
+    p.add_argument("--runs-out", metavar="DIR", help="also write one TREC run file per collection into DIR")
+    p.add_argument("--sandbox", action=argparse.BooleanOptionalAction, default=None,
+                   help="run the program through the static checks and in the sandbox, as `run` does (default: on "
+                   "for RUN:ID, whose code an LLM wrote; off for your own files and the seeds)")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    _add_cluster_args(p)
+    _add_limit_args(p, run=False)
+    p.set_defaults(func=_lazy("evorank.evolve.cli.evaluate", "cmd_eval"))
+
+    p = sub.add_parser(
+        "run",
+        help="run (or resume) an evolution job: the main command",
+        description="Evolve ranking programs. An LLM (any OpenAI-compatible endpoint) or the offline mutator proposes "
+        "changes to the seeds' EVOLVE-BLOCKs; every candidate is evaluated in a sandbox on the suite's collections; "
+        "the archive (a SQLite file in the run folder) keeps every program and the MAP-Elites elites. "
+        "Ctrl-C stops cleanly. --iterations is the total for the whole run: --resume DIR continues to the "
+        "saved total, --resume DIR --iterations N raises it to N.",
+        epilog="examples:\n"
+        "  evorank run                                              offline on whatever data is here (demo otherwise)\n"
+        "  evorank run --suite dev --llm offline --iterations 300 --seed 0\n"
+        "  OPENAI_API_KEY=... evorank run --suite quick --llm gpt-4o-mini,gpt-4o:0.2 --budget-usd 5\n"
+        "  evorank run --llm local --base-url http://127.0.0.1:8089/v1 --suite quick   # a local llama.cpp server\n"
+        "  evorank run --llm 'cmd:aider --yes-always --no-git --message-file {prompt_file} {file}'   # a coding agent\n"
+        "  evorank run --llm 'gpt-4o-mini:0.7,cmd:aider --yes-always --no-git --message-file {prompt_file} {file}:0.3'   # a mix of both\n"
+        "  evorank run --resume runs/20261122-101500                   continue to the saved total\n"
+        "  evorank run --resume runs/20261122-101500 --iterations 600  raise the total to 600 and continue\n"
+        "\n"
+        "LLM members (--llm or --proposer, comma-separated, optional :WEIGHT after each; docs/proposers.md):\n"
+        "  MODEL              a chat model of the OpenAI-compatible endpoint (--base-url, key from --api-key-env)\n"
+        "  cmd:COMMAND        a program of yours (e.g. a coding agent) run through /bin/sh in a temporary folder:\n"
+        "                     {file} = a copy of the parent program (program.py) to edit in place, {prompt_file} =\n"
+        "                     the prompt, also on stdin; if the file is left unchanged, printed SEARCH/REPLACE or\n"
+        "                     code blocks are used. It runs with YOUR rights and environment (not sandboxed); only\n"
+        "                     the program it writes goes through the static checks and the sandbox. Commands with\n"
+        "                     commas: define them in --config as [commands] NAME = \"...\" and write cmd:NAME.\n"
+        "\n"
+        "Before the run starts, each chat model gets one 1-token request and each command's program is looked\n"
+        "up; if one cannot be used, one line says why and nothing is written (--no-preflight skips this).\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", metavar="RUN.TOML", help="settings file (any RunConfig field); flags override it")
+    p.add_argument("--start", "--seeds", dest="seeds", metavar="PROGRAMS",
+                   help="comma-separated starting programs: shipped seed names or program files, e.g. "
+                   "bm25,examples/bm25f.py (default bm25,ql_dirichlet; the shipped examples/<name>.py are found "
+                   "from any folder); BM25 is always measured as the latency reference")
+    p.add_argument("--suite", help="collections to evolve on (default: dev if available, else demo)")
+    p.add_argument("--datasets", help="extra comma-separated collection addresses")
+    p.add_argument("--iterations", type=int, metavar="N",
+                   help="total proposals for the whole run (default 100); with --resume, the run's new total")
+    p.add_argument("--llm", "--proposer", dest="llm", metavar="MEMBERS",
+                   help="'offline', or comma-separated members MODEL[:WEIGHT] and cmd:COMMAND[:WEIGHT] (see below; "
+                   "default: gpt-4o-mini if OPENAI_* is set, else offline); --proposer is the same option")
+    p.add_argument("--base-url", dest="base_url", help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL)")
+    p.add_argument("--api-key-env", dest="api_key_env", metavar="VAR",
+                   help="environment variable holding the API key (default OPENAI_API_KEY; local servers need none)")
+    p.add_argument("--request-timeout", dest="request_timeout_s", type=float, metavar="SECONDS",
+                   help="give up on one LLM request after this long (default 120; raise it for slow local models)")
+    p.add_argument("--validation", dest="validation_fraction", type=float, metavar="FRACTION",
+                   help="share of each collection's judged queries kept out of selection (default 0.3; 0 = none): "
+                   "they only choose the run's best among the best by train fitness, and show the train/validation gap")
+    p.add_argument("--heldout", metavar="SUITE",
+                   help="also measure each new best program on these collections (a suite such as heldout, or "
+                   "comma-separated addresses) in the background; logged and reported, never used for selection")
+    p.add_argument("--repair-rounds", dest="repair_rounds", type=_count, metavar="N",
+                   help="when a proposal does not parse or apply, fails the static checks or fails when run, ask for a "
+                   "fix up to N times in a row (see --repair-style; a cut-off reply is asked again as a short diff); "
+                   "each fix is a proposal of its own, operator 'repair', parent the failed one (default 1; 0 = off)")
+    p.add_argument("--repair-style", dest="repair_style", choices=REPAIR_STYLES,
+                   help="how a chat model repairs a program that failed the static checks or raised when run: "
+                   "'rewrite' asks for the same idea again, written afresh on the program the proposal started "
+                   "from, with the failure and the failing line shown (small models mostly repeat code they are "
+                   "asked to correct); 'fix' shows the failing statement marked and asks for it corrected (cheaper "
+                   "requests, for strong models). Default rewrite")
+    p.add_argument("--directions", metavar="all|none|NAME,...",
+                   help="give each diff or full LLM proposal ONE way to improve its parent, with helper code that "
+                   "works against the program contract: 'all' (default; one drawn per proposal from the run's seed), "
+                   "'none' (the model picks from the system prompt's list), or some of: "
+                   f"{', '.join(shipped_directions())} (evolve/llm/prompts/directions.txt; a directions.txt in "
+                   "--prompts-dir replaces it). "
+                   "Recorded as the 'direction' feature")
+    p.add_argument("--max-llm-failures", dest="max_consecutive_llm_failures", type=int, metavar="N",
+                   help="stop the run (resumable, non-zero exit) after N attempts in a row reach no model (no "
+                   "connection, time-out, key refused, unknown model, command not found); such attempts are not "
+                   "counted as proposals (default 5)")
+    p.add_argument("--command-timeout", dest="command_timeout_s", type=float, metavar="SECONDS",
+                   help="time limit of one run of a cmd: member; its process group is killed then (default 600)")
+    p.add_argument("--preflight", action=argparse.BooleanOptionalAction, default=None,
+                   help="check every model and command before the run starts (default: on)")
+    p.add_argument("--workers", type=int, help="evaluation processes (default: all cores)")
+    p.add_argument("--in-flight", dest="in_flight", type=int, help="concurrent LLM requests (default 4)")
+    p.add_argument("--islands", type=int, help="number of islands (default 2)")
+    p.add_argument("--fitness", choices=["rankevolve", "latency-aware", "robust"],
+                   help="rankevolve (default): 0.8 x R@100 + 0.2 x nDCG@10 per collection, averaged; latency-aware: "
+                   "also discounts programs slower than BM25; robust: 1 + the mean per-collection gain over BM25, losses "
+                   "counted twice (rewards gains that hold everywhere)")
+    p.add_argument("--max-tokens", dest="max_tokens", type=int, help="completion token cap per LLM request (default 2048)")
+    p.add_argument("--inspirations", type=int, help="other archive programs shown in each prompt (default 3)")
+    p.add_argument("--prompts-dir", dest="prompts_dir", help="folder with prompt templates overriding the shipped ones")
+    p.add_argument("--out", help="run folder (default runs/<timestamp>)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR up to its saved total (add --iterations N to raise it to N)")
+    p.add_argument("--budget-usd", dest="budget_usd", type=float, help="stop cleanly once LLM spend reaches this")
+    p.add_argument("--max-hours", dest="max_hours", type=float, help="stop cleanly after this many hours")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every iteration to stderr too")
+    _add_cluster_args(p)
+    _add_limit_args(p, run=True)
+    p.set_defaults(func=cmd_run)
+
+    add_inspection_commands(sub)
+
+    p = sub.add_parser("datasets", help="list suites and which of their collections are available offline",
+                       description="List the named suites, their collections, and whether each is available "
+                       "on this machine right now (with document and judged-query counts).")
+    p.add_argument("--suite", help="show only this suite")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_lazy("evorank.evolve.cli.evaluate", "cmd_datasets"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except EvorankError as e:
+        _err(str(e))
+        return 2
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except BrokenPipeError:  # `evorank top RUN | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = e.filename or "the output location"
+        _err(f"cannot write {where}: {e.strerror}. Choose a location you can write to (`run --out DIR`, "
+             "`report -o FILE`, `export -o FILE`) or make this one writable")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

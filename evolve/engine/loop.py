@@ -1,0 +1,463 @@
+"""The evolution loop: propose (a proposer: LLM or offline mutator), evaluate (sandboxed, parallel), archive.
+
+One iteration = one proposal, whatever becomes of it (accepted, failed, duplicate, rejected by the
+cascade); ``iterations`` is the total for the run, so ``--resume`` continues to the same total. A repair
+(a follow-up request that fixes a failed proposal, up to ``repair_rounds`` in a row) is a proposal of its
+own, with its own iteration number, sent before any new proposal. An attempt that never reached the model
+(``Proposal.unavailable``: no connection, no answer, key refused, unknown model) is not a proposal: nothing is
+archived, its iteration number is used again, and ``max_consecutive_llm_failures`` of them in a row stop the
+run (stop reason ``llm_unavailable``; ``--resume`` continues).
+
+Parents, crossover partners and operators are chosen in the main thread when a proposal is made,
+from ``rng_for(seed, iteration)``; the proposer writes the code (see :mod:`evorank.evolve.engine.proposers`
+for what the engine asks of a proposer). Concurrency: a proposer that takes time (an LLM) fills up
+to ``concurrency`` proposals in threads while the main thread evaluates finished proposals in
+parallel worker processes, so proposing and evaluation overlap. An instantaneous proposer (the
+offline mutator) is filled in synchronous batches (one candidate per worker), so offline runs are
+deterministic under ``--seed``.
+"""
+from __future__ import annotations
+
+import heapq
+import logging
+import signal
+import threading
+import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+from evorank.archive import (
+    GridSpec,
+    Islands,
+    ProgramRecord,
+    RunStore,
+    SamplingPolicy,
+    collect_versions,
+    migration_due,
+    normalized_code_hash,
+    resume_islands,
+    rng_for,
+    select_inspirations,
+    select_parent,
+)
+from evorank.evaluators.metrics import fitness as fitness_of
+from evorank.evaluators.metrics import fitness_spec
+from evorank.evaluators.errors import EvorankError
+from evorank.evaluators.program.source import program_path, split_block
+
+from evorank.archive.elites import regrid
+
+from evorank.evolve.config import RunConfig, workers
+from .descriptors import describe, grid_for
+from .heldout import HeldoutTracker
+from evorank.evolve.llm.client import Budget
+from evorank.evolve.proposal import CROSSOVER, REPAIR, Proposal, Proposer, repairable
+from .proposers import make_proposer
+
+log = logging.getLogger("evorank")
+PROPOSE_THREAD_PREFIX = "propose"  # the names of the threads that fill proposals (model requests)
+
+
+@dataclass
+class RunStats:
+    accepted: int = 0
+    failed: int = 0
+    duplicate: int = 0
+    rejected: int = 0
+    repairs: int = 0  # proposals that were repairs (counted in the statuses above too)
+    unavailable: int = 0  # attempts that never reached the model (not proposals)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def count(self, status: str) -> None:
+        attr = {"accepted": "accepted", "failed": "failed", "duplicate": "duplicate", "rejected_cascade": "rejected"}[status]
+        setattr(self, attr, getattr(self, attr) + 1)
+
+
+def grid_spec(cfg: RunConfig) -> GridSpec:
+    return grid_for(cfg.descriptors, cfg.complexity_edges, cfg.latency_edges, cfg.grid_metric)
+
+
+def open_run_store(cfg: RunConfig, run_dir: Path, resume: bool) -> RunStore:
+    """The run's archive, opened (``resume``) or created for writing; holding it is holding the run's writer lock
+    (``StoreLockedError`` when another process has it), so take it before writing anything else in the folder."""
+    if resume:
+        return RunStore.open(run_dir)
+    return RunStore.create(run_dir, cfg.to_dict(), cfg.seed, versions=collect_versions(), grid=grid_spec(cfg),
+                           n_islands=cfg.islands)
+
+
+class Engine:
+    """Runs (or resumes) one evolution job in ``run_dir``. Construct, then call ``run()``, then ``close()``.
+
+    ``proposer``: who writes the candidates; by default the one ``cfg`` asks for (``make_proposer``).
+    """
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, addresses: list[str], evaluator, resume: bool = False,
+                 reporter=None, proposer: Proposer | None = None, store: RunStore | None = None):
+        """``store``: the run's archive, already opened for writing (``open_run_store``); opened here if None."""
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.addresses = addresses
+        self.evaluator = evaluator
+        self.reporter = reporter
+        self.policy = SamplingPolicy(n_top=(cfg.inspirations + 1) // 2, n_diverse=cfg.inspirations // 2)
+        self.spec = fitness_spec(cfg.fitness)
+        self.stats = RunStats()
+        self.stop_reason: str | None = None
+        self.unavailable_reason: str | None = None  # the last attempt that never reached the model, in words
+        self.unavailable_in_row = 0
+        self._stop = threading.Event()
+        self._repairs: deque[Proposal] = deque()  # follow-ups waiting to be sent, before any new proposal
+        self._free_iterations: list[int] = []  # numbers of attempts that were not proposals (a heap)
+        self._next_it = 1
+        self.store = store if store is not None else open_run_store(cfg, self.run_dir, resume)
+        spent = float(self.store.summary().get("cost_usd") or 0.0) if resume else 0.0
+        self.budget = Budget(cfg.budget_usd, spent)
+        self.proposer = proposer if proposer is not None else make_proposer(cfg, self.budget, self.spec)
+        tell_sizes, array_sizes = (getattr(self.proposer, "set_collection_sizes", None),
+                                   getattr(evaluator, "array_sizes", None))
+        if tell_sizes is not None and array_sizes is not None:
+            tell_sizes(array_sizes())
+        self.seed_records: dict[str, ProgramRecord] = {}
+        self.seed_sources: dict[str, str] = {}
+        self.bm25_latency_ms: float | None = None
+        self.reference_metrics: dict[str, dict[str, float]] | None = None  # the BM25 seed's, on the train queries
+        self.heldout: HeldoutTracker | None = None
+        self._placed_since_regrid = 0
+
+    # -- setup ---------------------------------------------------------------------------------
+    def _evaluate_seeds(self) -> None:
+        """Evaluate every seed in this run; BM25 first, as the latency reference (re-measured on resume)."""
+        existing = {p.features.get("seed_name"): p for p in self.store.programs() if p.operator == "seed"}
+        names = ["bm25"] + [n for n in self.cfg.seeds if n != "bm25"]
+        for name in names:
+            # on resume, a starting program is the code archived when the run began (its file may have changed)
+            source = existing[name].code if name in existing else program_path(name).read_text(encoding="utf-8")
+            result = self.evaluator.evaluate_trusted(source)
+            if result.suite is None or not result.suite.ok:
+                raise EvorankError(f"starting program {name} failed to evaluate ({result.failure_reason}): "
+                                   f"{result.failure_detail}; fix it and try `evorank eval {name} --sandbox` first")
+            if name == "bm25":
+                self.bm25_latency_ms = result.latency_ms
+                self.reference_metrics = {c.name: dict(c.metrics) for c in result.suite.collections}
+            if name not in self.cfg.seeds:
+                continue  # measured only as the latency reference
+            self.seed_sources[name] = source
+            if name in existing:
+                self.seed_records[name] = existing[name]
+                continue
+            for island in range(self.cfg.islands):
+                rec = self._record_from_result(
+                    ProgramRecord(code=source, operator="seed", island=island, generation=0, iteration=0,
+                                  features={"seed_name": name}),
+                    result,
+                )
+                self.islands.add(self.store, rec)
+                self.seed_records.setdefault(name, rec)
+        log.info("seeds evaluated: %s (BM25 median latency %.3f ms/query)",
+                 ", ".join(f"{n}={r.fitness:.4f}" for n, r in self.seed_records.items()), self.bm25_latency_ms or 0)
+
+    def _record_from_result(self, rec: ProgramRecord, result) -> ProgramRecord:
+        suite = result.suite
+        rec.stage = result.stage
+        rec.features = dict(rec.features)
+        if result.stage1_fitness is not None:
+            rec.features["stage1_fitness"] = result.stage1_fitness
+        if result.prepare_runs:  # sandboxed runs, and how many reused a prepare() state
+            rec.features["prepare_runs"], rec.features["prepare_reused"] = result.prepare_runs, result.prepare_reused
+        if result.stopped_by_cascade:
+            rec.status, rec.failure_reason = "rejected_cascade", "cascade"
+            rec.failure_detail = (f"stage-1 fitness {result.stage1_fitness:.4f} on a query sample was below the "
+                                  "cascade threshold relative to its parent")
+            return rec
+        if result.failure_reason is not None:
+            rec.status, rec.fitness = "failed", 0.0
+            rec.failure_reason, rec.failure_detail = result.failure_reason, result.failure_detail
+            return rec
+        rec.metrics = {c.name: dict(c.metrics) for c in suite.collections}
+        rec.latency_ms = result.latency_ms
+        if self.bm25_latency_ms and result.latency_ms:
+            rec.latency_ratio = result.latency_ms / self.bm25_latency_ms
+        sizes = self.evaluator.collection_sizes()
+        rec.fitness = fitness_of(rec.metrics, self.spec, rec.latency_ratio, n_docs=sizes,
+                                 reference=self.reference_metrics or rec.metrics)
+        if result.validation is not None:  # measured on the held-out queries of the same run: never selects
+            rec.features["val_fitness"] = result.validation_fitness
+            rec.features["val_metrics"] = {c.name: dict(c.metrics) for c in result.validation.collections}
+        rec.features.update(describe(rec.code, rec.metrics, self.reference_metrics or rec.metrics))
+        rec.status = "accepted"
+        return rec
+
+    # -- proposing -----------------------------------------------------------------------------
+    def _partners(self, island: int, parent: ProgramRecord) -> list[ProgramRecord]:
+        """Crossover partners: elites of the other islands, else of other cells of this one."""
+        pool = [p for i in range(self.cfg.islands) if i != island for p in self.islands.elites(i)]
+        return [p for p in pool if p.code_hash != parent.code_hash] or [
+            p for p in self.islands.elites(island) if p.code_hash != parent.code_hash
+        ]
+
+    def _new_proposal(self, iteration: int) -> Proposal:
+        """Parent, operator and partner of an iteration, drawn (in that order) from ``rng_for(seed, iteration)``."""
+        rng = rng_for(self.cfg.seed, iteration)
+        island = iteration % self.cfg.islands
+        parent = select_parent(self.islands, island, rng, self.policy)
+        partners = self._partners(island, parent)
+        operator = self.proposer.choose_operator(rng, bool(partners))
+        other = partners[int(rng.integers(len(partners)))] if operator == CROSSOVER else None
+        return Proposal(iteration, island, iteration // self.cfg.islands, operator, parent, other)
+
+    def _prepare(self, prop: Proposal) -> Proposal:
+        """The proposer's main-thread step: it may read the archive, which belongs to this thread."""
+        self.proposer.prepare(prop, self)
+        return prop
+
+    def _take_iteration(self) -> int:
+        """The next iteration number: one left by an attempt that was not a proposal, else a new one."""
+        if self._free_iterations:
+            return heapq.heappop(self._free_iterations)
+        self._next_it += 1
+        return self._next_it - 1
+
+    def _next_proposal(self) -> Proposal:
+        """The next proposal to fill, prepared: a waiting repair first, else a new one."""
+        if self._repairs:
+            prop = self._repairs.popleft()
+            prop.iteration, prop.started_at = self._take_iteration(), time.time()
+            return prop
+        return self._prepare(self._new_proposal(self._take_iteration()))
+
+    def _screen(self, props: list[Proposal]) -> list[Proposal]:
+        """The proposals among filled attempts. An attempt that never reached the model is set aside: nothing is
+        archived, its iteration number is used again (a repair is dropped), and after
+        ``max_consecutive_llm_failures`` in a row the run stops."""
+        kept = []
+        for p in sorted(props, key=lambda p: p.iteration):
+            if p.unavailable is None:
+                self.unavailable_in_row = 0
+                kept.append(p)
+                continue
+            heapq.heappush(self._free_iterations, p.iteration)
+            self.stats.unavailable += 1
+            self.unavailable_in_row += 1
+            self.unavailable_reason = p.unavailable
+            log.warning("no proposal (%d in a row, not counted%s): %s", self.unavailable_in_row,
+                        "; the repair is dropped" if p.repair_round else "", p.unavailable)
+            if self.unavailable_in_row >= self.cfg.max_consecutive_llm_failures:
+                self.request_stop("llm_unavailable")
+        return kept
+
+    # -- what a proposer may read while preparing (the engine is its ArchiveView) ---------------
+    def inspirations(self, prop: Proposal) -> list[ProgramRecord]:
+        """Elites to show next to the parent, drawn from the proposal's stream 2 (so no other draw moves)."""
+        return select_inspirations(self.islands, prop.island, prop.parent, rng_for(self.cfg.seed, prop.iteration, 2),
+                                   self.policy)
+
+    def recent_failures(self, prop: Proposal) -> list[ProgramRecord]:
+        """The last failures of the proposal's island, the parent's own line first."""
+        return self._failures_for(prop.parent, prop.island)
+
+    def _failures_for(self, parent: ProgramRecord, island: int, n: int = 3) -> list[ProgramRecord]:
+        recent = self.store.recent_failures(island, limit=20)
+        recent.sort(key=lambda p: (parent.id not in p.parent_ids, -p.id))  # own line first
+        return recent[:n]
+
+    def _fill(self, prop: Proposal) -> Proposal:
+        """Produce the candidate's code with the proposal's stream 1 (in a worker thread unless the
+        proposer is instantaneous)."""
+        rng = rng_for(self.cfg.seed, prop.iteration, stream=1)
+        try:
+            self.proposer.fill(prop, rng)
+        except Exception as e:  # a proposer bug must cost one proposal, not the run
+            log.exception("proposal %d failed", prop.iteration)
+            prop.failure_reason, prop.failure_detail = f"proposer:{type(e).__name__}", str(e)[:500]
+        return prop
+
+    # -- evaluating and archiving -------------------------------------------------------------
+    def _settle(self, props: list[Proposal]) -> None:
+        """Evaluate the proposals that have code, then archive all of them in iteration order; queue a repair for
+        each failed (or duplicate) one the proposer can follow up (up to ``repair_rounds`` in a row)."""
+        props = sorted(props, key=lambda p: p.iteration)
+        records = [p.to_record() for p in props]
+        to_eval: list[int] = []
+        seen: set[str] = set()
+        for i, p in enumerate(props):
+            if p.source is None:
+                continue
+            h = normalized_code_hash(p.source)
+            if h in seen or self.store.has_code_hash(h) is not None:
+                rec = records[i]
+                rec.status, rec.failure_reason = "duplicate", "duplicate"
+                rec.failure_detail = "the same program (up to formatting and comments) is already in the archive"
+                continue
+            seen.add(h)
+            to_eval.append(i)
+        if to_eval:
+            results = self.evaluator.evaluate(
+                [props[i].source for i in to_eval],
+                [self._seed_source_of(props[i].base) for i in to_eval],
+                [props[i].base.features.get("stage1_fitness") for i in to_eval],
+            )
+            for i, result in zip(to_eval, results):
+                self._record_from_result(records[i], result)
+        follow_up = getattr(self.proposer, "follow_up", None)
+        for p, rec in zip(props, records):
+            self.islands.add(self.store, rec)
+            self.stats.count(rec.status)
+            self.stats.repairs += rec.operator == REPAIR
+            self.stats.prompt_tokens += rec.prompt_tokens
+            self.stats.completion_tokens += rec.completion_tokens
+            self.stats.cost_usd += rec.cost_usd
+            log.info("iteration %d island %d %s %s fitness=%s %s", rec.iteration, rec.island, rec.operator,
+                     rec.status, f"{rec.fitness:.4f}" if rec.fitness is not None else "-",
+                     rec.failure_reason or p.description)
+            gen = rec.generation
+            if rec.island == self.cfg.islands - 1 and migration_due(gen, self.cfg.migration_every) \
+                    and not self.store.migration_done(gen) and self.cfg.islands > 1:
+                moved = self.islands.migrate(self.store, gen, self.cfg.migration_rate)
+                log.info("migration at generation %d: %d program(s) moved", gen, len(moved))
+            if follow_up is not None and rec.status in ("failed", "duplicate") \
+                    and p.repair_round < self.cfg.repair_rounds and repairable(rec.failure_reason):
+                repair = follow_up(p, rec)
+                if repair is not None:
+                    self._repairs.append(repair)
+            if self.reporter:
+                self.reporter.update(self, rec)
+            self._placed_since_regrid += rec.cell is not None
+        if self.cfg.regrid_every and self._placed_since_regrid >= self.cfg.regrid_every:
+            self._placed_since_regrid = 0
+            refined = regrid(self.store)
+            if refined is not None:
+                self.islands = refined
+                log.info("adaptive bins refined: %s", self.store.grid_spec().to_dict())
+        self._track_heldout()
+
+    def _track_heldout(self, wait_s: float | None = None) -> None:
+        """Hand a new best to the held-out tracker, and log what it has measured (it never feeds back)."""
+        if self.heldout is None:
+            return
+        best = self.best()
+        if best is not None:
+            self.heldout.submit(best, self._seed_source_of(best))
+        done = self.heldout.close(wait_s) if wait_s is not None else self.heldout.drain()
+        for measured in done:
+            self.store.log_event("heldout", measured)
+            log.info("held-out: #%s fitness %s (BM25 %s)", measured["id"], measured["fitness"],
+                     measured["reference_fitness"])
+
+    def _catch_up_migration(self, last_iteration: int) -> None:
+        """A run killed between a generation's last insert and its migration migrates on resume."""
+        gen = last_iteration // self.cfg.islands
+        complete = last_iteration % self.cfg.islands == self.cfg.islands - 1
+        if self.cfg.islands > 1 and complete and gen > 0 and migration_due(gen, self.cfg.migration_every) \
+                and not self.store.migration_done(gen):
+            self.islands.migrate(self.store, gen, self.cfg.migration_rate)
+
+    def _seed_source_of(self, parent: ProgramRecord) -> str:
+        """The seed a program descends from (its head and tail must stay byte-identical)."""
+        head = split_block(parent.code).head
+        for src in self.seed_sources.values():
+            if split_block(src).head == head:
+                return src
+        return parent.code
+
+    # -- the run ------------------------------------------------------------------------------
+    def proposals_done(self) -> tuple[int, int]:
+        """(proposals archived so far, the last iteration number)."""
+        return self.store.proposal_progress()
+
+    def best(self) -> ProgramRecord | None:
+        """The run's best program: chosen on the validation queries among the best by train fitness."""
+        return self.store.best_on_validation(self.cfg.best_of)
+
+    def request_stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self._stop.set()
+
+    def run(self) -> ProgramRecord | None:
+        cfg = self.cfg
+        resumed = self.store.iterations_done() > 0 or any(p.operator == "seed" for p in self.store.programs())
+        self.islands = resume_islands(self.store) if resumed else Islands.from_store(self.store)
+        self.store.log_event("resume" if resumed else "start", {"iterations": cfg.iterations})
+        t_start = time.monotonic()
+        self._evaluate_seeds()
+        if cfg.heldout:
+            from evorank.evaluators.data.suites import get_suite, suites
+
+            heldout = list(get_suite(cfg.heldout).collections) if cfg.heldout in suites() else \
+                [a.strip() for a in cfg.heldout.split(",") if a.strip()]
+            self.heldout = HeldoutTracker(heldout, cfg.fitness, self.evaluator.limits,
+                                          program_path("bm25").read_text(encoding="utf-8"))
+        done, last_it = self.proposals_done()
+        self._next_it = last_it + 1
+        self._catch_up_migration(last_it)
+        if self.reporter:
+            self.reporter.start(self, done)
+        batch = max(1, workers(cfg))
+        proposer = self.proposer
+        pool = None if proposer.instantaneous else ThreadPoolExecutor(max_workers=proposer.concurrency,
+                                                                      thread_name_prefix=PROPOSE_THREAD_PREFIX)
+        inflight: dict[Future, Proposal] = {}
+        try:
+            while done < cfg.iterations and not self._stop.is_set():
+                if cfg.max_hours is not None and time.monotonic() - t_start > cfg.max_hours * 3600:
+                    self.request_stop("max_hours")
+                    break
+                if self.budget.exhausted:
+                    self.request_stop("budget")
+                    break
+                remaining = cfg.iterations - done
+                if pool is None:
+                    props = [self._fill(self._next_proposal()) for _ in range(min(batch, remaining))]
+                else:
+                    while len(inflight) < min(proposer.concurrency, remaining) and not self.budget.exhausted:
+                        prop = self._next_proposal()
+                        inflight[pool.submit(self._fill, prop)] = prop
+                    finished, _ = wait(list(inflight), timeout=1.0, return_when=FIRST_COMPLETED)
+                    props = [f.result() for f in finished]
+                    for f in finished:
+                        del inflight[f]
+                    if not props:
+                        continue
+                props = self._screen(props)
+                self._settle(props)
+                done += len(props)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+            reason = self.stop_reason or ("completed" if done >= cfg.iterations else "stopped")
+            self.stop_reason = reason
+            stop = {"reason": reason, "proposals": done, "elapsed_s": round(time.monotonic() - t_start, 1)}
+            if reason == "llm_unavailable":
+                stop["detail"] = self.unavailable_reason
+            self.store.log_event("stop", stop)
+            if self.heldout is not None:  # finish the last measurement unless the run was stopped by hand
+                self._track_heldout(wait_s=600.0 if reason == "completed" else 0.0)
+            if self.reporter:
+                self.reporter.finish(self)
+        return self.best()
+
+    def close(self) -> None:
+        self.proposer.close()
+        self.store.close()
+
+
+def requests_in_flight() -> int:
+    """Proposal threads still working after a run stopped (a model request that has not returned): the process
+    waits for them when it exits, and their replies are discarded."""
+    return sum(t.is_alive() and t.name.startswith(PROPOSE_THREAD_PREFIX + "_") for t in threading.enumerate())
+
+
+def install_signal_handlers(engine: Engine):
+    """First Ctrl-C / SIGTERM: stop after the current step; a second Ctrl-C: stop now."""
+    def handler(signum, frame):
+        if engine._stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        engine.request_stop("interrupted" if signum == signal.SIGINT else "terminated")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    return lambda: [signal.signal(s, h) for s, h in old.items()]

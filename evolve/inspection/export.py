@@ -1,0 +1,210 @@
+"""``evorank export``: one program of a run as a standalone scorer module.
+
+The module is ``export_template.py.txt`` with the program's module text (its own imports and its
+EVOLVE-BLOCK) pasted in verbatim, so it reads like the program plus a documented harness: the
+analyzer (a copy of evaluators/index/analyzer.py's rules), an index builder producing evorank's Index
+attributes, ``make_query``, ``top_k`` (evorank's tie-breaking) and ``Retriever``. It imports only
+numpy, scipy and (for the analyzer) PyStemmer.
+
+If the program itself defines a name that the harness defines too (``Index``, ``tokenize``, ...),
+pasting it in would let one clobber the other; then the program is embedded as a string and run
+in its own namespace instead (same behaviour, less readable), and the header says so.
+"""
+from __future__ import annotations
+
+import ast
+import datetime as _dt
+import json
+import re
+import sys
+from importlib import resources
+from pathlib import Path
+
+from evorank.archive import ProgramRecord
+from evorank.evaluators.errors import EvorankError
+from evorank.evaluators.metrics import METRICS
+from .queries import lineage, open_run, resolve_id
+from evorank.evolve.engine.provenance import program_docstring, with_docstring
+from evorank.threadsafe_ast import parse_ast
+
+TEMPLATE = resources.files("evorank.evolve.inspection") / "export_template.py.txt"
+PLACEHOLDERS = ("@@TITLE@@", "@@PROVENANCE@@", "@@MODULE@@", "@@FUTURE@@", "@@PROVENANCE_DICT@@",
+                "@@PROGRAM_LABEL@@", "@@PROGRAM@@")
+
+
+class ExportError(EvorankError):
+    pass
+
+
+def _bound_names(tree: ast.Module) -> set[str]:
+    """Names a module binds at top level (defs, classes, assignments, imports, loop/with targets)."""
+    names: set[str] = set()
+
+    def targets(node):
+        for n in ast.walk(node):
+            if isinstance(n, ast.Name):
+                names.add(n.id)
+
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for a in node.names:
+                names.add((a.asname or a.name).split(".")[0])
+        elif isinstance(node, ast.Assign):
+            for t in node.targets:
+                targets(t)
+        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+            targets(node.target)
+        elif isinstance(node, (ast.For, ast.AsyncFor)):
+            targets(node.target)
+        elif isinstance(node, (ast.With, ast.AsyncWith)):
+            for item in node.items:
+                if item.optional_vars is not None:
+                    targets(item.optional_vars)
+        elif isinstance(node, (ast.If, ast.Try)):
+            names |= _bound_names(ast.Module(body=[*node.body, *getattr(node, "orelse", []),
+                                                   *getattr(node, "finalbody", [])], type_ignores=[]))
+    return names
+
+
+def template_names(template: str) -> set[str]:
+    """Top-level names the harness binds (the program must not rebind any of them)."""
+    text = template
+    for ph in PLACEHOLDERS:
+        text = text.replace(ph, "None" if ph == "@@PROVENANCE_DICT@@" else "")
+    return _bound_names(parse_ast(text)) - {"prepare", "score"}
+
+
+def _split_future(code: str) -> tuple[str, str]:
+    """Move ``from __future__`` imports out of the program (they must open the exported file)."""
+    future, rest = [], []
+    for line in code.splitlines(keepends=True):
+        (future if re.match(r"\s*from\s+__future__\s+import\s", line) else rest).append(line)
+    return "".join(future), "".join(rest)
+
+
+def _metrics_lines(rec: ProgramRecord) -> list[str]:
+    names = METRICS
+    width = max([len(c) for c in rec.metrics] + [10])
+    lines = [f"    {'collection':<{width}}  " + "  ".join(f"{n:>11}" for n in names)]
+    for coll, m in rec.metrics.items():
+        vals = "  ".join(f"{m[n]:>11.4f}" if m.get(n) is not None else f"{'-':>11}" for n in names)
+        lines.append(f"    {coll:<{width}}  {vals}")
+    return lines
+
+
+def render(rec: ProgramRecord, run_dir, *, module_name: str = "my_scorer", fitness_preset: str | None = None,
+           seed_name: str | None = None, when: _dt.datetime | None = None, docstring: str | None = None) -> str:
+    """The exported module's text for one archived program; ``docstring`` replaces the program's own (its seed's)
+    module docstring (``provenance.program_docstring``)."""
+    from importlib import metadata
+
+    try:
+        version = metadata.version("evorank")
+    except metadata.PackageNotFoundError:  # pragma: no cover
+        version = "unknown"
+    when = when or _dt.datetime.now(_dt.timezone.utc)
+    template = TEMPLATE.read_text(encoding="utf-8")
+    code = rec.code if rec.code.endswith("\n") else rec.code + "\n"
+    if docstring is not None:
+        code = with_docstring(code, docstring)
+    try:
+        tree = parse_ast(code)
+    except SyntaxError as e:
+        raise ExportError(f"program #{rec.id} does not parse (line {e.lineno}: {e.msg}); nothing to export") from None
+    clashes = sorted(_bound_names(tree) & template_names(template))
+    future, body = _split_future(code)
+    if clashes:
+        body = (
+            f"# The program defines {', '.join(clashes)}, which this module's harness also defines, so it runs in\n"
+            "# its own namespace (unchanged code, below as text) instead of being pasted in.\n"
+            f"_PROGRAM_SOURCE = {body!r}\n"
+            "_PROGRAM = {\"__name__\": \"evolved_program\"}\n"
+            f"exec(compile(_PROGRAM_SOURCE, \"<evolved program #{rec.id}>\", \"exec\"), _PROGRAM)\n"
+            "prepare = _PROGRAM.get(\"prepare\")\n"
+            "score = _PROGRAM[\"score\"]\n"
+        )
+    fitness = f"{rec.fitness:.6f}" if rec.fitness is not None else "none"
+    latency = f", latency {rec.latency_ratio:.2f}x the BM25 seed" if rec.latency_ratio is not None else ""
+    provenance = [
+        f"    run:         {Path(run_dir).resolve()}",
+        f"    program:     #{rec.id} (code hash {rec.code_hash}), island {rec.island}, iteration {rec.iteration}, "
+        f"operator {rec.operator}" + (f", model {rec.model}" if rec.model else ""),
+        f"    lineage:     descends from the {seed_name} seed" if seed_name else "    lineage:     -",
+        f"    status:      {rec.status}" + (f" ({rec.failure_reason})" if rec.failure_reason else ""),
+        f"    fitness:     {fitness} ({fitness_preset or 'rankevolve'}){latency}",
+        f"    exported:    {when.strftime('%Y-%m-%d %H:%M:%S UTC')} by evorank {version}",
+        "    metrics measured in the run (1,000 documents per query):",
+        *(_metrics_lines(rec) if rec.metrics else ["    (none recorded)"]),
+    ]
+    if clashes:
+        provenance.append("    note:        the program runs in its own namespace (it reuses harness names)")
+    prov_dict = {
+        "run": str(Path(run_dir).resolve()), "program_id": rec.id, "code_hash": rec.code_hash,
+        "island": rec.island, "iteration": rec.iteration, "operator": rec.operator, "model": rec.model,
+        "seed": seed_name, "status": rec.status, "fitness": rec.fitness, "fitness_preset": fitness_preset,
+        "latency_ratio": rec.latency_ratio, "metrics": rec.metrics,
+        "exported_at": when.isoformat(timespec="seconds"), "evorank_version": version,
+    }
+    title = f"Evolved ranking function #{rec.id} (fitness {fitness}) from run {Path(run_dir).resolve().name}"
+    values = {
+        "@@TITLE@@": title.replace('"""', "'''"),
+        "@@PROVENANCE@@": "\n".join(provenance).replace('"""', "'''").replace("\\", "/"),
+        "@@MODULE@@": module_name,
+        "@@FUTURE@@": future,
+        "@@PROVENANCE_DICT@@": _py_literal(prov_dict),
+        "@@PROGRAM_LABEL@@": f"program #{rec.id} of {Path(run_dir).resolve().name} (verbatim from the archive)",
+        "@@PROGRAM@@": body.rstrip("\n"),
+    }
+    out = template
+    for ph in PLACEHOLDERS:  # @@PROGRAM@@ last: the program's own text is never searched for placeholders
+        out = out.replace(ph, values[ph])
+    try:
+        compile(out, module_name, "exec")
+    except SyntaxError as e:  # pragma: no cover - would be a template bug
+        raise ExportError(f"the exported module does not compile (line {e.lineno}: {e.msg})") from None
+    return out
+
+
+def _py_literal(obj) -> str:
+    """A Python literal for the provenance dict (the archive stores non-finite numbers as None)."""
+    import pprint
+
+    return pprint.pformat(obj, sort_dicts=False, width=110)
+
+
+def export_program(run_dir, ident: str = "best", out: str | Path | None = None) -> tuple[Path, ProgramRecord]:
+    """Write program ``ident`` of the run to ``out`` (default scorer_<id>.py); returns (path, its record)."""
+    with open_run(run_dir) as store:
+        with store.read_snapshot():
+            rec = resolve_id(store, ident)
+            chain = lineage(store, rec)
+            preset = store.config().get("fitness")
+    seed = chain[0] if chain and chain[0].operator == "seed" else None
+    seed_name = seed.features.get("seed_name") if seed else None
+    path = Path(out) if out else Path(f"scorer_{rec.id}.py")
+    module = path.stem if path.stem.isidentifier() else "my_scorer"
+    text = render(rec, run_dir, module_name=module, fitness_preset=preset, seed_name=seed_name,
+                  docstring=program_docstring(rec, chain, seed_name, Path(run_dir).resolve().name))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path, rec
+
+
+def cmd_export(args) -> int:
+    path, rec = export_program(args.run, args.id, args.out)
+    warning = None
+    if rec.status != "accepted":
+        warning = (f"program #{rec.id} was not accepted in the run ({rec.status}"
+                   + (f": {rec.failure_reason}" if rec.failure_reason else "") + "); it may not work")
+    if args.json:
+        print(json.dumps({"path": str(path), "program_id": rec.id, "fitness": rec.fitness, "warning": warning}, indent=2))
+        return 0
+    if warning:
+        print(f"evorank: warning: {warning}", file=sys.stderr)
+    print(f"wrote {path}: program #{rec.id} (fitness {rec.fitness if rec.fitness is not None else '-'})")
+    if path.stem.isidentifier():
+        print(f"try:  python -c \"from {path.stem} import Retriever; "
+              f"print(Retriever({{'a': 'solar power for homes', 'b': 'baking bread'}}).search('solar', k=5))\"")
+    return 0

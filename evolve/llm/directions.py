@@ -1,0 +1,95 @@
+"""Directions: the one way a chat model is asked to improve its parent in a proposal.
+
+The system prompt names a dozen families of ideas (saturation, smoothing, proximity, fields, feedback, ...), and a
+model left to choose mixes them or reaches for index attributes that do not exist. Measured with the small local
+model (Qwen2.5-Coder-1.5B, runs c..j, 114 fresh replies): ideas on term statistics ran 34% of the time, on
+proximity 3/22, on fields 1/12, on feedback 0/5; most failures named attributes the contract lacks. So each diff or
+full-rewrite proposal is given ONE direction: a few sentences and working helper code written against the
+contract, then a complete ``prepare`` and ``score`` that call it (``evolve/llm/prompts/directions.txt``, overridable
+like every template; tests/evolve/llm/test_directions.py runs every section as a program). The use was once shown as
+commented lines inside the helper block: the local model copied the block with its comments and left the use
+commented (3 fields chains of run local-o, each refused as ``no_change``). Which direction is drawn from the run's seed and the
+proposal's iteration (reproducible on resume, independent of islands), among those the run allows
+(``--directions``); it is recorded as the proposal's ``direction`` feature, and its repairs keep it.
+
+Prompt sampling of this kind is FunSearch's and AlphaEvolve's way to keep a population diverse; here it also
+decides what the model can get right.
+"""
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+from evorank.evolve.config import ALL_DIRECTIONS as ALL
+from evorank.evolve.config import NO_DIRECTIONS as NONE
+
+_SECTION = re.compile(r"^## (\w+)[ \t]*$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Direction:
+    name: str
+    text: str  # prose and helper code, as shown in the prompt
+
+    @property
+    def code(self) -> str:
+        """The helper code: the section's first ```python block ("" when it has none)."""
+        return self._block(0)
+
+    @property
+    def example(self) -> str:
+        """A complete ``prepare`` and ``score`` calling the helpers: the section's second ```python block ("" when
+        it has none)."""
+        return self._block(1)
+
+    @property
+    def program_block(self) -> str:
+        """The helpers and the complete prepare and score, as one EVOLVE-BLOCK (what a reply copying the example
+        would run)."""
+        return f"{self.code}\n\n{self.example}"
+
+    def _block(self, n: int) -> str:
+        blocks = self.text.split("```python\n")[1:]
+        return blocks[n].split("```", 1)[0] if len(blocks) > n else ""
+
+
+def parse_directions(text: str) -> dict[str, Direction]:
+    """The sections of a directions template (``## name`` lines start them; text before the first is a comment
+    for people), in file order."""
+    marks = list(_SECTION.finditer(text))
+    out = {}
+    for m, nxt in zip(marks, [*marks[1:], None]):
+        body = text[m.end():nxt.start() if nxt else len(text)].strip("\n")
+        out[m.group(1)] = Direction(m.group(1), body)
+    return out
+
+
+def shipped_directions() -> tuple[str, ...]:
+    """The names of the directions shipped in ``evolve/llm/prompts/directions.txt``."""
+    text = (resources.files("evorank.evolve.llm") / "prompts" / "directions.txt").read_text(encoding="utf-8")
+    return tuple(parse_directions(text))
+
+
+def allowed(spec: str, known: dict[str, Direction]) -> tuple[str, ...]:
+    """The direction names a ``--directions`` value allows: ``all``, ``none`` or comma-separated names. Raises
+    ValueError naming the unknown ones and the choices."""
+    spec = spec.strip()
+    if spec == ALL:
+        return tuple(known)
+    if spec == NONE:
+        return ()
+    names = tuple(n.strip() for n in spec.split(",") if n.strip())
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ValueError(f"unknown direction(s) {', '.join(unknown) or repr(spec)}; choose '{ALL}', '{NONE}' or "
+                         f"some of: {', '.join(known)}")
+    return names
+
+
+def choose(names: tuple[str, ...], seed: int, iteration: int) -> str | None:
+    """The direction of the proposal of ``iteration`` in a run with ``seed`` (None when none is allowed)."""
+    if not names:
+        return None
+    return names[random.Random(f"{seed}:{iteration}").randrange(len(names))]  # str seeds hash the same everywhere

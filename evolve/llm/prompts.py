@@ -1,0 +1,236 @@
+"""Prompt construction from template files (``evolve/llm/prompts/*.txt``), overridable per run.
+
+A user folder given as ``prompts_dir`` may contain any of the template files; those found there
+replace the shipped ones. Templates use ``$name`` placeholders (``string.Template``).
+"""
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from evorank.evaluators.metrics import METRICS
+from evorank.evaluators.program.source import contract_text
+from evorank.evaluators.program.output import fence
+
+from evorank.evolve.config import ConfigError, RunConfig
+
+from .directions import Direction, allowed, parse_directions
+from .failing_statement import FailingStatement, failing_line, marked_context, names_hint
+
+SHIPPED = resources.files("evorank.evolve.llm") / "prompts"
+TEMPLATES = ("system", "mutation", "diff_instructions", "full_instructions", "crossover_instructions",
+             "command_instructions", "repair_instructions", "statement_repair_instructions",
+             "truncated_instructions", "rewrite_repair_instructions", "directions")
+
+
+@dataclass(frozen=True)
+class PromptTemplates:
+    texts: dict[str, str]
+
+    @classmethod
+    def load(cls, override_dir: str | Path | None = None) -> "PromptTemplates":
+        texts = {}
+        for name in TEMPLATES:
+            path = SHIPPED / f"{name}.txt"
+            if override_dir is not None and (Path(override_dir) / f"{name}.txt").is_file():
+                path = Path(override_dir) / f"{name}.txt"
+            texts[name] = path.read_text(encoding="utf-8")
+        return cls(texts)
+
+    def render(self, name: str, /, **values) -> str:
+        return string.Template(self.texts[name]).safe_substitute(**values)
+
+    def directions(self) -> dict[str, Direction]:
+        """The directions a proposal may be given (``directions.txt``; :mod:`evorank.evolve.llm.directions`)."""
+        return parse_directions(self.texts["directions"])
+
+
+def check_directions(cfg: RunConfig, source: str = "config") -> None:
+    """Raise ConfigError when ``cfg.directions`` names a direction that the run's templates (``directions.txt``,
+    maybe from ``cfg.prompts_dir``) do not have; the message names the unknown ones and the choices."""
+    try:
+        allowed(cfg.directions, PromptTemplates.load(cfg.prompts_dir).directions())
+    except ValueError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def _fmt(x, digits=4) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def metrics_table(program, seeds: dict[str, object]) -> str:
+    """Per-collection metrics of ``program`` next to each seed's, as a compact text table."""
+    if not program.metrics:
+        return "(not evaluated)"
+    header = " | ".join(["collection", *METRICS, *(f"{n} nDCG@10 / R@100" for n in seeds)])
+    rows = [header, "-" * len(header)]
+    for coll, m in sorted(program.metrics.items()):
+        cells = [_fmt(m.get(k)) for k in METRICS]
+        for seed in seeds.values():
+            sm = seed.metrics.get(coll, {})
+            cells.append(f"{_fmt(sm.get('ndcg@10'))} / {_fmt(sm.get('recall@100'))}")
+        rows.append(f"{coll} | " + " | ".join(cells))
+    return "\n".join(rows)
+
+
+def failure_detail_text(text: str | None) -> str:
+    """A failure detail as a prompt shows it. The first line is trusted text, cut to keep the prompt short; what
+    follows is the program's own text, already cut and fenced by the evaluator (program_output.failure_text):
+    never cut a fence open."""
+    head, _, fenced = (text or "").partition("\n")
+    return head[:300] + ("\n" + fenced if fenced else "")
+
+
+def failures_text(failures) -> str:
+    if not failures:
+        return "(none)"
+    return "\n".join(f"- {f.operator} proposal {f.id}: {f.failure_reason}: {failure_detail_text(f.failure_detail)}"
+                     for f in failures)
+
+
+def inspirations_text(programs, block_of) -> str:
+    if not programs:
+        return "(none yet)"
+    parts = []
+    for p in programs:
+        parts.append(
+            f"## Program {p.id} (fitness {_fmt(p.fitness)}, latency {_fmt(p.latency_ratio, 2)} x BM25)\n"
+            f"```python\n{block_of(p.code).strip()}\n```"
+        )
+    return "\n\n".join(parts)
+
+
+def direction_text(direction: Direction | None) -> str:
+    """The prompt section giving a proposal its direction ("" for none). Its helpers are offered as a library, not
+    as code to copy: a reply that calls one without defining it gets the definition from trusted code
+    (name_repair; the direction's helpers are a proposal's first donors). Copying them cost the local 1.5B model
+    its token budget (the 20-line proximity helper: 3 replies cut at 800 tokens in run local-l) and, copied but
+    never called, left the ranking unchanged (both chains that ran in local-l's first 14 proposals)."""
+    if direction is None:
+        return ""
+    return (f"# The direction for this proposal: {direction.name}\n{direction.text}\n"
+            "Apply this direction to the program above, adapted to what it already does (its state, its "
+            "constants). The helper functions in the first code block are provided: call them by name and do NOT "
+            "copy them into your answer (they are added to the program for you); the complete prepare and score "
+            "after them show how they are used. Your answer changes prepare and/or score.\n\n")
+
+
+def build_messages(templates: PromptTemplates, kind: str, parent, seeds: dict[str, object], objective: str,
+                   failures=(), inspirations=(), other=None, block_of=lambda code: code,
+                   direction: Direction | None = None) -> list[dict]:
+    """Chat messages for one proposal. ``kind`` is diff, full, crossover, or command (an external tool edits the
+    file ``program.py`` in its working folder); ``direction`` is the way to improve the parent the prompt asks
+    for (None: the model chooses)."""
+    if kind == "command":
+        instructions = templates.render("command_instructions", file="program.py")
+    elif kind == "diff":
+        instructions = templates.render("diff_instructions")
+    elif kind == "full":
+        instructions = templates.render("full_instructions")
+    elif kind == "crossover":
+        instructions = templates.render(
+            "crossover_instructions", other_id=other.id, other_fitness=_fmt(other.fitness),
+            other_code=block_of(other.code).strip(),
+        )
+    else:
+        raise ValueError(f"unknown proposal kind {kind!r}")
+    user = templates.render(
+        "mutation",
+        objective=objective,
+        contract=contract_text(),
+        parent_id=parent.id,
+        parent_fitness=_fmt(parent.fitness),
+        parent_latency=_fmt(parent.latency_ratio, 2),
+        parent_code=parent.code.strip(),
+        metrics_table=metrics_table(parent, seeds),
+        failures=failures_text(failures),
+        inspirations=inspirations_text(inspirations, block_of),
+        instructions=instructions,
+        direction=direction_text(direction),
+    )
+    return [{"role": "system", "content": templates.render("system")}, {"role": "user", "content": user}]
+
+
+#: Failures that usually come from mixing arrays of different lengths (per term, per document, per posting).
+SHAPE_FAILURES = ("exception:ValueError", "exception:IndexError", "exception:AxisError")
+
+def failing_line_text(code: str, detail: str | None) -> str:
+    """The line a failure names, quoted from the failed program's archived code, or "" when the trusted first line
+    of ``detail`` names none (``<collection>: score() ... raised ValueError at line 48``). The number comes from
+    the sandbox; the text from trusted storage of the code the model wrote."""
+    n, lines = failing_line(detail), code.splitlines()
+    if n is None or not 1 <= n <= len(lines):
+        return ""
+    return f"It failed at line {n} of the program:\n```python\n{lines[n - 1].strip()}\n```\n"
+
+
+def array_sizes_text(reason: str | None, detail: str | None, sizes: dict[str, tuple[int, int, int]]) -> str:
+    """For a shape or index error, the lengths of the arrays of the collection it happened on and how to bring
+    one level to another; "" for other failures or an unknown collection."""
+    if reason not in SHAPE_FAILURES:
+        return ""
+    collection = (detail or "").partition(": ")[0]
+    if collection not in sizes:
+        return ""
+    n_docs, n_terms, n_postings = sizes[collection]
+    return (f"On {collection}, arrays have {n_terms:,} entries per term (index.df, idf), {n_docs:,} per "
+            f"document (index.doc_len) and {n_postings:,} per posting (index.term_doc.data); bring a per-term "
+            "array x to the postings with np.repeat(x, np.diff(index.term_doc.indptr)) and a per-document one "
+            "with x[index.term_doc.indices]; a query's terms are query.term_ids (per-term arrays: x[query.term_ids]).\n")
+
+
+def repair_message(templates: PromptTemplates, failed, block: str,
+                   sizes: dict[str, tuple[int, int, int]] | None = None) -> str:
+    """The follow-up user message asking to fix ``failed`` (an archived failed proposal): its failure reason (from
+    the fixed vocabulary of trusted code) and detail (program text only fenced), the line it names, the array
+    lengths of the collection for a shape error (``sizes``: name -> (documents, terms, postings)), and the
+    EVOLVE-BLOCK to edit."""
+    detail = failure_detail_text(failed.failure_detail)
+    return templates.render("repair_instructions", reason=failed.failure_reason, detail=detail,
+                            where=failing_line_text(failed.code, failed.failure_detail),
+                            sizes=array_sizes_text(failed.failure_reason, failed.failure_detail, sizes or {}),
+                            block=block.strip("\n"))
+
+
+def statement_repair_message(templates: PromptTemplates, failed, st: FailingStatement,
+                             sizes: dict[str, tuple[int, int, int]] | None = None) -> str:
+    """The request to rewrite only the statement ``st`` of ``failed`` (an archived program that raised there): the
+    failure reason and detail (program text only fenced), the code around the statement with the statement
+    marked, and what the error is about: array lengths for a shape error, the names that exist for a NameError."""
+    if failed.failure_reason == "exception:NameError":
+        hint = names_hint(st, failed.failure_detail)
+    else:
+        hint = array_sizes_text(failed.failure_reason, failed.failure_detail, sizes or {})
+    return templates.render("statement_repair_instructions", reason=failed.failure_reason,
+                            detail=failure_detail_text(failed.failure_detail), hint=hint,
+                            context=marked_context(failed.code, st))
+
+
+#: How much of a chain's first reply a rewrite repair quotes as its idea (the start: operators.reply_prose).
+IDEA_CHARS = 800
+
+
+def rewrite_repair_message(templates: PromptTemplates, opening: list[dict], idea: str | None, failed, base_id: int,
+                           sizes: dict[str, tuple[int, int, int]] | None = None) -> list[dict]:
+    """The chat request asking for the idea of a chain again, written afresh on program ``base_id``: the chain's
+    first request (``opening``: system and user message, which shows that program) with, added to its user
+    message, the idea the model gave then (``idea``, its own words, fenced and labelled), why ``failed`` (the
+    last failed attempt) could not be used (trusted reason, program text fenced), the line it names and, for a
+    shape error, the array lengths. The failed code itself is not shown: small models given code to correct
+    mostly give it back."""
+    said = (fence(idea, len(idea), "You proposed this idea (your earlier reply, quoted)") if idea
+            else "You proposed a change to the program above.")
+    ask = templates.render("rewrite_repair_instructions", idea=said, reason=failed.failure_reason,
+                           detail=failure_detail_text(failed.failure_detail),
+                           where=failing_line_text(failed.code, failed.failure_detail),
+                           sizes=array_sizes_text(failed.failure_reason, failed.failure_detail, sizes or {}),
+                           base_id=base_id)
+    *head, first_user = opening
+    return [*head, {"role": "user", "content": first_user["content"].rstrip() + "\n\n" + ask.strip() + "\n"}]
+
+
+def truncated_message(templates: PromptTemplates, max_tokens: int) -> str:
+    """The follow-up user message after a reply was cut off at ``max_tokens``: the same change as a short diff."""
+    return templates.render("truncated_instructions", max_tokens=max_tokens)

@@ -1,0 +1,257 @@
+"""The chat-model proposer: a prompt built from the archive, one chat completion, the reply applied to the parent.
+
+:class:`LLMProposer` asks a model (through :class:`~evorank.evolve.llm.client.LLMClient`) for a SEARCH/REPLACE
+diff, a full block rewrite or a crossover of two parents, each diff or rewrite given one direction
+(:mod:`~evorank.evolve.llm.directions`); the reply is applied (:mod:`~evorank.evolve.llm.replies`), mended by
+trusted code (:mod:`~evorank.evolve.llm.mend`) and handed to the engine. A candidate that fails gets up to
+``repair_rounds`` follow-up requests (``follow_up``). What the engine asks of a proposer is described in
+:mod:`evorank.evolve.proposal`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from evorank.evaluators.metrics import FitnessSpec
+from evorank.evaluators.program.source import BLOCK_END, BLOCK_START, split_block
+from evorank.evolve.proposal import CROSSOVER, REPAIR, ArchiveView, Proposal, repair_of
+
+from .client import LLMClient, unreachable
+from .directions import Direction
+from .directions import choose as choose_direction
+from .failing_statement import MARKER, failing_statement
+from .mend import fix_candidate
+from .prompts import (IDEA_CHARS, PromptTemplates, build_messages, repair_message, rewrite_repair_message,
+                      statement_repair_message, truncated_message)
+from .replies import (REPLY_FAILURES, ReplyError, apply_reply, apply_statement_fix, check_changes_what_runs,
+                      check_prepare_reads_no_query, reply_prose)
+
+__all__ = ["LLMProposer", "objective_text", "metric_label", "direction_donor", "donor_label",
+           "candidate_failed", "REPEATED_NOTE"]
+
+
+# -- the objective, in words ---------------------------------------------------------------------
+
+_METRIC_LABELS = {"ndcg": "nDCG", "recall": "Recall", "map": "MAP", "mrr": "MRR", "precision": "P"}
+
+
+def metric_label(name: str) -> str:
+    """How a metric is written for people: ``recall@100`` -> ``Recall@100``, ``ndcg@10`` -> ``nDCG@10``."""
+    base, at, cutoff = name.partition("@")
+    return _METRIC_LABELS.get(base.lower(), base) + at + cutoff
+
+
+def objective_text(spec: FitnessSpec) -> str:
+    """The fitness ``spec`` as the sentence a proposer is given as its objective, e.g. "Maximise
+    fitness = 0.8 x mean Recall@100 + 0.2 x mean nDCG@10 over the evaluation collections (...)"."""
+    formula = ""
+    for metric, weight in spec.weights.items():
+        term = f"{abs(weight):g} x mean {metric_label(metric)}"
+        if not formula:
+            formula = f"-{term}" if weight < 0 else term
+        else:
+            formula += f" - {term}" if weight < 0 else f" + {term}"
+    if spec.latency_exponent:
+        latency = ("Programs slower than BM25 are penalised: fitness x (BM25 latency / latency)"
+                   f"^{spec.latency_exponent:g}.")
+    else:
+        latency = "Also keep scoring about as fast as BM25; latency is reported."
+    return (f"Maximise fitness = {formula} over the evaluation collections "
+            f"(macro average; a program that fails on any collection scores 0). {latency}")
+
+
+def donor_label(rec) -> str:
+    """How a program names itself in a borrowed definition's note: ``seed bm25`` or ``program 12``."""
+    return f"seed {rec.features['seed_name']}" if rec.operator == "seed" and "seed_name" in rec.features \
+        else f"program {rec.id}"
+
+
+# -- the proposers -------------------------------------------------------------------------------
+
+#: Failure reasons of a reply that gave back code already there: unchanged, or a program already archived.
+ECHOES = ("no_change", "duplicate")
+
+
+def direction_donor(direction: Direction) -> tuple[str, str]:
+    """(label, code) of a direction's helpers and its complete prepare and score, as a program to borrow
+    definitions from (name_repair, state_repair)."""
+    return f"direction {direction.name}", f"{BLOCK_START}\n{direction.program_block}{BLOCK_END}\n"
+
+
+def candidate_failed(reason: str | None) -> bool:
+    """Whether a failure is the candidate's own (it failed the static checks or when run), not its reply's (did
+    not parse or apply, or gave back code already there)."""
+    return bool(reason) and reason not in REPLY_FAILURES and reason not in ECHOES
+
+
+#: Said before a repair request when the previous repair returned the failing code unchanged (small models often
+#: echo the code they were shown).
+REPEATED_NOTE = "Your reply repeated the code without changing it, so it still fails in the same way."
+
+
+class LLMProposer:
+    """A chat model writes each candidate: a prompt built from the archive (main thread), one chat
+    completion (worker thread), and the reply applied to the parent as a SEARCH/REPLACE diff or a
+    full rewrite of the block, then mended where trusted code knows what it meant (:func:`fix_candidate`:
+    names borrowed from the programs the prompt showed, arrays gathered to the postings).
+
+    Operators are drawn from ``operator_mix`` (``diff`` / ``full`` / ``crossover``); a crossover
+    without a partner becomes a ``diff``. The operator recorded for ``diff`` and ``full`` is what the
+    reply really was. A failed proposal's repair (``follow_up``) asks the same model again, how depending on
+    the failure and on ``repair_style`` (``rewrite`` or ``fix``, config.REPAIR_STYLES); a request that reached no
+    model sets ``Proposal.unavailable`` with the client's one-line explanation (URL, cause, fix).
+    """
+
+    instantaneous = False
+
+    def __init__(self, client: LLMClient, templates: PromptTemplates, objective: str,
+                 operator_mix: dict[str, float], concurrency: int, repair_style: str = "rewrite",
+                 directions: tuple[str, ...] = (), seed: int = 0):
+        self.client = client
+        self.directions = directions  # the names a diff or full proposal's direction is drawn from (none: no direction)
+        self.seed = seed
+        self.repair_style = repair_style
+        self.templates = templates
+        self.objective = objective
+        self.operator_mix = dict(operator_mix)
+        self.concurrency = concurrency
+        self.collection_sizes: dict[str, tuple[int, int, int]] = {}
+
+    def set_collection_sizes(self, sizes: dict[str, tuple[int, int, int]]) -> None:
+        """Collection name -> (documents, terms, postings): repair requests for shape errors quote them."""
+        self.collection_sizes = dict(sizes)
+
+    def choose_operator(self, rng: np.random.Generator, has_partner: bool) -> str:
+        kinds = sorted(self.operator_mix)
+        w = np.array([self.operator_mix[k] for k in kinds], dtype=float)
+        operator = kinds[int(rng.choice(len(kinds), p=w / w.sum()))]
+        return "diff" if operator == CROSSOVER and not has_partner else operator
+
+    def prepare(self, prop: Proposal, view: ArchiveView) -> None:
+        """Build the chat messages (``prop.messages``; the user message is ``prop.prompt``); a diff or full
+        proposal is given a direction (``prop.direction``) when the run allows any."""
+        insp = view.inspirations(prop)
+        if prop.operator != CROSSOVER:
+            prop.direction = choose_direction(self.directions, self.seed, prop.iteration)
+        direction = self.templates.directions()[prop.direction] if prop.direction else None
+        prop.messages = build_messages(
+            self.templates, prop.operator, prop.parent, view.seed_records, self.objective,
+            failures=view.recent_failures(prop), inspirations=insp, other=prop.other,
+            block_of=lambda code: split_block(code).block, direction=direction,
+        )
+        prop.prompt = prop.messages[-1]["content"]
+        prop.opening = prop.messages
+        shown = [r for r in (prop.parent, prop.other, *insp, *view.seed_records.values()) if r is not None]
+        donors: dict[str, tuple[str, str]] = {}
+        if direction is not None and direction.code:  # its helpers first: a candidate that calls one without
+            #                                          copying it gets it (name_repair)
+            donors[""] = direction_donor(direction)
+        for r in shown:
+            donors.setdefault(r.code, (donor_label(r), r.code))
+        prop.donors = tuple(donors.values())
+
+    def fill(self, prop: Proposal, rng: np.random.Generator) -> None:
+        """One chat completion (the model preset for a repair, else drawn from the ensemble) applied to the
+        parent; a repair keeps its operator, the others record what the reply really was."""
+        kind = prop.operator
+        completion = self.client.complete(prop.messages, rng, model=prop.model)
+        prop.model = completion.model
+        prop.prompt_tokens, prop.completion_tokens = completion.prompt_tokens, completion.completion_tokens
+        prop.cost_usd = completion.cost_usd
+        prop.response, prop.finish_reason = completion.text, completion.finish_reason
+        if prop.repair_round == 0 and completion.text is not None:
+            prop.idea = reply_prose(completion.text, IDEA_CHARS)
+        if completion.text is None:
+            if unreachable(completion.error):
+                prop.unavailable = self.client.explain(completion)
+            prop.failure_reason = f"llm:{completion.error}"
+            prop.failure_detail = "; ".join(completion.retry_log)[-500:]
+            return
+        try:
+            if prop.statement is not None:
+                first, last, alone = prop.statement
+                prop.source, applied = apply_statement_fix(prop.edits.code, first, last, completion.text, MARKER,
+                                                           completion.finish_reason, alone)
+            else:
+                prop.source, applied = apply_reply(prop.edits.code, completion.text,
+                                                   "diff" if kind in ("diff", REPAIR) else "full",
+                                                   completion.finish_reason)
+        except ReplyError as e:
+            prop.failure_reason, prop.failure_detail = e.reason, str(e)
+            return
+        prop.source, prop.trusted_edits = fix_candidate(prop.source, prop.donors)
+        try:
+            check_changes_what_runs(prop.edits.code, prop.source)  # helpers added that nothing calls
+            check_prepare_reads_no_query(prop.source)  # a line that raises whenever prepare runs
+        except ReplyError as e:  # not evaluated: it would rank as before, or fail, as the message says
+            prop.source, prop.failure_reason, prop.failure_detail = None, e.reason, str(e)
+            return
+        if kind not in (CROSSOVER, REPAIR):
+            prop.operator = applied  # record what the reply really was
+
+    def follow_up(self, prop: Proposal, failed) -> Proposal | None:
+        """A repair of ``prop`` (archived as ``failed``), or None when there is no conversation to continue.
+
+        - a reply cut off at max_tokens: the same conversation, asking for the same change as a short diff;
+        - with ``repair_style`` "rewrite", a candidate that failed the static checks or when run: the chain's first
+          request again, with the idea its first reply gave, the failure and the line it names, asking for the
+          idea written afresh on the program the chain started from (:func:`rewrite_repair_message`); a rewrite
+          that gave back code unchanged, or a program already archived, is asked again about the failure before;
+        - with "fix", a program that raised in a statement of its block: a fresh, short conversation showing the
+          function it failed in with the statement marked, asking for that code corrected
+          (:mod:`evorank.evolve.llm.failing_statement`); a repair that repeated the code it was shown: a fresh conversation
+          about the failure the code still has, saying so; a statement repair after a block repair, a block
+          repair after a statement repair (a model that echoed once tends to echo the same request again);
+        - with "rewrite", a first reply that gave code already there (unchanged, or an archived program), and a
+          rewrite of it that did the same: the chain's first request again, saying why that reply could not be
+          used;
+        - anything else (a reply that did not parse or apply, or with "fix" gave the program back unchanged, a
+          failure without a line with "fix"): the same conversation, the model's reply, then a request to fix the
+          block.
+        """
+        if prop.messages is None or prop.response is None:
+            return None
+        system = prop.messages[:1]
+        if failed.failure_reason == "truncated" or (failed.failure_reason == "syntax_error"
+                                                    and prop.finish_reason == "length"):
+            # a reply stopped at max_tokens: its code is incomplete (whether or not a fence happened to close); the
+            # same change comes back as a diff of the program that reply was editing
+            ask = truncated_message(self.templates, self.client.settings.max_tokens)
+            return self._repair(prop, failed, [*prop.messages, {"role": "assistant", "content": prop.response}],
+                                ask, edit_base=prop.edits, repair_kind="shorter")
+        echoed = failed.failure_reason in ECHOES and prop.operator == REPAIR and bool(prop.parent.failure_reason)
+        target = prop.parent if echoed else failed  # an echo still fails as the attempt before it did
+        # a first reply that gave code already there is asked afresh too: in the same conversation, with its own
+        # echo in view, the local 1.5B model echoed again (run local-n: 4 of 7 block repairs were no_change)
+        if self.repair_style == "rewrite" and prop.opening is not None and (candidate_failed(target.failure_reason)
+                                                                             or target.failure_reason in ECHOES):
+            messages = rewrite_repair_message(self.templates, prop.opening, prop.idea, target, prop.base.id,
+                                              self.collection_sizes)
+            return repair_of(prop, failed, messages=messages, prompt=messages[-1]["content"], model=prop.model,
+                             edit_base=prop.base, repair_kind="rewrite")
+        if echoed:
+            st = failing_statement(target.code, target.failure_detail) if prop.statement is None else None
+            if st is not None:
+                ask = REPEATED_NOTE + "\n\n" + statement_repair_message(self.templates, target, st,
+                                                                         self.collection_sizes)
+                return self._repair(prop, failed, system, ask, edit_base=target,
+                                    statement=(st.first, st.last, st.simple), repair_kind="statement")
+            ask = REPEATED_NOTE + "\n\n" + repair_message(self.templates, target, split_block(target.code).block,
+                                                           self.collection_sizes)
+            return self._repair(prop, failed, system, ask, edit_base=target, repair_kind="block")
+        st = failing_statement(failed.code, failed.failure_detail) \
+            if (failed.failure_reason or "").startswith("exception:") else None
+        if st is not None:
+            ask = statement_repair_message(self.templates, failed, st, self.collection_sizes)
+            return self._repair(prop, failed, system, ask, statement=(st.first, st.last, st.simple),
+                                repair_kind="statement")
+        ask = repair_message(self.templates, failed, split_block(failed.code).block, self.collection_sizes)
+        return self._repair(prop, failed, [*prop.messages, {"role": "assistant", "content": prop.response}], ask,
+                            repair_kind="block")
+
+    @staticmethod
+    def _repair(prop: Proposal, failed, history: list[dict], ask: str, **fields) -> Proposal:
+        messages = [*history, {"role": "user", "content": ask}]
+        return repair_of(prop, failed, messages=messages, prompt=ask, model=prop.model, **fields)
+
+    def close(self) -> None:
+        pass  # the HTTP client closes with the process

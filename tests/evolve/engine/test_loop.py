@@ -1,0 +1,231 @@
+"""The evolution loop end to end: scripted LLM server, offline determinism, kill -9 and resume."""
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from evorank.archive import RunStore
+
+from fake_openai import FakeOpenAI
+from run_helpers import diff, make_config, run_engine
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+FULL_REWRITE = '''A log-idf variant.
+```python
+K1 = 0.9
+B = 0.4
+
+
+def prepare(index):
+    td = index.term_doc
+    idf = np.log((index.n_docs + 1.0) / (index.df + 0.5))
+    norm = K1 * (1.0 - B + B * index.doc_len / index.avg_doc_len)
+    tf = td.data
+    weights = np.repeat(idf, np.diff(td.indptr)) * tf / (tf + norm[td.indices])
+    return sp.csr_matrix((weights, td.indices, td.indptr), shape=td.shape)
+
+
+def score(query, index, state):
+    rows = state[query.term_ids]
+    scores = rows.T @ query.qtf.astype(np.float32)
+    matched = rows.T @ np.ones(len(query.term_ids), dtype=np.float32) > 0
+    return np.where(matched, scores, -np.inf)
+```
+'''
+HOSTILE = '''```python
+import os
+
+
+def score(query, index, state):
+    os.system("echo pwned")
+    return np.zeros(index.n_docs)
+```'''
+
+SCRIPT = [
+    diff("K1 = 0.9", "K1 = 1.2", (100, 20)),                                   # 1 accepted
+    diff("K1 = 7.7", "K1 = 1.0", (110, 21)),                                   # 2 diff does not apply
+    {"content": FULL_REWRITE, "usage": (120, 30)},                             # 3 accepted (full)
+    {"content": "BM25 is great; I would keep it.", "usage": (130, 10)},         # 4 prose, no code
+    {"content": "```python\ndef score(query, index, state):\n    return np.", "finish_reason": "length",
+     "usage": (140, 40)},                                                      # 5 truncated
+    {"content": HOSTILE, "usage": (150, 25)},                                  # 6 hostile
+    {"status": 429, "headers": {"Retry-After": "1"}},                          # 7: 429, then
+    diff("B = 0.4", "B = 0.6", (160, 20)),                                     #    accepted
+    {"status": 500},                                                           # 8: 500, then
+    diff("    weights = np.repeat(idf, np.diff(td.indptr)) * tf / (tf + norm[td.indices])",
+         "    weights = np.repeat(idf, np.diff(td.indptr)) * tf / (tf + norm[td.indices] + 0.05)", (170, 22)),
+    {"content": "too late", "delay": 3.0, "usage": (999, 999)},                # 9: slower than the timeout, then
+    diff("    matched = rows.T @ np.ones(len(query.term_ids), dtype=np.float32) > 0",
+         "    matched = rows.T @ np.ones(len(query.term_ids), dtype=np.float32) >= 1", (180, 23)),  # accepted
+]
+EXPECTED = {1: ("accepted", None), 2: ("failed", "diff_no_match"), 3: ("accepted", None), 4: ("failed", "no_code"),
+            5: ("failed", "truncated"), 6: ("failed", "forbidden"), 7: ("accepted", None), 8: ("accepted", None),
+            9: ("accepted", None)}
+
+
+def test_scripted_llm_run_records_every_proposal(tmp_path, tiny_collection, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with FakeOpenAI(SCRIPT) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="fake-model", base_url=srv.url, request_timeout_s=1.5,
+                          max_retries=2, backoff_base_s=0.01, operator_mix={"diff": 1.0}, repair_rounds=0,
+                          prices={"fake-model": {"input": 2.0, "output": 8.0}})  # one script item per proposal
+        engine, best = run_engine(cfg, tiny_collection)
+        requests = list(srv.requests)
+    store = RunStore.open(Path(cfg.out), readonly=True)
+    progs = {p.iteration: p for p in store.programs() if p.iteration > 0}
+    assert sorted(progs) == list(range(1, 10))
+    for it, (status, reason) in EXPECTED.items():
+        assert progs[it].status == status, (it, progs[it].status, progs[it].failure_reason, progs[it].failure_detail)
+        if reason:
+            assert progs[it].failure_reason.startswith(reason), (it, progs[it].failure_reason)
+            assert progs[it].failure_detail
+    assert progs[3].operator == "full" and progs[1].operator == "diff"
+    assert "import" in progs[6].failure_reason and "os" in progs[6].failure_reason
+    # retries: 12 scripted answers, each consumed once; the 429 was honoured (>= 1 s gap)
+    assert len(requests) == len(SCRIPT)
+    gap = requests[7]["time"] - requests[6]["time"]
+    assert gap >= 0.95
+    usage = [s["usage"] for s in SCRIPT if "content" in s and not s.get("delay")]
+    assert sum(p.prompt_tokens for p in progs.values()) == sum(u[0] for u in usage)
+    assert sum(p.completion_tokens for p in progs.values()) == sum(u[1] for u in usage)
+    assert sum(p.cost_usd for p in progs.values()) == pytest.approx(sum(u[0] * 2 + u[1] * 8 for u in usage) / 1e6)
+    # the prompt shows the contract, the parent and the failures of its line
+    assert "EVOLVE-BLOCK" in progs[9].prompt and "index.term_doc" in progs[9].prompt
+    assert "diff_no_match" in progs[9].prompt or "no_code" in progs[9].prompt
+    assert best is not None and best.status == "accepted"
+    store.close()
+
+
+def test_budget_cap_stops_cleanly(tmp_path, tiny_collection, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    script = [diff("K1 = 0.9", f"K1 = {1 + i / 10}", (1000, 1000)) for i in range(10)]
+    with FakeOpenAI(script) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, operator_mix={"diff": 1.0},
+                          prices={"m": {"input": 1000.0, "output": 1000.0}}, budget_usd=5.0, iterations=10)
+        engine, _ = run_engine(cfg, tiny_collection)
+    assert engine.stop_reason == "budget"
+    done, _ = engine.proposals_done()
+    assert done == 3  # $2 per call: stops once $5 is reached
+
+
+def _run_cli(args, **kw):
+    env = dict(os.environ)
+    return subprocess.Popen([sys.executable, "-m", "evorank", "run", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, **kw)
+
+
+def _best_code(run_dir):
+    store = RunStore.open(run_dir, readonly=True)
+    try:
+        best = max((p for p in store.programs(status="accepted")), key=lambda p: (p.fitness, -p.id))
+        return best.code, best.fitness
+    finally:
+        store.close()
+
+
+def test_offline_run_is_deterministic(tmp_path, tiny_collection):
+    outs = []
+    for name in ("a", "b"):
+        p = _run_cli(["--llm", "offline", "--datasets", str(tiny_collection), "--iterations", "12", "--seed", "3",
+                      "--workers", "2", "--out", str(tmp_path / name), "--quiet"])
+        out, _ = p.communicate(timeout=240)
+        assert p.returncode == 0, out.decode()[-3000:]
+        outs.append(out.decode())
+    assert _best_code(tmp_path / "a") == _best_code(tmp_path / "b")
+    assert "best program" in outs[0] and "offline" in outs[0]
+
+
+def test_kill_9_then_resume_finishes_the_requested_total(tmp_path, tiny_collection):
+    run_dir = tmp_path / "run"
+    p = _run_cli(["--llm", "offline", "--datasets", str(tiny_collection), "--iterations", "30", "--seed", "1",
+                  "--workers", "1", "--out", str(run_dir), "--quiet"])
+    db = run_dir / "archive.sqlite"
+    deadline = time.monotonic() + 180
+    seen = 0
+    while time.monotonic() < deadline:
+        if db.exists():
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+                    seen = con.execute("SELECT COUNT(*) FROM programs WHERE iteration > 0").fetchone()[0]
+            except sqlite3.OperationalError:
+                seen = 0
+        if seen >= 8 or p.poll() is not None:
+            break
+        time.sleep(0.2)
+    assert p.poll() is None, "run finished before it could be killed"
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    before = {r[0]: r[1] for r in sqlite3.connect(str(db)).execute("SELECT id, code FROM programs")}
+    r = _run_cli(["--resume", str(run_dir), "--quiet"])
+    out, _ = r.communicate(timeout=300)
+    assert r.returncode == 0, out.decode()[-3000:]
+    con = sqlite3.connect(str(db))
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    rows = con.execute("SELECT iteration FROM programs WHERE iteration > 0 AND operator != 'migration'").fetchall()
+    assert len(rows) == 30 and len({r[0] for r in rows}) == 30
+    after = {r[0]: r[1] for r in con.execute("SELECT id, code FROM programs")}
+    assert all(after[i] == code for i, code in before.items())  # nothing committed was lost
+    events = [r[0] for r in con.execute("SELECT kind FROM events ORDER BY rowid")]
+    assert events.count("resume") == 1 and events[-1] == "stop"
+
+
+def test_run_settings_flags_override_the_config_file(tmp_path):
+    """Defaults < --config file < flags, for the LLM connection settings a local server needs."""
+    from evorank.evolve.cli.main import build_parser, resolve_run_config
+
+    cfg_file = tmp_path / "run.toml"
+    cfg_file.write_text('llm = "local"\nrequest_timeout_s = 300\nmax_tokens = 800\niterations = 7\n')
+    args = build_parser().parse_args(["run", "--config", str(cfg_file), "--request-timeout", "900",
+                                      "--api-key-env", "LOCAL_LLM_KEY", "--base-url", "http://127.0.0.1:8089/v1"])
+    cfg = resolve_run_config(args)
+    assert cfg.request_timeout_s == 900 and cfg.api_key_env == "LOCAL_LLM_KEY"
+    assert cfg.base_url == "http://127.0.0.1:8089/v1" and cfg.llm == "local"
+    assert cfg.max_tokens == 800 and cfg.iterations == 7  # from the file, no flag given
+    assert resolve_run_config(build_parser().parse_args(["run"])).request_timeout_s == 120  # the default
+
+
+def test_default_suite_probe_never_downloads(tmp_path, tiny_collection, monkeypatch):
+    """Deciding between `dev` and the demo looks only at what is on disk: with an empty ir_datasets home the
+    BEIR collections count as absent and nothing is fetched (a download attempt would write under it)."""
+    import ir_datasets.util.download as download
+
+    from evorank.evaluators.availability import collection_availability
+
+    def _available(address):
+        return collection_availability(address, counts=False).offline
+
+    home = tmp_path / "irds"
+    home.mkdir()
+    monkeypatch.setenv("IR_DATASETS_HOME", str(home))
+    monkeypatch.setenv("EVORANK_DATA", str(tmp_path / "nodata"))
+    fetched = []
+    monkeypatch.setattr(download.Download, "__init__", lambda self, *a, **k: fetched.append(a) or None)
+    assert not _available("beir/scifact/test") and not _available("local:cranfield")
+    assert fetched == [] and not [p for p in home.rglob("*") if p.is_file()]
+    assert _available(str(tiny_collection))
+
+
+def test_ctrl_c_during_a_model_request_says_what_the_exit_waits_for(tmp_path, tiny_collection):
+    # the first request is the preflight; the second, the first proposal, answers only after 8 s
+    with FakeOpenAI([{"content": "ok", "usage": (1, 1)}, {"content": "late", "delay": 8.0}]) as srv:
+        env = {**os.environ, "OPENAI_API_KEY": "sk-test"}
+        p = subprocess.Popen([sys.executable, "-m", "evorank", "run", "--llm", "m", "--base-url", srv.url,
+                              "--datasets", str(tiny_collection), "--iterations", "3", "--in-flight", "1",
+                              "--out", str(tmp_path / "run"), "--quiet"], cwd=REPO, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while len(srv.requests) < 2 and time.monotonic() < deadline and p.poll() is None:
+            time.sleep(0.1)
+        assert len(srv.requests) == 2, "the proposal's request was never sent"
+        os.killpg(p.pid, signal.SIGINT)
+        out, _ = p.communicate(timeout=120)
+    text = out.decode()
+    assert "run interrupted" in text, text[-3000:]
+    assert "waiting for 1 model request(s) still in flight" in text and "Ctrl-C again" in text, text[-3000:]

@@ -1,0 +1,106 @@
+"""A score that unpacks the tuple state of a program the prompt showed, next to a prepare that returns one matrix
+(ValueError on the first query), gets that program's prepare (evolve/llm/mend/state.py)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from evorank.evaluators.program.checks import static_check
+from evorank.evolve.llm.prompts import PromptTemplates
+from evorank.evolve.llm.mend import fix_candidate
+from evorank.evolve.llm.proposer import direction_donor
+from evorank.evolve.llm.mend.state import take_prepare_for_unpacked_state
+
+from block_programs import SEEDS, TinyIndex, TinyQuery, exec_module, program
+
+DIRECTIONS = PromptTemplates.load().directions()
+ONE_MATRIX = ("def prepare(index):\n    td = index.term_doc\n"
+              "    return sp.csr_matrix((td.data * 2.0, td.indices, td.indptr), shape=td.shape)\n\n\n")
+DONOR = ("program 7", program(
+    "def parts(index):\n    return index.term_doc * 1.0, np.log1p(index.doc_len)\n\n\n"
+    "def prepare(index):\n    return parts(index)\n\n\n"
+    "def score(query, index, state):\n    weights, prior = state\n"
+    "    rows = weights[query.term_ids]\n"
+    "    return np.asarray(rows.sum(axis=0)).ravel() + prior\n"))
+UNPACKS = ("def score(query, index, state):\n    weights, prior = state\n"
+           "    rows = weights[query.term_ids]\n    return np.asarray(rows.sum(axis=0)).ravel() + 0.5 * prior\n")
+
+
+def test_the_donors_prepare_replaces_the_one_matrix_prepare_and_the_program_runs():
+    code = program(ONE_MATRIX + UNPACKS)
+    ns = exec_module(code)
+    with pytest.raises((ValueError, TypeError)):
+        ns["score"](TinyQuery(), TinyIndex(), ns["prepare"](TinyIndex()))
+    fix = take_prepare_for_unpacked_state(code, [*SEEDS, DONOR])
+    assert fix is not None and "    return parts(index)" in fix.source and "td.data * 2.0" not in fix.source
+    assert fix.description == ("took prepare() from program 7: score() unpacks its state into weights, prior, the "
+                               "candidate's prepare() returned one matrix")
+    source, note = fix_candidate(code, [*SEEDS, DONOR])  # parts() is then borrowed
+    assert "def parts(index):" in source and "parts from program 7" in note
+    static_check(source)
+    ns, index = exec_module(source), TinyIndex()
+    scores = ns["score"](TinyQuery(), index, ns["prepare"](index))
+    assert scores.shape == (index.n_docs,) and np.isfinite(scores).all()
+
+
+def test_a_candidate_without_prepare_gets_one():
+    fix = take_prepare_for_unpacked_state(program(UNPACKS), [DONOR])
+    assert fix is not None and fix.source.index("def prepare(index):") < fix.source.index("def score(")
+
+
+@pytest.mark.parametrize("block", [
+    # prepare returns a tuple already
+    "def prepare(index):\n    return index.term_doc, index.doc_len\n\n\n" + UNPACKS,
+    # prepare returns something that is not plainly one matrix
+    "def prepare(index):\n    return index.term_doc\n\n\n" + UNPACKS,
+    # score does not unpack the state
+    ONE_MATRIX + "def score(query, index, state):\n    return np.asarray(state[query.term_ids].sum(axis=0)).ravel()\n",
+    # unpacks into other names than any donor
+    ONE_MATRIX + UNPACKS.replace("weights, prior = state", "weights, extra = state").replace("prior", "extra"),
+])
+def test_programs_that_run_or_match_no_donor_are_left_alone(block):
+    assert take_prepare_for_unpacked_state(program(block), [*SEEDS, DONOR]) is None
+
+
+def test_a_donor_whose_prepare_gives_another_number_of_values_is_not_taken():
+    three = ("program 8", DONOR[1].replace("return index.term_doc * 1.0, np.log1p(index.doc_len)",
+                                           "return index.term_doc * 1.0, np.log1p(index.doc_len), 1.0"))
+    assert take_prepare_for_unpacked_state(program(ONE_MATRIX + UNPACKS), [three]) is None
+
+
+@pytest.mark.parametrize("run_id, name, keep_prepare_of", [
+    # local-q #12: the smoothing direction's score after the query-likelihood seed's prepare
+    ("#12", "smoothing", SEEDS[1][1]),
+    # local-q #7 (shape of): the variants direction's score after a BM25 prepare without the classes
+    ("#7", "variants", SEEDS[0][1]),
+])
+def test_run_local_q_the_directions_score_after_the_parents_prepare_runs_after_the_mend(run_id, name,
+                                                                                        keep_prepare_of):
+    direction = DIRECTIONS[name]
+    seed_block = keep_prepare_of.split("# EVOLVE-BLOCK-START\n")[1].split("def score(")[0]
+    score = "def score(" + direction.example.split("def score(")[1]
+    code = program(seed_block + score)
+    source, note = fix_candidate(code, [direction_donor(direction), *SEEDS])
+    assert note is not None and note.startswith(f"took prepare() from direction {name}"), (run_id, note)
+    static_check(source)
+
+
+def test_run_local_q_13_the_directions_prepare_with_the_parents_score_gets_the_directions_score():
+    """local-q #13: the smoothing direction's prepare copied, the query-likelihood seed's score kept (state
+    indexed as a matrix: TypeError on every query)."""
+    direction = DIRECTIONS["smoothing"]
+    seed_score = "def score(" + SEEDS[1][1].split("def score(")[1].split("# EVOLVE-BLOCK-END")[0]
+    prepare = "def prepare(index):\n    # the direction's\n    return dirichlet_weights(index)\n\n\n"
+    code = program(prepare + seed_score)
+    source, note = fix_candidate(code, [direction_donor(direction), *SEEDS])
+    assert note is not None and note.startswith("took score() from direction smoothing: prepare() is its and "
+                                                "returns 2 values"), note
+    assert "posting, per_doc = state" in source and "def dirichlet_weights" in source
+    static_check(source)
+
+
+def test_a_score_that_indexes_the_state_is_left_alone_when_prepare_is_not_a_donors():
+    seed_score = "def score(" + SEEDS[1][1].split("def score(")[1].split("# EVOLVE-BLOCK-END")[0]
+    prepare = "def prepare(index):\n    return dirichlet_weights(index, mu=500.0)\n\n\n"
+    assert take_prepare_for_unpacked_state(program(prepare + seed_score),
+                                           [direction_donor(DIRECTIONS["smoothing"]), *SEEDS]) is None

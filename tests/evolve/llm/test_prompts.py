@@ -1,0 +1,262 @@
+"""Prompt construction (evolve/llm/prompts.py): template loading and overrides, placeholder rendering,
+the metrics table, failure and inspiration sections, and the chat messages of each proposal kind."""
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+import pytest
+
+from evorank.archive import ProgramRecord
+from evorank.evaluators.program.source import contract_text, split_block
+from evorank.evolve.llm.prompts import (
+    PromptTemplates,
+    build_messages,
+    failures_text,
+    inspirations_text,
+    metrics_table,
+)
+
+TEMPLATE_NAMES = ("system", "mutation", "diff_instructions", "full_instructions", "crossover_instructions")
+
+
+def program(pid: int, code: str = "def score(q):\n    return 1\n", *, metrics=None, fitness=0.5,
+            latency_ratio=1.25, **kw) -> ProgramRecord:
+    rec = ProgramRecord(code=code, operator=kw.pop("operator", "diff"), island=0, generation=1, iteration=pid,
+                        metrics=metrics or {}, fitness=fitness, latency_ratio=latency_ratio, **kw)
+    rec.id = pid
+    return rec
+
+
+def blocked(body: str, head: str = "import numpy as np\n") -> str:
+    """A program with an evolve block around ``body``."""
+    return f"{head}# EVOLVE-BLOCK-START\n{body}\n# EVOLVE-BLOCK-END\nTAIL_MARKER = 1\n"
+
+
+def block_of(code: str) -> str:
+    return split_block(code).block
+
+
+def parse_table(text: str) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """(header columns, {collection: {column: cell}}) of a metrics table."""
+    lines = text.splitlines()
+    header = lines[0].split(" | ")
+    assert set(lines[1]) == {"-"}, "second line separates header and rows"
+    rows = {}
+    for line in lines[2:]:
+        cells = line.split(" | ")
+        assert len(cells) == len(header), f"row {line!r} does not match header {lines[0]!r}"
+        rows[cells[0]] = dict(zip(header, cells))
+    return header, rows
+
+
+# ------------------------------------------------------------------ loading and rendering
+
+
+def test_load_reads_every_shipped_template():
+    t = PromptTemplates.load()
+    shipped = resources.files("evorank.evolve.llm") / "prompts"
+    for name in TEMPLATE_NAMES:
+        assert t.texts[name] == (shipped / f"{name}.txt").read_text(encoding="utf-8")
+        assert t.texts[name].strip(), f"shipped template {name} is empty"
+
+
+def test_override_folder_replaces_only_the_files_it_contains(tmp_path):
+    shipped = PromptTemplates.load()
+    (tmp_path / "system.txt").write_text("You are a careful tester.\n", encoding="utf-8")
+    (tmp_path / "full_instructions.txt").write_text("Rewrite it all, $who.\n", encoding="utf-8")
+    (tmp_path / "unrelated.txt").write_text("not a template\n", encoding="utf-8")
+    for override in (tmp_path, str(tmp_path)):
+        t = PromptTemplates.load(override)
+        assert t.texts["system"] == "You are a careful tester.\n"
+        assert t.texts["full_instructions"] == "Rewrite it all, $who.\n"
+        for name in ("mutation", "diff_instructions", "crossover_instructions"):
+            assert t.texts[name] == shipped.texts[name]
+        assert "unrelated" not in t.texts
+    # Overriding does not leak into later loads.
+    assert PromptTemplates.load().texts == shipped.texts
+
+
+def test_override_folder_without_templates_changes_nothing(tmp_path):
+    assert PromptTemplates.load(tmp_path).texts == PromptTemplates.load().texts
+
+
+def test_render_substitutes_placeholders_and_leaves_unknown_ones(tmp_path):
+    (tmp_path / "system.txt").write_text("Hi $who, ${who}s cost $$5; $missing stays.", encoding="utf-8")
+    t = PromptTemplates.load(tmp_path)
+    assert t.render("system", who="Ada") == "Hi Ada, Adas cost $5; $missing stays."
+    # No values: nothing raises, placeholders stay visible.
+    assert t.render("system") == "Hi $who, ${who}s cost $5; $missing stays."
+    with pytest.raises(KeyError):
+        t.render("no_such_template")
+
+
+def test_render_accepts_a_placeholder_called_name(tmp_path):
+    (tmp_path / "system.txt").write_text("Hi $name", encoding="utf-8")
+    assert PromptTemplates.load(tmp_path).render("system", name="Ada") == "Hi Ada"
+
+
+# ------------------------------------------------------------------ metrics table
+
+
+def test_metrics_table_rows_per_collection_and_seed_columns():
+    prog = program(1, metrics={
+        "scifact": {"ndcg@10": 0.61237, "recall@100": 0.9},
+        "cranfield": {"ndcg@10": 0.25},
+    })
+    seeds = {
+        "bm25": program(2, metrics={"scifact": {"ndcg@10": 0.6, "recall@100": 0.8},
+                                    "cranfield": {"ndcg@10": 0.3, "recall@100": 0.7}}),
+        "ql": program(3, metrics={"scifact": {"ndcg@10": 0.55}}),  # never evaluated on cranfield
+    }
+    header, rows = parse_table(metrics_table(prog, seeds))
+    assert header[0] == "collection"
+    assert sorted(rows) == ["cranfield", "scifact"]
+    # One column per seed, after the program's own metric columns.
+    seed_cols = header[-len(seeds):]
+    assert seed_cols == ["bm25 nDCG@10 / R@100", "ql nDCG@10 / R@100"]
+    metric_cols = header[1:-len(seeds)]
+    assert "ndcg@10" in metric_cols and "recall@100" in metric_cols
+
+    assert rows["scifact"]["ndcg@10"] == "0.6124"
+    assert rows["scifact"]["recall@100"] == "0.9000"
+    assert rows["cranfield"]["recall@100"] == "n/a"  # program has no value there
+    for coll, cells in rows.items():
+        for m in metric_cols:
+            value = prog.metrics[coll].get(m)
+            assert cells[m] == ("n/a" if value is None else f"{value:.4f}")
+    assert rows["scifact"]["bm25 nDCG@10 / R@100"] == "0.6000 / 0.8000"
+    assert rows["cranfield"]["bm25 nDCG@10 / R@100"] == "0.3000 / 0.7000"
+    assert rows["scifact"]["ql nDCG@10 / R@100"] == "0.5500 / n/a"
+    assert rows["cranfield"]["ql nDCG@10 / R@100"] == "n/a / n/a"
+
+
+def test_metrics_table_rows_are_sorted_by_collection():
+    prog = program(1, metrics={c: {"ndcg@10": 0.1} for c in ("zeta", "alpha", "mid")})
+    lines = metrics_table(prog, {}).splitlines()[2:]
+    assert [line.split(" | ")[0] for line in lines] == ["alpha", "mid", "zeta"]
+
+
+def test_metrics_table_without_seeds_has_matching_columns():
+    header, rows = parse_table(metrics_table(program(1, metrics={"scifact": {"ndcg@10": 0.5}}), {}))
+    assert header[-1] and list(rows) == ["scifact"]
+
+
+def test_metrics_table_of_unevaluated_program():
+    seeds = {"bm25": program(2, metrics={"scifact": {"ndcg@10": 0.6}})}
+    assert metrics_table(program(1, metrics={}), seeds) == "(not evaluated)"
+
+
+# ------------------------------------------------------------------ failures and inspirations
+
+
+def test_failures_text():
+    assert failures_text([]) == "(none)"
+    assert failures_text(()) == "(none)"
+    long_detail = "Traceback: " + "x" * 2000
+    failed = [
+        program(7, operator="diff", status="failed", failure_reason="timeout", failure_detail="took 61 s"),
+        program(9, operator="crossover", status="failed", failure_reason="forbidden:import os", failure_detail=None),
+        program(11, operator="full", status="failed", failure_reason="exception:KeyError", failure_detail=long_detail),
+    ]
+    lines = failures_text(failed).splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith("- ") and "diff" in lines[0] and re.search(r"\b7\b", lines[0])
+    assert "timeout" in lines[0] and "took 61 s" in lines[0]
+    assert "crossover" in lines[1] and re.search(r"\b9\b", lines[1]) and "forbidden:import os" in lines[1]
+    assert "None" not in lines[1]  # a missing detail is not printed as 'None'
+    # A long traceback is cut so one failure cannot flood the prompt.
+    assert "Traceback: xxx" in lines[2] and len(lines[2]) < len(long_detail) // 2
+
+
+def test_inspirations_text_shows_each_program_block():
+    assert inspirations_text([], block_of) == "(none yet)"
+    a = program(4, blocked("def score(q):\n    return 'ALPHA'"), fitness=0.4321, latency_ratio=2.5)
+    b = program(8, blocked("def score(q):\n    return 'BETA'"), fitness=None, latency_ratio=None)
+    text = inspirations_text([a, b], block_of)
+    assert text.index("ALPHA") < text.index("BETA")
+    assert "Program 4" in text and "0.4321" in text and "2.50" in text
+    assert "Program 8" in text and "n/a" in text
+    # Only the evolve block is shown, fenced as Python.
+    assert "import numpy" not in text and "TAIL_MARKER" not in text and "EVOLVE-BLOCK" not in text
+    assert len(re.findall(r"^```python$", text, flags=re.M)) == 2
+    # Without a block extractor the whole program is shown.
+    assert "TAIL_MARKER" in inspirations_text([a], lambda code: code)
+
+
+# ------------------------------------------------------------------ messages
+
+
+PARENT_CODE = blocked("def score(query, index, state):\n    return PARENT_BODY_MARKER", head="import numpy as np\n")
+OTHER_CODE = blocked("def score(query, index, state):\n    return OTHER_BODY_MARKER", head="import OTHER_HEAD\n")
+
+
+@pytest.fixture
+def parties():
+    parent = program(21, PARENT_CODE, metrics={"scifact": {"ndcg@10": 0.7, "recall@100": 0.95}},
+                     fitness=0.6789, latency_ratio=1.5)
+    other = program(34, OTHER_CODE, fitness=0.5555)
+    seeds = {"bm25": program(1, metrics={"scifact": {"ndcg@10": 0.66, "recall@100": 0.9}})}
+    failure = program(40, operator="diff", status="failed", failure_reason="timeout", failure_detail="too slow")
+    insp = program(50, blocked("def score(q):\n    return INSPIRATION_MARKER"), fitness=0.61)
+    return parent, other, seeds, failure, insp
+
+
+@pytest.mark.parametrize("kind", ["diff", "full", "crossover"])
+def test_build_messages_roles_and_content(parties, kind):
+    parent, other, seeds, failure, insp = parties
+    t = PromptTemplates.load()
+    msgs = build_messages(t, kind, parent, seeds, "maximize macro nDCG@10 OBJECTIVE_MARKER",
+                          failures=[failure], inspirations=[insp], other=other, block_of=block_of)
+    assert [m["role"] for m in msgs] == ["system", "user"]
+    assert all(isinstance(m["content"], str) and m["content"].strip() for m in msgs)
+    assert msgs[0]["content"] == t.render("system")
+    user = msgs[1]["content"]
+    assert "OBJECTIVE_MARKER" in user
+    assert contract_text().strip() in user
+    assert parent.code.strip() in user  # the whole parent, not only its block
+    assert "21" in user and "0.6789" in user and "1.50" in user
+    assert metrics_table(parent, seeds) in user
+    assert failures_text([failure]) in user
+    assert "INSPIRATION_MARKER" in user
+    assert t.render(f"{kind}_instructions", other_id=other.id, other_fitness=f"{other.fitness:.4f}",
+                    other_code=block_of(other.code).strip()) in user
+    # Every placeholder of the shipped templates got a value.
+    assert not re.search(r"\$\{?[A-Za-z_]\w*", user), re.findall(r"\$\{?[A-Za-z_]\w*", user)
+
+
+def test_build_messages_kinds_differ_and_only_crossover_shows_the_other(parties):
+    parent, other, seeds, _, _ = parties
+    t = PromptTemplates.load()
+    users = {kind: build_messages(t, kind, parent, seeds, "obj", other=other, block_of=block_of)[1]["content"]
+             for kind in ("diff", "full", "crossover")}
+    assert len(set(users.values())) == 3
+    assert "OTHER_BODY_MARKER" in users["crossover"]
+    assert "34" in users["crossover"] and "0.5555" in users["crossover"]
+    # Crossover shows the other program's block only, not its fixed head.
+    assert "OTHER_HEAD" not in users["crossover"]
+    for kind in ("diff", "full"):
+        assert "OTHER_BODY_MARKER" not in users[kind]
+
+
+def test_build_messages_empty_sections(parties):
+    parent, _, seeds, _, _ = parties
+    user = build_messages(PromptTemplates.load(), "diff", parent, seeds, "obj")[1]["content"]
+    assert failures_text([]) in user and inspirations_text([], block_of) in user
+
+
+def test_build_messages_uses_override_templates(parties, tmp_path):
+    parent, other, seeds, _, _ = parties
+    (tmp_path / "system.txt").write_text("SYSTEM OVERRIDE", encoding="utf-8")
+    (tmp_path / "mutation.txt").write_text("P=$parent_id F=$parent_fitness\n$instructions", encoding="utf-8")
+    (tmp_path / "crossover_instructions.txt").write_text("OTHER=$other_id:$other_code", encoding="utf-8")
+    msgs = build_messages(PromptTemplates.load(tmp_path), "crossover", parent, seeds, "obj", other=other,
+                          block_of=block_of)
+    assert msgs[0]["content"] == "SYSTEM OVERRIDE"
+    assert msgs[1]["content"] == f"P=21 F=0.6789\nOTHER=34:{block_of(OTHER_CODE).strip()}"
+
+
+def test_build_messages_unknown_kind(parties):
+    parent, other, seeds, _, _ = parties
+    with pytest.raises(ValueError, match="mutate"):
+        build_messages(PromptTemplates.load(), "mutate", parent, seeds, "obj", other=other)

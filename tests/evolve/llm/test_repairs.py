@@ -1,0 +1,339 @@
+"""Repair rounds, cut-off replies, and attempts that never reach the model, against the scripted server.
+
+A repair is a follow-up request in the same conversation after a proposal failed; it is archived as its own
+proposal (operator `repair`, parent the failed one, its own tokens). Attempts that reach no model are not
+proposals: nothing is archived, and too many in a row stop the run (resumably, non-zero exit)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from evorank.archive import RunStore
+from evorank.evolve.cli.main import main
+
+from fake_openai import FakeOpenAI
+from run_helpers import FIX, FIX_NAN, NAN_SCORES, RAISES, REPO, diff, fenced, make_config, programs, run_engine
+
+def test_a_failed_program_is_repaired_in_the_same_conversation(tmp_path, tiny_collection, monkeypatch, capsys):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with FakeOpenAI([NAN_SCORES, FIX_NAN]) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="fake-a,fake-b", base_url=srv.url, iterations=2,
+                          operator_mix={"diff": 1.0}, repair_style="fix", repair_rounds=1,
+                          prices={"*": {"input": 1.0, "output": 2.0}})
+        engine, best = run_engine(cfg, tiny_collection)
+        requests = [r["body"] for r in srv.requests]
+    progs = programs(cfg.out)
+    failed, repair = progs[1], progs[2]
+    assert failed.operator == "diff" and failed.status == "failed"
+    assert failed.failure_reason == "invalid_scores:nan", failed.failure_detail
+    assert repair.operator == "repair" and repair.status == "accepted", (repair.failure_reason, repair.failure_detail)
+    assert repair.parent_ids == (failed.id,) and "* 2.0" in repair.code
+    assert (repair.prompt_tokens, repair.completion_tokens) == (300, 15)
+    assert repair.cost_usd == pytest.approx((300 * 1.0 + 15 * 2.0) / 1e6)
+    assert engine.stats.repairs == 1 and engine.stats.prompt_tokens == 400 and engine.proposals_done()[0] == 2
+    # the follow-up continues the conversation with the same model: the reply, then what went wrong
+    first, second = requests
+    assert second["model"] == first["model"] and second["messages"][:2] == first["messages"]
+    assert second["messages"][2] == {"role": "assistant", "content": NAN_SCORES["content"]}
+    ask = second["messages"][3]["content"]
+    assert second["messages"][3]["role"] == "user" and ask == repair.prompt
+    assert "could not be used: invalid_scores:nan" in ask and "* np.nan" in ask
+    # inspection shows the operator like any other
+    assert main(["top", cfg.out, "--json"]) == 0
+    top = json.loads(capsys.readouterr().out)
+    assert any(r["operator"] == "repair" and r["id"] == repair.id for r in top)
+    assert main(["status", cfg.out, "--json"]) == 0
+    ops = {o["operator"]: o for o in json.loads(capsys.readouterr().out)["operators"]}
+    assert ops["repair"] == {"operator": "repair", "proposals": 1, "accepted": 1, "prompt_tokens": 300,
+                             "completion_tokens": 15, "cost_usd": pytest.approx(330 / 1e6)}
+    assert ops["diff"]["proposals"] == 1 and ops["diff"]["accepted"] == 0
+    assert main(["status", cfg.out]) == 0
+    assert "repair 1 (1 accepted, 315 tokens, $0.0003)" in " ".join(capsys.readouterr().out.split())
+    assert main(["report", cfg.out, "-o", str(tmp_path / "report.html"), "--no-transfer"]) == 0
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "<tr><td>repair</td><td class=num>1</td><td class=num>1</td><td class=num>300</td>" in html
+
+
+def test_a_program_that_raises_is_asked_for_its_idea_again_on_the_program_it_started_from(tmp_path, tiny_collection,
+                                                                                       monkeypatch):
+    """repair_style "rewrite" (the default): the chain's first request again, with the idea its first reply gave
+    (fenced, labelled), the failure and the line it names, not the failed code to correct; the reply edits the
+    program the chain started from. A rewrite that gives that program back unchanged is asked again about the
+    failure before it."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    same = diff("K1 = 0.9", "K1 = 0.9", (200, 10))
+    again = diff("    rows = state[query.term_ids]", "    rows = state[query.term_ids]\n    boost = 2.0", (300, 15))
+    with FakeOpenAI([RAISES, same, again]) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=3,
+                          operator_mix={"diff": 1.0}, repair_rounds=2)
+        run_engine(cfg, tiny_collection)
+        first, second, third = (r["body"]["messages"] for r in srv.requests)
+    progs = programs(cfg.out)
+    failed, echo, repair = progs[1], progs[2], progs[3]
+    assert failed.failure_reason == "exception:NameError"
+    assert echo.operator == "repair" and echo.failure_reason == "no_change" and echo.parent_ids == (failed.id,)
+    opening = first[1]["content"].rstrip()
+    for request, archived in ((second, echo), (third, repair)):
+        assert [m["role"] for m in request] == ["system", "user"] and request[0] == first[0]
+        ask = request[1]["content"]
+        assert ask.startswith(opening) and ask == archived.prompt  # the first request shows the program to edit
+        added = ask[len(opening):]
+        assert "You proposed this idea (your earlier reply, quoted):\n~~~~\nIdea.\n~~~~" in added
+        assert "could not be used: exception:NameError" in added and "is not defined" in added
+        assert "It failed at line " in added and "```python\nboost = UNDEFINED_BOOST * 2\n```" in added
+        assert f"Write the same idea again on the program above (program {failed.parent_ids[0]})" in added
+        assert "rows = state[query.term_ids]" not in added  # the failed code is not shown to be corrected
+    assert repair.operator == "repair" and repair.status == "accepted", (repair.failure_reason, repair.failure_detail)
+    assert repair.parent_ids == (echo.id,) and "boost = 2.0" in repair.code and "UNDEFINED" not in repair.code
+
+
+def test_a_reply_that_gives_back_an_archived_program_is_followed_up(tmp_path, tiny_collection, monkeypatch):
+    """A candidate that is an archived program up to comments (here the seed) is a duplicate: not evaluated, and
+    (repair style "rewrite") asked afresh: the first request again, saying why the reply could not be used; not
+    in the conversation that holds the echo."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    comment_only = diff("K1 = 0.9", "K1 = 0.9  # saturation", (100, 20))
+    with FakeOpenAI([comment_only, comment_only, diff("K1 = 0.9", "K1 = 1.3", (300, 15))]) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=3,
+                          operator_mix={"diff": 1.0}, repair_rounds=2)
+        run_engine(cfg, tiny_collection)
+        first, *follows = (r["body"]["messages"] for r in srv.requests)
+    progs = programs(cfg.out)
+    assert progs[1].status == "duplicate" and progs[2].status == "duplicate"
+    for follow in follows:  # the repair that echoed again is asked afresh as well
+        assert [m["role"] for m in follow] == ["system", "user"] and follow[0] == first[0]
+        assert follow[1]["content"].startswith(first[1]["content"].rstrip())
+        assert "could not be used: duplicate" in follow[1]["content"] and comment_only["content"] not in str(follow)
+    assert progs[3].operator == "repair" and progs[3].status == "accepted" and "K1 = 1.3" in progs[3].code
+    assert progs[3].parent_ids == (progs[2].id,) and progs[2].parent_ids == (progs[1].id,)
+
+
+def test_a_prepare_that_reads_query_is_not_evaluated_and_its_idea_is_asked_again(tmp_path, tiny_collection,
+                                                                                   monkeypatch):
+    """prepare(index) runs before any query: a candidate whose prepare reads ``query`` fails whenever it runs. It is
+    archived as ``query_in_prepare`` without an evaluation, and the rewrite repair names the line and where such
+    work goes."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    in_prepare = diff("    td = index.term_doc\n", "    td = index.term_doc\n    boost = len(query.term_ids)\n",
+                      (100, 20))
+    with FakeOpenAI([in_prepare, diff("K1 = 0.9", "K1 = 1.3", (300, 15))]) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=2,
+                          operator_mix={"diff": 1.0}, repair_rounds=1)
+        run_engine(cfg, tiny_collection)
+        first, follow = (r["body"]["messages"] for r in srv.requests)
+    progs = programs(cfg.out)
+    assert progs[1].failure_reason == "query_in_prepare" and progs[1].stage == 0
+    assert "reads query at line" in progs[1].failure_detail and "boost = len(query.term_ids)" in progs[1].failure_detail
+    assert [m["role"] for m in follow] == ["system", "user"] and follow[1]["content"].startswith(
+        first[1]["content"].rstrip())
+    assert "could not be used: query_in_prepare" in follow[1]["content"]
+    assert "do the rest in score(query, index, state)" in follow[1]["content"]
+    assert "~~~~\nboost = len(query.term_ids)\n~~~~" in follow[1]["content"]
+    assert progs[2].operator == "repair" and progs[2].status == "accepted"
+
+
+def test_repair_rounds_stop_after_the_configured_number(tmp_path, tiny_collection, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    prose = {"content": "I would rather not change anything.", "usage": (10, 5)}
+    with FakeOpenAI([prose, prose, prose, diff("K1 = 0.9", "K1 = 1.4", (10, 5))]) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=4,
+                          operator_mix={"diff": 1.0}, repair_rounds=2)
+        run_engine(cfg, tiny_collection)
+        conversation_lengths = [len(r["body"]["messages"]) for r in srv.requests]
+    progs = programs(cfg.out)
+    assert [progs[i].operator for i in (1, 2, 3, 4)] == ["diff", "repair", "repair", "diff"]
+    assert progs[2].parent_ids == (progs[1].id,) and progs[3].parent_ids == (progs[2].id,)
+    assert all(progs[i].failure_reason == "no_code" for i in (1, 2, 3)) and progs[4].status == "accepted"
+    assert conversation_lengths == [2, 4, 6, 2]  # two rounds, then a fresh proposal
+
+
+@pytest.mark.parametrize("reply, reason", [
+    # cut inside the code: the fence never closes
+    ("A new idea.\n```python\ndef score(query, index, state):\n    return np.", "truncated"),
+    # cut with its fence closed (the model's last line was lost, not its fence): the code is a syntax error, and
+    # the follow-up still asks for the change as a short diff, not for a fix of the syntax
+    ("```python\ndef score(query, index, state):\n    return np.where(\n```", "syntax_error"),
+])
+def test_a_cut_off_reply_is_asked_again_as_a_diff(tmp_path, tiny_collection, monkeypatch, reply, reason):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    cut = {"content": reply, "finish_reason": "length", "usage": (140, 40)}
+    with FakeOpenAI([cut, diff("K1 = 0.9", "K1 = 1.25", (500, 30))]) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=2, max_tokens=40,
+                          operator_mix={"full": 1.0})
+        run_engine(cfg, tiny_collection)
+        follow = srv.requests[1]["body"]["messages"]
+    progs = programs(cfg.out)
+    assert progs[1].status == "failed" and progs[1].failure_reason == reason
+    assert follow[2] == {"role": "assistant", "content": cut["content"]}
+    assert "cut off at the length limit (40 tokens)" in follow[3]["content"]
+    assert "SEARCH/REPLACE" in follow[3]["content"] and "Do not write the whole block again" in follow[3]["content"]
+    assert progs[2].operator == "repair" and progs[2].status == "accepted" and "K1 = 1.25" in progs[2].code
+    assert progs[2].parent_ids == (progs[1].id,) and progs[2].completion_tokens == 30
+
+
+def test_a_program_that_raises_in_a_statement_is_asked_for_that_statement_alone(tmp_path, tiny_collection,
+                                                                                monkeypatch):
+    """A failure the sandbox places in a simple statement of the block: a fresh, short conversation shows the
+    statement marked in its function, says which names exist there, and the reply's lines replace the statement
+    (indented like it)."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with FakeOpenAI([RAISES, fenced("boost = 2.0  # <-- FAILS HERE", (300, 15))]) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=2,
+                          operator_mix={"diff": 1.0}, repair_style="fix", repair_rounds=1)
+        run_engine(cfg, tiny_collection)
+        first, second = (r["body"]["messages"] for r in srv.requests)
+    progs = programs(cfg.out)
+    failed, repair = progs[1], progs[2]
+    assert failed.failure_reason == "exception:NameError"
+    assert [m["role"] for m in second] == ["system", "user"] and second[0] == first[0]
+    ask = second[1]["content"]
+    assert ask == repair.prompt and ask.startswith("A ranking program failed: exception:NameError\n")
+    assert "    boost = UNDEFINED_BOOST * 2  # <-- FAILS HERE\n" in ask and "def score(query, index, state):" in ask
+    assert "Write this code again, corrected and complete" in ask
+    assert "def prepare" not in ask  # only the function it failed in
+    hint = ask[ask.index("`UNDEFINED_BOOST` does not exist there."):]
+    names = hint[hint.index("runs: ") + 6:hint.index(". Compute")].split(", ")
+    assert {"rows", "query", "index", "state", "np", "sp", "K1"} <= set(names) and "UNDEFINED_BOOST" not in names
+    assert "scores" not in names  # assigned only after the failing statement
+    label = "program's error message (untrusted text):\n~~~~\n"
+    assert ask.index(label) < ask.index("is not defined") < ask.index("\n~~~~\n", ask.index(label) + len(label))
+    assert repair.operator == "repair" and repair.status == "accepted", (repair.failure_reason, repair.failure_detail)
+    assert repair.parent_ids == (failed.id,) and "\n    boost = 2.0\n" in repair.code and "FAILS HERE" not in repair.code
+    assert (repair.prompt_tokens, repair.completion_tokens) == (300, 15)
+
+
+def test_a_repair_that_repeats_the_code_is_told_so_with_the_failure_it_still_has(tmp_path, tiny_collection,
+                                                                                 monkeypatch):
+    """Small models often answer a repair request with the code they were shown. The next round names the
+    original failure (NameError), not "the rewrite is identical to the parent", and asks the other way: the
+    whole block after an echoed statement, the statement after an echoed block."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    echo = fenced("boost = UNDEFINED_BOOST * 2", (200, 10))
+    with FakeOpenAI([RAISES, echo, FIX]) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=3,
+                          operator_mix={"diff": 1.0}, repair_style="fix", repair_rounds=2)
+        run_engine(cfg, tiny_collection)
+        first_messages, third_messages = (srv.requests[i]["body"]["messages"] for i in (0, 2))
+        third = third_messages[-1]["content"]
+    progs = programs(cfg.out)
+    assert progs[1].failure_reason == "exception:NameError" and progs[2].failure_reason == "no_change"
+    assert progs[2].failure_detail == "the corrected statement is the failing statement, unchanged"
+    # asked in a fresh conversation: the system message and the repair request only
+    assert [m["role"] for m in third_messages] == ["system", "user"] and third_messages[0] == first_messages[0]
+    assert third.startswith("Your reply repeated the code without changing it")
+    assert "could not be used: exception:NameError" in third and "boost = UNDEFINED_BOOST * 2" in third
+    assert "This is the EVOLVE-BLOCK your fix must edit" in third
+    assert "identical" not in third and "unchanged" not in third.split("\n", 1)[1]
+    assert progs[3].operator == "repair" and progs[3].status == "accepted" and "boost = 2.0" in progs[3].code
+
+
+def test_an_echoed_block_repair_is_followed_by_a_statement_repair():
+    from types import SimpleNamespace
+    from evorank.evolve.llm.client import LLMSettings
+    from evorank.evolve.llm.prompts import PromptTemplates
+    from evorank.evolve.llm.proposer import REPEATED_NOTE, LLMProposer
+    from evorank.evolve.proposal import REPAIR, Proposal
+    from evorank.evolve.llm.failing_statement import MARKER
+    code = ("import numpy as np\n# EVOLVE-BLOCK-START\ndef score(query, index, state):\n    x = np.zeros(3)\n"
+            "    return x[5]\n# EVOLVE-BLOCK-END\n")
+    target = SimpleNamespace(code=code, failure_reason="exception:IndexError",
+                             failure_detail="tiny: score() on query '1' raised IndexError at line 5\n~~~~\nindex 5\n~~~~")
+    echoed = SimpleNamespace(code=code, failure_reason="no_change", failure_detail="the rewrite is identical")
+    prop = Proposal(3, 0, 0, REPAIR, target, messages=[{"role": "system", "content": "S"}, {"role": "user", "content": "U"}],
+                    response="same", repair_round=1)
+    client = SimpleNamespace(settings=LLMSettings(models=[]))
+    repair = LLMProposer(client, PromptTemplates.load(), "obj", {"diff": 1.0}, 1, "fix").follow_up(prop, echoed)
+    assert repair.statement == (5, 5, True) and repair.edit_base is target and repair.parent is echoed
+    assert [m["role"] for m in repair.messages] == ["system", "user"]
+    assert repair.prompt.startswith(REPEATED_NOTE) and f"    return x[5]  {MARKER}" in repair.prompt
+
+
+def test_a_shape_error_is_repaired_with_the_failing_statement_and_the_array_lengths(tmp_path, tiny_collection,
+                                                                                   monkeypatch):
+    """The repair request marks the statement the sandbox named (from the archived code) and, for a shape error,
+    says how long per-term, per-document and per-posting arrays are on the collection where it failed."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    wrong = diff("    scores = rows.T @ query.qtf.astype(np.float32)", "    scores = rows.T @ query.qtf.astype(np.float32) + index.df", (100, 20))
+    fix = fenced("scores = rows.T @ query.qtf.astype(np.float32) + 0.0", (100, 20))
+    with FakeOpenAI([wrong, fix]) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=2,
+                          operator_mix={"diff": 1.0}, repair_style="fix", repair_rounds=1)
+        run_engine(cfg, tiny_collection)
+        ask = srv.requests[1]["body"]["messages"][-1]["content"]
+    progs = programs(cfg.out)
+    assert progs[1].failure_reason == "exception:ValueError" and " at line " in progs[1].failure_detail
+    assert "    scores = rows.T @ query.qtf.astype(np.float32) + index.df  # <-- FAILS HERE\n" in ask
+    from evorank.evaluators.evaluate import load_topics
+    index = load_topics(str(tiny_collection)).index
+    assert (f"{index.n_terms:,} entries per term" in ask and f"{index.n_docs:,} per document" in ask
+            and f"{index.term_doc.nnz:,} per posting" in ask and "np.repeat(x, np.diff(index.term_doc.indptr))" in ask)
+    assert progs[2].operator == "repair" and progs[2].status == "accepted"
+
+
+def test_other_failures_get_no_array_lengths():
+    from types import SimpleNamespace
+    from evorank.evolve.llm.prompts import PromptTemplates, repair_message
+    failed = SimpleNamespace(failure_reason="exception:NameError", code="a = 1\nb = c\n",
+                             failure_detail="tiny: importing the program raised NameError at line 2\n")
+    ask = repair_message(PromptTemplates.load(), failed, "b = c", {"tiny": (3, 4, 5)})
+    assert "It failed at line 2 of the program:\n```python\nb = c\n```" in ask and "per posting" not in ask
+    assert "$where" not in ask and "$sizes" not in ask
+
+
+def test_attempts_that_reach_no_model_are_not_proposals(tmp_path, tiny_collection, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    script = [{"status": 401}, diff("K1 = 0.9", "K1 = 1.1", (10, 5)), {"status": 404},
+              diff("B = 0.4", "B = 0.5", (10, 5))]
+    with FakeOpenAI(script) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=2,
+                          operator_mix={"diff": 1.0}, max_consecutive_llm_failures=2)
+        engine, _ = run_engine(cfg, tiny_collection)
+        assert len(srv.requests) == 4
+    progs = programs(cfg.out)
+    assert sorted(progs) == [1, 2] and all(p.status == "accepted" for p in progs.values())
+    assert not any((p.failure_reason or "").startswith("llm:") for p in progs.values())
+    assert engine.stop_reason == "completed" and engine.stats.unavailable == 2 and engine.proposals_done() == (2, 2)
+
+
+def test_consecutive_failures_stop_the_run_which_resumes_later(tmp_path, tiny_collection):
+    """Through the command line: the stop is a non-zero exit with the cause, nothing is counted, and --resume
+    finishes the run once the server answers again."""
+    run_dir = tmp_path / "run"
+    script = [{"content": "O"}, diff("K1 = 0.9", "K1 = 1.1", (10, 5))]  # the start-up check, one proposal
+    with FakeOpenAI(script, fallback={"status": 401}) as srv:
+        env = {**os.environ, "OPENAI_API_KEY": "sk-test", "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+        args = [sys.executable, "-m", "evorank", "run", "--llm", "m", "--base-url", srv.url, "--datasets",
+                str(tiny_collection), "--iterations", "3", "--islands", "1", "--workers", "1", "--in-flight", "1",
+                "--seeds", "bm25", "--repair-rounds", "0", "--max-llm-failures", "3", "--out", str(run_dir), "--quiet"]
+        p = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        assert p.returncode not in (0, 2), p.stdout + p.stderr
+        assert len(srv.requests) == 5  # check + 1 proposal + 3 refused attempts
+        assert "stopped after 3 attempts in a row reached no model" in p.stderr
+        assert f"{srv.url} refused the API key in $OPENAI_API_KEY (HTTP 401" in p.stderr
+        assert f"evorank run --resume {run_dir}" in p.stderr
+        progs = programs(run_dir)
+        assert sorted(progs) == [1]
+        store = RunStore.open(run_dir, readonly=True)
+        stop = store.events("stop")[-1]["data"]
+        store.close()
+        assert stop["reason"] == "llm_unavailable" and stop["proposals"] == 1 and "HTTP 401" in stop["detail"]
+        # the server is fixed: resume finishes the total (with edits that apply to whichever parent is drawn: the
+        # elites depend on measured latencies)
+        srv.script[:] = [{"content": "O"}, diff("B = 0.4", "B = 0.6", (10, 5)),
+                         diff("    rows = state[query.term_ids]", "    rows = state[query.term_ids] * 1.01", (10, 5))]
+        p = subprocess.run([sys.executable, "-m", "evorank", "run", "--resume", str(run_dir), "--quiet"], cwd=REPO,
+                           env=env, capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stdout + p.stderr
+    progs = programs(run_dir)
+    assert sorted(progs) == [1, 2, 3] and all(p.status == "accepted" for p in progs.values())
+
+
+def test_an_unknown_repair_style_is_refused_with_the_choices():
+    from evorank.evolve.config import ConfigError, from_dict
+    assert from_dict({"repair_style": "fix"}).repair_style == "fix"
+    with pytest.raises(ConfigError, match="repair_style must be one of rewrite, fix, got 'patch'"):
+        from_dict({"repair_style": "patch"})

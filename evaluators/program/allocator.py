@@ -3,9 +3,9 @@
 Every query allocates a few arrays as long as the collection (the program's score vector and its temporaries,
 the trusted float64 copy, top-k's mask). glibc serves an allocation above ``M_MMAP_THRESHOLD`` (128 KiB until a
 larger mapped block is freed) with a fresh ``mmap`` and returns it with ``munmap`` when freed: a million
-documents then cost a page fault per 4 KiB page, per array, per query. A process whose earlier work freed a
-big block (an in-jail ``prepare``) has had the threshold raised by glibc; one that reuses a stored ``prepare``
-state has not, and was measured at 16-18 ms per query instead of 6 on 1M documents (``docs/scale.md``).
+documents then cost a page fault per 4 KiB page, per array, per query. A process whose earlier work freed a big
+block (an in-jail ``prepare``) has had the threshold raised by glibc; one that reuses a stored ``prepare`` state has
+not, and spent more than twice as long per query on 1M documents (``docs/scale.md``, ``bench/RESULTS.md``).
 ``keep_score_arrays`` fixes both thresholds for the collection at hand, so the same pages serve every query.
 
 A no-op where the C library has no ``mallopt`` (musl, macOS): only speed depends on it.

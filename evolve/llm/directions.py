@@ -1,16 +1,16 @@
 """Directions: the one way a chat model is asked to improve its parent in a proposal.
 
 The system prompt names a dozen families of ideas (saturation, smoothing, proximity, fields, feedback, ...), and a
-model left to choose mixes them or reaches for index attributes that do not exist. Measured with the small local
-model (Qwen2.5-Coder-1.5B, runs c..j, 114 fresh replies): ideas on term statistics ran 34% of the time, on
-proximity 3/22, on fields 1/12, on feedback 0/5; most failures named attributes the contract lacks. So each diff or
-full-rewrite proposal is given ONE direction: a few sentences and working helper code written against the
-contract, then a complete ``prepare`` and ``score`` that call it (``evolve/llm/prompts/directions.txt``, overridable
-like every template; tests/evolve/llm/test_directions.py runs every section as a program). The use was once shown as
-commented lines inside the helper block: the local model copied the block with its comments and left the use
-commented (3 fields chains of run local-o, each refused as ``no_change``). Which direction is drawn from the run's seed and the
-proposal's iteration (reproducible on resume, independent of islands), among those the run allows
-(``--directions``); it is recorded as the proposal's ``direction`` feature, and its repairs keep it.
+model left to choose mixes them or reaches for index attributes that do not exist: with a small local model
+(Qwen2.5-Coder-1.5B), ideas on term statistics ran about a third of the time, ideas on proximity, fields or feedback
+almost never, and most failures named attributes the contract lacks (``bench/RESULTS.md``). So each diff or
+full-rewrite proposal is given ONE direction: a few sentences and working helper code written against the contract,
+then a complete ``prepare`` and ``score`` that call it (``evolve/llm/prompts/directions.txt``, overridable like
+every template; tests/evolve/llm/test_directions.py runs every section as a program). The use is a program of its
+own, not commented lines inside the helper block, because a small model copies such a block with its comments and
+leaves the use commented (refused as ``no_change``). Which direction is drawn from the run's seed and the proposal's
+iteration (reproducible on resume, independent of islands), among those the run allows (``--directions``); it is
+recorded as the proposal's ``direction`` feature, and its repairs keep it.
 
 Prompt sampling of this kind is FunSearch's and AlphaEvolve's way to keep a population diverse; here it also
 decides what the model can get right.

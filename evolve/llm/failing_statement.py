@@ -2,7 +2,7 @@
 
 Asked to fix a whole EVOLVE-BLOCK at the end of a long conversation, small models mostly send the block back as it
 was: Qwen2.5-Coder-1.5B on ``quick`` returned it unchanged in 10 of 16 repair requests and fixed none of the other
-6 (``bench/llm_funnel.py``, docs/proposers.md). A statement repair is a fresh, short request: the one function the
+6 (``bench/llm_funnel.py``, bench/RESULTS.md). A statement repair is a fresh, short request: the one function the
 program failed in, the failing statement marked, and the facts the error is about (array lengths for a shape
 error, the names that exist for a NameError). The reply is that function corrected, or the statement alone, whose
 lines then replace the statement's (:func:`evorank.evolve.llm.replies.apply_statement_fix`).

@@ -105,9 +105,9 @@ def inspirations_text(programs, block_of) -> str:
 def direction_text(direction: Direction | None) -> str:
     """The prompt section giving a proposal its direction ("" for none). Its helpers are offered as a library, not
     as code to copy: a reply that calls one without defining it gets the definition from trusted code
-    (name_repair; the direction's helpers are a proposal's first donors). Copying them cost the local 1.5B model
-    its token budget (the 20-line proximity helper: 3 replies cut at 800 tokens in run local-l) and, copied but
-    never called, left the ranking unchanged (both chains that ran in local-l's first 14 proposals)."""
+    (name_repair; the direction's helpers are a proposal's first donors). Copying them costs a small model its
+    token budget (a 20-line helper such as the proximity one leaves little of 800 tokens for the program), and
+    helpers copied but never called leave the ranking unchanged."""
     if direction is None:
         return ""
     return (f"# The direction for this proposal: {direction.name}\n{direction.text}\n"

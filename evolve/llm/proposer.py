@@ -221,7 +221,7 @@ class LLMProposer:
         echoed = failed.failure_reason in ECHOES and prop.operator == REPAIR and bool(prop.parent.failure_reason)
         target = prop.parent if echoed else failed  # an echo still fails as the attempt before it did
         # a first reply that gave code already there is asked afresh too: in the same conversation, with its own
-        # echo in view, the local 1.5B model echoed again (run local-n: 4 of 7 block repairs were no_change)
+        # echo in view, a small model tends to echo again (most such block repairs come back as no_change)
         if self.repair_style == "rewrite" and prop.opening is not None and (candidate_failed(target.failure_reason)
                                                                              or target.failure_reason in ECHOES):
             messages = rewrite_repair_message(self.templates, prop.opening, prop.idea, target, prop.base.id,

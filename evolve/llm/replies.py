@@ -342,8 +342,8 @@ def _canonical_code(code: str, drop_unreachable: bool) -> str:
 def check_changes_what_runs(parent_source: str, source: str) -> None:
     """Raise ``no_change`` when the candidate differs from the program it edits only by functions nothing calls
     (small models given helper code copy it and leave prepare and score as they were: the program ranks as
-    before, and an evaluation is spent on it), or only by the order of its functions (run local-q #26: a copy of
-    its parent with the functions merged back in another order, evaluated and archived as a new program; a copy
+    before, and an evaluation is spent on it), or only by the order of its functions (a copy of its parent with the
+    functions merged back in another order would otherwise be evaluated and archived as a new program; a copy
     up to layout, comments and docstrings is the archive's ``duplicate``). The message names the functions added,
     so a repair can call them."""
     parent, block = split_block(parent_source).block, split_block(source).block
@@ -365,9 +365,9 @@ def check_prepare_reads_no_query(source: str) -> None:
     """Raise ``query_in_prepare`` when the block's ``prepare`` reads ``query`` (a name neither it nor the module
     binds) or asks for it as a parameter. ``prepare(index)`` runs once per collection, before any query, so the
     line raises whenever it runs (NameError, or TypeError for the parameter); small models, asked for a
-    query-dependent idea, write it there (local model, run ``local-o``: 2 of its first 18 proposals, one fresh, one
-    repair; the sandbox's NameError named ``K1`` and ``MU``, met first, since no definition is borrowed for a
-    program reading a name nobody defines). The message says where query-dependent work goes, and the candidate is
+    query-dependent idea, write it there, in fresh proposals and repairs alike, and the sandbox's NameError then
+    often names another name met first (``K1``, ``MU``: no definition is borrowed for a program reading a name
+    nobody defines), which misleads the repair. The message says where query-dependent work goes, and the candidate is
     not evaluated."""
     try:
         first, last = split_block(source).line_range()

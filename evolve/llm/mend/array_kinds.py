@@ -4,13 +4,13 @@ gather that an element-wise operation between two of these levels needs (:func:`
 
 Most of the shape errors a small model makes come from mixing levels: ``weights *= saturation_factor`` with
 511,050 postings against 28,932 terms, ``1 - tf_freq / index.cf``, ``np.bincount(rows.indices, ...)`` without
-``minlength`` next to a per-document array. These were 5 of the 18 failed first attempts of the local model
-(Qwen2.5-Coder-1.5B, two runs of 30 proposals, docs/proposers.md). Where one side of such an operation is per
+``minlength`` next to a per-document array; they are a large share of a small model's failed first attempts
+(``bench/RESULTS.md``). Where one side of such an operation is per
 posting and the other per term or per document, there is one meaning it can have (the term's, or the document's,
 value at each posting), so trusted code writes the gather in: ``np.repeat(x, np.diff(index.term_doc.indptr))``,
 ``x[index.term_doc.indices]``, and for the query's rows ``np.repeat(x, np.diff(rows.indptr))``,
 ``x[query.term_ids]``, ``x[rows.indices]``. A loop over a per-posting array's positions that reads a per-term or
-per-document array at them (``for i in range(len(w)): w[i] *= norm[i]``, local-h #20) is the same operation
+per-document array at them (``for i in range(len(w)): w[i] *= norm[i]``) is the same operation
 written one element at a time: it becomes that one operation (:func:`loop_as_operation`), gathered the same way.
 Over the whole collection's postings such a loop raises IndexError once a position passes the array's length; over
 the postings of a query's rows it runs when the query has fewer postings than that length, reading the entries of

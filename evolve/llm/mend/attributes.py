@@ -4,9 +4,9 @@ that thing, from trusted code, before the candidate is evaluated.
 A small model writes names it half remembers: ``index.postings_positions`` for the contract's
 ``index.posting_positions``, ``index.MU`` for the program's own constant ``MU`` (asked to repair a NameError),
 ``index.idf(query.term_ids)`` for the per-term array ``idf`` its ``prepare()`` computes, and
-``index.avg_doc_len[td.indices]`` for the number ``index.avg_doc_len`` (local model Qwen2.5-Coder-1.5B, runs
-``local-f`` #9, #12, #34; docs/proposers.md). Each such line raises AttributeError or TypeError whenever it runs (or
-is refused by the static check), so rewriting it never changes a program that could run:
+``index.avg_doc_len[td.indices]`` for the number ``index.avg_doc_len`` (docs/proposers.md). Each such line raises
+AttributeError or TypeError whenever it runs (or is refused by the static check), so rewriting it never changes a
+program that could run:
 
 - ``index.X`` / ``query.X`` where ``X`` is not in the contract but a name the candidate or a donor program binds:
   that name (``index.MU`` -> ``MU``); called with one argument, an array indexed by it (``index.idf(t)`` ->
@@ -15,9 +15,9 @@ is refused by the static check), so rewriting it never changes a program that co
 - otherwise, exactly one contract attribute spelled nearly the same (``difflib`` ratio at least
   :data:`CLOSE_ENOUGH`): that attribute.
 - a number of the index subscripted (``index.avg_doc_len[...]``): the number, which broadcasts; its length
-  (``len(index.n_docs)``, local-h #34): the number.
+  (``len(index.n_docs)``, a TypeError whenever it runs): the number.
 - a module imported under a short name, named again (``sp.sparse.csr_matrix`` with ``import scipy.sparse as
-  sp``, local-h #26): the short name.
+  sp``, refused by the static check as an attribute ``scipy.sparse`` lacks): the short name.
 
 The attribute lists are read from the contract the model is shown (``evaluators/program/contract.md``). Code is
 parsed, never run; nothing else is touched.

@@ -5,7 +5,7 @@ A model that combines ideas from the programs in its prompt often takes a formul
 ``MU`` from the query-likelihood seed used in a BM25 program, ``td`` made in ``prepare()`` and read in
 ``score()``, ``term_of_posting`` from another program's ``prepare()``, ``sparse.csr_matrix`` without the import.
 Such NameErrors were 6 of the 18 failed first attempts of the local model (Qwen2.5-Coder-1.5B, two runs of
-30 proposals, docs/proposers.md), and a repair request rarely fixes them: asked, that model wrote
+30 proposals, bench/RESULTS.md), and a repair request rarely fixes them: asked, that model wrote
 ``index.MU``. The definition it meant is known, so it is added where it is missing:
 
 - an allowed module (``np``, ``sp``, ``sparse``, ``math``, ...): its import, at the top of the EVOLVE-BLOCK;
@@ -27,9 +27,9 @@ wrote it, and the repair round asks the model.
 A missing name with no definition of its own may be another program's name, renamed or respelled: ``mu`` where the
 query-likelihood seed has ``MU``, or ``sat_threshold`` in a statement that is the seed's
 ``weights = np.log1p(tf / (MU * p_collection[term_of_posting])) + np.log(MU / (dl + MU))`` with ``MU`` renamed
-(local model, run ``local-f``). It then gets that name's definition under its own name, when the two differ only
-in letter case, or when a statement of the program reading it has exactly the structure of a donor's statement
-with that one name in the other's place.
+(small models copy a formula and rename one of its constants without defining it). It then gets that name's
+definition under its own name, when the two differ only in letter case, or when a statement of the program reading
+it has exactly the structure of a donor's statement with that one name in the other's place.
 """
 from __future__ import annotations
 

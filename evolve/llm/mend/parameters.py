@@ -5,7 +5,7 @@ candidate is evaluated.
 The direction helpers the prompt shows take their tuning constants as parameters with defaults
 (``def variant_terms(query, classes, length=5)``). A small model that copies such a helper sometimes drops the
 parameter and keeps the body that reads it: ``NameError: name 'length' is not defined`` whenever the line runs
-(local model Qwen2.5-Coder-1.5B, run ``local-q`` #6, a rewrite repair of the variants direction). No program the
+(small models do this, in fresh proposals and in rewrite repairs alike). No program the
 prompt showed defines ``length`` at module level, so :mod:`~evorank.evolve.llm.mend.names` has nothing to borrow;
 but what the model meant has one reading: the helper it copied, whose signature binds that name.
 

@@ -3,9 +3,9 @@ its own, from trusted code, before the candidate is evaluated.
 
 Python makes a name local to a whole function as soon as the function assigns it anywhere, so a statement that
 reads a module-level function (or constant) and stores the result under the same name reads the local before
-anything was stored: ``UnboundLocalError`` whenever that statement runs. A small model does this with the
-direction helpers the prompt provides (local model Qwen2.5-Coder-1.5B, run ``local-n``: 2 of its 14 fresh
-proposals failed so, ``UnboundLocalError: cannot access local variable ...``). What it meant has one reading: call
+anything was stored: ``UnboundLocalError`` whenever that statement runs. A small model (such as
+Qwen2.5-Coder-1.5B) does this with the direction helpers the prompt provides, and the proposal fails with
+``UnboundLocalError: cannot access local variable ...``. What it meant has one reading: call
 the helper, keep its result. So the local gets a new name (``bm25_plus_value``) in that statement's target and
 every later use in the function, and the read on the statement's right-hand side stays the module's name (then
 borrowed by :mod:`~evorank.evolve.llm.mend.names` when the candidate never copied the helper).

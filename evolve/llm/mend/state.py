@@ -6,9 +6,9 @@ The complete programs the prompt shows (the direction's ``prepare`` and ``score`
 pass a tuple from ``prepare`` to ``score`` when they need more than the per-posting weights
 (``return dirichlet_weights(index)`` and ``posting, per_doc = state``). A small model copies such a ``score`` and
 keeps the ``prepare`` it had, which returns one sparse matrix: ``ValueError: too many values to unpack`` on the
-first query, every time (local model Qwen2.5-Coder-1.5B, run ``local-q``: #7, a variants rewrite whose ``score``
-starts ``weights, classes = state`` after a BM25 ``prepare``; #12, the smoothing direction's ``score`` after the
-query-likelihood seed's ``prepare``). The statement that unpacks names the program it came from; what the model
+first query, every time (for instance a variants rewrite whose ``score`` starts ``weights, classes = state``
+after a BM25 ``prepare``, or the smoothing direction's ``score`` after the query-likelihood seed's ``prepare``).
+The statement that unpacks names the program it came from; what the model
 meant has one reading: that program's way of preparing the state.
 
 Rewritten only when all of these hold:
@@ -26,7 +26,7 @@ The candidate's ``prepare`` is then replaced by that donor's (whatever it calls 
 
 The other half is mended the same way: a candidate whose ``prepare`` is a donor's (the same code up to layout,
 comments and docstring) returning a tuple, while its ``score`` indexes the state as a matrix (``state[...]``,
-never unpacking it: a TypeError on every query, run ``local-q`` #13), gets that donor's ``score``. Code is
+never unpacking it: a TypeError on every query), gets that donor's ``score``. Code is
 parsed, never run.
 """
 from __future__ import annotations

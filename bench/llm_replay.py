@@ -16,7 +16,7 @@ judge a mend on runs it was not written from.
 
 Usage:
 
-    python bench/llm_replay.py /tmp/llm/local-f [/tmp/llm/local-g ...] [--suite quick] [--timeout 30]
+    python bench/llm_replay.py RUN [RUN ...] [--suite quick] [--timeout 30]
 """
 from __future__ import annotations
 

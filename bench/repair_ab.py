@@ -16,7 +16,7 @@ a run has up to ``--repair-rounds`` of them.
 
 Usage (the local model, see README):
 
-    python bench/repair_ab.py /tmp/llm/local-h [/tmp/llm/local-j ...] --base-url http://127.0.0.1:8089/v1 \\
+    python bench/repair_ab.py RUN [RUN ...] --base-url http://127.0.0.1:8089/v1 \\
         [--model local] [--styles rewrite,fix] [--limit 12] [--max-tokens 800] [--suite quick] [--seed 0]
 """
 from __future__ import annotations

@@ -131,7 +131,7 @@ def test_plain_scores_validates_the_copy_and_reuses_the_buffer():
 
 def test_query_likelihood_scores_are_float_for_a_query_without_a_vocabulary_term():
     """numpy's bincount of nothing is int64: the seed casts, so a program adding float evidence in place
-    (``scores += ...``, run local-o #28) runs on such queries."""
+    (``scores += ...``) runs on such queries."""
     from types import SimpleNamespace
     from block_programs import TinyIndex, exec_module
 

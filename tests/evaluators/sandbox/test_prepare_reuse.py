@@ -99,7 +99,7 @@ def test_other_kinds_are_not_shared(state, tmp_path):
 
 def test_a_state_of_many_small_arrays_is_not_shared_and_encoding_it_stops_early():
     """Encoding is untimed CPU in the jail (the time-vs-CPU check): it stops at MAX_NODES instead of walking the
-    whole state (run local-r #7: 11,480 arrays, 389 ms, failed as latency_mismatch)."""
+    whole state (a dict of 11,480 small arrays took 389 ms to encode and failed as latency_mismatch)."""
     from evorank.evaluators.sandbox.state_wire import MAX_NODES, NotShareable, encode_state
 
     assert write_state(lambda b: None, {i: np.arange(3) for i in range(MAX_NODES // 4)}, {}, 1 << 30)
@@ -147,8 +147,9 @@ def test_sandboxed_reuse_gives_the_results_of_a_fresh_prepare(topics):
 
 
 def test_a_prepare_returning_many_small_arrays_is_not_taken_for_forged_latency(topics):
-    """run local-r #7 (the variants direction's program: a dict of 11,480 prefix classes): encoding that state for
-    sharing cost the jail untimed CPU, and a run on a query sample failed as latency_mismatch. Not shared now."""
+    """The variants direction's program returns a dict of 11,480 prefix classes: encoding that state for
+    sharing would cost the jail enough untimed CPU to fail a query-sample run as latency_mismatch; such a state is
+    not shared, and the program runs cleanly."""
     many = BM25.replace("    return sp.csr_matrix((weights, td.indices, td.indptr), shape=td.shape)",
                         "    classes = {i: np.arange(3) for i in range(20000)}\n"
                         "    return sp.csr_matrix((weights, td.indices, td.indptr), shape=td.shape), classes")

@@ -126,7 +126,7 @@ def test_exception_message_names_line_and_query(topics):
 
 def test_numpys_private_exception_classes_are_reported_as_the_builtin_they_extend(topics):
     """``int_array += floats`` raises numpy's private _UFuncOutputCastingError: a TypeError, not "a class the program
-    defined" (run local-o #28: the int64 bincount of a query without a vocabulary term, then ``scores += ...``)."""
+    defined" (the int64 bincount of a query without a vocabulary term, then ``scores += ...``)."""
     res = run(topics, "def score(q, index, s):\n    x = np.zeros(index.n_docs, dtype=np.int64)\n"
                       "    x += np.ones(index.n_docs) * 0.5\n    return x\n")
     assert res.reason == "exception:TypeError", (res.reason, res.message)

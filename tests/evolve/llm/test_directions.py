@@ -179,8 +179,8 @@ def test_a_reply_that_copies_the_helper_but_never_calls_it_is_no_change_and_aske
 
 
 def test_scores_made_by_a_bincount_are_float_even_for_a_query_matching_nothing():
-    """numpy's bincount of nothing is int64 whatever the weights, and ``scores += <floats>`` on it raises (run
-    local-o #28, a query of nfcorpus without a vocabulary term). Every line of the directions' programs that makes
+    """numpy's bincount of nothing is int64 whatever the weights, and ``scores += <floats>`` on it raises (for
+    instance on a query of nfcorpus without a vocabulary term). Every line of the directions' programs that makes
     ``scores`` from a bincount asks for float64."""
     empty = np.bincount(np.zeros(0, dtype=np.int32), weights=np.zeros(0), minlength=3)
     assert empty.dtype == np.int64  # the trap, as numpy has it

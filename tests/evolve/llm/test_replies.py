@@ -231,7 +231,8 @@ def test_a_helper_that_is_called_or_comes_with_another_change_is_a_change():
 
 
 def test_a_candidate_that_only_reorders_its_functions_is_no_change():
-    """run local-q #26: its parent's functions merged back in another order, evaluated as a new program."""
+    """Its parent's functions merged back in another order would rank exactly as the parent: no_change, not a new
+    program to evaluate."""
     from evorank.evolve.llm.replies import check_changes_what_runs
 
     head, block = BM25.split("# EVOLVE-BLOCK-START\n")

@@ -92,7 +92,7 @@ def test_the_query_rows_postings_take_per_query_term_per_term_and_per_document_a
 
 def test_what_a_function_of_the_block_returns_has_the_level_of_its_return_value():
     """The coordination direction's helper returns per-document counts; a query-row posting times it is gathered
-    (run local-p #7: ``rows.data * matched_terms(query, index).astype(np.float32)``, "operands could not be
+    (``rows.data * matched_terms(query, index).astype(np.float32)`` raises "operands could not be
     broadcast"). A function whose returns differ in level says nothing."""
     helper = ("def matched_terms(query, index):\n    rows = index.term_doc[query.term_ids]\n"
               "    return np.bincount(rows.indices, minlength=index.n_docs)\n\n\n")
@@ -112,7 +112,7 @@ def test_what_a_function_of_the_block_returns_has_the_level_of_its_return_value(
     coord = np.bincount(rows.indices, minlength=index.n_docs)
     expected = np.bincount(rows.indices, weights=rows.data * coord[rows.indices], minlength=index.n_docs)
     assert np.allclose(run(lift.source), expected)
-    # run local-p #6: scaled by a number made with Python's max
+    # scaled by a number made with Python's max
     scaled = body.replace("    w = rows.data * weight\n", "    w = rows.data * 1.0\n    w += 0.5 * weight / max(len(query.term_ids), 1)\n")
     lift = lift_to_postings(program(helper + scaled))
     assert lift is not None and "w += (0.5 * weight / max(len(query.term_ids), 1))[rows.indices]" in lift.source
@@ -166,7 +166,7 @@ def test_a_reply_that_mixes_levels_runs_with_the_gather_and_says_so(tmp_path, ti
 
 
 def test_the_arguments_of_numpys_element_wise_functions_are_gathered_to_the_postings():
-    # local-g #6: np.maximum(tf, saturation_factor * idf) in prepare(); #10: np.clip(tf, 1e-6, None)
+    # np.maximum(tf, saturation_factor * idf) and np.clip(tf, 1e-6, None) in prepare()
     code = program("def prepare(index):\n    td = index.term_doc\n    idf = np.log1p(index.n_docs / index.df)\n"
                    "    tf = np.clip(td.data, 1e-6, None)\n    sat = np.maximum(tf, 1.5 * idf)\n"
                    "    w = np.where(tf > 1, sat, index.doc_len)\n"
@@ -188,7 +188,7 @@ def test_the_arguments_of_numpys_element_wise_functions_are_gathered_to_the_post
 
 
 def test_a_loop_reading_a_per_document_array_at_posting_positions_becomes_one_gathered_operation():
-    # local-h #20: `for doc_idx in range(len(w)): w[doc_idx] *= norm[doc_idx]` in prepare() and again in score()
+    # `for doc_idx in range(len(w)): w[doc_idx] *= norm[doc_idx]` in prepare() and again in score()
     code = program("def prepare(index):\n    td = index.term_doc\n    w = td.data * 1.0\n"
                    "    norm = 1.0 + index.doc_len / index.avg_doc_len\n"
                    "    for i in range(len(w)):\n        w[i] *= norm[i]\n"

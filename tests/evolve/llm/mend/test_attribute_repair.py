@@ -17,7 +17,7 @@ def test_the_attribute_lists_are_the_contracts():
 
 
 def test_a_misspelt_attribute_with_one_close_contract_attribute_gets_it():
-    # local-f #9
+    # a near miss of the contract's name, AttributeError whenever it runs
     code = program("def prepare(index):\n    return index.postings_positions[:3]\n")
     fix = mend_attributes(code, [])
     assert fix is not None and fix.description == "rewrote index.postings_positions -> index.posting_positions"
@@ -38,7 +38,7 @@ def test_a_programs_own_value_read_through_index_is_that_value():
 
 
 def test_a_per_term_array_called_through_index_is_indexed_and_borrowed_from_prepare():
-    # local-f #12: index.idf(query.term_ids) in score, idf made in the seed's prepare()
+    # index.idf(query.term_ids) in score, idf made in the seed's prepare()
     code = program("def prepare(index):\n    return index.term_doc\n\n\n"
                    "def score(query, index, state):\n    w = index.idf(query.term_ids)\n"
                    "    return state[query.term_ids].T @ w\n")
@@ -55,7 +55,7 @@ def test_a_per_term_array_called_through_index_is_indexed_and_borrowed_from_prep
 
 
 def test_a_number_of_the_index_subscripted_is_the_number():
-    # local-f #34: index.avg_doc_len[td.indices]
+    # index.avg_doc_len[td.indices]: a float subscripted, TypeError whenever it runs
     code = program("def prepare(index):\n    td = index.term_doc\n    return td.data - index.avg_doc_len[td.indices]\n")
     fix = mend_attributes(code, [])
     assert fix is not None and fix.description == "rewrote index.avg_doc_len[...] (a number)"
@@ -64,7 +64,7 @@ def test_a_number_of_the_index_subscripted_is_the_number():
 
 
 def test_the_length_of_a_number_of_the_index_is_the_number():
-    # local-h #34: 1.0 / np.sqrt(len(index.n_docs)), a TypeError whenever it runs
+    # 1.0 / np.sqrt(len(index.n_docs)), a TypeError whenever it runs
     code = program("def prepare(index):\n    return index.term_doc.data / np.sqrt(len(index.n_docs))\n")
     fix = mend_attributes(code, [])
     assert fix is not None and fix.description == "rewrote len(index.n_docs) (a number)"
@@ -90,7 +90,7 @@ def test_non_ascii_text_before_an_edit_keeps_the_rewrite_in_place():
 
 
 def test_a_module_named_twice_through_its_short_name_is_named_once():
-    # local-h #26: sp.sparse.csr_matrix, refused by the static check as module 'scipy.sparse' attribute 'sparse'
+    # sp.sparse.csr_matrix, refused by the static check as module 'scipy.sparse' attribute 'sparse'
     code = program("def prepare(index):\n    return sp.sparse.csr_matrix(index.term_doc)\n")
     fix = mend_attributes(code, [])
     assert fix is not None and fix.description == "rewrote sp.sparse -> sp"

@@ -130,7 +130,7 @@ def test_each_name_is_looked_for_once_per_statement_however_many_donors_define_i
 
 
 def test_a_respelled_constant_gets_the_definition_of_the_name_it_respells():
-    # local-f #30: `mu` in a program shown the query-likelihood seed's MU
+    # `mu` in a program shown the query-likelihood seed's MU
     code = program("def prepare(index):\n    return index.doc_len / (index.doc_len + mu)\n\n\n"
                    "def score(query, index, state):\n    return state\n")
     fix = borrow_missing_names(code, SEEDS)
@@ -139,7 +139,7 @@ def test_a_respelled_constant_gets_the_definition_of_the_name_it_respells():
 
 
 def test_a_renamed_constant_in_a_donors_statement_gets_that_constants_definition():
-    # local-f #21: the seed's formula with MU renamed sat_threshold, never defined
+    # the seed's formula with MU renamed sat_threshold, never defined
     code = program(
         "def prepare(index):\n    td = index.term_doc\n"
         "    p_collection = (index.cf + 1.0) / (index.total_tokens + 1.0)\n"

@@ -65,8 +65,8 @@ def test_a_default_that_is_not_a_literal_is_not_copied():
     assert restore_dropped_parameters(program("def boost(index):\n    return scale\n"), [donor]) is None
 
 
-def test_run_local_q_6_the_variants_helper_without_length_runs_after_the_mend():
-    """The rewrite repair of run local-q #6 copied ``variant_terms`` with ``length`` dropped; with the variants
+def test_the_variants_helper_copied_without_length_runs_after_the_mend():
+    """A reply that copies ``variant_terms`` with ``length`` dropped (NameError when it runs); with the variants
     direction as the first donor the candidate gets ``length=5`` back and nothing else."""
     variants = PromptTemplates.load().directions()["variants"]
     copied = variants.code.replace("def variant_terms(query, classes, length=5):",

@@ -69,13 +69,12 @@ def test_a_donor_whose_prepare_gives_another_number_of_values_is_not_taken():
 
 
 @pytest.mark.parametrize("run_id, name, keep_prepare_of", [
-    # local-q #12: the smoothing direction's score after the query-likelihood seed's prepare
-    ("#12", "smoothing", SEEDS[1][1]),
-    # local-q #7 (shape of): the variants direction's score after a BM25 prepare without the classes
-    ("#7", "variants", SEEDS[0][1]),
+    # the smoothing direction's score after the query-likelihood seed's prepare
+    ("smoothing-after-ql", "smoothing", SEEDS[1][1]),
+    # the variants direction's score after a BM25 prepare without the classes
+    ("variants-after-bm25", "variants", SEEDS[0][1]),
 ])
-def test_run_local_q_the_directions_score_after_the_parents_prepare_runs_after_the_mend(run_id, name,
-                                                                                        keep_prepare_of):
+def test_the_directions_score_after_the_parents_prepare_runs_after_the_mend(run_id, name, keep_prepare_of):
     direction = DIRECTIONS[name]
     seed_block = keep_prepare_of.split("# EVOLVE-BLOCK-START\n")[1].split("def score(")[0]
     score = "def score(" + direction.example.split("def score(")[1]
@@ -85,8 +84,8 @@ def test_run_local_q_the_directions_score_after_the_parents_prepare_runs_after_t
     static_check(source)
 
 
-def test_run_local_q_13_the_directions_prepare_with_the_parents_score_gets_the_directions_score():
-    """local-q #13: the smoothing direction's prepare copied, the query-likelihood seed's score kept (state
+def test_the_directions_prepare_with_the_parents_score_gets_the_directions_score():
+    """The smoothing direction's prepare copied, the query-likelihood seed's score kept (state
     indexed as a matrix: TypeError on every query)."""
     direction = DIRECTIONS["smoothing"]
     seed_score = "def score(" + SEEDS[1][1].split("def score(")[1].split("# EVOLVE-BLOCK-END")[0]

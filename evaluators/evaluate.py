@@ -66,6 +66,7 @@ class CollectionResult:
     error_reason: str | None = None
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    ranking: Ranking | None = field(default=None, repr=False)  # kept only on request (TREC run files)
 
     @property
     def ok(self) -> bool:

@@ -51,7 +51,8 @@ from .splits import relevant_counts, validation_split
 from evorank.evaluators.program.checks import static_check
 from .tasks import EvalTask, init_worker, merge_shards, run_local_task, shard_bounds, worker_env
 
-__all__ = ["Limits", "CascadeConfig", "CandidateResult", "Evaluator", "evaluate_program_sandboxed", "cascade_sample"]
+__all__ = ["Limits", "CascadeConfig", "CandidateResult", "Evaluator", "evaluate_program_sandboxed",
+           "evaluate_programs_sandboxed", "cascade_sample"]
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ class Evaluator:
                  fitness: str = "rankevolve", cascade: CascadeConfig | None = CascadeConfig(), seed: int = 0,
                  k: int = DEFAULT_K, *, topics: list[Topics] | None = None, reference: str | None = "bm25",
                  cluster=None, shard_queries: int | None = None, cluster_retries: int = 1, validation: float = 0.0,
-                 reuse_prepare: bool = True):
+                 reuse_prepare: bool = True, keep_rankings: bool = False):
         """``topics`` may pass already loaded collections instead of loading ``addresses``; ``reference`` is the
         seed (name or source) whose latency the latency-aware fitness compares against (measured once, lazily).
 
@@ -169,7 +170,8 @@ class Evaluator:
         judged queries held out of selection (``evaluators.splits``): candidates are scored on all queries in one run,
         but their fitness (and the cascade's sample) comes from the train queries only, and the validation queries
         give ``CandidateResult.validation``. ``reuse_prepare``: candidates whose ``prepare`` is the same code share its
-        state per collection (``prepared.py``; ``prepare_hit_rate`` counts it)."""
+        state per collection (``prepared.py``; ``prepare_hit_rate`` counts it). ``keep_rankings``: fully evaluated
+        results keep the ranking the worker rebuilt (``CollectionResult.ranking``), e.g. for TREC run files."""
         self.topics: list[Topics] = list(topics) if topics is not None else [load_topics(a) for a in addresses]
         self.n_workers = max(1, n_workers or os.cpu_count() or 1)
         if shard_queries is not None and shard_queries < 0:
@@ -182,6 +184,7 @@ class Evaluator:
         self.cascade = cascade
         self.seed = seed
         self.k = k
+        self.keep_rankings = keep_rankings
         self._reference_spec = reference
         self._reference: CandidateResult | None = None
         self._reference_running = False
@@ -522,6 +525,7 @@ class Evaluator:
                     cand.validation[j] = measure(subset_ranking(ranking, self._val_idx[j]), self._val_topics[j])
                     ranking = subset_ranking(ranking, self._train_idx[j])
                 res = measure(ranking, topics)
+                res.ranking = ranking if self.keep_rankings and stage == 2 else None
             except Exception as e:  # pragma: no cover - a bug on the trusted side, reported, not raised
                 res = failed_result(topics, "measure_error", f"{type(e).__name__}: {e}")
         (cand.stage1 if stage == 1 else cand.full)[j] = res
@@ -547,12 +551,7 @@ class Evaluator:
         if stage == 2 and ok:
             lat = [r.latency_median_ms for r in results if r.latency_median_ms > 0]
             latency = float(np.exp(np.mean(np.log(lat)))) if lat else None
-        if failed is not None:
-            fit = 0.0
-        elif stage == 2:
-            fit = suite.fitness
-        else:
-            fit = None
+        fit = 0.0 if failed is not None else suite.fitness if stage == 2 else None
         return CandidateResult(cand.name, stage, suite, fit, fit1, reason, detail, latency, dict(cand.outputs),
                                cand.seconds, validation, val_fit, cand.runs, cand.reused)
 
@@ -576,21 +575,23 @@ def _quiet_manager_thread(previous):
     return hook
 
 
-def evaluate_program_sandboxed(source: str, addresses: list[str], *, seed_source: str | None = None,
-                               name: str = "program", n_workers: int | None = None, limits: Limits = Limits(),
-                               fitness: str = "rankevolve", k: int = DEFAULT_K, trusted: bool = False,
-                               topics: list[Topics] | None = None, cluster=None,
-                               shard_queries: int | None = None) -> SuiteResult:
-    """One program, full evaluation, in the sandbox (for the CLI). ``trusted`` skips the static checks.
-    ``cluster`` / ``shard_queries``: as for ``Evaluator``."""
+def evaluate_programs_sandboxed(programs: list[tuple[str, str, bool]], addresses: list[str], *, seed_source=None,
+                                n_workers=None, limits: Limits = Limits(), fitness: str = "rankevolve", k: int = DEFAULT_K,
+                                topics: list[Topics] | None = None, cluster=None, shard_queries: int | None = None,
+                                keep_rankings: bool = False) -> list[SuiteResult]:
+    """Whole programs, each ``(name, source, checked)``, fully evaluated in the sandbox one after another on one pool
+    (for the CLI and the report); ``checked``: the static checks first (against ``seed_source``'s head and tail
+    when given); ``keep_rankings``, ``cluster``, ``shard_queries``: as for ``Evaluator``."""
     workers = n_workers or os.cpu_count() or 1
     if not shard_queries:  # one task per collection: more workers than collections would idle
         workers = min(workers, len(topics) if topics is not None else len(addresses))
-    workers = max(1, workers)
-    with Evaluator(addresses, n_workers=workers, limits=limits, fitness=fitness, cascade=None, k=k,
-                   topics=topics, cluster=cluster, shard_queries=shard_queries) as ev:
-        if trusted:
-            res = ev.evaluate_trusted(source, name=name)
-        else:
-            res = ev.evaluate([source], [seed_source], [None], [name])[0]
-    return res.suite
+    with Evaluator(addresses, n_workers=max(1, workers), limits=limits, fitness=fitness, cascade=None, k=k,
+                   topics=topics, cluster=cluster, shard_queries=shard_queries, keep_rankings=keep_rankings) as ev:
+        return [(ev.evaluate([src], [seed_source], [None], [name])[0] if checked else
+                 ev.evaluate_trusted(src, name=name)).suite for name, src, checked in programs]
+
+
+def evaluate_program_sandboxed(source: str, addresses: list[str], *, name: str = "program", trusted: bool = False,
+                               **options) -> SuiteResult:
+    """One program in the sandbox; ``trusted`` skips the static checks; ``options``: ``evaluate_programs_sandboxed``."""
+    return evaluate_programs_sandboxed([(name, source, not trusted)], addresses, **options)[0]

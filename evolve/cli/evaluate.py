@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from evorank.evaluators.errors import EvorankError
@@ -84,88 +86,133 @@ def _seconds(s: float) -> str:
 
 # -- evorank eval ----------------------------------------------------------------------------------
 
-def cmd_eval(args) -> int:
-    from evorank.evaluators.evaluate import evaluate_on, latency_ratio, load_topics, summarize, write_trec_run
-    from evorank.evaluators.index.index import safe_name
-    from evorank.evaluators.metrics import fitness_spec
-    from evorank.evaluators.program.source import compile_program, load_program, program_path
-    from evorank.evaluators.data.suites import resolve_collections
-    from evorank.evolve.inspection.queries import resolve_program_arg
+@dataclass
+class EvalProgram:
+    """A program named on the command line: its display name, its text (read, never run here unless the user
+    says it is their own), and ``run_output``: why it is a run's output (which only ever runs in the sandbox)."""
 
-    addresses = resolve_collections(args.suite, args.datasets)
-    from_run = resolve_program_arg(args.program)  # RUN:ID (runs/x:best): LLM-written code, or None
+    label: str
+    source: str
+    code_name: str
+    run_output: str | None
+    tag: str  # the TREC run tag
+
+
+def eval_program(text: str) -> EvalProgram:
+    """Resolve ``RUN:ID``, a file, a seed name or a shipped example; reads the file, runs nothing."""
+    from evorank.evaluators.program.source import program_path
+    from evorank.evolve.inspection.export import run_output_mark
+    from evorank.evolve.inspection.queries import resolve_program_arg, run_folder_of
+
+    from_run = resolve_program_arg(text)  # RUN:ID (runs/x:best): code a proposer wrote
     if from_run is not None:
         label, source = from_run
-        code_name = label
-    else:  # read, not run: with --sandbox the file's code must not execute here
-        path = program_path(args.program)
-        label, code_name, source = str(args.program), str(path), path.read_text(encoding="utf-8")
-    sandbox = args.sandbox if args.sandbox is not None else (from_run is not None or bool(args.cluster))
+        return EvalProgram(label, source, label, f"program {label} of a run", _tag(label))
+    path = program_path(text)
+    source = path.read_text(encoding="utf-8")
+    run_dir = run_folder_of(path)
+    mark = run_output_mark(source)
+    why = (f"a file inside the run folder {run_dir}" if run_dir is not None else
+           f"a run's output (its text says {mark!r})" if mark else None)
+    return EvalProgram(str(text), source, str(path), why, _tag(Path(text).stem))
+
+
+def _tag(text: str) -> str:
+    return re.sub(r"[^\w.#@:-]+", "_", text).strip("_")[:64] or "evorank"
+
+
+def cmd_eval(args) -> int:
+    from evorank.evaluators.data.suites import resolve_collections
+    from evorank.evaluators.evaluate import load_topics
+
+    if args.no_sandbox:
+        raise EvorankError("--no-sandbox is now --in-process, for your own files only; runs' programs and exported "
+                           "files always run in the sandbox")
     if args.shard_queries and not args.cluster:
         raise EvorankError("--shard-queries splits the sandboxed evaluation tasks of --cluster; use it with --cluster")
-    if args.cluster and not sandbox:
-        raise EvorankError("--cluster always evaluates in the sandbox on the workers; drop --no-sandbox")
-    if args.runs_out and sandbox:
-        raise EvorankError("--runs-out needs the rankings in this process, and this evaluation runs in the sandbox "
-                           "(a program from a run archive, --sandbox or --cluster); if you have read the code and "
-                           "trust it, add --no-sandbox (or `evorank export` it and evaluate the file)")
-    compare = args.compare if args.compare is not None else ("bm25" if from_run is not None else "none")
-    compare = None if compare.lower() == "none" else compare
-    compared = load_program(compare) if compare else None  # a seed name or your own file: runs here, trusted
+    addresses = resolve_collections(args.suite, args.datasets)
+    program = eval_program(args.program)
+    compare = args.compare if args.compare is not None else ("bm25" if program.run_output else "none")
+    baseline = None if compare.lower() == "none" else eval_program(compare)
+    if args.in_process:
+        for p in (program, baseline):
+            if p is not None and p.run_output:
+                raise EvorankError(f"--in-process refused: {p.label} is {p.run_output}, and a run's programs run "
+                                   "only in the sandbox; drop --in-process")
+        if args.cluster:
+            raise EvorankError("--cluster always evaluates in the sandbox on the workers; drop --in-process")
     log = (lambda m: print(m, file=sys.stderr)) if not args.json else None
     progress = sys.stderr.isatty() and not args.json
     topics = [load_topics(a, progress=progress, log=log) for a in addresses]
-    if sandbox:
-        suite = _eval_sandboxed(args, addresses, label, source, topics, checked=from_run is not None or bool(args.sandbox))
-    else:
-        program = compile_program(source, name=code_name)
-        spec = fitness_spec(args.fitness)
-        bm25 = load_program("bm25") if (spec.latency_exponent or spec.robust) else None
-        results, bm25_results = [], []
-        for address, t in zip(addresses, topics):
-            res, ranking = evaluate_on(program, t, k=args.k)
-            results.append(res)
-            if bm25 is not None:
-                bm25_results.append(evaluate_on(bm25, t, k=args.k)[0])
-            if args.runs_out and ranking is not None:
-                write_trec_run(Path(args.runs_out) / f"{safe_name(address)}.run", ranking, t,
-                               tag=Path(args.program).stem)
-        ratio = latency_ratio(results, bm25_results) if spec.latency_exponent else None
-        suite = summarize(str(args.program), results, spec, ratio, reference=bm25_results or None)
-    reference = None
-    if compared is not None:
-        reference = summarize(compare, [evaluate_on(compared, t, k=args.k)[0] for t in topics], "rankevolve")
+    evaluate = _eval_in_process if args.in_process else _eval_sandboxed
+    suite, reference = evaluate(args, [p for p in (program, baseline) if p is not None], topics)
+    if args.runs_out:
+        from evorank.evaluators.evaluate import write_trec_run
+        from evorank.evaluators.index.index import safe_name
+
+        for c, t in zip(suite.collections, topics):
+            if c.ranking is not None:
+                write_trec_run(Path(args.runs_out) / f"{safe_name(t.name)}.run", c.ranking, t, tag=program.tag)
+    significance = None
+    if reference is not None:
+        from evorank.evaluators.significance import compare as paired_comparison
+
+        both = [(c, r) for c, r in zip(suite.collections, reference.collections) if c.ok and r.ok]
+        significance = paired_comparison({c.name: c.per_query for c, _ in both}, {r.name: r.per_query for _, r in both},
+                                         program=program.label, baseline_name=baseline.label)
     if args.json:
         out = suite.to_json()
         if reference is not None:
-            out["compare"] = comparison_json(suite, reference)
+            out["compare"] = {**comparison_json(suite, reference), "significance": significance.to_json()}
         print(json.dumps(out, indent=2))
     else:
         print_suite(suite)
         if reference is not None:
             print_comparison(suite, reference)
+            print_significance(significance)
     return 0 if suite.ok else 1
 
 
-def _eval_sandboxed(args, addresses, name: str, source: str, topics, checked: bool):
-    """``eval`` of code that is not yours (a program from a run archive, ``--sandbox``) or on ``--cluster``: the
-    path ``run`` uses, one sandboxed task per collection on local workers or on the cluster. ``checked`` puts
-    the code through the static checks first, as in ``run``."""
-    from evorank.evaluators.parallel import Limits, evaluate_program_sandboxed
+def _eval_in_process(args, programs: list[EvalProgram], topics):
+    """Your own files (``--in-process``): compiled and run in this process, without the jail."""
+    from evorank.evaluators.evaluate import evaluate_on, latency_ratio, summarize
+    from evorank.evaluators.metrics import fitness_spec
+    from evorank.evaluators.program.source import compile_program, load_program
 
-    return evaluate_program_sandboxed(source, addresses, name=name, fitness=args.fitness, k=args.k,
-                                      trusted=not checked, topics=topics, cluster=args.cluster,
-                                      shard_queries=args.shard_queries or None,
-                                      limits=Limits(timeout_s=args.timeout_s or Limits.timeout_s,
-                                                    memory_mb=args.memory_mb or None))
+    spec = fitness_spec(args.fitness)
+    bm25 = load_program("bm25") if (spec.latency_exponent or spec.robust) else None
+    bm25_results = [evaluate_on(bm25, t, k=args.k)[0] for t in topics] if bm25 is not None else []
+    suites = []
+    for p in programs:
+        compiled = compile_program(p.source, name=p.code_name)
+        results = []
+        for t in topics:
+            res, ranking = evaluate_on(compiled, t, k=args.k)
+            res.ranking = ranking if args.runs_out else None
+            results.append(res)
+        ratio = latency_ratio(results, bm25_results) if spec.latency_exponent else None
+        suites.append(summarize(p.label, results, spec, ratio, reference=bm25_results or None))
+    return suites[0], (suites[1] if len(suites) > 1 else None)
 
 
-COMPARED = ("ndcg@10", "recall@100")
+def _eval_sandboxed(args, programs: list[EvalProgram], topics):
+    """The default: every program in the jail (on local workers or ``--cluster``), as ``run`` does; a run's
+    programs and ``--sandbox`` also go through the static checks first. Rankings come back as the plain data the
+    worker validated, so per-query metrics and ``--runs-out`` files are computed here from that data."""
+    from evorank.evaluators.parallel import Limits, evaluate_programs_sandboxed
+
+    suites = evaluate_programs_sandboxed(
+        [(p.label, p.source, bool(p.run_output or args.sandbox)) for p in programs], [t.name for t in topics],
+        fitness=args.fitness, k=args.k, topics=topics, cluster=args.cluster, shard_queries=args.shard_queries or None,
+        limits=Limits(timeout_s=args.timeout_s or Limits.timeout_s, memory_mb=args.memory_mb or None),
+        keep_rankings=bool(args.runs_out))
+    return suites[0], (suites[1] if len(suites) > 1 else None)
 
 
 def comparison_json(suite, reference) -> dict:
     """Per-collection differences from a reference program (same queries, same collection-size rule)."""
     from evorank.evaluators.metrics import collection_fitness, fitness_spec
+    from evorank.evaluators.significance import COMPARED_METRICS
 
     spec = fitness_spec("rankevolve")
     refs = {c.name: c for c in reference.collections}
@@ -176,28 +223,71 @@ def comparison_json(suite, reference) -> dict:
             continue
         ours, theirs = collection_fitness(c.metrics, spec, c.n_docs), collection_fitness(r.metrics, spec, r.n_docs)
         rows[c.name] = {"fitness": ours, "reference_fitness": theirs, "ratio": ours / theirs if theirs else None,
-                        **{f"{m}_delta": c.metrics[m] - r.metrics[m] for m in COMPARED}}
+                        **{f"{m}_delta": c.metrics[m] - r.metrics[m] for m in COMPARED_METRICS}}
     return {"program": reference.program, "reference_fitness": reference.fitness, "collections": rows}
 
 
 def print_comparison(suite, reference) -> None:
+    from rich.markup import escape
     from rich.table import Table
+
+    from evorank.evaluators.significance import COMPARED_METRICS
 
     data = comparison_json(suite, reference)
     console = make_console()
-    table = Table(title=f"vs [bold]{reference.program}[/] on the same queries (rankevolve fitness per collection)",
+    name = escape(reference.program)
+    table = Table(title=f"vs [bold]{name}[/] on the same queries (rankevolve fitness per collection)",
                   title_justify="left")
-    for col in ("collection", "fitness", reference.program, "ratio",
-                *(f"Δ {METRIC_LABELS.get(m, m)}" for m in COMPARED)):
+    for col in ("collection", "fitness", name, "ratio", *(f"Δ {METRIC_LABELS.get(m, m)}" for m in COMPARED_METRICS)):
         table.add_column(col, justify="left" if col == "collection" else "right")
-    for name, row in data["collections"].items():
+    for coll, row in data["collections"].items():
         ratio = row["ratio"]
         style = "green" if ratio and ratio > 1 else ("red" if ratio and ratio < 1 else "")
         cells = [f"{row['fitness']:.4f}", f"{row['reference_fitness']:.4f}",
                  f"[{style}]{ratio:.3f}x[/]" if ratio and style else (f"{ratio:.3f}x" if ratio else "-"),
-                 *(f"{row[f'{m}_delta']:+.4f}" for m in COMPARED)]
-        table.add_row(name, *cells)
+                 *(f"{row[f'{m}_delta']:+.4f}" for m in COMPARED_METRICS)]
+        table.add_row(coll, *cells)
     console.print(table)
+
+
+def print_significance(comparison) -> None:
+    """One table per metric: per collection and pooled, the mean per-query difference with its confidence interval,
+    the randomization test (raw and Holm-corrected over the collections), the t-test and wins/ties/losses."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from evorank.evaluators.significance import ALPHA, CONFIDENCE, N_RESAMPLES
+
+    console = make_console()
+    n_coll = len(comparison.collections)
+    base = escape(comparison.baseline)
+    for m in comparison.metrics:
+        table = Table(title=f"{METRIC_LABELS.get(m, m)}: [bold]{escape(comparison.program)}[/] vs [bold]{base}[/], "
+                      "paired over the same queries", title_justify="left")
+        for col in ("collection", "queries", base, "program", "Δ mean", f"{CONFIDENCE:.0%} CI", "p rand", "p Holm",
+                    "p t-test", "W/T/L", ""):
+            table.add_column(col, justify="left" if col in ("collection", "") else "right")
+        rows = [(escape(c), per[m]) for c, per in comparison.collections.items() if m in per]
+        if m in comparison.pooled and len(rows) > 1:
+            rows.append(("[bold]all queries (pooled)[/]", comparison.pooled[m]))
+        for i, (name, t) in enumerate(rows):
+            verdict = t.verdict
+            style = {"better": "green", "worse": "red"}.get(verdict, "")
+            mark = f"[{style}]{'▲' if verdict == 'better' else '▼'} {verdict}[/]" if style else ""
+            table.add_row(name, f"{t.n:,}", f"{t.baseline_mean:.4f}", f"{t.mean:.4f}",
+                          f"[{style}]{t.delta:+.4f}[/]" if style else f"{t.delta:+.4f}",
+                          f"[{t.ci_low:+.4f}, {t.ci_high:+.4f}]", _p(t.p_randomization), _p(t.p_holm), _p(t.p_ttest),
+                          f"{t.wins}/{t.ties}/{t.losses}", mark, end_section=i == len(rows) - 2 and len(rows) > 2)
+        console.print(table)
+    console.print(f"Δ mean: per-query difference, program - {base}, with its {CONFIDENCE:.0%} paired bootstrap interval "
+                  f"(BCa); p rand: two-sided paired randomization test ({N_RESAMPLES:,} sign flips, every flip below 14 "
+                  f"queries); p Holm: that p corrected over the {n_coll} collection{'s' * (n_coll != 1)}; p t-test: "
+                  f"paired t-test; W/T/L: queries won, tied, lost; ▲/▼: significantly better/worse at p < {ALPHA} "
+                  "(Holm-corrected per collection; the pooled row is one test over all their queries)")
+
+
+def _p(p: float | None) -> str:
+    return "-" if p is None else ("<0.0001" if p < 1e-4 else f"{p:.4f}")
 
 
 def print_suite(suite) -> None:

@@ -406,10 +406,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "eval",
         help="evaluate one ranking program on a suite or list of collections",
-        description="Score a ranking program (a file, or a seed name: bm25, ql_dirichlet) on test collections. "
-        "Prints nDCG@10, Recall@100, Recall@1000 and MAP@1000 per collection, their macro mean, and the fitness.",
-        epilog="examples:\n  evorank eval bm25 --suite quick\n  evorank eval seeds/ql_dirichlet.py --datasets "
-        "beir/scifact/test,local:cisi --runs-out runs/\n  evorank eval examples/rm3.py --suite dev\n",
+        description="Score a ranking program (a file, a seed name: bm25, ql_dirichlet, or a run's RUN:ID) on test "
+        "collections. Prints nDCG@10, Recall@100, Recall@1000 and MAP@1000 per collection, their macro mean, and the "
+        "fitness; with --compare, the significance of the difference from another program. Every program runs in the "
+        "sandbox, as in `run`, unless you say with --in-process that the file is your own.",
+        epilog="examples:\n  evorank eval bm25 --suite quick\n"
+        "  evorank eval examples/rm3.py --suite dev --compare            # significance vs BM25\n"
+        "  evorank eval runs/x:best --suite heldout --compare bm25 --json\n"
+        "  evorank eval runs/x:best --datasets local:cisi --runs-out trec/  # TREC run files, from the sandbox\n"
+        "  evorank eval my_scorer.py --datasets local:cisi --in-process   # your own file, outside the sandbox\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("program", help="program file, a seed name (bm25, ql_dirichlet), a shipped example program "
@@ -417,18 +422,27 @@ def build_parser() -> argparse.ArgumentParser:
                    "run: RUN:best, RUN:42, RUN:best@island:1")
     p.add_argument("--suite", help="named suite (see `evorank datasets`): demo, quick, dev, heldout, ...")
     p.add_argument("--datasets", help="comma-separated collection addresses: ir_datasets ids, local:<name>, folders")
-    p.add_argument("--compare", metavar="PROGRAM",
-                   help="also evaluate this trusted program (a seed name or your file) on the same queries and print "
-                   "per-collection differences (default: bm25 for RUN:ID, none for a file; 'none' turns it off)")
+    p.add_argument("--compare", metavar="PROGRAM", nargs="?", const="bm25",
+                   help="also evaluate this program (a seed name, a file or RUN:ID; bm25 when no name is given) on the "
+                   "same queries, and test the difference per collection and pooled: mean per-query difference of "
+                   "nDCG@10 and R@100 with a 95%% bootstrap interval, paired randomization test (Holm-corrected over "
+                   "the collections), paired t-test, wins/ties/losses (default: bm25 for a run's program, none for a "
+                   "file; 'none' turns it off)")
     p.add_argument("--fitness", default="rankevolve", choices=["rankevolve", "latency-aware", "robust"],
                    help="rankevolve = 0.8 x R@100 + 0.2 x nDCG@10 per collection, averaged (R@100 counts only on "
                    "collections of 1,000+ documents); latency-aware also discounts programs slower than BM25 (measured "
                    "in the same run); robust = 1 + the mean per-collection gain over BM25, losses counted twice")
     p.add_argument("--k", type=int, default=1000, help="documents kept per query (default 1000)")
-    p.add_argument("--runs-out", metavar="DIR", help="also write one TREC run file per collection into DIR")
-    p.add_argument("--sandbox", action=argparse.BooleanOptionalAction, default=None,
-                   help="run the program through the static checks and in the sandbox, as `run` does (default: on "
-                   "for RUN:ID, whose code an LLM wrote; off for your own files and the seeds)")
+    p.add_argument("--runs-out", metavar="DIR", help="also write one TREC run file per collection into DIR (from the "
+                   "rankings the sandbox returned, or this process's with --in-process)")
+    p.add_argument("--in-process", dest="in_process", action="store_true",
+                   help="YOUR OWN CODE ONLY: run the file in this process, outside the sandbox (faster to debug, "
+                   "tracebacks in full). Refused for a run's programs (RUN:ID, files in a run folder) and for files "
+                   "`evorank export` wrote: those always run in the sandbox, as does everything by default")
+    p.add_argument("--sandbox", action="store_true",
+                   help="also put the program through the static checks that `run` applies before the jail (always "
+                   "done for a run's programs)")
+    p.add_argument("--no-sandbox", dest="no_sandbox", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print results as JSON")
     _add_cluster_args(p)
     _add_limit_args(p, run=False)

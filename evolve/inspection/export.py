@@ -36,6 +36,17 @@ class ExportError(EvorankError):
     pass
 
 
+#: Text that marks a file as a run's output wherever it was copied: the fixed sentence of the exported module's
+#: header (``export_template.py.txt``) and the opening of the docstring that ``best.py`` and every exported program
+#: carry (``provenance.program_docstring``). ``evorank eval`` runs such files only in the sandbox.
+RUN_OUTPUT_MARKS = ("exported as a standalone module", "evolved by evorank in run")
+
+
+def run_output_mark(text: str) -> str | None:
+    """The mark (of ``RUN_OUTPUT_MARKS``) that shows ``text`` was written by a run or by ``export``, or None."""
+    return next((m for m in RUN_OUTPUT_MARKS if m in text), None)
+
+
 def _bound_names(tree: ast.Module) -> set[str]:
     """Names a module binds at top level (defs, classes, assignments, imports, loop/with targets)."""
     names: set[str] = set()

@@ -130,6 +130,14 @@ def split_run_address(text: str) -> tuple[Path, str] | None:
     return None
 
 
+def run_folder_of(path) -> Path | None:
+    """The run folder a file lies in (the nearest folder above it holding ``archive.sqlite``), or None."""
+    for folder in Path(path).resolve().parents:
+        if (folder / "archive.sqlite").is_file():
+            return folder
+    return None
+
+
 def resolve_program_arg(text: str) -> tuple[str, str] | None:
     """For ``evorank eval``: (display name, source) of ``RUN:ID``, else None (a file or seed name)."""
     found = split_run_address(str(text))

@@ -108,22 +108,23 @@ def test_eval_accepts_run_addresses(syn, capsys):
 
 
 def test_eval_of_archived_code_runs_checked_and_sandboxed(syn, capsys, tmp_path):
-    """Code from a run archive was written by an LLM: `evorank eval RUN:ID` puts it through the static checks
-    and the sandbox by default (`--no-sandbox` opts out); rankings for --runs-out need an in-process run."""
+    """Code from a run archive was written by a proposer: `evorank eval RUN:ID` always puts it through the static
+    checks and the sandbox (`--in-process` is refused), and --runs-out writes the rankings the sandbox returned."""
     run = syn["run"]
     forbidden = syn["recs"]["forbidden"].id
     capsys.readouterr()
     assert main(["eval", f"{run}:{forbidden}", "--datasets", "builtin:demo", "--json"]) == 1
     (coll,) = json.loads(capsys.readouterr().out)["collections"]
     assert coll["error_reason"] == "forbidden:import os"
-    err = run_text(capsys, "eval", f"{run}:best", "--datasets", "builtin:demo", "--runs-out", str(tmp_path / "r"), rc=2)
-    assert "--no-sandbox" in err and not (tmp_path / "r").exists()
-    out = run_json(capsys, "eval", f"{run}:best", "--datasets", "builtin:demo", "--no-sandbox",
-                   "--runs-out", str(tmp_path / "r"))
+    err = run_text(capsys, "eval", f"{run}:best", "--datasets", "builtin:demo", "--in-process", rc=2)
+    assert err.startswith("evorank: error: --in-process refused") and err.count("\n") == 1
+    out = run_json(capsys, "eval", f"{run}:best", "--datasets", "builtin:demo", "--runs-out", str(tmp_path / "r"))
     assert out["collections"][0]["metrics"]["ndcg@10"] == pytest.approx(
         syn["recs"]["k1"].metrics["builtin:demo"]["ndcg@10"], abs=1e-12)
-    assert list((tmp_path / "r").iterdir())
-    bad = tmp_path / "mine.py"  # your own file runs in-process unless you ask for the sandbox
+    assert out["compare"]["program"] == "bm25" and "significance" in out["compare"]  # bm25 by default for RUN:ID
+    (trec,) = (tmp_path / "r").iterdir()
+    assert len(trec.read_text().splitlines()) > 42
+    bad = tmp_path / "mine.py"  # your own file: the jail by default, the static checks with --sandbox
     bad.write_text(syn["recs"]["forbidden"].code)
     capsys.readouterr()
     assert main(["eval", str(bad), "--datasets", "builtin:demo", "--sandbox", "--json"]) == 1

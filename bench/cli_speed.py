@@ -5,20 +5,24 @@ Run by hand (not a test); every figure is the best of --repeats fresh processes:
 1. `evorank --help`;
 2. `evorank status RUN` on a small run made here with the offline mutator (`--iterations 4` on
    `local:adi`);
-3. `evorank eval bm25 --datasets beir/scifact/test` from a warm cache (the index and the collection's
+3. `evorank eval bm25 --datasets beir/scifact/test --in-process` from a warm cache (the index and the collection's
    queries/judgements cached by a first run), against a bm25s script that, as one fresh process,
    reads SciFact from the same ir_datasets files, tokenizes and stems it, indexes (Lucene BM25,
    k1=0.9, b=0.4), retrieves the top 1,000 for the 300 test queries and computes nDCG@10 and R@100.
    Target: ratio evorank / bm25s <= 1.
+4. `evorank eval bm25 --suite quick` as it runs by default, in the sandbox, against the same with `--in-process`,
+   from a warm cache, the two commands alternated --repeats times: median and best of each, and the difference of
+   the medians. Target: the sandbox costs <= 0.3 s more.
 
 Needs IR_DATASETS_HOME (a writable copy of ../shared/ir_datasets) and EVORANK_DATA (../shared/datasets);
-the evorank cache goes to a temporary folder. Usage: python bench/cli_speed.py [--repeats 5]
+the evorank cache goes to a temporary folder. Usage: python bench/cli_speed.py [--repeats 5] [--only-sandbox]
 """
 from __future__ import annotations
 
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -70,9 +74,32 @@ def best_of(cmd: list[str], repeats: int, env: dict) -> float:
     return min(times)
 
 
+def alternated(cmds: dict[str, list[str]], repeats: int, env: dict) -> dict[str, list[float]]:
+    """Wall times of each command, the commands run in turn ``repeats`` times (so that load drifts hit all alike)."""
+    times: dict[str, list[float]] = {k: [] for k in cmds}
+    for _ in range(repeats):
+        for k, cmd in cmds.items():
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+            times[k].append(time.perf_counter() - t0)
+    return times
+
+
+def sandbox_cost(evorank: list[str], repeats: int, env: dict) -> None:
+    cmds = {"sandboxed (default)": evorank + ["eval", "bm25", "--suite", "quick"],
+            "--in-process": evorank + ["eval", "bm25", "--suite", "quick", "--in-process"]}
+    subprocess.run(cmds["--in-process"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    times = alternated(cmds, repeats, env)
+    for k, ts in times.items():
+        print(f"evorank eval bm25 --suite quick, {k:20s} median {statistics.median(ts):6.2f} s   best {min(ts):6.2f} s")
+    diff = statistics.median(times["sandboxed (default)"]) - statistics.median(times["--in-process"])
+    print(f"sandbox cost of eval on quick: {diff:+.2f} s (difference of medians; target <= 0.3 s)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--only-sandbox", action="store_true", help="measure only item 4")
     args = ap.parse_args()
     home = os.environ.get("IR_DATASETS_HOME")
     if not home or not (Path(home) / "beir" / "scifact" / "source.zip").is_file():
@@ -81,11 +108,14 @@ def main() -> None:
     env = dict(os.environ, EVORANK_CACHE=str(work / "cache"), COLUMNS="160")
     evorank = [sys.executable, "-m", "evorank"]
     try:
+        sandbox_cost(evorank, args.repeats, env)
+        if args.only_sandbox:
+            return
         run_dir = work / "run"
         subprocess.run(evorank + ["run", "--llm", "offline", "--datasets", "local:adi", "--iterations", "4",
                                   "--workers", "1", "--out", str(run_dir), "--quiet"],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        eval_cmd = evorank + ["eval", "bm25", "--datasets", "beir/scifact/test"]
+        eval_cmd = evorank + ["eval", "bm25", "--datasets", "beir/scifact/test", "--in-process"]
         subprocess.run(eval_cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)  # warm
         script = work / "bm25s_scifact.py"
         script.write_text(BM25S_SCRIPT)
@@ -94,7 +124,7 @@ def main() -> None:
         rows = [
             ("evorank --help", best_of(evorank + ["--help"], args.repeats, env)),
             ("evorank status RUN", best_of(evorank + ["status", str(run_dir)], args.repeats, env)),
-            ("evorank eval bm25 --datasets beir/scifact/test (warm cache)", best_of(eval_cmd, args.repeats, env)),
+            ("evorank eval bm25 --datasets beir/scifact/test --in-process (warm)", best_of(eval_cmd, args.repeats, env)),
             ("bm25s whole process (read, tokenize, index, retrieve, score)", best_of(bm25s_cmd, args.repeats, env)),
         ]
         for label, seconds in rows:

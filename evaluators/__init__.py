@@ -11,7 +11,8 @@ Subpackages, lowest first:
 and, beside them, what evaluates: ``errors`` (messages fit to show a user; imported by everything), ``metrics``
 (trusted metrics and fitness), ``significance`` (paired tests of a program against a baseline, per query),
 ``evaluate`` (in-process evaluation), ``parallel`` (many candidates, sandboxed, with the cascade), ``tasks``
-(one evaluation task and its worker processes), ``cluster`` (Dask), ``splits`` (train/validation queries),
+(one evaluation task and its worker processes), ``workers`` (the workers' environment; workers forked from a
+one-shot command), ``cluster`` (Dask), ``splits`` (train/validation queries),
 ``cost`` (estimated evaluation cost), ``availability`` (what is on this machine).
 
 Nothing here imports ``evorank.evolve``: evaluation knows no proposer, prompt or run loop.

@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'evorank[dask]'"
 
-#: Variables a cluster worker needs besides ``tasks.WORKER_ENV_KEEP`` (where to find data and caches).
+#: Variables a cluster worker needs besides ``workers.WORKER_ENV_KEEP`` (where to find data and caches).
 CLUSTER_ENV_KEEP = frozenset({"EVORANK_DATA", "EVORANK_CACHE", "IR_DATASETS_HOME"})
 #: Names of variables that look like credentials; a worker that has one set is reported (``DASK_*`` settings,
 #: e.g. the path of a TLS key file, are not).

@@ -18,7 +18,7 @@ Typical use (the evolution loop)::
     with Evaluator(resolve_collections("dev", None), n_workers=2) as ev:
         results = ev.evaluate(sources, seed_sources, parent_stage1)
 
-Workers are started with an environment in which every variable not in ``tasks.WORKER_ENV_KEEP`` is
+Workers are started with an environment in which every variable not in ``workers.WORKER_ENV_KEEP`` is
 blanked (``OPENAI_API_KEY`` and the like never reach a process that forks candidates).
 
 ``cluster=`` (an address such as ``tcp://HOST:8786``, or a ``distributed.Client``) runs the same tasks
@@ -159,7 +159,7 @@ class Evaluator:
                  fitness: str = "rankevolve", cascade: CascadeConfig | None = CascadeConfig(), seed: int = 0,
                  k: int = DEFAULT_K, *, topics: list[Topics] | None = None, reference: str | None = "bm25",
                  cluster=None, shard_queries: int | None = None, cluster_retries: int = 1, validation: float = 0.0,
-                 reuse_prepare: bool = True, keep_rankings: bool = False):
+                 reuse_prepare: bool = True, keep_rankings: bool = False, pool=None):
         """``topics`` may pass already loaded collections instead of loading ``addresses``; ``reference`` is the
         seed (name or source) whose latency the latency-aware fitness compares against (measured once, lazily).
 
@@ -171,7 +171,8 @@ class Evaluator:
         but their fitness (and the cascade's sample) comes from the train queries only, and the validation queries
         give ``CandidateResult.validation``. ``reuse_prepare``: candidates whose ``prepare`` is the same code share its
         state per collection (``prepared.py``; ``prepare_hit_rate`` counts it). ``keep_rankings``: fully evaluated
-        results keep the ranking the worker rebuilt (``CollectionResult.ranking``), e.g. for TREC run files."""
+        results keep the ranking the worker rebuilt (``CollectionResult.ranking``), e.g. for TREC run files.
+        ``pool``: ``n_workers`` local workers already started (``workers.forked_pool``), which the Evaluator owns."""
         self.topics: list[Topics] = list(topics) if topics is not None else [load_topics(a) for a in addresses]
         self.n_workers = max(1, n_workers or os.cpu_count() or 1)
         if shard_queries is not None and shard_queries < 0:
@@ -188,7 +189,7 @@ class Evaluator:
         self._reference_spec = reference
         self._reference: CandidateResult | None = None
         self._reference_running = False
-        self._executor = None
+        self._executor = pool
         self._closing = False
         self.layers: tuple[str, ...] = ()
         # Test-only switch: skip static checks and the runtime builtins restriction, to prove the OS layers
@@ -578,15 +579,16 @@ def _quiet_manager_thread(previous):
 def evaluate_programs_sandboxed(programs: list[tuple[str, str, bool]], addresses: list[str], *, seed_source=None,
                                 n_workers=None, limits: Limits = Limits(), fitness: str = "rankevolve", k: int = DEFAULT_K,
                                 topics: list[Topics] | None = None, cluster=None, shard_queries: int | None = None,
-                                keep_rankings: bool = False) -> list[SuiteResult]:
+                                keep_rankings: bool = False, pool=None) -> list[SuiteResult]:
     """Whole programs, each ``(name, source, checked)``, fully evaluated in the sandbox one after another on one pool
     (for the CLI and the report); ``checked``: the static checks first (against ``seed_source``'s head and tail
-    when given); ``keep_rankings``, ``cluster``, ``shard_queries``: as for ``Evaluator``."""
+    when given); ``keep_rankings``, ``cluster``, ``shard_queries``, ``pool``: as for ``Evaluator``."""
     workers = n_workers or os.cpu_count() or 1
     if not shard_queries:  # one task per collection: more workers than collections would idle
         workers = min(workers, len(topics) if topics is not None else len(addresses))
     with Evaluator(addresses, n_workers=max(1, workers), limits=limits, fitness=fitness, cascade=None, k=k,
-                   topics=topics, cluster=cluster, shard_queries=shard_queries, keep_rankings=keep_rankings) as ev:
+                   topics=topics, cluster=cluster, shard_queries=shard_queries, keep_rankings=keep_rankings,
+                   pool=pool) as ev:
         return [(ev.evaluate([src], [seed_source], [None], [name])[0] if checked else
                  ev.evaluate_trusted(src, name=name)).suite for name, src, checked in programs]
 

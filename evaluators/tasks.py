@@ -3,7 +3,7 @@
 An ``EvalTask`` is one sandboxed run: a program on (a shard of) one collection's analysed queries.
 Local loky workers run it with ``run_local_task`` (open the collection's memory-mapped index once per
 worker, then ``run_sandboxed``); Dask workers with ``cluster.run_cluster_task``. Both kinds of worker
-start with the environment from ``worker_env``: every variable outside ``WORKER_ENV_KEEP`` blanked, so
+start with the environment from ``worker_env``: every variable outside ``workers.WORKER_ENV_KEEP`` blanked, so
 no API key reaches a process that forks candidates, and numeric libraries held to one thread.
 
 Large collections can be split into query shards (``shard_bounds``), one task each; ``merge_shards``
@@ -21,16 +21,7 @@ import numpy as np
 from evorank.evaluators.sandbox.jail import LAYERS, prepare_process
 from evorank.evaluators.program.ranking import Query, Ranking
 from evorank.evaluators.sandbox.runner import Limits, SandboxResult, run_sandboxed
-
-#: Environment variables passed to worker processes with their values; all others are blanked.
-WORKER_ENV_KEEP = frozenset({
-    "PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_NUMERIC", "TZ", "TMPDIR", "TEMP", "TMP",
-    "PYTHONPATH", "PYTHONHOME", "PYTHONHASHSEED", "PYTHONNOUSERSITE", "PYTHONSAFEPATH", "VIRTUAL_ENV",
-    "LD_LIBRARY_PATH", "SYSTEMROOT",
-})
-#: Set in every worker: numeric libraries use one thread (workers, not threads, are the parallelism).
-THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-              "NUMEXPR_NUM_THREADS": "1", "VECLIB_MAXIMUM_THREADS": "1"}
+from .workers import THREAD_ENV, WORKER_ENV_KEEP
 
 
 @dataclass(frozen=True)

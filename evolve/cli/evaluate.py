@@ -122,6 +122,11 @@ def _tag(text: str) -> str:
 
 
 def cmd_eval(args) -> int:
+    forking = not (args.in_process or args.cluster)  # sandbox workers forked from this process
+    if forking:
+        from evorank.evaluators.workers import one_thread_per_library
+
+        one_thread_per_library()  # before numpy loads, as in loky workers
     from evorank.evaluators.data.suites import resolve_collections
     from evorank.evaluators.evaluate import load_topics
 
@@ -141,11 +146,25 @@ def cmd_eval(args) -> int:
                                    "only in the sandbox; drop --in-process")
         if args.cluster:
             raise EvorankError("--cluster always evaluates in the sandbox on the workers; drop --in-process")
-    log = (lambda m: print(m, file=sys.stderr)) if not args.json else None
-    progress = sys.stderr.isatty() and not args.json
-    topics = [load_topics(a, progress=progress, log=log) for a in addresses]
-    evaluate = _eval_in_process if args.in_process else _eval_sandboxed
-    suite, reference = evaluate(args, [p for p in (program, baseline) if p is not None], topics)
+    workers = pool = None
+    if forking:  # before any judgement is read; the workers prepare the sandbox while the collections load
+        import evorank.evaluators.parallel  # noqa: F401  (what the workers run, loaded before they fork)
+        from evorank.evaluators.workers import forked_pool
+
+        workers = max(1, min(os.cpu_count() or 1, len(addresses)))
+        pool = forked_pool(workers)
+    try:
+        log = (lambda m: print(m, file=sys.stderr)) if not args.json else None
+        progress = sys.stderr.isatty() and not args.json
+        topics = [load_topics(a, progress=progress, log=log) for a in addresses]
+        programs = [p for p in (program, baseline) if p is not None]
+        if args.in_process:
+            suite, reference = _eval_in_process(args, programs, topics)
+        else:
+            suite, reference = _eval_sandboxed(args, programs, topics, workers, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)  # after an error; the Evaluator has closed it otherwise
     if args.runs_out:
         from evorank.evaluators.evaluate import write_trec_run
         from evorank.evaluators.index.index import safe_name
@@ -195,7 +214,7 @@ def _eval_in_process(args, programs: list[EvalProgram], topics):
     return suites[0], (suites[1] if len(suites) > 1 else None)
 
 
-def _eval_sandboxed(args, programs: list[EvalProgram], topics):
+def _eval_sandboxed(args, programs: list[EvalProgram], topics, workers: int | None, pool):
     """The default: every program in the jail (on local workers or ``--cluster``), as ``run`` does; a run's
     programs and ``--sandbox`` also go through the static checks first. Rankings come back as the plain data the
     worker validated, so per-query metrics and ``--runs-out`` files are computed here from that data."""
@@ -205,7 +224,7 @@ def _eval_sandboxed(args, programs: list[EvalProgram], topics):
         [(p.label, p.source, bool(p.run_output or args.sandbox)) for p in programs], [t.name for t in topics],
         fitness=args.fitness, k=args.k, topics=topics, cluster=args.cluster, shard_queries=args.shard_queries or None,
         limits=Limits(timeout_s=args.timeout_s or Limits.timeout_s, memory_mb=args.memory_mb or None),
-        keep_rankings=bool(args.runs_out))
+        keep_rankings=bool(args.runs_out), n_workers=workers, pool=pool)
     return suites[0], (suites[1] if len(suites) > 1 else None)
 
 

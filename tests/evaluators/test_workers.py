@@ -1,0 +1,34 @@
+"""Workers forked from a one-shot command: they keep no environment variable outside the list loky workers get,
+their numeric libraries run on one thread, and they evaluate in the sandbox like loky workers."""
+import os
+
+from evorank.evaluators.workers import THREAD_ENV, WORKER_ENV_KEEP, erase_environment, forked_pool
+
+
+def environment() -> dict:
+    return dict(os.environ)
+
+
+def test_forked_workers_start_without_the_commands_secrets(monkeypatch):
+    monkeypatch.setenv("EVORANK_TEST_API_KEY", "sk-not-for-candidates-0123456789")
+    pool = forked_pool(1)
+    try:
+        env = pool.submit(environment).result(timeout=60)
+    finally:
+        pool.shutdown()
+    assert "EVORANK_TEST_API_KEY" not in env and os.environ["EVORANK_TEST_API_KEY"].startswith("sk-")
+    assert set(env) <= WORKER_ENV_KEEP | set(THREAD_ENV) and all(env[k] == v for k, v in THREAD_ENV.items())
+
+
+def test_erase_environment_overwrites_values_held_nowhere_else(monkeypatch):
+    import ctypes
+
+    monkeypatch.setenv("EVORANK_TEST_ERASED", "a-value-to-overwrite")
+    monkeypatch.setenv("EVORANK_TEST_KEPT", "stays")
+    zeroed = []
+    real = ctypes.memset
+    monkeypatch.setattr(ctypes, "memset", lambda at, value, n: (zeroed.append(n), real(at, value, n))[1])
+    keep = frozenset(k for k in os.environ if k != "EVORANK_TEST_ERASED")
+    erase_environment(keep)
+    assert "EVORANK_TEST_ERASED" not in os.environ and os.environ["EVORANK_TEST_KEPT"] == "stays"
+    assert zeroed == [len("a-value-to-overwrite")]

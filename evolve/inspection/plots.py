@@ -2,7 +2,7 @@
 paths: no font and no network needed): fitness over iterations; train, validation and held-out fitness of the
 run's best over iterations; the best program vs the seeds per collection; each island's MAP-Elites grid (a
 two-dimensional view, coloured by the gain over the best seed on a diverging scale); outcomes and failure
-reasons over time; tokens and cost over time.
+reasons over time; tokens and cost over time; per-query differences between two programs, per collection.
 """
 from __future__ import annotations
 
@@ -296,5 +296,34 @@ def plot_cost(P: Plots, programs) -> str:
     return P.svg(fig)
 
 
-# -- transfer ------------------------------------------------------------------------------------------
+def plot_per_query(P: Plots, ours: dict[str, dict], baseline: dict[str, dict], metric: str = "ndcg@10",
+                   label: str = "best", baseline_label: str = "BM25") -> str:
+    """Per collection, every query's ``metric`` difference (ours - baseline), sorted: green bars where the program
+    wins, red where it loses; a gain carried by a few queries shows as a few tall bars, a broad one as a wide band."""
+    import numpy as np
 
+    colls = [c for c in ours if c in baseline]
+    names = short_names(colls)
+    ncols = min(4, max(1, len(colls)))
+    nrows = max(1, math.ceil(len(colls) / ncols))
+    fig, axes = P.figure(2.6 * ncols + 0.6, 2.3 * nrows, ncols=ncols, nrows=nrows, sharey=True)
+    for i in range(nrows * ncols):
+        ax = axes[i // ncols][i % ncols]
+        if i >= len(colls):
+            ax.set_axis_off()
+            continue
+        c = colls[i]
+        d = np.sort(np.asarray(ours[c][metric], dtype=float) - np.asarray(baseline[c][metric], dtype=float))[::-1]
+        x = np.arange(len(d))
+        ax.fill_between(x, 0, np.where(d > 0, d, 0), step="mid", color="#2c7a3f", lw=0)
+        ax.fill_between(x, 0, np.where(d < 0, d, 0), step="mid", color="#b3261e", lw=0)
+        ax.axhline(0, color="#444", lw=0.6)
+        wins, losses = int((d > 1e-9).sum()), int((d < -1e-9).sum())
+        ax.set_title(f"{names[c]}: {wins} up, {losses} down of {len(d)}\nmean {d.mean():+.4f}", fontsize=8.5)
+        ax.set_xlim(-0.5, max(len(d) - 0.5, 0.5))
+        ax.set_xticks([])
+        ax.grid(axis="y", alpha=0.3)
+        if i % ncols == 0:
+            ax.set_ylabel(f"Δ {METRIC_LABELS.get(metric, metric)} per query\n{label} - {baseline_label}", fontsize=8)
+    fig.tight_layout()
+    return P.svg(fig)

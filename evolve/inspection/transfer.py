@@ -2,7 +2,8 @@
 
 ``evaluate_sources`` scores program sources the way ``evorank eval`` does; ``transfer_data`` puts the
 run's own (seen) measurements of its best program and seeds next to held-out ones computed now, for
-the transfer table of ``evorank report``.
+the transfer table of ``evorank report``, with every program's per-query values on the held-out and the seen
+collections, from which the report tests the best program against BM25.
 """
 from __future__ import annotations
 
@@ -16,37 +17,26 @@ from evorank.evaluators.availability import split_available
 def evaluate_sources(sources: dict[str, str], addresses, k: int = 1000, log=None,
                      trusted: frozenset[str] | set[str] = frozenset()) -> dict[str, dict]:
     """Evaluate programs (label -> source) on collections as ``evorank eval`` does: ``load_topics`` once per
-    collection; programs whose label is in ``trusted`` (the seeds) with ``evaluate_on`` in this process, the
-    others (LLM-written code) through the static checks and the sandbox, as in ``evorank run``.
+    collection, then every program in the sandbox on one pool of workers; programs whose label is in ``trusted``
+    (the seeds) skip the static checks, the others (a run's code) go through them, as in ``evorank run``.
 
-    Returns {label: {"collections": {address: metrics | None}, "errors": {address: reason}}}."""
-    from evorank.evaluators.evaluate import evaluate_on, load_topics
-    from evorank.evaluators.parallel import evaluate_program_sandboxed
-    from evorank.evaluators.program.source import compile_program
+    Returns {label: {"collections": {address: metrics | None}, "errors": {address: reason},
+    "per_query": {address: {metric: per-query values}}}}."""
+    from evorank.evaluators.evaluate import load_topics
+    from evorank.evaluators.parallel import evaluate_programs_sandboxed
 
     addresses = list(addresses)
     topics = [load_topics(a, log=log) for a in addresses]
-    out = {label: {"collections": {}, "errors": {}} for label in sources}
-
-    def record(label, address, ok, metrics, why):
-        out[label]["collections"][address] = dict(metrics) if ok else None
-        if not ok:
-            out[label]["errors"][address] = why
-
-    for label, src in sources.items():
-        if label in trusted:
-            try:
-                prog = compile_program(src, name=label)
-            except EvorankError as e:
-                out[label]["errors"]["*"] = str(e)
-                continue
-            for address, t in zip(addresses, topics):
-                res, _ = evaluate_on(prog, t, k=k)
-                record(label, address, res.ok, res.metrics, f"{res.error_reason}: {res.error}")
-        else:
-            suite = evaluate_program_sandboxed(src, addresses, name=label, k=k, topics=topics)
-            for address, res in zip(addresses, suite.collections):
-                record(label, address, res.ok, res.metrics, f"{res.error_reason}: {res.error}")
+    out = {label: {"collections": {}, "errors": {}, "per_query": {}} for label in sources}
+    suites = evaluate_programs_sandboxed([(label, src, label not in trusted) for label, src in sources.items()],
+                                         addresses, k=k, topics=topics)
+    for label, suite in zip(sources, suites):
+        for address, res in zip(addresses, suite.collections):
+            out[label]["collections"][address] = dict(res.metrics) if res.ok else None
+            if res.ok:
+                out[label]["per_query"][address] = dict(res.per_query)
+            else:
+                out[label]["errors"][address] = f"{res.error_reason}: {res.error}"
     return out
 
 
@@ -66,7 +56,9 @@ def _suite_names() -> set[str]:
 
 
 def transfer_data(best: ProgramRecord, seeds: dict[str, ProgramRecord], heldout: str | None, log=None) -> dict:
-    """Seen metrics (from the archive) and held-out metrics (evaluated now) of best + seeds."""
+    """Seen metrics (from the archive) and held-out metrics (evaluated now) of best + seeds, and the per-query values
+    of every program on the held-out collections and on the run's own (seen) collections that are on this machine
+    (``per_query``: label -> address -> metric -> values), for the significance of the best against BM25."""
     programs = {f"best #{best.id}": best}
     for name, s in seeds.items():
         if s.code_hash != best.code_hash:
@@ -74,7 +66,7 @@ def transfer_data(best: ProgramRecord, seeds: dict[str, ProgramRecord], heldout:
     seen = {label: rec.metrics for label, rec in programs.items()}
     out = {"programs": list(programs), "seen_collections": list(best.metrics), "seen": seen,
            "heldout_spec": heldout, "heldout_collections": [], "heldout": {}, "missing": {}, "errors": {},
-           "note": None}
+           "note": None, "per_query": {}, "measured_seen": []}
     if heldout is None:
         out["note"] = "Held-out evaluation was skipped (--no-transfer)."
         return out
@@ -83,20 +75,27 @@ def transfer_data(best: ProgramRecord, seeds: dict[str, ProgramRecord], heldout:
         out["heldout_flag"] = (f"--suite {heldout}" if heldout in _suite_names() else f"--datasets {heldout}")
     except EvorankError as e:
         out["note"] = f"Held-out data was not available: {e}"
-        return out
+        addresses = []
     ok, missing = split_available(addresses)
     out["missing"] = missing
-    if not ok:
+    if addresses and not ok:
         out["note"] = (f"Held-out data was not available on this machine ({heldout}: "
                        + ", ".join(addresses) + "), so no transfer numbers are shown.")
+    seen_ok = split_available(list(best.metrics))[0] if "seed bm25" in programs else []
+    measured = list(dict.fromkeys([*ok, *seen_ok]))
+    if not measured:
         return out
     t0 = time.monotonic()
     trusted = {label for label, rec in programs.items() if rec.operator == "seed"}
-    # evolved code goes through the static checks and the sandbox there, as in the run
-    results = evaluate_sources({label: rec.code for label, rec in programs.items()}, ok, log=log, trusted=trusted)
+    # every program in the sandbox (the seeds' code comes from the archive too); evolved code through the static
+    # checks as well, as in the run
+    results = evaluate_sources({label: rec.code for label, rec in programs.items()}, measured, log=log,
+                               trusted=trusted)
     out["heldout_collections"] = ok
+    out["measured_seen"] = seen_ok
     for label, res in results.items():
-        out["heldout"][label] = res["collections"]
+        out["heldout"][label] = {a: m for a, m in res["collections"].items() if a in ok}
+        out["per_query"][label] = res["per_query"]
         if res["errors"]:
             out["errors"][label] = "; ".join(f"{k}: {v}" for k, v in res["errors"].items())
     out["elapsed_s"] = round(time.monotonic() - t0, 1)

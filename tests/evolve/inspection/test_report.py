@@ -43,11 +43,12 @@ def test_report_is_self_contained_and_complete(syn, report):
     assert not re.search(r"<(script|link|img|iframe|object|embed)\b", page, re.I)
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page, re.I)
     assert not re.search(r"url\(\s*['\"]?(https?:|//)", page, re.I) and "@import" not in page
-    assert page.count("<svg") == 5  # fitness, collections, grids, outcomes, cost
+    assert page.count("<svg") == 7  # fitness, collections, per-query (seen, held-out), grids, outcomes, cost
     ids = re.findall(r'\bid="([^"]+)"', page)
     assert len(ids) == len(set(ids)), "inline SVGs share element ids"
     assert set(re.findall(r'url\(#([^)]+)\)', page)) <= set(ids)
-    for sid in ("fitness", "collections", "grids", "lineage", "transfer", "outcomes", "cost", "top", "config"):
+    for sid in ("fitness", "collections", "significance", "grids", "lineage", "transfer", "outcomes", "cost", "top",
+                "config"):
         assert f"<section id='{sid}'>" in page, sid
     recs = syn["recs"]
     best = recs["k1"]
@@ -65,6 +66,24 @@ def test_report_is_self_contained_and_complete(syn, report):
     assert cells[0] == round(seen_ndcg, 4)
     assert "seed bm25" in m and "seed ql_dirichlet" in m
     assert "evorank eval RUN:best --datasets builtin:demo" in page
+
+
+def test_report_tests_the_best_program_against_bm25_per_query(syn, report):
+    """The best program's section has the paired significance table against BM25 on the seen and the held-out
+    collections (per collection for nDCG@10 and R@100, pooled where there are several) and a per-query plot for each
+    set; the means in it are the programs' metrics measured again in the sandbox."""
+    page = report.read_text()
+    part = re.search(r"<section id='significance'>(.*?)</section>", page, re.S).group(1)
+    assert part.count("<table class=sig>") == 2 and part.count("<svg") == 2
+    assert "p Holm" in part and "W/T/L" in part and "per-query nDCG@10 differences" in part
+    seen = part[part.index("<h3>Seen collections"):part.index("<h3>Held-out collections")]
+    best, bm25 = syn["recs"]["k1"], syn["recs"]["bm25"]
+    row = re.search(r"<tr><td>demo</td><td>nDCG@10</td>(.*?)</tr>", seen).group(1)
+    cells = re.findall(r"<td class=num>(?:<span[^>]*>)?([^<]+)", row)
+    assert int(cells[0]) == 42
+    assert float(cells[1]) == round(bm25.metrics["builtin:demo"]["ndcg@10"], 4)
+    assert float(cells[2]) == round(best.metrics["builtin:demo"]["ndcg@10"], 4)
+    assert "<b>all queries (pooled)</b></td><td>R@100</td><td class=num>45<" in seen  # 42 demo + 3 tiny queries
 
 
 def test_report_without_transfer_data(syn, tmp_path, capsys):
@@ -123,4 +142,4 @@ def test_report_renders_in_a_real_browser(report, tmp_path):
     assert vivid > 500, vivid
     dom = _chromium(["--dump-dom", url], tmp_path)
     assert "Fitness over iterations" in dom.stdout and "MAP-Elites grids" in dom.stdout
-    assert dom.stdout.count("<svg") == 5
+    assert dom.stdout.count("<svg") == 7

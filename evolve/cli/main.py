@@ -363,8 +363,10 @@ def add_inspection_commands(sub) -> None:
 
     p = sub.add_parser("report", help="write a self-contained HTML report of a run (plots, grids, lineage, transfer)",
                        description="One HTML file with everything inline (no network): fitness over iterations, the "
-                       "best program vs the seeds per collection, each island's MAP-Elites grid, the best program's "
-                       "lineage with diffs, seen vs held-out (transfer) metrics, failures, tokens and cost.",
+                       "best program vs the seeds per collection, the best program vs BM25 per query (significance on "
+                       "the run's and the held-out collections), each island's MAP-Elites grid, the best program's "
+                       "lineage with diffs, seen vs held-out (transfer) metrics, failures, tokens and cost. Programs "
+                       "are evaluated for it in the sandbox.",
                        epilog="examples:\n  evorank report runs/x -o report.html\n"
                        "  evorank report runs/x --heldout local:npl,local:adi\n  evorank report runs/x --no-transfer\n",
                        formatter_class=raw)
@@ -373,7 +375,7 @@ def add_inspection_commands(sub) -> None:
     p.add_argument("--heldout", default="heldout",
                    help="suite name or comma-separated collections for the transfer table (default: heldout)")
     p.add_argument("--no-transfer", dest="no_transfer", action="store_true",
-                   help="skip the held-out evaluation (no program is run)")
+                   help="evaluate nothing at report time: no held-out table and no significance test")
     p.add_argument("--json", action="store_true", help="print what was written as JSON")
     p.set_defaults(func=_lazy("evorank.evolve.inspection.report", "cmd_report"))
 

@@ -2,13 +2,15 @@
 
 Everything is inline: plots are SVG made with matplotlib (Agg backend, text drawn as paths so no
 font or network is needed), styles are in a <style> block, and there is no JavaScript. Sections:
-summary, fitness over iterations, the best program vs the seeds per collection, each island's
-MAP-Elites grid, the best program's lineage with each step's diff, seen vs held-out (transfer)
-metrics, outcomes and failure reasons over time, tokens and cost over time, and the top programs.
+summary, fitness over iterations, the best program vs the seeds per collection, the best program vs BM25
+per query (paired significance and the sorted per-query differences, on the run's collections and the
+held-out ones), each island's MAP-Elites grid, the best program's lineage with each step's diff, seen vs
+held-out (transfer) metrics, outcomes and failure reasons over time, tokens and cost over time, and the top
+programs.
 
-Held-out numbers are computed at report time with the same code paths as ``evorank eval``
-(``evolve.inspection.transfer``) for the best program and the seeds: the seeds in this process, evolved code
-through the static checks and the sandbox, as in the run.
+Held-out numbers and per-query values are computed at report time with the same code paths as ``evorank eval``
+(``evolve.inspection.transfer``) for the best program and the seeds, every one in the sandbox (the seeds' code
+comes from the archive too); evolved code through the static checks first, as in the run.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from evorank.evaluators.errors import EvorankError
 from evorank.evolve.inspection.console import console as make_console
-from evorank.evolve.inspection.format import ID_FORMS
+from evorank.evolve.inspection.format import ID_FORMS, RUN_COLLECTIONS
 
 EPILOG_MAIN = """\
 examples:
@@ -289,6 +289,14 @@ def _add_limit_args(p, run: bool) -> None:
                    "for six float64 arrays of the collection's postings, so it grows with the collection)")
 
 
+def _add_significance_arg(p, what: str) -> None:
+    p.add_argument("--significance", nargs="?", const=RUN_COLLECTIONS, metavar="SUITE",
+                   help=f"test {what} against the run's BM25 seed, paired per query (evaluated now, in the sandbox) "
+                   "on the run's own collections, or on SUITE (a suite name or comma-separated collections, e.g. "
+                   "heldout): pooled Δ nDCG@10 with its randomization test, and the collections significantly better "
+                   "or worse after Holm correction")
+
+
 def _id_help(default: str | None = None) -> str:
     return f"program: {ID_FORMS}" + (f" (default {default})" if default else "")
 
@@ -311,15 +319,19 @@ def add_inspection_commands(sub) -> None:
                        description="Summarise a run (safe while it runs): proposals done of the total, elapsed time, "
                        "accepted/failed programs by reason, the best fitness per island, LLM tokens and cost, and "
                        "whether a process is writing to it now (its archive.lock is held).",
-                       epilog="example:\n  evorank status runs/20261122-101500\n", formatter_class=raw)
+                       epilog="examples:\n  evorank status runs/20261122-101500\n"
+                       "  evorank status runs/x --significance heldout   # is the best significantly better than BM25?\n",
+                       formatter_class=raw)
     p.add_argument("run", help="run folder")
     p.add_argument("--json", action="store_true", help="print as JSON")
+    _add_significance_arg(p, "the best program")
     p.set_defaults(func=_lazy("evorank.evolve.inspection.terminal", "cmd_status"))
 
     p = sub.add_parser("top", help="the best programs of a run, with per-collection metrics and latency",
                        description="List a run's accepted programs (each seed once, no migration copies), best first.",
                        epilog="examples:\n  evorank top runs/x -n 20\n  evorank top runs/x --by latency\n"
-                       "  evorank top runs/x --by ndcg@10 --metric ndcg@10\n", formatter_class=raw)
+                       "  evorank top runs/x --by ndcg@10 --metric ndcg@10\n  evorank top runs/x -n 5 --significance\n",
+                       formatter_class=raw)
     p.add_argument("run", help="run folder")
     p.add_argument("-n", type=int, default=10, help="how many (default 10; 0 = all)")
     p.add_argument("--by", default="fitness",
@@ -328,6 +340,7 @@ def add_inspection_commands(sub) -> None:
     p.add_argument("--metric", help="the one metric to show per collection (default nDCG@10/R@100)")
     p.add_argument("--island", type=int, help="only this island")
     p.add_argument("--json", action="store_true", help="print as JSON (all metrics)")
+    _add_significance_arg(p, "each listed program")
     p.set_defaults(func=_lazy("evorank.evolve.inspection.terminal", "cmd_top"))
 
     p = sub.add_parser("show", help="one program: code, metrics vs its parent and its seed, operator, model",

@@ -18,6 +18,8 @@ METRIC_LABELS = {"ndcg@10": "nDCG@10", "recall@100": "R@100", "recall@1000": "R@
 # How a program of a run can be named (``evorank show RUN ID``, ``evorank eval RUN:ID``); see
 # ``inspect_queries.resolve_id``.
 ID_FORMS = "best, best@island:K, a program id, a code-hash prefix, or seed:NAME"
+#: What ``top``/``status --significance`` test on when no suite is named: the run's own collections.
+RUN_COLLECTIONS = "run"
 
 
 def short_name(address: str) -> str:

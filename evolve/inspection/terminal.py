@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from .console import console, print_json
-from .format import METRIC_LABELS, fmt, fmt_duration, pct, program_diff, record_json, short_names
+from .format import METRIC_LABELS, RUN_COLLECTIONS, fmt, fmt_duration, pct, program_diff, record_json, short_names
 from .queries import (
     InspectError,
     lineage_steps,
@@ -78,12 +78,70 @@ def print_status(st: dict) -> None:
 
 def cmd_status(args) -> int:
     with open_run(args.run) as store:
-        st = run_status(store)
+        with store.read_snapshot():
+            st = run_status(store)
+            best = resolve_id(store, "best") if st["best"] and args.significance else None
+            seeds = seed_records(store) if best else {}
+    tests = significance_tests(args, [best], seeds) if best else None
+    if tests is not None:
+        st["significance"] = tests[0][best.id].to_json()
+        st["significance"]["collections_not_available"] = tests[1]
     if args.json:
         print_json(st)
     else:
         print_status(st)
+        if tests is not None:
+            print_significance_line(tests[0][best.id])
     return 0
+
+
+# -- significance marks ------------------------------------------------------------------------------
+
+def significance_tests(args, recs, seeds):
+    """``--significance [SUITE]``: each of ``recs`` tested against the run's BM25 seed, evaluated now in the sandbox on
+    the run's own collections (no SUITE) or on SUITE; (tests by program id, unavailable collections). None when
+    the option was not given."""
+    spec = getattr(args, "significance", None)
+    if spec is None:
+        return None
+    from .transfer import compare_with_bm25, heldout_addresses
+
+    bm25 = seeds.get("bm25")
+    if bm25 is None:
+        raise InspectError("this run has no BM25 seed to test its programs against")
+    addresses = (list(dict.fromkeys(c for r in recs for c in r.metrics)) if spec == RUN_COLLECTIONS
+                 else heldout_addresses(spec))
+    log = None if args.json else (lambda m: print(m, file=sys.stderr))
+    if log:
+        log(f"testing {len(recs)} program(s) against BM25 on {len(addresses)} collection(s), all their queries, "
+            "in the sandbox ...")
+    return compare_with_bm25(recs, bm25, addresses, log=log)
+
+
+def significance_mark(comparison, metric: str = "ndcg@10") -> str:
+    """``+0.0123▲ 2▲0▼``: the pooled mean per-query difference from BM25 (▲/▼: significant at 0.05, randomization
+    test) and how many collections are significantly better / worse after Holm correction."""
+    pooled = comparison.pooled.get(metric)
+    if pooled is None:
+        return "-"
+    arrow = {"better": "[green]▲[/]", "worse": "[red]▼[/]"}.get(pooled.verdict, "")
+    verdicts = [per[metric].verdict for per in comparison.collections.values() if metric in per]
+    return f"{pooled.delta:+.4f}{arrow} {verdicts.count('better')}▲{verdicts.count('worse')}▼"
+
+
+def print_significance_line(comparison) -> None:
+    from evorank.evaluators.significance import CONFIDENCE
+
+    c = console()
+    n_coll = len(comparison.collections)
+    for m, t in comparison.pooled.items():
+        verdicts = [per[m].verdict for per in comparison.collections.values() if m in per]
+        style = {"better": "green", "worse": "red"}.get(t.verdict, "default")
+        c.print(f"vs BM25:    {METRIC_LABELS.get(m, m)} [{style}]{t.delta:+.4f}[/] ({CONFIDENCE:.0%} CI "
+                f"{t.ci_low:+.4f} to {t.ci_high:+.4f}), randomization p {t.p_randomization:.4f}, t-test p "
+                f"{fmt(t.p_ttest)}, {t.wins}/{t.ties}/{t.losses} queries won/tied/lost (pooled over {t.n:,} "
+                f"queries); collections better {verdicts.count('better')}, worse {verdicts.count('worse')} of "
+                f"{n_coll} (Holm)")
 
 
 # -- top ------------------------------------------------------------------------------------------
@@ -93,11 +151,11 @@ _TOP_LAYOUTS = ((4, True, ()), (3, True, ()), (3, True, ("hash",)), (3, False, (
                 (3, False, ("hash", "isl", "iter")), (3, False, ("hash", "isl", "iter", "operator")))
 
 
-def top_table(c, recs, seeds, colls, metrics, title):
+def top_table(c, recs, seeds, colls, metrics, title, marks=None):
     """The `top` table in the widest layout that fits the console ``c`` (values are cut only below ~110 columns
-    with six collections), and the columns it left out."""
+    with six collections), and the columns it left out; ``marks``: program id -> significance mark vs BM25."""
     for layout in _TOP_LAYOUTS:
-        table = _top_table(recs, seeds, colls, metrics, title, *layout)
+        table = _top_table(recs, seeds, colls, metrics, title, *layout, marks=marks)
         if _table_width(c, table) <= c.width:
             break
     return table, layout[2]
@@ -109,7 +167,7 @@ def _table_width(c, table) -> int:
     return Measurement.get(c, c.options.update(max_width=100_000), table).maximum
 
 
-def _top_table(recs, seeds, colls, metrics, title, digits, leading_zero, left_out):
+def _top_table(recs, seeds, colls, metrics, title, digits, leading_zero, left_out, marks=None):
     from rich import box
     from rich.table import Table
 
@@ -119,8 +177,8 @@ def _top_table(recs, seeds, colls, metrics, title, digits, leading_zero, left_ou
 
     labels = short_names(colls)
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
-    columns = [col for col in ("#", "id", "hash", "isl", "iter", "operator", "fitness", "val", "latency")
-               if col not in left_out]
+    columns = [col for col in ("#", "id", "hash", "isl", "iter", "operator", "fitness", "val", "latency",
+                               *(("vs BM25",) if marks else ())) if col not in left_out]
     for col in columns:
         table.add_column(col, justify="left" if col in ("hash", "operator") else "right", no_wrap=True)
     for c in colls:
@@ -134,6 +192,7 @@ def _top_table(recs, seeds, colls, metrics, title, digits, leading_zero, left_ou
             "fitness": fmt(r.fitness) + (f" ({pct(r.fitness, bm25.fitness)})" if bm25 and r.id != bm25.id else ""),
             "val": fmt(validation_fitness(r)),
             "latency": f"{r.latency_ratio:.2f}x" if r.latency_ratio is not None else "-",
+            "vs BM25": (marks or {}).get(r.id, "-"),
         }
         table.add_row(*(cells[col] for col in columns),
                       *("/".join(num(r.metrics.get(c, {}).get(m)) for m in metrics) for c in colls))
@@ -145,15 +204,26 @@ def cmd_top(args) -> int:
         with store.read_snapshot():
             recs = top_programs(store, args.n, args.by, args.island)
             seeds = seed_records(store)
+    tests = significance_tests(args, recs, seeds) if recs else None
     if args.json:
-        print_json([{"rank": i, **record_json(r, code=False),
-                      "seed_name": r.features.get("seed_name")} for i, r in enumerate(recs, 1)])
+        print_json([{"rank": i, **record_json(r, code=False), "seed_name": r.features.get("seed_name"),
+                     **({"significance": tests[0][r.id].to_json()} if tests else {})}
+                    for i, r in enumerate(recs, 1)])
         return 0
     c = console()
     colls = list(dict.fromkeys(name for r in recs for name in r.metrics))
     metrics = [args.metric] if args.metric else ["ndcg@10", "recall@100"]
-    table, left_out = top_table(c, recs, seeds, colls, metrics, f"top {len(recs)} by {args.by} — {args.run}")
+    bm25_hash = seeds["bm25"].code_hash if tests else None
+    marks = {r.id: "baseline" if r.code_hash == bm25_hash else significance_mark(tests[0][r.id]) for r in recs} \
+        if tests else None
+    table, left_out = top_table(c, recs, seeds, colls, metrics, f"top {len(recs)} by {args.by} — {args.run}", marks)
     c.print(table)
+    if tests:
+        tested_on = ", ".join(short_names(next(iter(tests[0].values())).collections).values())
+        c.print(f"vs BM25: pooled mean per-query Δ nDCG@10 over every query of {tested_on} (▲/▼: p < 0.05, paired "
+                "randomization test), then how many collections are significantly better▲ / worse▼ after Holm "
+                "correction; `evorank eval RUN:ID --compare` gives the full table"
+                + (f"; not available here: {', '.join(tests[1])}" if tests[1] else ""))
     c.print(f"collection cells: {'/'.join(METRIC_LABELS.get(m, m) for m in metrics)}; "
             "val = fitness on the validation queries (never used for selection); "
             "latency = median scoring time per query relative to the BM25 seed; "

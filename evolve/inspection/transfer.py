@@ -100,3 +100,27 @@ def transfer_data(best: ProgramRecord, seeds: dict[str, ProgramRecord], heldout:
             out["errors"][label] = "; ".join(f"{k}: {v}" for k, v in res["errors"].items())
     out["elapsed_s"] = round(time.monotonic() - t0, 1)
     return out
+
+
+def compare_with_bm25(records: list[ProgramRecord], bm25: ProgramRecord, addresses, log=None) -> tuple[dict, dict]:
+    """Each record's paired significance against the run's BM25 seed on ``addresses`` (all their queries), every
+    program evaluated now in the sandbox on one pool (``evaluate_sources``). Returns ({program id: Comparison},
+    {address: why it is not available here}); EvorankError when none is."""
+    from evorank.evaluators.significance import compare
+
+    ok, missing = split_available(list(addresses))
+    if not ok:
+        raise EvorankError("none of the collections to test on is available on this machine: "
+                           + "; ".join(f"{a}: {why}" for a, why in missing.items()))
+    label = {r.id: "bm25" if r.code_hash == bm25.code_hash else f"#{r.id}" for r in records}
+    sources = {"bm25": bm25.code, **{label[r.id]: r.code for r in records if label[r.id] != "bm25"}}
+    trusted = {"bm25"} | {label[r.id] for r in records if r.operator == "seed"}
+    results = evaluate_sources(sources, ok, log=log, trusted=trusted)
+    base = results["bm25"]["per_query"]
+    out = {}
+    for r in records:
+        per_query = results[label[r.id]]["per_query"]
+        both = [a for a in ok if a in per_query and a in base]
+        out[r.id] = compare({a: per_query[a] for a in both}, {a: base[a] for a in both}, program=f"#{r.id}",
+                            baseline_name="bm25")
+    return out, missing

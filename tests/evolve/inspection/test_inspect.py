@@ -131,6 +131,25 @@ def test_eval_of_archived_code_runs_checked_and_sandboxed(syn, capsys, tmp_path)
     assert json.loads(capsys.readouterr().out)["collections"][0]["error_reason"] == "forbidden:import os"
 
 
+def test_top_and_status_mark_significance_against_bm25(syn, capsys):
+    """--significance evaluates the listed programs and BM25 now, in the sandbox, and tests each against BM25 per
+    query: JSON carries the full comparison, the table a mark, status a line for the best program."""
+    run = str(syn["run"])
+    recs = syn["recs"]
+    top = run_json(capsys, "top", run, "-n", "3", "--significance")
+    by_id = {r["id"]: r for r in top}
+    k1 = by_id[recs["k1"].id]["significance"]
+    assert k1["baseline"] == "bm25" and set(k1["collections"]) == set(recs["k1"].metrics)
+    pooled = k1["pooled"]["ndcg@10"]
+    assert pooled["n"] == 45 and pooled["mean"] == pytest.approx(
+        (42 * recs["k1"].metrics["builtin:demo"]["ndcg@10"] + 3 * recs["k1"].metrics[syn["colls"][1]]["ndcg@10"]) / 45)
+    assert by_id[recs["bm25"].id]["significance"]["pooled"]["ndcg@10"]["delta"] == 0
+    text = run_text(capsys, "top", run, "-n", "3", "--significance", "builtin:demo")
+    assert "vs BM25" in text and "baseline" in text and "▲" in text and "Holm" in text
+    text = run_text(capsys, "status", run, "--significance", "builtin:demo")
+    assert "vs BM25:    nDCG@10" in text and "pooled over 42 queries" in text
+
+
 # -- status -------------------------------------------------------------------------------------------
 
 def test_status(syn, capsys):

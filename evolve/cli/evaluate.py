@@ -130,9 +130,6 @@ def cmd_eval(args) -> int:
     from evorank.evaluators.data.suites import resolve_collections
     from evorank.evaluators.evaluate import load_topics
 
-    if args.no_sandbox:
-        raise EvorankError("--no-sandbox is now --in-process, for your own files only; runs' programs and exported "
-                           "files always run in the sandbox")
     if args.shard_queries and not args.cluster:
         raise EvorankError("--shard-queries splits the sandboxed evaluation tasks of --cluster; use it with --cluster")
     addresses = resolve_collections(args.suite, args.datasets)

@@ -291,10 +291,9 @@ def _add_limit_args(p, run: bool) -> None:
 
 def _add_significance_arg(p, what: str) -> None:
     p.add_argument("--significance", nargs="?", const=RUN_COLLECTIONS, metavar="SUITE",
-                   help=f"test {what} against the run's BM25 seed, paired per query (evaluated now, in the sandbox) "
-                   "on the run's own collections, or on SUITE (a suite name or comma-separated collections, e.g. "
-                   "heldout): pooled Δ nDCG@10 with its randomization test, and the collections significantly better "
-                   "or worse after Holm correction")
+                   help=f"test {what} against the run's BM25 seed per query (evaluated now, in the sandbox) on the "
+                   "run's collections or on SUITE (a suite or collections, e.g. heldout): pooled Δ nDCG@10 with its "
+                   "randomization test, and the collections significantly better/worse after Holm correction")
 
 
 def _id_help(default: str | None = None) -> str:
@@ -319,9 +318,8 @@ def add_inspection_commands(sub) -> None:
                        description="Summarise a run (safe while it runs): proposals done of the total, elapsed time, "
                        "accepted/failed programs by reason, the best fitness per island, LLM tokens and cost, and "
                        "whether a process is writing to it now (its archive.lock is held).",
-                       epilog="examples:\n  evorank status runs/20261122-101500\n"
-                       "  evorank status runs/x --significance heldout   # is the best significantly better than BM25?\n",
-                       formatter_class=raw)
+                       epilog="examples:\n  evorank status runs/20261122-101500\n  evorank status runs/x "
+                       "--significance heldout   # is the best significantly better than BM25?\n", formatter_class=raw)
     p.add_argument("run", help="run folder")
     p.add_argument("--json", action="store_true", help="print as JSON")
     _add_significance_arg(p, "the best program")
@@ -376,10 +374,9 @@ def add_inspection_commands(sub) -> None:
 
     p = sub.add_parser("report", help="write a self-contained HTML report of a run (plots, grids, lineage, transfer)",
                        description="One HTML file with everything inline (no network): fitness over iterations, the "
-                       "best program vs the seeds per collection, the best program vs BM25 per query (significance on "
-                       "the run's and the held-out collections), each island's MAP-Elites grid, the best program's "
-                       "lineage with diffs, seen vs held-out (transfer) metrics, failures, tokens and cost. Programs "
-                       "are evaluated for it in the sandbox.",
+                       "best program vs the seeds per collection and vs BM25 per query (significance, seen and held-out "
+                       "collections, evaluated in the sandbox), each island's MAP-Elites grid, the best program's "
+                       "lineage with diffs, seen vs held-out (transfer) metrics, failures, tokens and cost.",
                        epilog="examples:\n  evorank report runs/x -o report.html\n"
                        "  evorank report runs/x --heldout local:npl,local:adi\n  evorank report runs/x --no-transfer\n",
                        formatter_class=raw)
@@ -421,10 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "eval",
         help="evaluate one ranking program on a suite or list of collections",
-        description="Score a ranking program (a file, a seed name: bm25, ql_dirichlet, or a run's RUN:ID) on test "
-        "collections. Prints nDCG@10, Recall@100, Recall@1000 and MAP@1000 per collection, their macro mean, and the "
-        "fitness; with --compare, the significance of the difference from another program. Every program runs in the "
-        "sandbox, as in `run`, unless you say with --in-process that the file is your own.",
+        description="Score a ranking program (a file, a seed name: bm25, ql_dirichlet, or RUN:ID) on test collections: "
+        "nDCG@10, Recall@100, Recall@1000 and MAP@1000 per collection, their macro mean, the fitness; with --compare, "
+        "the significance of its difference from another. It runs in the sandbox unless --in-process says it is yours.",
         epilog="examples:\n  evorank eval bm25 --suite quick\n"
         "  evorank eval examples/rm3.py --suite dev --compare            # significance vs BM25\n"
         "  evorank eval runs/x:best --suite heldout --compare bm25 --json\n"
@@ -438,11 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", help="named suite (see `evorank datasets`): demo, quick, dev, heldout, ...")
     p.add_argument("--datasets", help="comma-separated collection addresses: ir_datasets ids, local:<name>, folders")
     p.add_argument("--compare", metavar="PROGRAM", nargs="?", const="bm25",
-                   help="also evaluate this program (a seed name, a file or RUN:ID; bm25 when no name is given) on the "
-                   "same queries, and test the difference per collection and pooled: mean per-query difference of "
-                   "nDCG@10 and R@100 with a 95%% bootstrap interval, paired randomization test (Holm-corrected over "
-                   "the collections), paired t-test, wins/ties/losses (default: bm25 for a run's program, none for a "
-                   "file; 'none' turns it off)")
+                   help="also evaluate this program (a seed, a file or RUN:ID; bm25 if none is named) on the same "
+                   "queries and test the difference of nDCG@10 and R@100 per collection and pooled: mean per-query Δ, "
+                   "95%% bootstrap CI, paired randomization test (Holm over the collections), paired t-test, W/T/L "
+                   "(default: bm25 for a run's program, none for a file; 'none': off)")
     p.add_argument("--fitness", default="rankevolve", choices=["rankevolve", "latency-aware", "robust"],
                    help="rankevolve = 0.8 x R@100 + 0.2 x nDCG@10 per collection, averaged (R@100 counts only on "
                    "collections of 1,000+ documents); latency-aware also discounts programs slower than BM25 (measured "
@@ -457,7 +452,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sandbox", action="store_true",
                    help="also put the program through the static checks that `run` applies before the jail (always "
                    "done for a run's programs)")
-    p.add_argument("--no-sandbox", dest="no_sandbox", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print results as JSON")
     _add_cluster_args(p)
     _add_limit_args(p, run=False)

@@ -184,3 +184,21 @@ def test_runs_out_from_the_sandbox_equals_in_process(tiny_collection, tmp_path, 
         assert [r for r, _, _ in ranked] == list(range(1, len(ranked) + 1))
         assert all(a[1] >= b[1] for a, b in zip(ranked, ranked[1:]))
         assert {d for _, _, d in ranked} <= {f"d{i}" for i in range(1, 9)} and len({d for *_, d in ranked}) == len(ranked)
+
+
+def test_run_output_marks_are_what_runs_and_export_write():
+    """The marks `eval` looks for are the exported module's fixed header sentence and the opening of the docstring
+    that best.py and exported programs carry: if either text changes, this fails instead of the refusal."""
+    from types import SimpleNamespace
+
+    from evorank.evolve.engine.provenance import program_docstring
+    from evorank.evolve.inspection.export import RUN_OUTPUT_MARKS, TEMPLATE, run_output_mark
+
+    header = TEMPLATE.read_text(encoding="utf-8").split("@@PROVENANCE@@")[0]
+    assert run_output_mark(header) == RUN_OUTPUT_MARKS[0]
+    rec = SimpleNamespace(id=7, fitness=0.5, features={}, code="", operator="full", response=None)
+    assert run_output_mark(program_docstring(rec, [], "bm25", "r")) == RUN_OUTPUT_MARKS[1]
+    from evorank.evaluators.program.source import program_path, seed_path
+
+    shipped = [*seed_path("bm25").parent.glob("*.py"), *program_path("examples/rm3.py").parent.glob("*.py")]
+    assert len(shipped) > 4 and all(run_output_mark(p.read_text()) is None for p in shipped)  # seeds, examples

@@ -91,11 +91,14 @@ def paired_test(values, baseline, *, n_resamples: int = N_RESAMPLES, confidence:
     delta = float(d.mean())
     wins, losses = int((d > TIE_TOLERANCE).sum()), int((d < -TIE_TOLERANCE).sum())
     rng = np.random.default_rng(seed)
-    # One sample with permutation_type="samples" is the paired randomization test: each difference keeps or flips
-    # its sign (swapping the two systems' values of that query); exact when 2**n <= n_resamples.
-    p_rand = float(stats.permutation_test((d,), _mean, permutation_type="samples", vectorized=True,
-                                          n_resamples=n_resamples, alternative="two-sided", random_state=rng,
-                                          batch=1000).pvalue)
+    if abs(delta) <= TIE_TOLERANCE / n:  # no difference on average (wins and losses cancel): every flip is as far
+        p_rand = 1.0                     # from 0, and rounding noise in the mean must not decide the test
+    else:
+        # One sample with permutation_type="samples" is the paired randomization test: each difference keeps or
+        # flips its sign (swapping the two systems' values of that query); exact when 2**n <= n_resamples.
+        p_rand = float(stats.permutation_test((d,), _mean, permutation_type="samples", vectorized=True,
+                                              n_resamples=n_resamples, alternative="two-sided", random_state=rng,
+                                              batch=1000).pvalue)
     if np.ptp(d) <= TIE_TOLERANCE:  # no spread: every bootstrap resample is the same, and the t statistic is undefined
         lo = hi = delta
         p_t = 1.0 if delta == 0 else None

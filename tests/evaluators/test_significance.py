@@ -45,6 +45,9 @@ def test_t_test_ci_and_counts_by_hand():
     shifted = paired_test([0.6, 0.3, 0.1, 0.9], [0.5, 0.2, 0.0, 0.8])  # the same gain on every query
     assert shifted.p_ttest is None and shifted.ci_low == shifted.ci_high == pytest.approx(0.1)
     assert shifted.p_randomization == pytest.approx(2 / 16)
+    # wins and losses that cancel exactly, up to rounding in the mean (1/3 + 1/2 - 1/3 - 1/2 is not 0.0 in floats)
+    cancel = paired_test([1 / 3, 1 / 2, 0.0, 0.0, 0.7], [0.0, 0.0, 1 / 3, 1 / 2, 0.7])
+    assert cancel.p_randomization == 1.0 and cancel.p_ttest == pytest.approx(1.0)
     mixed = paired_test([0.3, 0.1, 0.5, 0.5], [0.2, 0.4, 0.5, 0.1])
     assert (mixed.wins, mixed.ties, mixed.losses) == (2, 1, 1)
 

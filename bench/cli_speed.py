@@ -16,7 +16,8 @@ Run by hand (not a test); every figure is the best of --repeats fresh processes:
    <= 0.3 s more wall time.
 
 Needs IR_DATASETS_HOME (a writable copy of ../shared/ir_datasets) and EVORANK_DATA (../shared/datasets);
-the evorank cache goes to a temporary folder. Usage: python bench/cli_speed.py [--repeats 5] [--only-sandbox]
+the evorank cache goes to a temporary folder.
+Usage: python bench/cli_speed.py [--repeats 5] [--only-sandbox] [--baseline PYTHONPATH]
 """
 from __future__ import annotations
 
@@ -91,9 +92,12 @@ def alternated(cmds: dict[str, list[str]], repeats: int, env: dict) -> dict[str,
     return times
 
 
-def sandbox_cost(evorank: list[str], repeats: int, env: dict) -> None:
+def sandbox_cost(evorank: list[str], repeats: int, env: dict, baseline: str | None = None) -> None:
     cmds = {"sandboxed (default)": evorank + ["eval", "bm25", "--suite", "quick"],
             "--in-process": evorank + ["eval", "bm25", "--suite", "quick", "--in-process"]}
+    if baseline:  # the code before eval ran everything in the sandbox, where --sandbox asked for it
+        cmds["baseline --sandbox"] = ["env", f"PYTHONPATH={baseline}", *evorank, "eval", "bm25", "--suite", "quick",
+                                      "--sandbox"]
     subprocess.run(cmds["--in-process"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     times = alternated(cmds, repeats, env)
     med = {}
@@ -110,6 +114,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--only-sandbox", action="store_true", help="measure only item 4")
+    ap.add_argument("--baseline", metavar="PYTHONPATH", help="item 4 also times `eval --sandbox` with the evorank "
+                    "found on this PYTHONPATH (the code before this change)")
     args = ap.parse_args()
     home = os.environ.get("IR_DATASETS_HOME")
     if not home or not (Path(home) / "beir" / "scifact" / "source.zip").is_file():
@@ -118,7 +124,7 @@ def main() -> None:
     env = dict(os.environ, EVORANK_CACHE=str(work / "cache"), COLUMNS="160")
     evorank = [sys.executable, "-m", "evorank"]
     try:
-        sandbox_cost(evorank, args.repeats, env)
+        sandbox_cost(evorank, args.repeats, env, args.baseline)
         if args.only_sandbox:
             return
         run_dir = work / "run"

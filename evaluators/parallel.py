@@ -583,9 +583,8 @@ def evaluate_programs_sandboxed(programs: list[tuple[str, str, bool]], addresses
     """Whole programs, each ``(name, source, checked)``, fully evaluated in the sandbox one after another on one pool
     (for the CLI and the report); ``checked``: the static checks first (against ``seed_source``'s head and tail
     when given); ``keep_rankings``, ``cluster``, ``shard_queries``, ``pool``: as for ``Evaluator``."""
-    workers = n_workers or os.cpu_count() or 1
-    if not shard_queries:  # one task per collection: more workers than collections would idle
-        workers = min(workers, len(topics) if topics is not None else len(addresses))
+    workers = n_workers or os.cpu_count() or 1  # one task per collection: more workers than collections would idle
+    workers = workers if shard_queries else min(workers, len(topics) if topics is not None else len(addresses))
     with Evaluator(addresses, n_workers=max(1, workers), limits=limits, fitness=fitness, cascade=None, k=k,
                    topics=topics, cluster=cluster, shard_queries=shard_queries, keep_rankings=keep_rankings,
                    pool=pool) as ev:
@@ -593,7 +592,6 @@ def evaluate_programs_sandboxed(programs: list[tuple[str, str, bool]], addresses
                  ev.evaluate_trusted(src, name=name)).suite for name, src, checked in programs]
 
 
-def evaluate_program_sandboxed(source: str, addresses: list[str], *, name: str = "program", trusted: bool = False,
-                               **options) -> SuiteResult:
+def evaluate_program_sandboxed(source: str, addresses, *, name="program", trusted=False, **options) -> SuiteResult:
     """One program in the sandbox; ``trusted`` skips the static checks; ``options``: ``evaluate_programs_sandboxed``."""
     return evaluate_programs_sandboxed([(name, source, not trusted)], addresses, **options)[0]

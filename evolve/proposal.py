@@ -40,8 +40,10 @@ REPAIR_KIND_FEATURE = "repair_kind"  # the feature saying how a repair was asked
 DIRECTION_FEATURE = "direction"  # the feature naming the direction a proposal's chain was given (Proposal.direction)
 
 # Failure reasons that a repair round cannot help with: the model or tool itself failed (llm:, command:,
-# proposer:), or the program tried to cheat the latency measurement.
-_NOT_REPAIRABLE_PREFIXES = ("llm:", "command:", "proposer:", "latency_mismatch")
+# proposer:), the program tried to cheat the latency measurement, or its text is far beyond any program (too
+# large or too deeply nested to read: a repair request would have to quote it).
+_NOT_REPAIRABLE_PREFIXES = ("llm:", "command:", "proposer:", "latency_mismatch", "too_large:source", "too_complex",
+                            "unreadable")
 
 
 def repairable(reason: str | None) -> bool:

@@ -188,7 +188,11 @@ class Engine:
         if result.validation is not None:  # measured on the held-out queries of the same run: never selects
             rec.features["val_fitness"] = result.validation_fitness
             rec.features["val_metrics"] = {c.name: dict(c.metrics) for c in result.validation.collections}
-        rec.features.update(describe(rec.code, rec.metrics, self.reference_metrics or rec.metrics))
+        try:
+            rec.features.update(describe(rec.code, rec.metrics, self.reference_metrics or rec.metrics))
+        except Exception:  # candidate text: whatever it does to a trusted step, it fails alone
+            log.exception("iteration %d: the descriptors failed", rec.iteration)
+            return _unreadable(rec)
         rec.status = "accepted"
         return rec
 
@@ -287,7 +291,12 @@ class Engine:
         for i, p in enumerate(props):
             if p.source is None:
                 continue
-            h = normalized_code_hash(p.source)
+            try:
+                h = normalized_code_hash(p.source)
+            except Exception:  # candidate text: whatever it does to a trusted step, it fails alone
+                log.exception("iteration %d: the code hash failed", p.iteration)
+                _unreadable(records[i])
+                continue
             if h in seen or self.store.has_code_hash(h) is not None:
                 rec = records[i]
                 rec.status, rec.failure_reason = "duplicate", "duplicate"
@@ -444,6 +453,18 @@ class Engine:
     def close(self) -> None:
         self.proposer.close()
         self.store.close()
+
+
+UNREADABLE = "unreadable"
+"""The failure reason of a candidate whose text made a trusted step (code hash, descriptors) fail."""
+
+
+def _unreadable(rec: ProgramRecord) -> ProgramRecord:
+    """``rec`` as a failed candidate that evorank could not read (fixed reason and text, nothing of the program)."""
+    rec.status, rec.fitness, rec.metrics = "failed", 0.0, {}
+    rec.failure_reason = UNREADABLE
+    rec.failure_detail = "evorank could not read this program (too large or too deeply nested); it was not placed"
+    return rec
 
 
 def requests_in_flight() -> int:

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from evorank.evaluators.errors import ProgramError
+from evorank.evaluators.program.checks import DEFAULT_MAX_SOURCE_BYTES
 from evorank.evaluators.program.source import split_block
 from evorank.evaluators.program.output import fence
 
@@ -40,6 +41,7 @@ from evorank.evolve.proposal import COMMAND, ArchiveView, Proposal, repair_of
 PROGRAM_FILE = "program.py"
 PROMPT_FILE = "prompt.md"
 RESPONSE_LIMIT = 20_000  # characters of the command's output kept as the proposal's response
+PROGRAM_READ_CHARS = 2 * DEFAULT_MAX_SOURCE_BYTES  # characters of the edited file read as the candidate
 _SHELL_WORDS = {"exec", "env", "command", "nice", "nohup", "time", "timeout", "(", "{", "!"}
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 
@@ -125,9 +127,18 @@ def run_command(command: str, code: str, prompt: str, timeout_s: float) -> Comma
             _kill_group(proc)
             proc.wait()
             raise
-        edited = program.read_text(encoding="utf-8", errors="replace") if program.is_file() else None
+        edited = _read_program(program)
         return CommandRun(edited, out.decode("utf-8", errors="replace"), None if timed_out else proc.returncode,
                           timed_out=timed_out, seconds=time.monotonic() - t0)
+
+
+def _read_program(path: Path) -> str | None:
+    """The program the command left, at most ``PROGRAM_READ_CHARS`` characters of it (a longer one is refused by
+    the static checks as too large all the same), or None when there is none."""
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read(PROGRAM_READ_CHARS)
 
 
 def _printable_tail(text: str, limit: int) -> str:

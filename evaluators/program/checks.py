@@ -38,6 +38,23 @@ Rules (each violation names its rule and the line):
   are evaluated with ``eval`` by ``typing``).
 - ``forbidden:format_fields``: ``str.format``/``format_map`` only on string literals whose
   replacement fields do not access attributes or items (``"{0.x}"`` can read module internals).
+- ``forbidden:def X``: no function, method or class with a double-underscore name other than ``__init__``
+  (``__getattr__``, ``__setattr__``, ``__init_subclass__``, ``__class_getitem__``, ``__array_interface__``, ...
+  are hooks that library or interpreter code calls with values the program could not reach itself).
+- ``forbidden:class_keyword``: no ``metaclass=`` or other keywords in a class statement.
+- ``forbidden:call X``: ``type`` only as ``type(x)`` (three arguments build a class from a computed dict);
+  ``dataclass`` only as the decorator of a class statement (applied to a class built otherwise, it writes code
+  from field names the program chose); ``numpy.ndarray(...)`` not at all, and no ``buffer=`` argument (arrays
+  over memory the program points at).
+- library helpers that read attributes by a computed name are refused as attributes (``update_wrapper``,
+  ``wraps``, ``singledispatch``, ``attrgetter``, ``methodcaller``), as are numpy's constructors over raw memory
+  (``frombuffer``, ``from_dlpack``, ``recarray``, ``rec``, ``ctypeslib``, ``as_strided``).
+- ``too_large:literals``: the literal numbers and strings (docstrings aside) carry at most
+  ``payload.MAX_LITERAL_CHARS`` characters, so a table of judgements cannot be written into a program.
+- ``too_complex``: the module is nested deeper than ``threadsafe_ast.MAX_PARSE_DEPTH`` levels.
+- ``forbidden:control_character``: no control characters but tab and line ends, no invisible formatting
+  characters (bidi overrides, zero-width characters): they make code read differently from how it runs
+  (Trojan Source) or act on the terminal that shows it.
 """
 from __future__ import annotations
 
@@ -47,9 +64,11 @@ import string
 import types
 from dataclasses import dataclass, field
 
-from evorank.threadsafe_ast import parse_ast
+from evorank.threadsafe_ast import SourceTooComplex, parse_ast
 
 from evorank.evaluators.errors import ProgramError
+from .output import first_hidden
+from .payload import budget_message, docstring_ids, over_budget
 from .source import split_block
 
 ALLOWED_IMPORTS: tuple[str, ...] = (
@@ -75,8 +94,10 @@ FORBIDDEN_ATTRIBUTES: frozenset[str] = frozenset({
     "loadmat", "savemat",
     # raw memory and foreign code
     "ctypes", "ctypeslib", "as_strided", "stride_tricks", "f2py", "distutils", "lib", "testing", "test",
-    # string evaluation
-    "get_type_hints", "ForwardRef", "make_dataclass",
+    "frombuffer", "from_dlpack", "recarray", "rec",
+    # string evaluation, and helpers that read or write attributes named by a computed string
+    "get_type_hints", "ForwardRef", "make_dataclass", "update_wrapper", "wraps", "singledispatch",
+    "singledispatchmethod", "attrgetter", "methodcaller",
     # frames, code and tracebacks (reach the harness's globals without dunders)
     "f_back", "f_globals", "f_locals", "f_builtins", "f_code", "f_trace", "gi_frame", "gi_code", "gi_yieldfrom",
     "cr_frame", "cr_code", "cr_await", "ag_frame", "ag_code", "ag_await", "tb_frame", "tb_next", "co_code",
@@ -88,6 +109,8 @@ FORBIDDEN_ATTRIBUTES: frozenset[str] = frozenset({
     "write_text", "write_bytes", "unlink", "rmtree", "iterdir",
 })
 ALLOWED_DUNDER_ATTRIBUTES: frozenset[str] = frozenset({"__init__"})
+# Callables allowed only in some forms (``_Checker._check_reference``).
+_RESTRICTED_CALLABLES = frozenset({"type", "numpy.ndarray", "dataclasses.dataclass"})
 
 DEFAULT_MAX_BLOCK_BYTES = 20_000
 DEFAULT_MAX_BLOCK_LINES = 400
@@ -143,6 +166,11 @@ def check_source(
     if size > max_source_bytes:
         add(Violation("too_large:source_bytes", 0, f"the program is {size} bytes; the limit is {max_source_bytes}"))
         return report
+    hidden = first_hidden(source.replace("\r\n", "\n"))
+    if hidden is not None:
+        line, char = hidden
+        add(Violation("forbidden:control_character", line, f"the program contains the invisible or control "
+                      f"character U+{ord(char):04X}; programs may hold only printable characters, tabs and line ends"))
     try:
         split = split_block(source)
     except ProgramError as e:
@@ -175,6 +203,9 @@ def check_source(
                           "change only the code inside the block"))
     try:
         tree = parse_ast(source, "<program>")
+    except SourceTooComplex as e:
+        add(Violation("too_complex", 0, f"the program cannot be checked: {e.msg}"))
+        return report
     except SyntaxError as e:
         add(Violation("syntax_error", e.lineno or 0, f"syntax error: {e.msg}"))
         return report
@@ -185,6 +216,9 @@ def check_source(
         _Checker(add).run(tree)
     except RecursionError:
         add(Violation("too_complex", 0, "the program is nested too deeply to check"))
+    payload = over_budget(tree)
+    if payload is not None:
+        add(Violation("too_large:literals", payload[1], budget_message(payload[0])))
     report.violations.sort(key=lambda v: (v.reason.startswith("too_large") is False, v.line))
     return report
 
@@ -214,6 +248,7 @@ class _Checker(ast.NodeVisitor):
     def __init__(self, add):
         self.add = add
         self.module_aliases: dict[str, types.ModuleType] = {}
+        self.imported: dict[str, str] = {}  # a name bound by 'from M import x' -> "M.x"
         self.parents: dict[int, ast.AST] = {}
         self.docstrings: set[int] = set()
 
@@ -222,11 +257,7 @@ class _Checker(ast.NodeVisitor):
         for node in ast.walk(tree):
             for child in ast.iter_child_nodes(node):
                 self.parents[id(child)] = node
-            if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                body = node.body
-                if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                        and isinstance(body[0].value.value, str):
-                    self.docstrings.add(id(body[0].value))
+        self.docstrings = docstring_ids(tree)
         # First pass: imports, so module aliases are known wherever they are used.
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
@@ -277,6 +308,7 @@ class _Checker(ast.NodeVisitor):
             if problem:
                 self.bad(f"forbidden:import {name}.{alias.name}", node, f"importing {alias.name!r} from {name!r}: {problem}")
                 continue
+            self.imported[alias.asname or alias.name] = f"{name}.{alias.name}"
             if mod is None:
                 continue
             value, problem = self._resolve_on_module(mod, alias.name)
@@ -327,6 +359,7 @@ class _Checker(ast.NodeVisitor):
             root, attrs = self._chain(node)
             if isinstance(root, ast.Name) and root.id in self.module_aliases:
                 self._check_module_chain(node, root.id, attrs)
+                self._check_reference(node)
         if node.attr in ("format", "format_map"):
             self._check_format(node)
         self.generic_visit(node)
@@ -365,6 +398,7 @@ class _Checker(ast.NodeVisitor):
     # -- names ----------------------------------------------------------------------------------
     def visit_Name(self, node: ast.Name) -> None:
         name = node.id
+        self._check_reference(node)
         if name.startswith("__") and name.endswith("__"):
             self.bad(f"forbidden:name {name}", node, f"the name {name!r} is not allowed (no double-underscore names)")
         elif name in FORBIDDEN_NAMES:
@@ -409,7 +443,13 @@ class _Checker(ast.NodeVisitor):
             if name in self.module_aliases:
                 self.bad(f"forbidden:rebind {name}", node, f"{name!r} names an imported module and may not be re-bound")
 
+    def _dunder_def(self, node) -> None:
+        if node.name.startswith("__") and node.name not in ALLOWED_DUNDER_ATTRIBUTES:
+            self.bad(f"forbidden:def {node.name}", node, f"defining {node.name!r} is not allowed (no double-underscore "
+                     "functions, methods or classes other than __init__)")
+
     def visit_FunctionDef(self, node) -> None:
+        self._dunder_def(node)
         self._bind_names(node, [node.name] + [a.arg for a in _all_args(node.args)])
         for a in _all_args(node.args):
             self._annotation(a.annotation)
@@ -423,7 +463,47 @@ class _Checker(ast.NodeVisitor):
         self.generic_visit(node)
 
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        self._dunder_def(node)
+        if node.keywords:
+            self.bad("forbidden:class_keyword", node, "class statements may not take keywords (metaclass=...)")
         self._bind_names(node, [node.name])
+        self.generic_visit(node)
+
+    # -- calls that build classes, code or arrays from what the program chose ----------------------
+    def _dotted(self, node: ast.AST) -> str | None:
+        """The real name a Name or attribute chain refers to through the program's imports (``np.ndarray`` ->
+        ``numpy.ndarray``), the builtin's name for ``type``, else None."""
+        if isinstance(node, ast.Name):
+            if node.id in self.imported:
+                return self.imported[node.id]
+            return "type" if node.id == "type" else None
+        root, attrs = self._chain(node) if isinstance(node, ast.Attribute) else (None, [])
+        if isinstance(root, ast.Name) and root.id in self.module_aliases:
+            return ".".join([self.module_aliases[root.id].__name__, *attrs])
+        return None
+
+    def _check_reference(self, node: ast.AST) -> None:
+        """``type``, ``dataclass`` and ``numpy.ndarray`` only where they cannot build what the program chose."""
+        dotted = self._dotted(node)
+        if dotted not in _RESTRICTED_CALLABLES:
+            return
+        parent = self.parents.get(id(node))
+        called = isinstance(parent, ast.Call) and parent.func is node
+        if dotted == "type" and not (called and len(parent.args) == 1 and not parent.keywords):
+            self.bad("forbidden:call type", node, "type is only allowed as type(x), not to build a class")
+        elif dotted == "numpy.ndarray" and called:
+            self.bad("forbidden:call numpy.ndarray", node, "numpy.ndarray(...) is not allowed (it can view raw "
+                     "memory); use np.zeros, np.empty or np.asarray")
+        elif dotted == "dataclasses.dataclass":
+            decorating = parent if called else node
+            owner = self.parents.get(id(decorating))
+            if not (isinstance(owner, ast.ClassDef) and decorating in owner.decorator_list):
+                self.bad("forbidden:call dataclass", node, "dataclass is only allowed as the decorator of a class "
+                         "statement")
+
+    def visit_keyword(self, node: ast.keyword) -> None:
+        if node.arg == "buffer":
+            self.bad("forbidden:call buffer", node, "the buffer= argument is not allowed (arrays over raw memory)")
         self.generic_visit(node)
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> None:

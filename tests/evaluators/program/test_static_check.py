@@ -197,7 +197,7 @@ def test_block_markers_required():
 
 
 def test_size_caps():
-    big = SPLIT.block + "\n".join(f"X{i} = {i}" for i in range(500)) + "\n"
+    big = SPLIT.block + "\n".join(f"X{i} = K1" for i in range(500)) + "\n"
     v = first(big)
     assert v.reason == "too_large:block_lines"
     wide = SPLIT.block + "X = " + "1 + " * 6000 + "1\n"

@@ -2,9 +2,17 @@
 
 A user folder given as ``prompts_dir`` may contain any of the template files; those found there
 replace the shipped ones. Templates use ``$name`` placeholders (``string.Template``).
+
+Program code is candidate text: a placeholder that quotes code (``$parent_code``, ``$other_code``, ``$block``,
+``$context``, and the programs of ``$inspirations``) receives a whole Markdown code block made by
+``output.code_block``, whose fence nothing in the code can close (a docstring holding ``` and a fake
+"## Program 9 (fitness 0.9990)" heading stays inside it). A user template written for the earlier form, with the
+placeholder between ```python fences of its own, is read as the placeholder alone. Quoted code is cut to
+``QUOTE_CHARS`` characters (a failed candidate can be far larger than any program the checks accept).
 """
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import dataclass
 from importlib import resources
@@ -12,7 +20,8 @@ from pathlib import Path
 
 from evorank.evaluators.metrics import METRICS
 from evorank.evaluators.program.source import contract_text
-from evorank.evaluators.program.output import fence
+from evorank.evaluators.program.checks import DEFAULT_MAX_SOURCE_BYTES
+from evorank.evaluators.program.output import code_block, fence
 
 from evorank.evolve.config import ConfigError, RunConfig
 
@@ -23,6 +32,12 @@ SHIPPED = resources.files("evorank.evolve.llm") / "prompts"
 TEMPLATES = ("system", "mutation", "diff_instructions", "full_instructions", "crossover_instructions",
              "command_instructions", "repair_instructions", "statement_repair_instructions",
              "truncated_instructions", "rewrite_repair_instructions", "directions")
+# A placeholder for code that a template fences itself, as templates did before code blocks came whole.
+_FENCED_PLACEHOLDER = re.compile(r"```python[ \t]*\n\$(parent_code|other_code|block|context)[ \t]*\n```")
+QUOTE_CHARS = DEFAULT_MAX_SOURCE_BYTES
+"""The most characters of one program a prompt quotes: the largest program the static checks accept."""
+LINE_CHARS = 300
+"""The most characters of one program line a prompt quotes."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +51,7 @@ class PromptTemplates:
             path = SHIPPED / f"{name}.txt"
             if override_dir is not None and (Path(override_dir) / f"{name}.txt").is_file():
                 path = Path(override_dir) / f"{name}.txt"
-            texts[name] = path.read_text(encoding="utf-8")
+            texts[name] = _FENCED_PLACEHOLDER.sub(r"$\1", path.read_text(encoding="utf-8"))
         return cls(texts)
 
     def render(self, name: str, /, **values) -> str:
@@ -75,6 +90,13 @@ def metrics_table(program, seeds: dict[str, object]) -> str:
     return "\n".join(rows)
 
 
+def quoted_code(code: str, limit: int = QUOTE_CHARS) -> str:
+    """Program code as a prompt quotes it: a code block nothing inside can close, cut after ``limit`` characters."""
+    if len(code) > limit:
+        code = code[:limit] + f"\n# [... {len(code) - limit:,} more characters not shown]"
+    return code_block(code)
+
+
 def failure_detail_text(text: str | None) -> str:
     """A failure detail as a prompt shows it. The first line is trusted text, cut to keep the prompt short; what
     follows is the program's own text, already cut and fenced by the evaluator (program_output.failure_text):
@@ -97,7 +119,7 @@ def inspirations_text(programs, block_of) -> str:
     for p in programs:
         parts.append(
             f"## Program {p.id} (fitness {_fmt(p.fitness)}, latency {_fmt(p.latency_ratio, 2)} x BM25)\n"
-            f"```python\n{block_of(p.code).strip()}\n```"
+            + quoted_code(block_of(p.code).strip())
         )
     return "\n\n".join(parts)
 
@@ -132,7 +154,7 @@ def build_messages(templates: PromptTemplates, kind: str, parent, seeds: dict[st
     elif kind == "crossover":
         instructions = templates.render(
             "crossover_instructions", other_id=other.id, other_fitness=_fmt(other.fitness),
-            other_code=block_of(other.code).strip(),
+            other_code=quoted_code(block_of(other.code).strip()),
         )
     else:
         raise ValueError(f"unknown proposal kind {kind!r}")
@@ -143,7 +165,7 @@ def build_messages(templates: PromptTemplates, kind: str, parent, seeds: dict[st
         parent_id=parent.id,
         parent_fitness=_fmt(parent.fitness),
         parent_latency=_fmt(parent.latency_ratio, 2),
-        parent_code=parent.code.strip(),
+        parent_code=quoted_code(parent.code.strip()),
         metrics_table=metrics_table(parent, seeds),
         failures=failures_text(failures),
         inspirations=inspirations_text(inspirations, block_of),
@@ -163,7 +185,7 @@ def failing_line_text(code: str, detail: str | None) -> str:
     n, lines = failing_line(detail), code.splitlines()
     if n is None or not 1 <= n <= len(lines):
         return ""
-    return f"It failed at line {n} of the program:\n```python\n{lines[n - 1].strip()}\n```\n"
+    return f"It failed at line {n} of the program:\n{quoted_code(lines[n - 1].strip(), LINE_CHARS)}\n"
 
 
 def array_sizes_text(reason: str | None, detail: str | None, sizes: dict[str, tuple[int, int, int]]) -> str:
@@ -191,7 +213,7 @@ def repair_message(templates: PromptTemplates, failed, block: str,
     return templates.render("repair_instructions", reason=failed.failure_reason, detail=detail,
                             where=failing_line_text(failed.code, failed.failure_detail),
                             sizes=array_sizes_text(failed.failure_reason, failed.failure_detail, sizes or {}),
-                            block=block.strip("\n"))
+                            block=quoted_code(block.strip("\n")))
 
 
 def statement_repair_message(templates: PromptTemplates, failed, st: FailingStatement,
@@ -205,7 +227,7 @@ def statement_repair_message(templates: PromptTemplates, failed, st: FailingStat
         hint = array_sizes_text(failed.failure_reason, failed.failure_detail, sizes or {})
     return templates.render("statement_repair_instructions", reason=failed.failure_reason,
                             detail=failure_detail_text(failed.failure_detail), hint=hint,
-                            context=marked_context(failed.code, st))
+                            context=quoted_code(marked_context(failed.code, st)))
 
 
 #: How much of a chain's first reply a rewrite repair quotes as its idea (the start: operators.reply_prose).

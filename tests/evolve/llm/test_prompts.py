@@ -10,6 +10,7 @@ import pytest
 from evorank.archive import ProgramRecord
 from evorank.evaluators.program.source import contract_text, split_block
 from evorank.evolve.llm.prompts import (
+    quoted_code,
     PromptTemplates,
     build_messages,
     failures_text,
@@ -220,7 +221,7 @@ def test_build_messages_roles_and_content(parties, kind):
     assert failures_text([failure]) in user
     assert "INSPIRATION_MARKER" in user
     assert t.render(f"{kind}_instructions", other_id=other.id, other_fitness=f"{other.fitness:.4f}",
-                    other_code=block_of(other.code).strip()) in user
+                    other_code=quoted_code(block_of(other.code).strip())) in user
     # Every placeholder of the shipped templates got a value.
     assert not re.search(r"\$\{?[A-Za-z_]\w*", user), re.findall(r"\$\{?[A-Za-z_]\w*", user)
 
@@ -253,7 +254,13 @@ def test_build_messages_uses_override_templates(parties, tmp_path):
     msgs = build_messages(PromptTemplates.load(tmp_path), "crossover", parent, seeds, "obj", other=other,
                           block_of=block_of)
     assert msgs[0]["content"] == "SYSTEM OVERRIDE"
-    assert msgs[1]["content"] == f"P=21 F=0.6789\nOTHER=34:{block_of(OTHER_CODE).strip()}"
+    assert msgs[1]["content"] == f"P=21 F=0.6789\nOTHER=34:{quoted_code(block_of(OTHER_CODE).strip())}"
+    # a template written for the earlier form fences the code itself: the placeholder alone is kept
+    (tmp_path / "crossover_instructions.txt").write_text("OTHER=$other_id:\n```python\n$other_code\n```\n",
+                                                         encoding="utf-8")
+    msgs = build_messages(PromptTemplates.load(tmp_path), "crossover", parent, seeds, "obj", other=other,
+                          block_of=block_of)
+    assert msgs[1]["content"] == f"P=21 F=0.6789\nOTHER=34:\n{quoted_code(block_of(OTHER_CODE).strip())}\n"
 
 
 def test_build_messages_unknown_kind(parties):

@@ -1,4 +1,10 @@
-"""What a running job shows: a live progress line on a terminal, a log file always, a final summary."""
+"""What a running job shows: a live progress line on a terminal, a log file always, a final summary.
+
+Log messages quote candidate text now and then (a failure reason, a proposal's description, an exception from
+a proposer): ``SafeFormatter`` writes control characters and invisible formatting characters as escapes and
+indents every line after a message's first, so nothing a candidate wrote acts on the terminal or poses as a log
+entry of its own.
+"""
 from __future__ import annotations
 
 import logging
@@ -6,7 +12,25 @@ import sys
 import time
 from pathlib import Path
 
+from evorank.evaluators.program.output import escape_hidden
+from evorank.evolve.inspection.console import shown
+
 log = logging.getLogger("evorank")
+
+
+class SafeFormatter(logging.Formatter):
+    """A formatter whose messages show hidden characters as escapes and cannot start a line of their own."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        message = record.message
+        record.message = escape_hidden(message).replace("\n", "\n    ")
+        try:
+            return super().formatMessage(record)
+        finally:
+            record.message = message
+
+    def formatException(self, ei) -> str:
+        return escape_hidden(super().formatException(ei))
 
 
 def setup_logging(run_dir: Path, verbose: bool = False):
@@ -17,11 +41,11 @@ def setup_logging(run_dir: Path, verbose: bool = False):
     log.setLevel(logging.INFO)
     log.handlers.clear()
     fh = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
-    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    fh.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(fh)
     sh = logging.StreamHandler(sys.stderr)
     sh.setLevel(logging.INFO if verbose else logging.WARNING)
-    sh.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    sh.setFormatter(SafeFormatter("%(levelname)s %(message)s"))
     log.addHandler(sh)
     log.propagate = False
 
@@ -71,7 +95,7 @@ class Reporter:
         money = f" ${s.cost_usd:.3f}" if s.cost_usd else ""
         tokens = s.prompt_tokens + s.completion_tokens
         tok = f" tok {tokens / 1000:.1f}k" if tokens else ""
-        return (f"best {fit:.4f} ({gain:+.2f}% vs {self.baseline_name}) | ok {s.accepted} fail {s.failed} "
+        return (f"best {fit:.4f} ({gain:+.2f}% vs {shown(self.baseline_name)}) | ok {s.accepted} fail {s.failed} "
                 f"dup {s.duplicate} cut {s.rejected}{tok}{money}")
 
     def update(self, engine, rec) -> None:

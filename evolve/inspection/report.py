@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from evorank.archive import Islands, ProgramRecord
+from evorank.evaluators.program.output import escape_hidden
 from .format import METRIC_LABELS, fmt, fmt_duration, program_diff, short_names
 from .queries import (lineage, open_run, run_status, seed_records, top_programs,
                                             validation_fitness)
@@ -28,7 +29,9 @@ from .plots import (Plots, plot_collections, plot_cost, plot_fitness, plot_grids
 from .transfer import transfer_data
 
 def esc(x) -> str:
-    return html.escape(str(x), quote=True)
+    """Text from the run as HTML: markup escaped, and control or invisible formatting characters (a program's ANSI
+    escapes, bidi overrides) shown as escapes."""
+    return html.escape(escape_hidden(str(x)), quote=True)
 
 
 def _mean(per_coll: dict, colls, metric) -> float | None:

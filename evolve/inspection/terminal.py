@@ -1,11 +1,15 @@
 """``evorank status|top|show|diff|lineage``: a run's data (``inspect_queries``) rendered on the terminal
 with rich, or printed as JSON with ``--json``. The CLI (``evolve.cli.main``) registers the parsers and calls
-the ``cmd_*`` functions here."""
+the ``cmd_*`` functions here. Text from the run (code, diffs, replies, prompts, failure reasons and details,
+model names) goes through ``console.shown`` / ``escape_hidden``: a program's ANSI escapes or bidi controls are
+printed as escapes, never acted on."""
 from __future__ import annotations
 
 import sys
 
-from .console import console, print_json
+from evorank.evaluators.program.output import escape_hidden
+
+from .console import console, print_json, shown
 from .format import METRIC_LABELS, RUN_COLLECTIONS, fmt, fmt_duration, pct, program_diff, record_json, short_names
 from .queries import (
     InspectError,
@@ -27,7 +31,7 @@ def print_status(st: dict) -> None:
     c = console()
     style = "green" if st["alive"] else ("yellow" if st["state"].startswith("killed") else "")
     pid = f", pid {st['writer_pid']}" if st["alive"] else ""
-    c.print(f"[bold]{st['run']}[/]  [{style or 'default'}]{st['state']}{pid}[/]")
+    c.print(f"[bold]{shown(st['run'])}[/]  [{style or 'default'}]{shown(st['state'])}{pid}[/]")
     total = st["iterations_total"]
     c.print(f"iterations: {st['proposals_done']}/{total if total is not None else '?'} proposals   "
             f"elapsed: {fmt_duration(st['elapsed_s'])} over {len(st['sessions'])} session(s)")
@@ -37,14 +41,14 @@ def print_status(st: dict) -> None:
             f"{st['migration_copies']} migration copies)")
     if st["operators"]:
         c.print("by operator: " + ", ".join(
-            f"{o['operator']} {o['proposals']} ({o['accepted']} accepted"
+            f"{shown(o['operator'])} {o['proposals']} ({o['accepted']} accepted"
             + (f", {o['prompt_tokens'] + o['completion_tokens']:,} tokens, ${o['cost_usd']:.4f}"
                if o["prompt_tokens"] + o["completion_tokens"] else "") + ")" for o in st["operators"]))
     if st["failure_reasons"]:
         items = list(st["failure_reasons"].items())
-        shown = ", ".join(f"{k} {v}" for k, v in items[:8]) + (f", ... ({len(items) - 8} more)" if len(items) > 8 else "")
-        c.print(f"not accepted, by reason: {shown}")
-    seeds = ", ".join(f"{n} {fmt(s['fitness'])} (#{s['id']})" for n, s in st["seeds"].items())
+        reasons = ", ".join(f"{shown(k)} {v}" for k, v in items[:8]) + (f", ... ({len(items) - 8} more)" if len(items) > 8 else "")
+        c.print(f"not accepted, by reason: {reasons}")
+    seeds = ", ".join(f"{shown(n)} {fmt(s['fitness'])} (#{s['id']})" for n, s in st["seeds"].items())
     c.print(f"seeds:      {seeds or '-'}")
     for isl in st["islands"]:
         gain = f"  {isl['gain_vs_best_seed'] * 100:+.2f}% vs best seed" if isl["gain_vs_best_seed"] is not None else ""
@@ -62,7 +66,7 @@ def print_status(st: dict) -> None:
     if st.get("heldout"):
         h = st["heldout"]
         c.print(f"held-out:   #{h['id']} fitness {fmt(h.get('fitness'))} vs BM25 {fmt(h.get('reference_fitness'))} "
-                f"on {', '.join(h.get('collections', []))} (iteration {h.get('iteration')}; never used for selection)")
+                f"on {shown(', '.join(h.get('collections', [])))} (iteration {h.get('iteration')}; never used for selection)")
     reuse = st.get("prepare_reuse") or {}
     if reuse.get("runs"):
         c.print(f"prepare():  reused in {reuse['reused']} of {reuse['runs']} sandboxed runs "
@@ -72,7 +76,7 @@ def print_status(st: dict) -> None:
             f"= {tokens:,}; cost ${st['cost_usd']:.4f}"
             + (f" of ${st['config']['budget_usd']:.2f} budget" if st["config"].get("budget_usd") else ""))
     for m in st["models"]:
-        c.print(f"  {m['model'] or '(none)'}: {m['proposals']} proposals, "
+        c.print(f"  {shown(m['model'] or '(none)')}: {m['proposals']} proposals, "
                 f"{m['prompt_tokens'] + m['completion_tokens']:,} tokens, ${m['cost_usd']:.4f}")
 
 
@@ -182,13 +186,13 @@ def _top_table(recs, seeds, colls, metrics, title, digits, leading_zero, left_ou
     for col in columns:
         table.add_column(col, justify="left" if col in ("hash", "operator") else "right", no_wrap=True)
     for c in colls:
-        table.add_column(labels[c], justify="right", no_wrap=True)
+        table.add_column(shown(labels[c]), justify="right", no_wrap=True)
     bm25 = seeds.get("bm25")
     for i, r in enumerate(recs, 1):
         cells = {
             "#": str(i), "id": str(r.id), "hash": (r.code_hash or "")[:8], "isl": str(r.island),
             "iter": str(r.iteration),
-            "operator": r.operator + (f" ({r.features.get('seed_name')})" if r.operator == "seed" else ""),
+            "operator": shown(r.operator + (f" ({r.features.get('seed_name')})" if r.operator == "seed" else "")),
             "fitness": fmt(r.fitness) + (f" ({pct(r.fitness, bm25.fitness)})" if bm25 and r.id != bm25.id else ""),
             "val": fmt(validation_fitness(r)),
             "latency": f"{r.latency_ratio:.2f}x" if r.latency_ratio is not None else "-",
@@ -216,7 +220,8 @@ def cmd_top(args) -> int:
     bm25_hash = seeds["bm25"].code_hash if tests else None
     marks = {r.id: "baseline" if r.code_hash == bm25_hash else significance_mark(tests[0][r.id]) for r in recs} \
         if tests else None
-    table, left_out = top_table(c, recs, seeds, colls, metrics, f"top {len(recs)} by {args.by} — {args.run}", marks)
+    table, left_out = top_table(c, recs, seeds, colls, metrics, f"top {len(recs)} by {args.by} — {shown(args.run)}",
+                                marks)
     c.print(table)
     if tests:
         tested_on = ", ".join(short_names(next(iter(tests[0].values())).collections).values())
@@ -256,53 +261,53 @@ def cmd_show(args) -> int:
         out["comparison"] = comparison
         print_json(out)
         return 0
-    from rich.markup import escape
     from rich.syntax import Syntax
     from rich.table import Table
 
     c = console()
     head = f"[bold]program #{rec.id}[/] {rec.code_hash[:12] if rec.code_hash else ''}  {rec.status}"
     if rec.failure_reason:
-        head += f" ([red]{rec.failure_reason}[/])"
+        head += f" ([red]{shown(rec.failure_reason)}[/])"
     c.print(head)
-    origin = f"operator {rec.operator}"
+    origin = f"operator {shown(rec.operator)}"
     if rec.operator == "seed":
-        origin += f" ({seed_name})"
+        origin += f" ({shown(seed_name)})"
     elif rec.operator == "migration" and parent:
         origin += f" (copy of #{parent.id} from island {parent.island})"
     parents = ", ".join(f"#{p}" for p in rec.parent_ids) or "-"
     c.print(f"{origin}, island {rec.island}, generation {rec.generation}, iteration {rec.iteration}, parents {parents}, "
-            f"descends from seed {seed_name or '?'}")
+            f"descends from seed {shown(seed_name or '?')}")
     if rec.model or rec.prompt_tokens or rec.completion_tokens:
-        c.print(f"model {rec.model or '-'}: {rec.prompt_tokens:,} prompt + {rec.completion_tokens:,} completion tokens, "
+        c.print(f"model {shown(rec.model or '-')}: {rec.prompt_tokens:,} prompt + {rec.completion_tokens:,} completion tokens, "
                 f"${rec.cost_usd:.4f}")
     if rec.failure_detail:
-        c.print(f"[red]{escape(rec.failure_detail)}[/]")  # holds the program's own (fenced) text: no markup
+        c.print(f"[red]{shown(rec.failure_detail)}[/]")  # holds the program's own (fenced) text
     table = Table(title_justify="left")
     table.add_column("collection")
     table.add_column("metric")
     table.add_column(f"#{rec.id}", justify="right")
     table.add_column(f"parent #{parent.id}" if parent else "parent", justify="right")
     table.add_column("Δ", justify="right")
-    table.add_column(f"seed {seed_name}" if seed else "seed", justify="right")
+    table.add_column(f"seed {shown(seed_name)}" if seed else "seed", justify="right")
     table.add_column("Δ", justify="right")
     labels = short_names([r["collection"] for r in comparison if r["collection"]])
     for r in comparison:
-        coll = labels.get(r["collection"], "") if r["collection"] else "[bold]all[/]"
+        coll = shown(labels.get(r["collection"], "")) if r["collection"] else "[bold]all[/]"
         digits = 2 if r["metric"] == "latency_ratio" else 4
         label = "latency (x BM25)" if r["metric"] == "latency_ratio" else METRIC_LABELS.get(r["metric"], r["metric"])
         table.add_row(coll, label, fmt(r["value"], digits), fmt(r["parent"], digits),
                       _delta(r["value"], r["parent"], digits), fmt(r["seed"], digits),
                       _delta(r["value"], r["seed"], digits))
     c.print(table)
+    code = escape_hidden(rec.code)
     if sys.stdout.isatty() and not args.plain:
-        c.print(Syntax(rec.code, "python", line_numbers=True, word_wrap=False))
+        c.print(Syntax(code, "python", line_numbers=True, word_wrap=False))
     else:
-        print(rec.code, end="" if rec.code.endswith("\n") else "\n")
+        print(code, end="" if code.endswith("\n") else "\n")
     for flag, text, title in ((args.prompt, rec.prompt, "prompt"), (args.response, rec.response, "response")):
         if flag:
             c.rule(title)
-            print(text if text is not None else f"(no {title} recorded for this program)")
+            print(escape_hidden(text) if text is not None else f"(no {title} recorded for this program)")
     return 0
 
 
@@ -320,9 +325,10 @@ def cmd_diff(args) -> int:
                 raise InspectError(f"program #{rec.id} is a seed and has no parent; "
                                    "name a second program to compare with (evorank diff RUN ID OTHER)")
     text = program_diff(base, rec, args.context)
-    if args.json:
+    if args.json:  # JSON escapes control characters itself
         print_json({"from": base.id, "to": rec.id, "identical": not text, "diff": text})
         return 0
+    text = escape_hidden(text)
     if not text:
         print(f"#{base.id} and #{rec.id} have identical code")
     elif sys.stdout.isatty():
@@ -347,7 +353,7 @@ def cmd_lineage(args) -> int:
     from rich.table import Table
 
     first = steps[0]
-    origin = f"seed {first['seed_name']}" if first["operator"] == "seed" else f"#{first['id']} (no further parents)"
+    origin = f"seed {shown(first['seed_name'])}" if first["operator"] == "seed" else f"#{first['id']} (no further parents)"
     table = Table(title=f"lineage of #{rec.id}: {len(steps) - 1} step(s) from {origin}", title_justify="left")
     for col, just in (("step", "right"), ("id", "right"), ("operator", "left"), ("island", "right"),
                       ("iteration", "right"), ("fitness", "right"), ("Δ step", "right"), ("Δ total", "right"),
@@ -356,10 +362,10 @@ def cmd_lineage(args) -> int:
     for s in steps:
         note = ", ".join(f"crossed with #{p}" for p in s["other_parents"])
         if s["operator"] == "seed":
-            note = s["seed_name"] or ""
+            note = shown(s["seed_name"] or "")
         delta = f"{s['delta']:+.4f}" if s["delta"] is not None else ""
         style = "green" if (s["delta"] or 0) > 0 else ("red" if (s["delta"] or 0) < 0 else "")
-        table.add_row(str(s["step"]), str(s["id"]), s["operator"], str(s["island"]), str(s["iteration"]),
+        table.add_row(str(s["step"]), str(s["id"]), shown(s["operator"]), str(s["island"]), str(s["iteration"]),
                       fmt(s["fitness"]), f"[{style}]{delta}[/]" if style else delta,
                       f"{s['delta_from_start']:+.4f}" if s["delta_from_start"] is not None else "", note)
     console().print(table)

@@ -250,11 +250,14 @@ def print_run_summary(console, engine, best, run_dir: Path) -> None:
     best_path = run_dir / "best.py"
     best_path.write_text(with_docstring(best.code, program_docstring(best, chain, seed_name, run_dir.resolve().name)),
                          encoding="utf-8")
-    console.print(f"\nbest program written to {best_path}\nnext:\n"
-                  f"  evorank eval {run_dir}:best --suite heldout   # does it transfer to unseen collections?\n"
+    # Every command suggested here keeps the evolved code in the sandbox or only reads it: none runs it in this
+    # process (`eval RUN:best` runs in the jail; `export` verifies the program before writing it).
+    console.print(f"\nbest program written to {best_path} (evolved code: run it through evorank, not with python)\n"
+                  "next:\n"
+                  f"  evorank eval {run_dir}:best --suite heldout   # does it transfer to unseen collections? (sandboxed)\n"
                   f"  evorank top {run_dir}  /  evorank show {run_dir} best  /  evorank lineage {run_dir} best\n"
                   f"  evorank report {run_dir} -o report.html      # plots, grids, lineage diffs, transfer table\n"
-                  f"  evorank export {run_dir} best -o my_scorer.py  # a standalone scorer (numpy, scipy, PyStemmer)\n"
+                  f"  evorank export {run_dir} best -o my_scorer.py  # a standalone scorer, written once it is verified\n"
                   f"  {resume}\n"
                   f"  log: {run_dir / 'run.log'}   archive: {run_dir / 'archive.sqlite'}")
 
@@ -391,7 +394,10 @@ def add_inspection_commands(sub) -> None:
 
     p = sub.add_parser("export", help="write a program as a standalone scorer module (numpy, scipy, PyStemmer only)",
                        description="Write a single .py file with the program's code, the text analyzer, an index "
-                       "builder and a Retriever: Retriever(docs).search(query, k=10). It does not import evorank.",
+                       "builder and a Retriever: Retriever(docs).search(query, k=10). It does not import evorank. "
+                       "Only programs within the exportable subset (numpy/scipy array work over the contract's index "
+                       "and query; docs/sandbox.md) are written: another is refused with each line and reason "
+                       "(exit status 1) unless --unverified.",
                        epilog="examples:\n  evorank export runs/x -o my_scorer.py\n  evorank export runs/x 42 -o s.py\n"
                        "  python -c \"from my_scorer import Retriever; "
                        "print(Retriever({'a': 'solar power', 'b': 'bread'}).search('solar'))\"\n",
@@ -399,6 +405,10 @@ def add_inspection_commands(sub) -> None:
     p.add_argument("run", help="run folder")
     p.add_argument("id", nargs="?", default="best", help=_id_help("best"))
     p.add_argument("-o", "--out", help="file to write (default scorer_<id>.py in the current folder)")
+    p.add_argument("--unverified", action="store_true",
+                   help="write the program even when it is outside the exportable subset (docs/sandbox.md): the "
+                   "file then opens with a banner saying so and listing what the check found. Read such a file "
+                   "before importing it: it runs the evolved code with your rights, outside any sandbox")
     p.add_argument("--json", action="store_true", help="print what was written as JSON")
     p.set_defaults(func=_lazy("evorank.evolve.inspection.export", "cmd_export"))
 

@@ -9,6 +9,12 @@ numpy, scipy and (for the analyzer) PyStemmer.
 If the program itself defines a name that the harness defines too (``Index``, ``tokenize``, ...),
 pasting it in would let one clobber the other; then the program is embedded as a string and run
 in its own namespace instead (same behaviour, less readable), and the header says so.
+
+The exported module runs in the user's process with nothing around it, unlike the run's candidates, which ran
+only in the jail. So only verified programs are written: ``evaluators.program.export_check`` checks the program
+against the exportable subset (an allowlist of constructs, names, modules, attributes and builtins; see
+docs/sandbox.md), and a program outside it is refused with each line and reason. ``--unverified`` writes it
+anyway, under a banner at the top of the file that says it was not verified and what the check found.
 """
 from __future__ import annotations
 
@@ -23,6 +29,9 @@ from pathlib import Path
 from evorank.archive import ProgramRecord
 from evorank.evaluators.errors import EvorankError
 from evorank.evaluators.metrics import METRICS
+from evorank.evaluators.program.checks import Violation
+from evorank.evaluators.program.export_check import verify_exportable
+from evorank.evaluators.program.output import escape_hidden
 from .queries import lineage, open_run, resolve_id
 from evorank.evolve.engine.provenance import program_docstring, with_docstring
 from evorank.threadsafe_ast import parse_ast
@@ -45,6 +54,39 @@ RUN_OUTPUT_MARKS = ("exported as a standalone module", "evolved by evorank in ru
 def run_output_mark(text: str) -> str | None:
     """The mark (of ``RUN_OUTPUT_MARKS``) that shows ``text`` was written by a run or by ``export``, or None."""
     return next((m for m in RUN_OUTPUT_MARKS if m in text), None)
+
+
+class ExportRefused(ExportError):
+    """The program is outside the exportable subset; ``violations`` say where and why."""
+
+    def __init__(self, rec: ProgramRecord, violations: list[Violation]):
+        self.rec, self.violations = rec, violations
+        super().__init__(f"program #{rec.id} was not exported: it is outside the subset of Python an exported scorer "
+                         f"may use (docs/sandbox.md, 'The exportable subset'):\n{violation_lines(violations)}\n"
+                         "Line numbers are the program's as `evorank show RUN ID` prints it. Export another program, "
+                         "or read this one and write it with --unverified (the file then says it was not verified)")
+
+
+def violation_lines(violations: list[Violation], limit: int = 12, indent: str = "  ") -> str:
+    """The first ``limit`` violations, one per line (their text made printable)."""
+    lines = [indent + escape_hidden(str(v), keep="") for v in violations[:limit]]
+    if len(violations) > limit:
+        lines.append(f"{indent}(and {len(violations) - limit} more)")
+    return "\n".join(lines)
+
+
+def unverified_banner(rec: ProgramRecord, violations: list[Violation]) -> str:
+    """The comment block that opens a module written with ``--unverified``."""
+    rule = "# " + "=" * 100
+    return "\n".join([
+        rule,
+        f"# UNVERIFIED: program #{rec.id} is outside evorank's exportable subset (docs/sandbox.md), and",
+        "# `evorank export --unverified` wrote it anyway. Importing this module runs the evolved code with your",
+        "# rights, outside any sandbox: read all of it first. What the check found (lines of the program as",
+        "# `evorank show RUN ID` prints it):",
+        *("# " + line for line in violation_lines(violations, indent="  ").splitlines()),
+        rule,
+    ]) + "\n"
 
 
 def _bound_names(tree: ast.Module) -> set[str]:
@@ -106,9 +148,12 @@ def _metrics_lines(rec: ProgramRecord) -> list[str]:
 
 
 def render(rec: ProgramRecord, run_dir, *, module_name: str = "my_scorer", fitness_preset: str | None = None,
-           seed_name: str | None = None, when: _dt.datetime | None = None, docstring: str | None = None) -> str:
+           seed_name: str | None = None, when: _dt.datetime | None = None, docstring: str | None = None,
+           unverified: list[Violation] | None = None) -> str:
     """The exported module's text for one archived program; ``docstring`` replaces the program's own (its seed's)
-    module docstring (``provenance.program_docstring``)."""
+    module docstring (``provenance.program_docstring``). ``unverified``: the violations of a program written
+    although it is outside the exportable subset (the module then opens with ``unverified_banner``); None for a
+    verified program."""
     from importlib import metadata
 
     try:
@@ -146,6 +191,8 @@ def render(rec: ProgramRecord, run_dir, *, module_name: str = "my_scorer", fitne
         f"    status:      {rec.status}" + (f" ({rec.failure_reason})" if rec.failure_reason else ""),
         f"    fitness:     {fitness} ({fitness_preset or 'rankevolve'}){latency}",
         f"    exported:    {when.strftime('%Y-%m-%d %H:%M:%S UTC')} by evorank {version}",
+        "    verified:    " + ("NO: outside the exportable subset, written with --unverified (see the banner)"
+                               if unverified is not None else "yes: within evorank's exportable subset"),
         "    metrics measured in the run (1,000 documents per query):",
         *(_metrics_lines(rec) if rec.metrics else ["    (none recorded)"]),
     ]
@@ -157,8 +204,10 @@ def render(rec: ProgramRecord, run_dir, *, module_name: str = "my_scorer", fitne
         "seed": seed_name, "status": rec.status, "fitness": rec.fitness, "fitness_preset": fitness_preset,
         "latency_ratio": rec.latency_ratio, "metrics": rec.metrics,
         "exported_at": when.isoformat(timespec="seconds"), "evorank_version": version,
+        "verified": unverified is None,
     }
-    title = f"Evolved ranking function #{rec.id} (fitness {fitness}) from run {Path(run_dir).resolve().name}"
+    title = (("UNVERIFIED " if unverified is not None else "")
+             + f"Evolved ranking function #{rec.id} (fitness {fitness}) from run {Path(run_dir).resolve().name}")
     values = {
         "@@TITLE@@": title.replace('"""', "'''"),
         "@@PROVENANCE@@": "\n".join(provenance).replace('"""', "'''").replace("\\", "/"),
@@ -171,6 +220,8 @@ def render(rec: ProgramRecord, run_dir, *, module_name: str = "my_scorer", fitne
     out = template
     for ph in PLACEHOLDERS:  # @@PROGRAM@@ last: the program's own text is never searched for placeholders
         out = out.replace(ph, values[ph])
+    if unverified is not None:
+        out = unverified_banner(rec, unverified) + out
     try:
         compile(out, module_name, "exec")
     except SyntaxError as e:  # pragma: no cover - would be a template bug
@@ -185,36 +236,60 @@ def _py_literal(obj) -> str:
     return pprint.pformat(obj, sort_dicts=False, width=110)
 
 
-def export_program(run_dir, ident: str = "best", out: str | Path | None = None) -> tuple[Path, ProgramRecord]:
-    """Write program ``ident`` of the run to ``out`` (default scorer_<id>.py); returns (path, its record)."""
+def export_program(run_dir, ident: str = "best", out: str | Path | None = None,
+                   unverified: bool = False) -> tuple[Path, ProgramRecord, list[Violation]]:
+    """Write program ``ident`` of the run to ``out`` (default scorer_<id>.py); returns (path, its record, the
+    violations of the exportable subset). Raises ExportRefused for a program outside the subset unless
+    ``unverified``, which writes it under a banner."""
     with open_run(run_dir) as store:
         with store.read_snapshot():
             rec = resolve_id(store, ident)
             chain = lineage(store, rec)
             preset = store.config().get("fitness")
+    violations = verify_exportable(rec.code)
+    if violations and not unverified:
+        raise ExportRefused(rec, violations)
     seed = chain[0] if chain and chain[0].operator == "seed" else None
     seed_name = seed.features.get("seed_name") if seed else None
     path = Path(out) if out else Path(f"scorer_{rec.id}.py")
     module = path.stem if path.stem.isidentifier() else "my_scorer"
     text = render(rec, run_dir, module_name=module, fitness_preset=preset, seed_name=seed_name,
-                  docstring=program_docstring(rec, chain, seed_name, Path(run_dir).resolve().name))
+                  docstring=program_docstring(rec, chain, seed_name, Path(run_dir).resolve().name),
+                  unverified=violations or None)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
-    return path, rec
+    return path, rec, violations
 
 
 def cmd_export(args) -> int:
-    path, rec = export_program(args.run, args.id, args.out)
+    try:
+        path, rec, violations = export_program(args.run, args.id, args.out, unverified=args.unverified)
+    except ExportRefused as e:
+        if args.json:
+            print(json.dumps({"path": None, "program_id": e.rec.id, "verified": False,
+                              "violations": [{"line": v.line, "reason": v.reason, "message": v.message}
+                                             for v in e.violations]}, indent=2))
+        else:
+            print(f"evorank: {e}", file=sys.stderr)
+        return 1
     warning = None
     if rec.status != "accepted":
         warning = (f"program #{rec.id} was not accepted in the run ({rec.status}"
                    + (f": {rec.failure_reason}" if rec.failure_reason else "") + "); it may not work")
     if args.json:
-        print(json.dumps({"path": str(path), "program_id": rec.id, "fitness": rec.fitness, "warning": warning}, indent=2))
+        print(json.dumps({"path": str(path), "program_id": rec.id, "fitness": rec.fitness, "warning": warning,
+                          "verified": not violations}, indent=2))
         return 0
     if warning:
         print(f"evorank: warning: {warning}", file=sys.stderr)
-    print(f"wrote {path}: program #{rec.id} (fitness {rec.fitness if rec.fitness is not None else '-'})")
+    if violations:
+        print(f"evorank: warning: {path} is UNVERIFIED: program #{rec.id} is outside the exportable subset and runs "
+              f"with your rights when imported. Read it first; the banner at its top lists what the check found:\n"
+              f"{violation_lines(violations)}", file=sys.stderr)
+        print(f"wrote {path}: program #{rec.id} (fitness {rec.fitness if rec.fitness is not None else '-'}), UNVERIFIED")
+        return 0
+    print(f"wrote {path}: program #{rec.id} (fitness {rec.fitness if rec.fitness is not None else '-'}), verified: "
+          "within the exportable subset")
     if path.stem.isidentifier():
         print(f"try:  python -c \"from {path.stem} import Retriever; "
               f"print(Retriever({{'a': 'solar power for homes', 'b': 'baking bread'}}).search('solar', k=5))\"")

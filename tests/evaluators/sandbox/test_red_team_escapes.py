@@ -227,9 +227,9 @@ def test_the_family_rules_leave_ordinary_code_alone():
 
 
 def test_a_table_of_judgements_does_not_fit_in_a_program():
-    """A program that boosts the documents judged relevant, keyed by the collection's size (no query ids): its
-    table is refused as literal payload."""
-    table = {82: list(range(0, 82, 2)), 423: list(range(0, 423, 2))}
+    """A program that boosts the documents judged relevant to any query, keyed by the collection's size (no query
+    ids): the table of a scifact-sized collection is refused as literal payload."""
+    table = {5183: list(range(0, 5183, 11))}
     source = program(f'''
         RELEVANT = {table!r}
         def boost(index):

@@ -275,9 +275,11 @@ class Engine:
         rng = rng_for(self.cfg.seed, prop.iteration, stream=1)
         try:
             self.proposer.fill(prop, rng)
-        except Exception as e:  # a proposer bug must cost one proposal, not the run
+        except Exception as e:  # a proposer bug (or a reply a trusted step could not read) costs one proposal
             log.exception("proposal %d failed", prop.iteration)
-            prop.failure_reason, prop.failure_detail = f"proposer:{type(e).__name__}", str(e)[:500]
+            prop.failure_reason = f"proposer:{type(e).__name__}"
+            prop.failure_detail = (f"evorank failed while making this proposal ({type(e).__name__}; the traceback is "
+                                   "in run.log)")  # fixed text: the exception may quote the reply
         return prop
 
     # -- evaluating and archiving -------------------------------------------------------------

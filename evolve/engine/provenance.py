@@ -60,7 +60,10 @@ def with_docstring(code: str, text: str) -> str:
     """``code`` with its module docstring replaced by ``text`` (added when it has none)."""
     text = text.replace('"""', "'''").replace("\\", "/")
     doc = f'"""{text}\n"""\n'
-    tree = parse_ast(code)
+    try:
+        tree = parse_ast(code)
+    except SyntaxError:  # code that does not parse (or is too large to): the docstring goes on top
+        return doc + code
     first = tree.body[0] if tree.body else None
     lines = code.splitlines(keepends=True)
     if isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant) \

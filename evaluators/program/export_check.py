@@ -208,17 +208,21 @@ class _Verifier:
             self.bound.add(node.name)
         elif isinstance(node, ast.Import):
             for a in node.names:
-                if a.asname:
-                    self.modules[a.asname] = a.name
-                else:
-                    self.modules[a.name.split(".")[0]] = a.name.split(".")[0]
+                self._import_binds(node, a.asname or a.name.split(".")[0], a.name if a.asname else
+                                   a.name.split(".")[0], self.modules)
         elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
             for a in node.names:
                 full = f"{node.module}.{a.name}"
-                if full in MODULE_MEMBERS:
-                    self.modules[a.asname or a.name] = full
-                else:
-                    self.members[a.asname or a.name] = full
+                self._import_binds(node, a.asname or a.name, full,
+                                   self.modules if full in MODULE_MEMBERS else self.members)
+
+    def _import_binds(self, node: ast.AST, name: str, target: str, table: dict[str, str]) -> None:
+        """Record that an import binds ``name`` to ``target``; one name names one thing (the checks of a module's
+        members would otherwise apply to whichever import the verifier saw last)."""
+        earlier = self.modules.get(name) or self.members.get(name)
+        if earlier is not None and earlier != target:
+            self.bad("import", name, node, f"{name!r} is imported as both {earlier!r} and {target!r}")
+        table[name] = target
 
     # -- names -------------------------------------------------------------------------------------
     def _name_problem(self, name: str, binds: bool = False) -> str | None:

@@ -162,6 +162,11 @@ def rules(block: str) -> list[str]:
          return np.zeros(3)
      """, "export:name np"),
     ("""
+     import math as np
+     def score(query, index, state):
+         return np.zeros(index.n_docs)
+     """, "export:import np"),
+    ("""
      import os
      def score(query, index, state):
          return np.zeros(index.n_docs)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from evorank.evaluators.errors import EvorankError
 from evorank.evolve.inspection.console import console as make_console
-from evorank.evolve.inspection.format import ID_FORMS, RUN_COLLECTIONS
+from evorank.evolve.inspection.format import EXPORT_DESCRIPTION, ID_FORMS, RUN_COLLECTIONS, UNVERIFIED_HELP
 
 EPILOG_MAIN = """\
 examples:
@@ -250,10 +250,7 @@ def print_run_summary(console, engine, best, run_dir: Path) -> None:
     best_path = run_dir / "best.py"
     best_path.write_text(with_docstring(best.code, program_docstring(best, chain, seed_name, run_dir.resolve().name)),
                          encoding="utf-8")
-    # Every command suggested here keeps the evolved code in the sandbox or only reads it: none runs it in this
-    # process (`eval RUN:best` runs in the jail; `export` verifies the program before writing it).
-    console.print(f"\nbest program written to {best_path} (evolved code: run it through evorank, not with python)\n"
-                  "next:\n"
+    console.print(f"\nbest program written to {best_path} (evolved code: run it through evorank only)\nnext:\n"
                   f"  evorank eval {run_dir}:best --suite heldout   # does it transfer to unseen collections? (sandboxed)\n"
                   f"  evorank top {run_dir}  /  evorank show {run_dir} best  /  evorank lineage {run_dir} best\n"
                   f"  evorank report {run_dir} -o report.html      # plots, grids, lineage diffs, transfer table\n"
@@ -393,11 +390,7 @@ def add_inspection_commands(sub) -> None:
     p.set_defaults(func=_lazy("evorank.evolve.inspection.report", "cmd_report"))
 
     p = sub.add_parser("export", help="write a program as a standalone scorer module (numpy, scipy, PyStemmer only)",
-                       description="Write a single .py file with the program's code, the text analyzer, an index "
-                       "builder and a Retriever: Retriever(docs).search(query, k=10). It does not import evorank. "
-                       "Only programs within the exportable subset (numpy/scipy array work over the contract's index "
-                       "and query; docs/sandbox.md) are written: another is refused with each line and reason "
-                       "(exit status 1) unless --unverified.",
+                       description=EXPORT_DESCRIPTION,
                        epilog="examples:\n  evorank export runs/x -o my_scorer.py\n  evorank export runs/x 42 -o s.py\n"
                        "  python -c \"from my_scorer import Retriever; "
                        "print(Retriever({'a': 'solar power', 'b': 'bread'}).search('solar'))\"\n",
@@ -405,10 +398,7 @@ def add_inspection_commands(sub) -> None:
     p.add_argument("run", help="run folder")
     p.add_argument("id", nargs="?", default="best", help=_id_help("best"))
     p.add_argument("-o", "--out", help="file to write (default scorer_<id>.py in the current folder)")
-    p.add_argument("--unverified", action="store_true",
-                   help="write the program even when it is outside the exportable subset (docs/sandbox.md): the "
-                   "file then opens with a banner saying so and listing what the check found. Read such a file "
-                   "before importing it: it runs the evolved code with your rights, outside any sandbox")
+    p.add_argument("--unverified", action="store_true", help=UNVERIFIED_HELP)
     p.add_argument("--json", action="store_true", help="print what was written as JSON")
     p.set_defaults(func=_lazy("evorank.evolve.inspection.export", "cmd_export"))
 

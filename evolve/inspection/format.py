@@ -18,6 +18,16 @@ METRIC_LABELS = {"ndcg@10": "nDCG@10", "recall@100": "R@100", "recall@1000": "R@
 # How a program of a run can be named (``evorank show RUN ID``, ``evorank eval RUN:ID``); see
 # ``inspect_queries.resolve_id``.
 ID_FORMS = "best, best@island:K, a program id, a code-hash prefix, or seed:NAME"
+# ``evorank export``'s description and its --unverified flag (export_check.py is what verifies).
+EXPORT_DESCRIPTION = (
+    "Write a single .py file with the program's code, the text analyzer, an index builder and a Retriever: "
+    "Retriever(docs).search(query, k=10). It does not import evorank. Only a program within the exportable subset "
+    "(numpy/scipy array work over the contract's index and query; docs/sandbox.md) is written: another is refused "
+    "with each line and reason (exit status 1) unless --unverified.")
+UNVERIFIED_HELP = (
+    "write the program even when it is outside the exportable subset: the file then opens with a banner saying so "
+    "and listing what the check found. Read such a file before importing it: it runs the evolved code with your "
+    "rights, outside any sandbox")
 #: What ``top``/``status --significance`` test on when no suite is named: the run's own collections.
 RUN_COLLECTIONS = "run"
 

@@ -25,6 +25,8 @@ The rules (``verify_exportable``), each violation named ``export:<rule> <what>``
   assigned or deleted.
 - ``decorator``: only ``functools.lru_cache`` and ``functools.cache``.
 - ``string``: no string literal containing ``__`` (docstrings aside).
+- ``control_character``: no control or invisible formatting character anywhere (Trojan Source; a terminal that
+  shows the file would act on ANSI escapes).
 - ``literals``: the literal payload bound of ``payload.py``.
 - ``sparse``: scipy builds a compressed matrix from ``(data, indices, indptr)`` without checking that the
   indices are in range, and multiplying such a matrix reads and writes outside its arrays. So a compressed
@@ -45,6 +47,7 @@ import builtins
 from evorank.threadsafe_ast import SourceTooComplex, parse_ast
 
 from .checks import Violation
+from .output import first_hidden
 from .payload import budget_message, docstring_ids, over_budget
 
 ALLOWED_NODES: tuple[type, ...] = (
@@ -162,6 +165,10 @@ def verify_exportable(source: str) -> list[Violation]:
     except (SyntaxError, ValueError) as e:
         return [Violation("export:syntax", getattr(e, "lineno", 0) or 0, "the program does not parse")]
     found: list[Violation] = []
+    hidden = first_hidden(source.replace("\r\n", "\n"))
+    if hidden is not None:
+        found.append(Violation("export:control_character", hidden[0], f"the character U+{ord(hidden[1]):04X} "
+                               "(a control or invisible formatting character) is not exportable"))
     _Verifier(found.append, tree).run()
     payload = over_budget(tree)
     if payload is not None:

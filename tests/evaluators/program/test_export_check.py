@@ -278,6 +278,11 @@ def test_literal_payload_is_bounded():
     assert [v.reason for v in check_source(with_block(block), BM25).violations] == ["too_large:literals"]
 
 
+def test_hidden_characters_are_refused():
+    assert "export:control_character" in rules("B_NOTE = 0.3  # \u202e ; B = 0.95 \u2069\n")
+    assert "export:control_character" in rules("# \x1b[2J\x1b[1;32mverified\x1b[0m\n")
+
+
 def test_deep_or_huge_text_is_a_violation_not_an_exception():
     assert rules("x = " + "-" * 5000 + "1\n") == ["export:too_complex"]
     assert rules("x = " + "+".join(["1"] * 300) + "\n") == ["export:too_complex"]

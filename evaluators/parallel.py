@@ -33,7 +33,7 @@ import logging
 import math
 import os
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -43,13 +43,13 @@ from .evaluate import (CollectionResult, SuiteResult, Topics, failed_result, lat
 from .errors import ProgramError
 from .metrics import fitness, fitness_spec
 from evorank.evaluators.program.source import seed_path
-from evorank.evaluators.program.ranking import DEFAULT_K
-from evorank.evaluators.sandbox.jail import remove_stale_jails
+from evorank.evaluators.program.ranking import DEFAULT_K, program_queries
 from evorank.evaluators.program.output import failure_text
 from evorank.evaluators.sandbox.runner import Limits, SandboxResult, warn_missing_layers
 from .splits import relevant_counts, validation_split
 from evorank.evaluators.program.checks import static_check
-from .tasks import EvalTask, init_worker, merge_shards, run_local_task, shard_bounds, worker_env
+from .tasks import (EvalTask, init_worker, merge_shards, remove_worker_leftovers, run_local_task, shard_bounds,
+                    worker_env, worker_limits)
 
 __all__ = ["Limits", "CascadeConfig", "CandidateResult", "Evaluator", "evaluate_program_sandboxed",
            "evaluate_programs_sandboxed", "cascade_sample"]
@@ -178,7 +178,7 @@ class Evaluator:
         if shard_queries is not None and shard_queries < 0:
             raise ValueError("shard_queries must be >= 0")
         self.shard_queries = shard_queries or None
-        self.limits = replace(limits, reuse_prepare=True) if reuse_prepare else limits
+        self.limits = worker_limits(limits, reuse_prepare)
         self.prepare_runs = 0  # finished sandboxed runs, and how many of them reused a prepare() state
         self.prepare_reused = 0
         self.spec = fitness_spec(fitness)
@@ -219,8 +219,11 @@ class Evaluator:
         # Largest collections first, so the slowest task does not start last.
         self._order = sorted(range(len(self.topics)),
                              key=lambda j: -(self.topics[j].index.n_docs * max(1, len(self.topics[j].queries))))
-        self._bounds = {(stage, j): shard_bounds(len(t.queries), self.shard_queries)
-                        for stage, tl in ((1, self._stage1_topics), (2, self.topics)) for j, t in enumerate(tl)}
+        self._bounds, self._program_queries = {}, {}  # workers get queries without ids (_record puts them back)
+        for stage, tl in ((1, self._stage1_topics), (2, self.topics)):
+            for j, t in enumerate(tl):
+                self._bounds[(stage, j)] = shard_bounds(len(t.queries), self.shard_queries)
+                self._program_queries[(stage, j)] = program_queries(t.queries)
         #: (candidate name, stage, collection, shard) of every task result recorded by the last evaluate call
         self.last_tasks: list[tuple[str, int, str, int]] = []
         self.task_retries = 0  # tasks re-submitted after their worker failed (since construction)
@@ -336,7 +339,7 @@ class Evaluator:
             finally:
                 threading.excepthook = previous
             self._executor = None
-            remove_stale_jails()
+            remove_worker_leftovers([t.index.path for t in self.topics])
 
     def __enter__(self) -> "Evaluator":
         return self
@@ -381,9 +384,9 @@ class Evaluator:
         return [(t.name, sig, str(t.index.path) if send else None) for t, sig in zip(self.topics, self._signatures)]
 
     def _task(self, cand: _Candidate, stage: int, j: int, s: int = 0) -> EvalTask:
-        topics = self.topics[j] if stage == 2 else self._stage1_topics[j]
+        all_queries = self._program_queries[(stage, j)]
         a, b = self._bounds[(stage, j)][s]
-        queries = topics.queries if (a, b) == (0, len(topics.queries)) else topics.queries[a:b]
+        queries = all_queries if (a, b) == (0, len(all_queries)) else all_queries[a:b]
         if self._cluster is None:
             return EvalTask(cand.source, "<candidate>", str(self.topics[j].index.path), queries, self.k, self.limits,
                          not self._unsafe_skip_language_checks)
@@ -522,6 +525,7 @@ class Evaluator:
         else:
             try:
                 ranking = sres.ranking
+                ranking.query_ids = [q.id for q in (self.topics[j] if stage == 2 else self._stage1_topics[j]).queries]
                 if stage == 2 and self._val_topics[j] is not None:  # one run over all queries, measured apart
                     cand.validation[j] = measure(subset_ranking(ranking, self._val_idx[j]), self._val_topics[j])
                     ranking = subset_ranking(ranking, self._train_idx[j])

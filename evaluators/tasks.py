@@ -13,13 +13,15 @@ imports no metric code, so a worker unpickling a task never loads it.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from evorank.evaluators.sandbox.jail import LAYERS, prepare_process
-from evorank.evaluators.program.ranking import Query, Ranking
+from evorank.evaluators.index.index import prepared_folder
+from evorank.evaluators.sandbox.jail import LAYERS, prepare_process, remove_stale_jails
+from evorank.evaluators.program.ranking import ProgramQuery, Ranking
+from evorank.evaluators.sandbox.prepared import max_cache_bytes, remove_stale_spools
 from evorank.evaluators.sandbox.runner import Limits, SandboxResult, run_sandboxed
 from .workers import THREAD_ENV, WORKER_ENV_KEEP
 
@@ -32,7 +34,7 @@ class EvalTask:
     source: str
     name: str
     index_path: str
-    queries: list[Query]
+    queries: list[ProgramQuery]  # without ids: a worker never holds them (the ranking names queries by position)
     k: int
     limits: Limits
     restrict_builtins: bool
@@ -51,6 +53,21 @@ def worker_env(keep: frozenset[str] = frozenset()) -> dict[str, str]:
     env = {k: "" for k in os.environ if k not in WORKER_ENV_KEEP | keep}
     env.update(THREAD_ENV)
     return env
+
+
+def worker_limits(limits: Limits, reuse_prepare: bool) -> Limits:
+    """``limits`` as tasks carry them to workers: the prepare-state cache's cap (``EVORANK_PREPARED_MB``) read here,
+    in the caller's environment, since workers start with a scrubbed one; reuse on only when the cap is not 0."""
+    cache_mb = max_cache_bytes() >> 20 if limits.prepared_mb is None else max(0, limits.prepared_mb)
+    return replace(limits, reuse_prepare=(reuse_prepare or limits.reuse_prepare) and cache_mb > 0,
+                   prepared_mb=cache_mb)
+
+
+def remove_worker_leftovers(index_paths) -> None:
+    """After the workers stopped: the jail folders and prepare-state spools of processes that no longer exist."""
+    remove_stale_jails()
+    for path in index_paths:
+        remove_stale_spools(prepared_folder(Path(path)))
 
 
 def init_worker() -> None:

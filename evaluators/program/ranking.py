@@ -22,10 +22,11 @@ def _no_ids() -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Query:
-    """An analysed query, as given to ``score`` (see contract.md)."""
+class ProgramQuery:
+    """An analysed query as ``score`` receives it (see contract.md). It has no id: a collection's query ids are
+    external identifiers that a program could only use to look judgements up, so they stay on the trusted side
+    (``Query.id``, ``Ranking.query_ids``)."""
 
-    id: str
     text: str
     terms: tuple[str, ...]  # analysed terms in order, repeats kept, absent ones too
     term_ids: np.ndarray  # int64, distinct in-vocabulary terms, first-occurrence order
@@ -33,6 +34,35 @@ class Query:
     token_ids: np.ndarray = field(default_factory=_no_ids)  # int64 per term of ``terms``: its id, -1 if absent
     positions: np.ndarray = field(default_factory=_no_ids)  # int64 per term of ``terms``: position (stopword gaps)
     words: tuple[str, ...] = ()  # lower-cased words before stopping and stemming
+
+
+@dataclass(frozen=True)
+class Query:
+    """An analysed query with its collection's id (trusted side); ``for_program()`` is what ``score`` gets."""
+
+    id: str
+    text: str
+    terms: tuple[str, ...]
+    term_ids: np.ndarray
+    qtf: np.ndarray
+    token_ids: np.ndarray = field(default_factory=_no_ids)
+    positions: np.ndarray = field(default_factory=_no_ids)
+    words: tuple[str, ...] = ()
+
+    def for_program(self) -> ProgramQuery:
+        """The same query without its id (the arrays are shared: they are read-only)."""
+        return ProgramQuery(self.text, self.terms, self.term_ids, self.qtf, self.token_ids, self.positions, self.words)
+
+
+def program_queries(queries) -> list[ProgramQuery]:
+    """What a program may see of ``queries`` (``Query`` or already ``ProgramQuery``)."""
+    return [q.for_program() if isinstance(q, Query) else q for q in queries]
+
+
+def query_names(queries) -> list[str]:
+    """The ids of ``queries``; for a ``ProgramQuery`` (which has none), its position ("1", "2", ...). The trusted
+    side that knows the ids puts them in the ranking afterwards."""
+    return [q.id if isinstance(q, Query) else str(i + 1) for i, q in enumerate(queries)]
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -145,17 +175,18 @@ def rank(program, index, queries: list[Query], k: int = DEFAULT_K) -> Ranking:
     prepare_ms = (time.perf_counter() - t0) * 1e3
     doc_idx, all_scores, latency = [], [], np.empty(len(queries))
     buffer = score_buffer(index.n_docs)  # plain_scores' copy for every query; per-query arrays kept in the heap
-    for i, q in enumerate(queries):
+    names = query_names(queries)
+    for i, pq in enumerate(program_queries(queries)):
         t0 = time.perf_counter()
         try:
-            s = program.score(q, index, state)
+            s = program.score(pq, index, state)
         except Exception as e:
             raise ProgramError(
-                f"exception:{type(e).__name__}", f"score() raised {type(e).__name__} on query {q.id!r}: {e}"
+                f"exception:{type(e).__name__}", f"score() raised {type(e).__name__} on query {names[i]!r}: {e}"
             ) from None
         s = plain_scores(s, index.n_docs, buffer)
         idx, vals = top_k(s, k)
         latency[i] = (time.perf_counter() - t0) * 1e3
         doc_idx.append(idx)
         all_scores.append(vals)
-    return Ranking([q.id for q in queries], doc_idx, all_scores, latency, prepare_ms)
+    return Ranking(names, doc_idx, all_scores, latency, prepare_ms)

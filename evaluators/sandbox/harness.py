@@ -14,8 +14,9 @@ Within that limit it still protects honest measurement:
   the program, not page faults;
 - the module's own execution time is measured and reported, so that the worker can compare all the
   time reported with the CPU time the kernel charged to the jail (``evaluators.sandbox.runner``);
-- the ``prepare`` record is written as soon as ``prepare()`` returns, so a time-out is attributed to
-  the right stage.
+- the ``import`` and ``prepare`` records are written as soon as their phase ends, so a time-out is attributed
+  to the right stage, and the worker can time each phase from outside (``runner``);
+- the program's ``query`` objects carry no query id (``ranking.ProgramQuery``): the worker sends none.
 
 The runtime language layer (``restricted_builtins``) removes the dangerous builtins and limits
 imports to the allowed modules; like the static checks, it is a filter, not the boundary.
@@ -199,19 +200,20 @@ def run_candidate(res_w: int, source: str, index, queries, k: int, name: str, re
         t0 = perf()
         exec(code, module)
         prepare, score = entry_points(module)
-        import_ms = (perf() - t0) * 1e3
+        emit(wire.import_record((perf() - t0) * 1e3), flush=True)  # the worker notes when each phase ends
         stage = wire.Stage.PREPARE
         if reuse is not None and reuse.reused:  # the same prepare() ran for an earlier candidate
             state = reuse.state
             t0 = perf()
             populate_state(state)  # its pages, before the timed queries (counted as this run's prepare time)
-            emit(wire.prepare_record(import_ms, (perf() - t0) * 1e3), flush=True)
+            prepare_ms = (perf() - t0) * 1e3
         else:
             t0 = perf()
             state = prepare(index) if prepare is not None else None
-            emit(wire.prepare_record(import_ms, (perf() - t0) * 1e3), flush=True)
-        if capture_fd >= 0:
+            prepare_ms = (perf() - t0) * 1e3
+        if capture_fd >= 0:  # part of the prepare phase, untimed here (the worker allows for it)
             _send_state(capture_fd, state, fingerprints, reuse.max_bytes)
+        emit(wire.prepare_record(prepare_ms), flush=True)
         stage = wire.Stage.SCORE
         buffer = score_buffer(n_docs)  # plain_scores' copy for every query; per-query arrays kept in the heap
         for i, q in enumerate(queries):

@@ -21,7 +21,14 @@ objects, no file, no other collection). The cache lives in the evaluator's cache
 reach.
 
 ``EVORANK_PREPARED_MB`` caps the cache (default ``DEFAULT_MAX_MB``; least recently used states go first;
-``0`` turns reuse off).
+``0`` turns reuse off). It is read by the process that sets the limits (the ``Evaluator``'s), and travels to the
+workers in ``Limits.prepared_mb``: workers start with a scrubbed environment. One state holds at most
+``state_cap`` bytes: half the cache, and no more than ``STATE_INDEX_FACTOR`` times the index's own arrays.
+
+Nothing a jail sends can make this code raise: a stream cut short is dropped, a complete stream that fails
+validation is refused (``commit`` says which, and the run fails as ``protocol_error``: the honest writer never
+produces one), and the spool file is removed on every path; spools left by a killed worker are swept
+(``remove_stale_spools``).
 """
 from __future__ import annotations
 
@@ -36,20 +43,56 @@ from pathlib import Path
 
 from evorank.evaluators.index.index import prepared_folder
 from .prepare_key import prepare_key
-from .state_wire import InvalidState, JailReuse, build_state, index_arrays, read_state
+from .state_wire import (ALIGN, MAX_HEADER_BYTES, MAX_NODES, IncompleteState, InvalidState, JailReuse, build_state,
+                         index_arrays, read_state)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MB = 8192
 MAX_MB_ENV = "EVORANK_PREPARED_MB"
 _STREAM, _DESC = "stream.bin", "state.json"
+#: A state's arrays may hold at most this many times the bytes of the index's own arrays, plus STATE_BASE_BYTES
+#: (BM25's state is one float32 per posting, a fifth of the index; larger states are simply not shared).
+STATE_INDEX_FACTOR = 2
+STATE_BASE_BYTES = 64 << 20
+#: Bytes a stream may hold beyond its arrays: header, alignment, trailer.
+STREAM_OVERHEAD = MAX_HEADER_BYTES + ALIGN * (MAX_NODES + 2) + 64
 
 
 def max_cache_bytes() -> int:
+    """The cache's cap from ``EVORANK_PREPARED_MB`` in this process's environment (0: reuse off)."""
     try:
         return max(0, int(os.environ.get(MAX_MB_ENV, "") or DEFAULT_MAX_MB)) << 20
     except ValueError:
         return DEFAULT_MAX_MB << 20
+
+
+def state_cap(index_bytes: int, cache_bytes: int) -> int:
+    """The most array bytes one state may hold: half the cache, and at most STATE_INDEX_FACTOR x the index."""
+    return min(cache_bytes // 2, STATE_INDEX_FACTOR * index_bytes + STATE_BASE_BYTES)
+
+
+def remove_stale_spools(folder: Path) -> None:
+    """Remove the spool and temporary files of processes that no longer exist from one index's state folder."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith((".spool-", ".tmp-")):
+            continue
+        try:
+            os.kill(int(name.split("-")[1]), 0)
+            continue  # its process still runs: a capture in progress
+        except ProcessLookupError:
+            pass
+        except (ValueError, IndexError, OSError):
+            continue
+        path = folder / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 @dataclass
@@ -72,25 +115,40 @@ class Capture:
     fd: int = -1
 
     def feed(self, data: bytes) -> None:
-        """Append what arrived on the pipe (beyond ``max_bytes`` it is read and dropped, never stored)."""
-        if self.overflow or self.size + len(data) > self.max_bytes:
-            self.overflow = True
+        """Append what arrived on the pipe (beyond ``max_bytes``, or when the disk refuses it, the rest is read and
+        dropped, never stored)."""
+        if self.overflow:
             return
-        if self.fd < 0:
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view):]
+        if self.size + len(data) > self.max_bytes:
+            self.overflow = True
+            self.discard()
+            return
+        try:
+            if self.fd < 0:
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view):]
+        except OSError:  # e.g. the disk is full: no state, the run goes on
+            self.overflow = True
+            self.discard()
+            return
         self.size += len(data)
 
     def close(self) -> None:
         if self.fd >= 0:
-            os.close(self.fd)
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
             self.fd = -1
 
     def discard(self) -> None:
         self.close()
-        self.path.unlink(missing_ok=True)
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 class PreparedCache:
@@ -102,7 +160,9 @@ class PreparedCache:
         self.root = root or folder.parent
         self.dir = self.root / folder.name
         self._arrays = index_arrays(index)
+        self.index_bytes = sum(int(a.nbytes) for a in self._arrays.values())
         self._loaded: OrderedDict[str, Prepared] = OrderedDict()
+        remove_stale_spools(self.dir)
 
     def lookup(self, key: str) -> Prepared | None:
         """The state stored under ``key``, rebuilt for this process, or None."""
@@ -118,8 +178,8 @@ class PreparedCache:
             os.utime(folder)  # least recently used goes first
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError, InvalidState) as e:
-            log.warning("prepared state %s is unusable (%s); removing it", folder, e)
+        except Exception as e:  # noqa: BLE001 - a damaged cache entry is removed, never raised
+            log.warning("prepared state %s is unusable (%s); removing it", folder, type(e).__name__)
             shutil.rmtree(folder, ignore_errors=True)
             return None
         found = Prepared(state, float(desc.get("prepare_ms", 0.0)))
@@ -128,42 +188,50 @@ class PreparedCache:
             self._loaded.popitem(last=False)
         return found
 
-    def capture(self, key: str) -> Capture | None:
-        """A spool for the state the next jail will write under ``key`` (None when reuse is off)."""
-        cap = max_cache_bytes()
-        if not cap:
+    def capture(self, key: str, cache_bytes: int) -> Capture | None:
+        """A spool for the state the next jail will write under ``key`` (None when reuse is off). Its arrays may
+        hold ``state_cap`` bytes; the stream, that plus its header."""
+        cap = state_cap(self.index_bytes, cache_bytes)
+        if cap <= 0:
             return None
         self.dir.mkdir(parents=True, exist_ok=True)
-        return Capture(key, self.dir / f".spool-{os.getpid()}-{time.monotonic_ns()}", cap // 2)
+        return Capture(key, self.dir / f".spool-{os.getpid()}-{time.monotonic_ns()}", cap + STREAM_OVERHEAD)
 
-    def commit(self, capture: Capture, prepare_ms: float | None) -> bool:
-        """Validate a complete capture and store it (atomically; a concurrent identical commit wins)."""
-        capture.close()
-        if capture.overflow or capture.size == 0:
-            capture.discard()
-            return False
+    def commit(self, capture: Capture, prepare_ms: float | None, cache_bytes: int) -> str:
+        """Validate a complete capture and store it (atomically; a concurrent identical commit wins). Returns
+        ``stored``, ``dropped`` (nothing, too much, cut short, or not storable here) or ``refused`` (a complete
+        stream that fails validation: the jail wrote bytes of its own). Never raises; the spool is gone after."""
         try:
-            desc = read_state(capture.path, self._arrays)
-        except (InvalidState, OSError, ValueError, MemoryError) as e:
-            log.info("state from a jail refused: %s", e)
+            capture.close()
+            if capture.overflow or capture.size == 0:
+                return "dropped"
+            try:
+                desc = read_state(capture.path, self._arrays)
+            except IncompleteState:
+                return "dropped"
+            except InvalidState as e:
+                log.info("a prepare() state from a jail was refused: %s", e)
+                return "refused"
+            desc["prepare_ms"] = float(prepare_ms or 0.0)
+            tmp = self.dir / f".tmp-{os.getpid()}-{time.monotonic_ns()}"
+            try:
+                tmp.mkdir()
+                os.rename(capture.path, tmp / _STREAM)
+                (tmp / _DESC).write_text(json.dumps(desc))
+                os.rename(tmp, self.dir / capture.key)
+            except OSError:  # another worker stored the same key first, or the disk is full
+                shutil.rmtree(tmp, ignore_errors=True)
+                return "dropped"
+            self.evict(cache_bytes)
+            return "stored"
+        except Exception as e:  # noqa: BLE001 - whatever happened, the run is not the worker's to lose
+            log.warning("storing a prepare() state failed (%s)", type(e).__name__)
+            return "dropped"
+        finally:
             capture.discard()
-            return False
-        desc["prepare_ms"] = float(prepare_ms or 0.0)
-        tmp = self.dir / f".tmp-{os.getpid()}-{time.monotonic_ns()}"
-        try:
-            tmp.mkdir()
-            os.rename(capture.path, tmp / _STREAM)
-            (tmp / _DESC).write_text(json.dumps(desc))
-            os.rename(tmp, self.dir / capture.key)
-        except OSError:  # another worker stored the same key first
-            shutil.rmtree(tmp, ignore_errors=True)
-            capture.discard()
-            return False
-        self.evict()
-        return True
 
-    def evict(self) -> None:
-        """Remove least recently used states until all indexes' states fit ``EVORANK_PREPARED_MB``."""
+    def evict(self, cap: int) -> None:
+        """Remove least recently used states until all indexes' states fit ``cap`` bytes."""
         entries = []
         for folder in self.root.glob("*/*"):
             if folder.name.startswith("."):
@@ -172,7 +240,7 @@ class PreparedCache:
                 entries.append((folder.stat().st_mtime, (folder / _STREAM).stat().st_size, folder))
             except OSError:
                 continue
-        total, cap = sum(e[1] for e in entries), max_cache_bytes()
+        total = sum(e[1] for e in entries)
         for _, size, folder in sorted(entries):
             if total <= cap:
                 break
@@ -184,9 +252,9 @@ _caches: dict[str, PreparedCache] = {}
 
 
 def cache_for(index) -> PreparedCache | None:
-    """This process's cache of ``index``'s states (None without an on-disk index or with reuse turned off)."""
+    """This process's cache of ``index``'s states (None without an on-disk index)."""
     path = getattr(index, "path", None)
-    if path is None or not max_cache_bytes():
+    if path is None:
         return None
     key = str(path)
     if key not in _caches:
@@ -208,6 +276,7 @@ class ReusePlan:
     found: Prepared | None = None
     capture: Capture | None = None
     read_fd: int = -1  # the worker's end of the capture pipe
+    cache_bytes: int = 0
 
     def jail_args(self) -> tuple[JailReuse | None, int]:
         """(what the jail is told, the jail's end of the pipe to close here once it started)."""
@@ -215,7 +284,7 @@ class ReusePlan:
             return JailReuse(reused=True, state=self.found.state), -1
         if self.capture is not None:
             self.read_fd, write_fd = os.pipe()
-            return JailReuse(capture_fd=write_fd, max_bytes=self.capture.max_bytes), write_fd
+            return JailReuse(capture_fd=write_fd, max_bytes=self.capture.max_bytes - STREAM_OVERHEAD), write_fd
         return None, -1
 
     @property
@@ -223,21 +292,29 @@ class ReusePlan:
         """Untimed CPU time the jail may have spent writing the state it sent."""
         return CAPTURE_MS_PER_MB * (self.capture.size / 2**20) if self.capture is not None else 0.0
 
-    def finish(self, ok: bool, prepare_ms: float | None) -> None:
-        """After the run: keep a captured state when the run succeeded, else drop it."""
+    def finish(self, ok: bool, prepare_ms: float | None) -> str:
+        """After the run: keep a captured state when the run succeeded, else drop it. Returns what became of the
+        state (``none``, ``dropped``, ``stored``, ``refused``: see ``PreparedCache.commit``); never raises, and
+        leaves no spool file behind."""
         if self.read_fd >= 0:
-            os.close(self.read_fd)
+            try:
+                os.close(self.read_fd)
+            except OSError:
+                pass
             self.read_fd = -1
-        if self.capture is not None:
-            if ok and self.cache is not None:
-                self.cache.commit(self.capture, prepare_ms)
-            else:
-                self.capture.discard()
+        if self.capture is None:
+            return "none"
+        if ok and self.cache is not None:
+            return self.cache.commit(self.capture, prepare_ms, self.cache_bytes)
+        self.capture.discard()
+        return "dropped"
 
 
-def plan_reuse(source: str, index, enabled: bool) -> ReusePlan:
-    """Look ``source``'s prepare key up in ``index``'s cache (only when ``enabled``)."""
-    cache = cache_for(index) if enabled else None
+def plan_reuse(source: str, index, enabled: bool, cache_mb: int | None = None) -> ReusePlan:
+    """Look ``source``'s prepare key up in ``index``'s cache (only when ``enabled`` and the cache has room:
+    ``cache_mb``, else ``$EVORANK_PREPARED_MB`` of this process)."""
+    cache_bytes = max_cache_bytes() if cache_mb is None else max(0, int(cache_mb)) << 20
+    cache = cache_for(index) if enabled and cache_bytes else None
     if cache is None:
         return ReusePlan()
     key = prepare_key(source)
@@ -245,5 +322,5 @@ def plan_reuse(source: str, index, enabled: bool) -> ReusePlan:
         return ReusePlan()
     found = cache.lookup(key)
     if found is not None:
-        return ReusePlan(cache, found)
-    return ReusePlan(cache, capture=cache.capture(key))
+        return ReusePlan(cache, found, cache_bytes=cache_bytes)
+    return ReusePlan(cache, capture=cache.capture(key, cache_bytes), cache_bytes=cache_bytes)

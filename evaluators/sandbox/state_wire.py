@@ -13,6 +13,11 @@ anything else (a class the program defined, an object array, a function) makes t
 next candidate simply runs its own ``prepare``. Arrays that *are* the index's own arrays (``csr_matrix((w,
 td.indices, td.indptr))`` shares them) travel as a reference by name and come back as the index's arrays.
 
+What a state writes is what it holds: two arrays whose memory overlaps (views of one buffer, slices of one
+index array) or an array that repeats its memory (a zero stride, ``np.broadcast_to``) make it not shareable,
+so the bytes on disk never exceed the memory the state occupies; the worker bounds the whole stream relative
+to the index (``prepared.state_cap``).
+
 Stream: ``MAGIC``, u32 header length, JSON header, then each array's bytes at the offset the header gives
 (64-byte aligned, from the start of the stream), then ``TRAILER`` + u64 stream length.
 """
@@ -37,9 +42,13 @@ MAX_HEADER_BYTES = 8 << 20
 #: simply not shared: the next candidate runs its own prepare.
 MAX_NODES = 2_048
 MAX_DEPTH = 32
+MAX_NDIM = 4
 MAX_STR = 1 << 16
 #: dtypes an array or scalar may have (little-endian, as numpy names them)
 DTYPES = frozenset({"|b1", "|i1", "|u1", "<i2", "<u2", "<i4", "<u4", "<i8", "<u8", "<f2", "<f4", "<f8"})
+#: dtypes of a sparse matrix's ``indices`` and ``indptr`` (what scipy itself uses: signed, so that an order check
+#: on their differences cannot wrap around)
+_INDEX_DTYPES = frozenset({"<i4", "<i8"})
 
 # Captured when the harness imports this module, before any candidate code runs.
 _ndarray, _dtype_cls = np.ndarray, np.dtype
@@ -105,6 +114,11 @@ def encode_state(state, fingerprints: dict[tuple, str]) -> tuple[bytes, list]:
         slots[key] = s
         return s
 
+    def index_slot(a) -> dict:  # a sparse matrix's indices / indptr: signed integers only
+        if a.dtype.str not in _INDEX_DTYPES:
+            raise NotShareable(a.dtype.str)
+        return slot(a)
+
     def node(x, depth: int) -> dict:
         count[0] += 1
         if count[0] > MAX_NODES or depth > MAX_DEPTH:
@@ -115,7 +129,7 @@ def encode_state(state, fingerprints: dict[tuple, str]) -> tuple[bytes, list]:
         if t is bool:
             return {"t": "bool", "v": x}
         if t is int:
-            if abs(x) >= 2**63:
+            if not -2**63 < x < 2**63:
                 raise NotShareable("int")
             return {"t": "int", "v": x}
         if t is float:
@@ -127,6 +141,8 @@ def encode_state(state, fingerprints: dict[tuple, str]) -> tuple[bytes, list]:
         if t in _SCALARS:
             return {"t": "scalar", "dtype": _SCALARS[t], "v": x.tobytes().hex()}
         if t is _ndarray:
+            if x.ndim > MAX_NDIM:
+                raise NotShareable("ndim")
             return {"t": "ndarray", "a": slot(x)}
         if t is tuple or t is list:
             return {"t": "tuple" if t is tuple else "list", "items": [node(v, depth + 1) for v in x]}
@@ -142,14 +158,18 @@ def encode_state(state, fingerprints: dict[tuple, str]) -> tuple[bytes, list]:
                 a = x.__dict__.get(part)  # the instance's own attribute: no descriptor of the program runs
                 if type(a) is not _ndarray or a.ndim != 1:
                     raise NotShareable(part)
-                parts[part] = slot(a)
+                parts[part] = slot(a) if part == "data" else index_slot(a)
             shape = x.__dict__.get("_shape")
-            if type(shape) is not tuple or len(shape) != 2 or any(type(v) is not int for v in shape):
+            if type(shape) is not tuple or len(shape) != 2 or any(type(v) is not int or not 0 <= v < 2**62
+                                                                  for v in shape):
                 raise NotShareable("shape")
+            check_sparse(x.__dict__["data"], x.__dict__["indices"], x.__dict__["indptr"], shape, _SPARSE_NAME[t],
+                         NotShareable)
             return {"t": _SPARSE_NAME[t], "shape": list(shape), **parts}
         raise NotShareable(t.__name__)
 
     root = node(state, 0)
+    _check_extents(arrays)
     header, length = b"", -1
     while len(header) != length:  # the header's own length moves the offsets: settle it
         length = len(header)
@@ -162,6 +182,37 @@ def encode_state(state, fingerprints: dict[tuple, str]) -> tuple[bytes, list]:
         if len(header) > MAX_HEADER_BYTES:
             raise NotShareable("header")
     return header, arrays
+
+
+def _extent(a) -> tuple[int, int]:
+    """[first, last) byte addresses an array's elements occupy (from its interface: no code of the program runs,
+    ``a`` is an exact ndarray)."""
+    low = high = a.__array_interface__["data"][0]
+    if a.size == 0:
+        return low, low
+    for n, st in zip(a.shape, a.strides):
+        if st < 0:
+            low += (n - 1) * st
+        else:
+            high += (n - 1) * st
+    return low, high + a.itemsize
+
+
+def _check_extents(arrays: list) -> None:
+    """Each byte of memory is written at most once: an array whose elements repeat memory (a zero stride) or two
+    arrays that overlap (views of one buffer) make the state not shareable (its stream would be larger than what
+    the state occupies: disk amplification)."""
+    spans = []
+    for a in arrays:
+        low, high = _extent(a)
+        if a.size * a.itemsize > high - low:
+            raise NotShareable("repeated memory")
+        if high > low:
+            spans.append((low, high))
+    spans.sort()
+    for (_, end), (start, _) in zip(spans, spans[1:]):
+        if start < end:
+            raise NotShareable("overlapping arrays")
 
 
 def state_bytes(arrays: list) -> int:
@@ -204,29 +255,47 @@ def write_state(write, state, fingerprints: dict[tuple, str], max_bytes: int) ->
 # -- reading (the worker, trusted) ---------------------------------------------------------------------
 
 class InvalidState(Exception):
-    pass
+    """A complete stream that the honest writer could not have produced (the jail wrote its own bytes)."""
+
+
+class IncompleteState(InvalidState):
+    """A stream without its trailer: the writer stopped half-way (e.g. out of memory copying an array)."""
 
 
 def read_state(path, n_index: dict[str, np.ndarray]) -> dict:
-    """Validate a captured stream file; returns its description (what ``build_state`` needs). Raises
-    InvalidState. ``n_index``: the index's arrays by name (references must name one of them)."""
+    """Validate a captured stream file; returns its description (what ``build_state`` needs). ``n_index``: the
+    index's arrays by name (references must name one of them). Raises IncompleteState for a stream cut short and
+    InvalidState for anything else wrong, whatever the bytes make the parser do (any exception, a header nested
+    too deep for the JSON parser, ...): the stream is the jail's, and nothing in it may raise past this function.
+    Every check here is also made by the writer, so an honest jail never sends a stream that fails them."""
+    try:
+        return _read_state(path, n_index)
+    except InvalidState:
+        raise
+    except Exception as e:  # noqa: BLE001 - a malformed stream, whatever it made the checks do
+        raise InvalidState(f"malformed stream ({type(e).__name__})") from None
+
+
+def _read_state(path, n_index: dict[str, np.ndarray]) -> dict:
     with open(path, "rb") as f:
         size = f.seek(0, 2)
+        if size < len(MAGIC) + 4 + len(TRAILER) + 8:
+            raise IncompleteState("incomplete stream")
+        f.seek(size - len(TRAILER) - 8)
+        tail = f.read(len(TRAILER) + 8)
+        if tail[:len(TRAILER)] != TRAILER or struct.unpack("<Q", tail[len(TRAILER):])[0] != size:
+            raise IncompleteState("incomplete stream")
         f.seek(0)
         head = f.read(len(MAGIC) + 4)
-        if len(head) < len(MAGIC) + 4 or head[:len(MAGIC)] != MAGIC:
+        if head[:len(MAGIC)] != MAGIC:
             raise InvalidState("bad magic")
         (hlen,) = struct.unpack("<I", head[len(MAGIC):])
         if hlen > MAX_HEADER_BYTES or len(MAGIC) + 4 + hlen > size:
             raise InvalidState("bad header length")
         try:
             header = json.loads(f.read(hlen))
-        except ValueError:
-            raise InvalidState("header is not JSON") from None
-        f.seek(size - len(TRAILER) - 8)
-        tail = f.read(len(TRAILER) + 8)
-    if tail[:len(TRAILER)] != TRAILER or struct.unpack("<Q", tail[len(TRAILER):])[0] != size:
-        raise InvalidState("incomplete stream")
+        except (ValueError, RecursionError):
+            raise InvalidState("header is not JSON (or nested too deep)") from None
     if not isinstance(header, dict) or set(header) != {"root", "offsets"} or not isinstance(header["offsets"], list):
         raise InvalidState("bad header")
     offsets = header["offsets"]
@@ -235,21 +304,27 @@ def read_state(path, n_index: dict[str, np.ndarray]) -> dict:
     slots: list[dict] = []
     count = [0]
 
-    def check_slot(s) -> dict:
+    def is_int(v, low: int = 0, high: int = 2**62) -> bool:
+        return type(v) is int and low <= v < high
+
+    def check_slot(s, index_part: bool = False) -> dict:
         if not isinstance(s, dict):
             raise InvalidState("bad array slot")
         if set(s) == {"ref"}:
-            if s["ref"] not in n_index:
+            if type(s["ref"]) is not str or s["ref"] not in n_index:
                 raise InvalidState("reference to an unknown array")
+            if index_part and n_index[s["ref"]].dtype.str not in _INDEX_DTYPES:
+                raise InvalidState("sparse index array of a bad type")
             return {"ref": s["ref"]}
-        if set(s) != {"dtype", "shape", "array", "writeable"} or s["dtype"] not in DTYPES \
-                or not isinstance(s["shape"], list) or not 0 <= len(s["shape"]) <= 4 \
-                or any(type(v) is not int or v < 0 for v in s["shape"]) or type(s["array"]) is not int \
-                or not 0 <= s["array"] < len(offsets) or type(s["writeable"]) is not bool:
+        if set(s) != {"dtype", "shape", "array", "writeable"} or type(s["dtype"]) is not str \
+                or s["dtype"] not in (_INDEX_DTYPES if index_part else DTYPES) \
+                or not isinstance(s["shape"], list) or not 0 <= len(s["shape"]) <= MAX_NDIM \
+                or not all(is_int(v) for v in s["shape"]) or not is_int(s["array"], 0, len(offsets)) \
+                or type(s["writeable"]) is not bool:
             raise InvalidState("bad array slot")
         off = offsets[s["array"]]
         nbytes = math.prod(s["shape"]) * np.dtype(s["dtype"]).itemsize
-        if type(off) is not int or off < start or off % ALIGN or off + nbytes > data_end:
+        if not is_int(off) or off < start or off % ALIGN or off + nbytes > data_end:
             raise InvalidState("array outside the stream")
         out = {"dtype": s["dtype"], "shape": s["shape"], "offset": off, "writeable": s["writeable"]}
         slots.append(out)
@@ -265,7 +340,7 @@ def read_state(path, n_index: dict[str, np.ndarray]) -> dict:
             return n
         if t == "bool" and fields == {"v"} and type(n["v"]) is bool:
             return n
-        if t == "int" and fields == {"v"} and type(n["v"]) is int and abs(n["v"]) < 2**63:
+        if t == "int" and fields == {"v"} and is_int(n["v"], -2**63 + 1, 2**63):
             return n
         if t == "float" and fields == {"v"} and type(n["v"]) is str and len(n["v"]) < 40:
             try:
@@ -275,8 +350,8 @@ def read_state(path, n_index: dict[str, np.ndarray]) -> dict:
             return n
         if t == "str" and fields == {"v"} and type(n["v"]) is str and len(n["v"]) <= MAX_STR:
             return n
-        if t == "scalar" and fields == {"dtype", "v"} and n["dtype"] in DTYPES and type(n["v"]) is str \
-                and len(n["v"]) == 2 * np.dtype(n["dtype"]).itemsize:
+        if t == "scalar" and fields == {"dtype", "v"} and type(n["dtype"]) is str and n["dtype"] in DTYPES \
+                and type(n["v"]) is str and len(n["v"]) == 2 * np.dtype(n["dtype"]).itemsize:
             try:
                 bytes.fromhex(n["v"])
             except ValueError:
@@ -293,14 +368,15 @@ def read_state(path, n_index: dict[str, np.ndarray]) -> dict:
                 raise InvalidState("bad dict key")
             return {"t": t, "keys": keys, "values": [check(v, depth + 1) for v in n["values"]]}
         if t in _SPARSE and fields == {"shape", "data", "indices", "indptr"} and isinstance(n["shape"], list) \
-                and len(n["shape"]) == 2 and all(type(v) is int and 0 <= v < 2**62 for v in n["shape"]):
-            return {"t": t, "shape": n["shape"], **{p: check_slot(n[p]) for p in ("data", "indices", "indptr")}}
-        raise InvalidState(f"bad node of kind {t[:20]!r}")
+                and len(n["shape"]) == 2 and all(is_int(v) for v in n["shape"]):
+            return {"t": t, "shape": n["shape"], "data": check_slot(n["data"]),
+                    **{p: check_slot(n[p], index_part=True) for p in ("indices", "indptr")}}
+        raise InvalidState("bad node")
 
     root = check(header["root"], 0)
     _check_no_overlap(slots)
     desc = {"root": root, "size": size}
-    _check_sparse(root, path, n_index)
+    build_state(root, path, n_index, check=True)  # every sparse matrix well formed (check_sparse)
     return desc
 
 
@@ -311,11 +387,28 @@ def _check_no_overlap(slots: list[dict]) -> None:
             raise InvalidState("overlapping arrays")
 
 
-def _check_sparse(root: dict, path, n_index) -> None:
-    """Every sparse matrix is well formed: 1-D parts, integer index arrays, monotone pointers from 0 to nnz,
-    indices within the other dimension (so the next program cannot be handed a matrix that crashes scipy)."""
-    built = build_state(root, path, n_index, check=True)
-    del built
+#: Pointers are checked for order this many at a time (a bounded temporary, whatever the matrix's size).
+_CHUNK = 1 << 20
+
+
+def check_sparse(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, shape, kind: str, error=InvalidState):
+    """Raise ``error`` unless (data, indices, indptr) is a well-formed ``kind`` matrix of ``shape``: 1-D parts,
+    signed integer indices and pointers, pointers non-decreasing from 0 to nnz, indices within the other dimension
+    (so that no program is handed a matrix that makes scipy read outside an array). The writer (in the jail)
+    and the reader (the worker) run the same checks."""
+    rows, cols = shape
+    major, minor = (rows, cols) if kind.startswith("csr") else (cols, rows)
+    if data.ndim != 1 or indices.ndim != 1 or indptr.ndim != 1 or len(data) != len(indices) \
+            or indices.dtype.str not in _INDEX_DTYPES or indptr.dtype.str not in _INDEX_DTYPES \
+            or len(indptr) != major + 1:
+        raise error("malformed sparse matrix")
+    if indptr[0] != 0 or indptr[-1] != len(indices):
+        raise error("malformed sparse matrix pointers")
+    for i in range(0, len(indptr) - 1, _CHUNK):
+        if (np.diff(indptr[i:i + _CHUNK + 1]) < 0).any():
+            raise error("sparse matrix pointers out of order")
+    if len(indices) and (indices.min() < 0 or indices.max() >= minor):
+        raise error("sparse matrix indices out of range")
 
 
 # -- rebuilding (the worker, trusted) ------------------------------------------------------------------
@@ -360,18 +453,9 @@ def build_state(root: dict, path, n_index: dict[str, np.ndarray], check: bool = 
         if t == "dict":
             return {build(k): build(v) for k, v in zip(n["keys"], n["values"])}
         data, indices, indptr = (array(n[p]) for p in ("data", "indices", "indptr"))
-        rows, cols = n["shape"]
-        major, minor = (rows, cols) if t.startswith("csr") else (cols, rows)
         if check:
-            if data.ndim != 1 or indices.ndim != 1 or indptr.ndim != 1 or len(data) != len(indices) \
-                    or indices.dtype.kind not in "iu" or indptr.dtype.kind not in "iu" or len(indptr) != major + 1:
-                raise InvalidState("malformed sparse matrix")
-            if len(indptr) and (indptr[0] != 0 or indptr[-1] != len(indices) or (np.diff(indptr) < 0).any()):
-                raise InvalidState("malformed sparse matrix pointers")
-            if len(indices) and (indices.min() < 0 or indices.max() >= minor):
-                raise InvalidState("sparse matrix indices out of range")
-        m = _SPARSE[t]((data, indices, indptr), shape=(rows, cols), copy=False)
-        return m
+            check_sparse(data, indices, indptr, n["shape"], t)
+        return _SPARSE[t]((data, indices, indptr), shape=tuple(n["shape"]), copy=False)
 
     return build(root)
 

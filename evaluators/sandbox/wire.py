@@ -15,10 +15,17 @@ show only fenced and labelled (``evaluators.program.output``).
 Records (little-endian)::
 
     L  u32 layers                                   first: isolation layers applied (bit set)
-    P  f64 import_ms  f64 prepare_ms                 the module ran and prepare() returned
+    I  f64 import_ms                                 the module ran
+    P  f64 prepare_ms                                prepare() returned (and its state, if any, was sent)
     Q  u32 query  u32 count  f64 ms  i64[count] documents  f64[count] scores
     E  u8 code  u8 stage  u32 query  u32 line  i32 value  u16 name_len  u32 text_len  name  text
     D                                               end of a complete run
+
+The ``I`` and ``P`` records are written (flushed) the moment their phase ends and ``D`` right after the last
+query, so the worker, which notes when each byte arrived and how much CPU time the kernel had charged to the
+jail by then, can measure every phase itself (``Stream.import_end``, ``prepare_end``, ``end``: where each phase's
+record ends in the stream); the times in the records are only detail, bounded by that measurement
+(``runner``).
 """
 from __future__ import annotations
 
@@ -35,7 +42,7 @@ MAX_NAME_BYTES = 64
 MAX_TEXT_BYTES = 4000
 _ERROR_HEADER = struct.Struct("<BBIIiHI")
 _QUERY_HEADER = struct.Struct("<IId")
-_PREPARE = struct.Struct("<dd")
+_TIME = struct.Struct("<d")
 
 
 class ErrorCode(enum.IntEnum):
@@ -87,8 +94,12 @@ def layers_record(bits: int) -> bytes:
     return b"L" + struct.pack("<I", bits)
 
 
-def prepare_record(import_ms: float, prepare_ms: float) -> bytes:
-    return b"P" + _PREPARE.pack(import_ms, prepare_ms)
+def import_record(import_ms: float) -> bytes:
+    return b"I" + _TIME.pack(import_ms)
+
+
+def prepare_record(prepare_ms: float) -> bytes:
+    return b"P" + _TIME.pack(prepare_ms)
 
 
 def query_record(i: int, docs: np.ndarray, scores: np.ndarray, ms: float) -> bytes:
@@ -109,7 +120,7 @@ END = b"D"
 
 def max_stream_bytes(n_queries: int, k: int) -> int:
     """An upper bound on an honest stream's size (the worker stops reading beyond it)."""
-    return 64 + 1 + _PREPARE.size + n_queries * (1 + _QUERY_HEADER.size + 16 * k) + 64 + MAX_NAME_BYTES + MAX_TEXT_BYTES
+    return 64 + 2 * (1 + _TIME.size) + n_queries * (1 + _QUERY_HEADER.size + 16 * k) + 64 + MAX_NAME_BYTES + MAX_TEXT_BYTES
 
 
 # -- reading (the worker, trusted) ---------------------------------------------------------------------
@@ -140,6 +151,9 @@ class Stream:
     done: bool = False
     error: JailError | None = None
     problem: str | None = None
+    import_end: int = 0  # offsets just past the I, P and last (Q or D) records: where each phase ended
+    prepare_end: int = 0
+    end: int = 0
 
     @property
     def queries_done(self) -> int:
@@ -166,14 +180,22 @@ def parse(buf: bytes, n_q: int, n_docs: int, k: int, n_layers: int) -> Stream:
                 return problem("unexpected layer record")
             out.layers = struct.unpack_from("<I", buf, pos)[0] & ((1 << n_layers) - 1)
             pos += 4
+        elif tag == b"I":
+            if out.import_ms is not None or pos + _TIME.size > n:
+                return problem("bad import record")
+            (imp,) = _TIME.unpack_from(buf, pos)
+            pos += _TIME.size
+            if not (math.isfinite(imp) and imp >= 0):
+                return problem("invalid import time")
+            out.import_ms, out.import_end = imp, pos
         elif tag == b"P":
-            if out.prepare_ms is not None or pos + _PREPARE.size > n:
+            if out.import_ms is None or out.prepare_ms is not None or pos + _TIME.size > n:
                 return problem("bad prepare record")
-            imp, prep = _PREPARE.unpack_from(buf, pos)
-            pos += _PREPARE.size
-            if not all(math.isfinite(x) and x >= 0 for x in (imp, prep)):
+            (prep,) = _TIME.unpack_from(buf, pos)
+            pos += _TIME.size
+            if not (math.isfinite(prep) and prep >= 0):
                 return problem("invalid prepare time")
-            out.import_ms, out.prepare_ms = imp, prep
+            out.prepare_ms, out.prepare_end = prep, pos
         elif tag == b"Q":
             if out.prepare_ms is None or pos + _QUERY_HEADER.size > n:
                 return problem("bad query record")
@@ -206,7 +228,7 @@ def parse(buf: bytes, n_q: int, n_docs: int, k: int, n_layers: int) -> Stream:
             if pos != n:
                 return problem("data after the error record")
         elif tag == b"D":
-            out.done = True
+            out.done, out.end = True, pos
             if pos != n:
                 return problem("data after the end record")
         else:
@@ -269,11 +291,12 @@ class Failure:
 _STAGE_TEXT = {Stage.IMPORT: "importing the program", Stage.PREPARE: "prepare()", Stage.SCORE: "score()"}
 
 
-def describe_failure(err: JailError, query_ids: list[str]) -> Failure:
-    """The reason and trusted message of a reported failure (fixed vocabulary; numbers and query ids only)."""
+def describe_failure(err: JailError, n_queries: int) -> Failure:
+    """The reason and trusted message of a reported failure (fixed vocabulary and numbers only: the query is named
+    by its position in the run, as the program never sees query ids)."""
     where = _STAGE_TEXT[err.stage]
-    if err.stage == Stage.SCORE and 0 <= err.query < len(query_ids):
-        where += f" on query {query_ids[err.query]!r}"
+    if err.stage == Stage.SCORE and 0 <= err.query < n_queries:
+        where += f" on query {err.query + 1} of {n_queries}"
     at = f" at line {err.line}" if err.line else ""
     if err.code == ErrorCode.SYNTAX:
         return Failure("syntax_error", f"the program does not compile{at}", err.text)

@@ -94,7 +94,7 @@ def forged_stream(n_queries: int, records: str) -> str:
     return FIND_PIPE + f"""
 def prepare(index):
     fd = result_fd()
-    out = [b'P' + struct.pack('<dd', 0.1, 0.1)]
+    out = [b'P' + struct.pack('<d', 0.1)]  # the harness already sent the import record
     for i in range({n_queries}):
 {records}
     out.append(b'D')
@@ -152,17 +152,36 @@ def score(q, index, s):
 """
 
 
+def cpu_ms_of(fn) -> float:
+    """This process's CPU time for ``fn()`` (the least of three): a figure that load on the machine does not move."""
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.process_time()
+        fn()
+        best = min(best, (time.process_time() - t0) * 1e3)
+    return best
+
+
+def count_to(n: int) -> int:
+    x = 0
+    for i in range(n):
+        x += i
+    return x
+
+
 def test_work_deferred_to_conversion_never_runs(topics):
-    t0 = time.monotonic()
+    trivial = run(topics, "import numpy as np\ndef score(q, index, s):\n    return np.zeros(index.n_docs)\n")
     res = run(topics, LAZY)
-    assert res.reason == "invalid_scores:type" and time.monotonic() - t0 < 3.0
+    assert res.reason == "invalid_scores:type"
+    # the kernel's CPU time for the jail (not the wall clock, which load stretches): the conversion never ran
+    assert res.cpu_ms < trivial.cpu_ms + 0.5 * cpu_ms_of(lambda: count_to(3_000_000))
 
 
 FAKE_LATENCY = FIND_PIPE + """
 def prepare(index):
     queries = sys._getframe(1).f_locals['queries']   # the harness's frame, reachable once escaped
     fd = result_fd()
-    out = [b'P' + struct.pack('<dd', 0.01, 0.01)]
+    out = [b'P' + struct.pack('<d', 0.01)]
     for i, q in enumerate(queries):
         x = 0
         for j in range(400_000):                     # the real (slow) work ...
@@ -186,13 +205,18 @@ def test_reported_time_is_checked_against_the_kernels_cpu_time(topics):
 
 
 def test_honest_slow_program_keeps_its_latency(topics):
+    """Asserted on CPU time, which load does not move: a query's latency (wall time) is at least its CPU time, and
+    the kernel charges the loop's CPU time to the jail's scoring phase. (Wall against CPU ratios fail under load:
+    with load 7 on 2 cores the jail got a third of a core.)"""
     slow = SPLIT.join("DELAY = 200_000\n" + SPLIT.block.replace(
         "    rows = state[query.term_ids]", "    x = 0\n    for _ in range(DELAY):\n        x += 1\n"
         "    rows = state[query.term_ids]"))
     res = run(topics, slow, escaped=False)
     assert res.ok, (res.reason, res.message)
-    assert np.median(res.ranking.latency_ms) > 2.0  # the loop is measured, not hidden
-    assert res.cpu_ms >= 0.5 * res.ranking.latency_ms.sum()
+    loop_ms = cpu_ms_of(lambda: count_to(200_000))
+    assert np.median(res.ranking.latency_ms) >= 0.3 * loop_ms  # the loop is measured, not hidden
+    assert res.phases.score_cpu_ms >= 0.3 * len(topics.queries) * loop_ms
+    assert res.cpu_ms >= res.phases.score_cpu_ms
 
 
 # -- 3. the static checks are a lint ------------------------------------------------------------------
@@ -332,7 +356,7 @@ def test_cpu_limit_covers_every_thread(topics):
     res = run(topics, THREADS_SPIN, limits=Limits(timeout_s=20, cpu_s=1, memory_mb=300))
     assert res.reason == "timeout" and "CPU" in res.message
     assert res.cpu_ms is not None and res.cpu_ms < 2_200  # soft limit 1 s, hard limit 2 s, whatever the threads
-    assert res.wall_ms < 10_000
+    assert res.wall_ms < 20_000  # the CPU limit stopped it, not the wall clock (which load may stretch to 10 s)
     assert sandbox_processes() == []
 
 

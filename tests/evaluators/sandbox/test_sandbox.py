@@ -121,7 +121,7 @@ def test_exception_message_names_line_and_query(topics):
     res = run(topics, "def score(q, index, s):\n    return {}['missing']\n")
     line = SPLIT.head.count("\n") + 2
     assert res.reason == "exception:KeyError"
-    assert f"line {line}" in res.message and "'q0'" in res.message
+    assert f"line {line}" in res.message and "query 1 of 40" in res.message
 
 
 def test_numpys_private_exception_classes_are_reported_as_the_builtin_they_extend(topics):
@@ -326,7 +326,7 @@ def _q(i, docs, scores, ms=1.0):
     return b"Q" + struct.pack("<IId", i, len(docs), ms) + docs.tobytes() + scores.tobytes()
 
 
-P = b"P" + struct.pack("<dd", 0.5, 1.0)
+P = b"I" + struct.pack("<d", 0.5) + b"P" + struct.pack("<d", 1.0)
 
 
 @pytest.mark.parametrize("stream, problem", [
@@ -345,6 +345,8 @@ P = b"P" + struct.pack("<dd", 0.5, 1.0)
     (P + b"X", "unknown"),
     (_q(0, [1], [1.0]), "bad query record"),
     (P + b"D" + b"junk", "after the end"),
+    (b"P" + struct.pack("<d", 1.0) + _q(0, [1], [1.0]) + b"D", "bad prepare record"),  # no import record first
+    (P + b"P" + struct.pack("<d", 1.0), "bad prepare record"),
 ])
 def test_parser_rejects_malformed_streams(stream, problem):
     out = wire.parse(stream, n_q=2, n_docs=20, k=10, n_layers=len(LAYERS))

@@ -147,7 +147,7 @@ def test_adversarial_battery(env):
             assert res.stage == (0 if res.eval_seconds == 0 else 2)
         assert SECRET not in all_text(res)
     assert results[-1].fitness == pytest.approx(ev.evaluate([BM25])[0].fitness)
-    assert wall < 60
+    assert wall < len(sources) * (TIMEOUT + 2.0)  # nothing outlived its limit (even run one after the other)
     # nothing leaked into the next candidate, nothing survived, nobody connected
     assert_exact_bm25(ev, env["reference"])
     assert sandbox_processes() == []
@@ -286,10 +286,10 @@ def test_cascade_stages_and_identical_full_metrics(env):
     # a failure in stage 1 ends at stage 1 with the reason
     bad = ev.evaluate([SPLIT.join("def score(q, index, s):\n    return None\n")], [BM25], [0.5])[0]
     assert bad.stage == 1 and bad.failure_reason == "invalid_scores:type" and bad.fitness == 0.0
-    # a worse candidate (BM25 that retrieves nothing for queries q10-q39; the judgements of this random collection
-    # are random, so only retrieving less is reliably worse) stops at 0.9 x its parent's stage-1 fitness
+    # a worse candidate (BM25 that retrieves nothing for about three queries in four; the judgements of this random
+    # collection are random, so only retrieving less is reliably worse) stops at 0.9 x its parent's stage-1 fitness
     weak = SPLIT.join(SPLIT.block.replace("return np.where(matched, scores, -np.inf)",
-                                          "return np.where(matched & (len(query.id) < 3), scores, -np.inf)"))
+                                          "return np.where(matched & (len(query.text) % 4 == 0), scores, -np.inf)"))
     res = ev.evaluate([weak], [BM25], [full_direct.stage1_fitness])[0]
     assert res.stage == 1 and res.stage1_fitness < 0.9 * full_direct.stage1_fitness
 

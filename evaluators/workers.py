@@ -19,7 +19,8 @@ import sys
 #: Environment variables passed to worker processes with their values; all others are blanked.
 WORKER_ENV_KEEP = frozenset({
     "PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_NUMERIC", "TZ", "TMPDIR", "TEMP", "TMP",
-    "PYTHONPATH", "PYTHONHOME", "PYTHONHASHSEED", "PYTHONNOUSERSITE", "PYTHONSAFEPATH", "VIRTUAL_ENV",
+    "PYTHONPATH", "PYTHONHOME", "PYTHONHASHSEED", "PYTHONNOUSERSITE", "PYTHONSAFEPATH", "PYTHONDONTWRITEBYTECODE",
+    "VIRTUAL_ENV",
     "LD_LIBRARY_PATH", "SYSTEMROOT",
 })
 #: Set in every worker: numeric libraries use one thread (workers, not threads, are the parallelism).

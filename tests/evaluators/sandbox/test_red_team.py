@@ -219,6 +219,63 @@ def test_honest_slow_program_keeps_its_latency(topics):
     assert res.cpu_ms >= res.phases.score_cpu_ms
 
 
+# Escaped programs that rewrite the harness's timing: its records (through its ``wire`` module) or its clock (the
+# ``perf_counter`` cell its closures share). Each query does COUNT steps of Python work.
+TIMING_FORGERY = """
+import sys
+import numpy as np
+COUNT = {count}
+def work(n):
+    x = 0
+    for i in range(n):
+        x += i
+    return x
+def prepare(index):
+    harness = sys._getframe(1)
+{forge}
+    return None
+def score(query, index, state):
+    work(COUNT)
+    return np.zeros(index.n_docs)
+"""
+RECORDS = """    wire = harness.f_globals['wire']
+    q0, p0 = wire.query_record, wire.prepare_record
+    wire.query_record = lambda i, idx, vals, ms: q0(i, idx, vals, ms * {factor})
+    wire.prepare_record = lambda ms: p0(ms + 1e6)   # a huge prepare time used to cover any hidden work"""
+CLOCK = """    emit = harness.f_locals['emit']
+    for cell in emit.__closure__:
+        real = cell.cell_contents
+        if getattr(real, '__name__', '') == 'perf_counter':
+            t0 = real()
+            cell.cell_contents = lambda: t0 + 1000.0 + (real() - t0) * 1e-4
+            break"""
+
+
+@pytest.mark.parametrize("forge", [RECORDS.format(factor=1e-6), CLOCK], ids=["records", "clock"])
+def test_rewritten_timing_gets_the_real_latency_or_fails(topics, forge):
+    """A program that reports 0.001 ms per query (its records rewritten, or the harness's clock slowed down) while
+    doing real work: the worker's own measurement of the scoring phase (the kernel's CPU time for the jail between
+    the prepare record and the end record) either refuses it or gives it its real cost."""
+    count = 600_000
+    res = run(topics, TIMING_FORGERY.format(count=count, forge=forge))
+    loop_ms = cpu_ms_of(lambda: count_to(count))
+    assert res.reason == "latency_mismatch" or (res.ok and np.median(res.ranking.latency_ms) >= 0.5 * loop_ms), \
+        (res.reason, res.message, res.ranking and np.median(res.ranking.latency_ms), loop_ms)
+    if res.reason == "latency_mismatch":
+        assert "scoring" in res.message and res.phases.score_cpu_ms >= 0.5 * len(topics.queries) * loop_ms
+
+
+def test_moderately_under_reported_latency_is_scaled_to_the_measured_work(topics):
+    """Under-reporting that stays within the mismatch slack (a fifth of the real time, on little work) is scaled up
+    to the scoring phase's CPU time: the median latency comes out near the work done, not a fifth of it."""
+    count = 100_000
+    res = run(topics, TIMING_FORGERY.format(count=count, forge=RECORDS.format(factor=0.2)))
+    loop_ms = cpu_ms_of(lambda: count_to(count))
+    assert res.ok, (res.reason, res.message)
+    assert np.median(res.ranking.latency_ms) >= 0.5 * loop_ms
+    assert res.ranking.prepare_ms <= res.phases.prepare_wall_ms  # the forged 10^6 ms are bounded by the worker's clock
+
+
 # -- 3. the static checks are a lint ------------------------------------------------------------------
 
 def test_programs_do_not_inherit_the_harness_future_flags(topics):
@@ -457,3 +514,58 @@ def test_default_memory_grows_with_the_postings(topics):
     from evorank.evaluators.evaluate import measure
 
     assert measure(res.ranking, topics).metrics == ref.metrics
+
+
+# -- 9. external identifiers -----------------------------------------------------------------------------
+
+def test_a_program_keyed_on_query_ids_scores_no_better_than_bm25(topics):
+    """The judgements of public collections may be in a model's training data: a program that looks the relevant
+    documents up by query id (ids written into its code) would score 1.0. Programs see no query id, so the table
+    is never used (the program passes the static checks and ranks as BM25)."""
+    judged = topics.judged
+    table = {qid: [int(d) for d in arr[:, 0] if d >= 0] for qid, arr in zip(judged.query_ids, judged.arrays)}
+    lookup = (f"TABLE = {table!r}\n\n\n" + SPLIT.block.replace(
+        "    return np.where(matched, scores, -np.inf)",
+        "    found = np.where(matched, scores, -np.inf)\n"
+        "    try:\n        key = query.id\n    except AttributeError:\n        key = None\n"
+        "    found[TABLE.get(key, [])] = 1000.0\n    return found"))
+    memo = SPLIT.join(lookup)
+    plain = SPLIT.join(lookup.replace("query.id", "query.text"))  # the same lookup with a key the table lacks
+    with Evaluator([], n_workers=1, limits=LIMITS, topics=[topics], cascade=None) as ev:
+        bm25, memorised, control = ev.evaluate([BM25, memo, plain], [BM25] * 3)
+    assert bm25.ok and memorised.ok and control.ok, (memorised.failure_reason, memorised.failure_detail)
+    assert memorised.fitness <= bm25.fitness and memorised.fitness == control.fitness
+    # what the table is worth to a program that sees the ids: every judged document first
+    from evorank.evaluators.evaluate import measure
+    from evorank.evaluators.program.ranking import Ranking
+
+    ranked = [np.array(table[q.id], dtype=np.int64) for q in topics.queries]
+    perfect = Ranking([q.id for q in topics.queries], ranked, [np.arange(len(r), 0, -1.0) for r in ranked],
+                      np.zeros(len(ranked)), 0.0)
+    assert measure(perfect, topics).metrics["ndcg@10"] > bm25.fitness + 0.2
+
+
+def test_the_jail_sees_no_query_or_document_ids(topics):
+    program = """
+import sys
+def score(q, index, s):
+    frames, f = [], sys._getframe()
+    while f is not None:
+        frames.append(f)
+        f = f.f_back
+    seen = set()
+    for fr in frames:
+        for v in list(fr.f_locals.values()):
+            for item in (v if isinstance(v, (list, tuple)) else [v]):
+                if isinstance(getattr(item, 'id', None), str):
+                    seen.add('query id: ' + repr(item.id))
+    try:
+        seen.add('doc ids: ' + repr(index.doc_ids[:1]))
+    except Exception as e:
+        pass
+    raise RuntimeError(repr(sorted(seen)) + ' ' + repr(hasattr(q, 'id')))
+"""
+    # what the Evaluator sends: no object anywhere up the jail's stack carries an id
+    assert said(run(topics, program, queries=[q.for_program() for q in topics.queries])) == "[] False"
+    # given Query objects (as a caller holding ids may pass), the program's queries still have none
+    assert said(run(topics, program)).endswith("False")

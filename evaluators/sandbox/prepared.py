@@ -314,13 +314,17 @@ def plan_reuse(source: str, index, enabled: bool, cache_mb: int | None = None) -
     """Look ``source``'s prepare key up in ``index``'s cache (only when ``enabled`` and the cache has room:
     ``cache_mb``, else ``$EVORANK_PREPARED_MB`` of this process)."""
     cache_bytes = max_cache_bytes() if cache_mb is None else max(0, int(cache_mb)) << 20
-    cache = cache_for(index) if enabled and cache_bytes else None
-    if cache is None:
+    if not enabled or not cache_bytes:
         return ReusePlan()
-    key = prepare_key(source)
-    if key is None:
+    try:
+        cache = cache_for(index)
+        key = prepare_key(source) if cache is not None else None
+        if key is None:
+            return ReusePlan()
+        found = cache.lookup(key)
+        if found is not None:
+            return ReusePlan(cache, found, cache_bytes=cache_bytes)
+        return ReusePlan(cache, capture=cache.capture(key, cache_bytes), cache_bytes=cache_bytes)
+    except Exception as e:  # noqa: BLE001 - e.g. the cache folder cannot be written: run without reuse
+        log.warning("prepare() states cannot be reused here (%s)", type(e).__name__)
         return ReusePlan()
-    found = cache.lookup(key)
-    if found is not None:
-        return ReusePlan(cache, found, cache_bytes=cache_bytes)
-    return ReusePlan(cache, capture=cache.capture(key, cache_bytes), cache_bytes=cache_bytes)

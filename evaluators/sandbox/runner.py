@@ -217,6 +217,7 @@ def _run(source: str, index, queries, names: list[str], k: int, limits: Limits, 
 
     status = None
     usage = (None, None)
+    reaped = False
     try:
         while open_fds:
             now = time.monotonic()
@@ -261,7 +262,11 @@ def _run(source: str, index, queries, names: list[str], k: int, limits: Limits, 
                         if killed is not None:  # killed before we knew the jail's pid
                             kill(*killed)
         status, usage = _reap(pid)
+        reaped = True
     finally:
+        if not reaped:  # the loop itself failed: the jail must not outlive this run
+            kill("sandbox_error", "the worker failed while the program ran")
+            _reap(pid)
         for fd in list(open_fds):
             if fd == plan.read_fd:
                 continue  # closed by plan.finish

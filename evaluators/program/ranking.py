@@ -50,8 +50,13 @@ class Query:
     words: tuple[str, ...] = ()
 
     def for_program(self) -> ProgramQuery:
-        """The same query without its id (the arrays are shared: they are read-only)."""
-        return ProgramQuery(self.text, self.terms, self.term_ids, self.qtf, self.token_ids, self.positions, self.words)
+        """The same query without its id (the arrays are shared: they are read-only); made once per query."""
+        found = self.__dict__.get("_program")
+        if found is None:
+            found = ProgramQuery(self.text, self.terms, self.term_ids, self.qtf, self.token_ids, self.positions,
+                                 self.words)
+            object.__setattr__(self, "_program", found)  # a cache, not a field: equality and repr ignore it
+        return found
 
 
 def program_queries(queries) -> list[ProgramQuery]:

@@ -440,6 +440,8 @@ def _set_rlimits(limits, memory_mb: int, vm_bytes: int) -> bool:
     cpu = int(math.ceil(limits.cpu_s if limits.cpu_s is not None else limits.timeout_s))
     todo = [
         (resource.RLIMIT_CORE, 0, 0),
+        # the jail is PID 1 of its namespace, which the kernel sends no SIGXCPU (an init process gets no signal it
+        # has no handler for): the SIGKILL at the hard limit ends it, a second later
         (resource.RLIMIT_CPU, max(1, cpu), max(1, cpu) + 1),
         (resource.RLIMIT_FSIZE, limits.file_bytes, limits.file_bytes),
         (resource.RLIMIT_NOFILE, limits.max_open_files, limits.max_open_files),

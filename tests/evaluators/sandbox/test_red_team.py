@@ -410,10 +410,10 @@ def test_memory_limit_covers_every_thread(topics):
 
 
 def test_cpu_limit_covers_every_thread(topics):
-    res = run(topics, THREADS_SPIN, limits=Limits(timeout_s=20, cpu_s=1, memory_mb=300))
-    assert res.reason == "timeout" and "CPU" in res.message
+    # the wall-clock limit is far: on a loaded machine the jail may get a fraction of a core
+    res = run(topics, THREADS_SPIN, limits=Limits(timeout_s=120, cpu_s=1, memory_mb=300))
+    assert res.reason == "timeout" and "CPU" in res.message  # the CPU limit stopped it, not the wall clock
     assert res.cpu_ms is not None and res.cpu_ms < 2_200  # soft limit 1 s, hard limit 2 s, whatever the threads
-    assert res.wall_ms < 20_000  # the CPU limit stopped it, not the wall clock (which load may stretch to 10 s)
     assert sandbox_processes() == []
 
 

@@ -219,11 +219,10 @@ class Evaluator:
         # Largest collections first, so the slowest task does not start last.
         self._order = sorted(range(len(self.topics)),
                              key=lambda j: -(self.topics[j].index.n_docs * max(1, len(self.topics[j].queries))))
-        self._bounds, self._program_queries = {}, {}  # workers get queries without ids (_record puts them back)
-        for stage, tl in ((1, self._stage1_topics), (2, self.topics)):
-            for j, t in enumerate(tl):
-                self._bounds[(stage, j)] = shard_bounds(len(t.queries), self.shard_queries)
-                self._program_queries[(stage, j)] = program_queries(t.queries)
+        stages = [(stage, j, t) for stage, tl in ((1, self._stage1_topics), (2, self.topics)) for j, t in enumerate(tl)]
+        self._bounds = {(stage, j): shard_bounds(len(t.queries), self.shard_queries) for stage, j, t in stages}
+        # workers get the queries without ids (programs never see them); _record puts the ids back in the rankings
+        self._program_queries = {(stage, j): program_queries(t.queries) for stage, j, t in stages}
         #: (candidate name, stage, collection, shard) of every task result recorded by the last evaluate call
         self.last_tasks: list[tuple[str, int, str, int]] = []
         self.task_retries = 0  # tasks re-submitted after their worker failed (since construction)

@@ -19,7 +19,8 @@ import sys
 import time
 
 from evorank.evaluators.evaluate import load_topics  # noqa: E402
-from evorank.evaluators.parallel import CascadeConfig, Evaluator, Limits  # noqa: E402
+from evorank.evaluators.cascade import CascadeConfig  # noqa: E402
+from evorank.evaluators.parallel import Evaluator, Limits  # noqa: E402
 from evorank.evaluators.program.source import compile_program, seed_path, split_block  # noqa: E402
 from evorank.evaluators.program.ranking import rank  # noqa: E402
 from evorank.evaluators.sandbox.jail import prepare_process  # noqa: E402

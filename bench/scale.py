@@ -82,7 +82,8 @@ RUN_PATH_SCRIPT = r'''
 import json, sys, time
 import numpy as np
 from evorank.evaluators.evaluate import load_topics
-from evorank.evaluators.parallel import CascadeConfig, Evaluator, Limits
+from evorank.evaluators.cascade import CascadeConfig
+from evorank.evaluators.parallel import Evaluator, Limits
 from evorank.evaluators.program.source import load_program, seed_path
 from evorank.evaluators.program.ranking import make_queries, rank
 folder, long_file = sys.argv[1], sys.argv[2]

@@ -10,7 +10,7 @@ Subpackages, lowest first:
 
 and, beside them, what evaluates: ``errors`` (messages fit to show a user; imported by everything), ``metrics``
 (trusted metrics and fitness), ``significance`` (paired tests of a program against a baseline, per query),
-``evaluate`` (in-process evaluation), ``parallel`` (many candidates, sandboxed, with the cascade), ``tasks``
+``evaluate`` (in-process evaluation), ``parallel`` (many candidates, sandboxed), ``cascade`` (its query sample and threshold), ``tasks``
 (one evaluation task and its worker processes), ``workers`` (the workers' environment; workers forked from a
 one-shot command), ``cluster`` (Dask), ``splits`` (train/validation queries),
 ``cost`` (estimated evaluation cost), ``availability`` (what is on this machine).

@@ -7,7 +7,7 @@ imported, and runs each task through ``evaluators.sandbox.runner.run_sandboxed``
 per task). Workers receive program text, the index folder, analysed queries and limits, and return
 rankings only; judgements never leave this process, where ``measure()`` turns rankings into metrics.
 
-Cascade: with a parent's stage-1 fitness known, a candidate is first scored on a fixed, seeded sample
+Cascade (:mod:`evorank.evaluators.cascade`): with a parent's stage-1 fitness known, a candidate is first scored on a fixed, seeded sample
 of each collection's queries; only if its stage-1 fitness reaches ``threshold`` x the parent's does
 it get the full evaluation, which scores every query (so full metrics never depend on the cascade).
 Stage-1 fitness ignores latency; for fully evaluated candidates it is derived from the per-query
@@ -28,15 +28,14 @@ N queries into query shards, one task each (both in ``evaluators/cluster.py``, s
 from __future__ import annotations
 
 import concurrent.futures as cf
-import hashlib
 import logging
-import math
 import os
 import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .cascade import CascadeConfig, cascade_sample
 from .cost import query_cost_ms
 from .evaluate import (CollectionResult, SuiteResult, Topics, failed_result, latency_ratio, load_topics, measure,
                        subset_ranking, subset_topics)
@@ -51,24 +50,9 @@ from evorank.evaluators.program.checks import static_check
 from .tasks import (EvalTask, init_worker, merge_shards, remove_worker_leftovers, run_local_task, shard_bounds,
                     worker_env, worker_limits)
 
-__all__ = ["Limits", "CascadeConfig", "CandidateResult", "Evaluator", "evaluate_program_sandboxed",
-           "evaluate_programs_sandboxed", "cascade_sample"]
+__all__ = ["Limits", "CandidateResult", "Evaluator", "evaluate_program_sandboxed", "evaluate_programs_sandboxed"]
 
 log = logging.getLogger(__name__)
-
-@dataclass(frozen=True)
-class CascadeConfig:
-    """Stage 1 scores min(all, max(min_queries, ceil(fraction x n))) queries per collection (a sample seeded
-    by collection name and the evaluator's seed), and on costly collections fewer: no more than fit in
-    ``stage1_ms`` of estimated scoring time (``cost.query_cost_ms``, the BM25 seed's cost model), but never
-    fewer than ``min_queries``. A candidate goes on to the full evaluation when its stage-1 fitness is at least
-    ``threshold`` x its parent's stage-1 fitness."""
-
-    fraction: float = 0.2
-    min_queries: int = 20
-    threshold: float = 0.9
-    stage1_ms: float | None = 2000.0
-
 
 @dataclass
 class CandidateResult:
@@ -106,22 +90,6 @@ class CandidateResult:
     @property
     def stopped_by_cascade(self) -> bool:
         return self.stage == 1 and self.failure_reason is None
-
-
-# -- cascade sampling --------------------------------------------------------------------------------
-
-def cascade_sample(n_queries: int, collection: str, seed: int = 0, cascade: CascadeConfig = CascadeConfig(),
-                   query_ms: float | None = None) -> np.ndarray:
-    """Sorted indices of the stage-1 queries of a collection (deterministic in name, seed and size).
-    ``query_ms``: the estimated cost of one query, which caps the sample at ``cascade.stage1_ms``."""
-    size = min(n_queries, max(cascade.min_queries, math.ceil(cascade.fraction * n_queries)))
-    if cascade.stage1_ms and query_ms and query_ms > 0:
-        size = min(size, max(cascade.min_queries, int(cascade.stage1_ms // query_ms)))
-    if size >= n_queries:
-        return np.arange(n_queries)
-    digest = hashlib.sha256(f"{collection}|{seed}".encode()).digest()
-    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
-    return np.sort(rng.choice(n_queries, size=size, replace=False))
 
 
 def _mean_query_ms(topics: Topics) -> float | None:

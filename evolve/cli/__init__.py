@@ -1,7 +1,7 @@
 """The ``evorank`` command line.
 
-- ``main``      every subcommand's parser, dispatch (inspection commands imported lazily, so ``--help`` is fast),
-                ``evorank run``
+- ``main``      every subcommand's parser and the dispatch (commands imported lazily, so ``--help`` is fast)
+- ``run``       ``evorank run``: the configuration, the run folder, the engine, the closing summary
 - ``evaluate``  ``evorank eval`` and ``evorank datasets``
 - ``live``      what a running job shows: the progress line, ``run.log``, the closing summary
 

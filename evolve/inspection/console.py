@@ -23,6 +23,11 @@ def console():
     return Console(highlight=False, width=width)
 
 
+def print_error(msg: str) -> None:
+    """The one line a command prints on stderr when it stops with an error: ``evorank: error: <msg>``."""
+    print(f"evorank: error: {msg}", file=sys.stderr)
+
+
 def print_json(obj) -> None:
     """Print ``obj`` as indented JSON (values JSON cannot hold are printed as text)."""
     print(json.dumps(obj, indent=2, default=str))

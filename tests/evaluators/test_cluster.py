@@ -23,7 +23,8 @@ from conftest import write_random_beir
 from evorank.evaluators.cluster import ClusterError, IndexMismatch, index_signature, resolve_index
 from evorank.evaluators.tasks import merge_shards, shard_bounds
 from evorank.evaluators.evaluate import load_topics
-from evorank.evaluators.parallel import CascadeConfig, Evaluator, Limits
+from evorank.evaluators.cascade import CascadeConfig
+from evorank.evaluators.parallel import Evaluator, Limits
 from evorank.evaluators.program.source import seed_path, split_block
 from evorank.evaluators.program.ranking import Ranking
 from evorank.evaluators.sandbox.runner import SandboxResult

@@ -203,7 +203,7 @@ def test_evaluator_reports_the_hit_rate(topics):
 
 
 def test_cascade_sample_is_capped_by_estimated_cost():
-    from evorank.evaluators.parallel import CascadeConfig, cascade_sample
+    from evorank.evaluators.cascade import CascadeConfig, cascade_sample
 
     assert len(cascade_sample(300, "x", 0)) == 60  # cheap queries: the fraction decides
     assert len(cascade_sample(300, "x", 0, query_ms=0.5)) == 60

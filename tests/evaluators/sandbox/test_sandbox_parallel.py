@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from evorank.evaluators.evaluate import evaluate_on, load_topics
-from evorank.evaluators.parallel import CascadeConfig, Evaluator, Limits, cascade_sample, evaluate_program_sandboxed
+from evorank.evaluators.cascade import CascadeConfig, cascade_sample
+from evorank.evaluators.parallel import Evaluator, Limits, evaluate_program_sandboxed
 from evorank.evaluators.program.source import compile_program, seed_path, split_block
 from conftest import cmdline, descendants, long_lived_helper, proc_table, sandbox_processes, write_random_beir
 from evorank.evaluators.sandbox.jail import SANDBOX_UID_BASE

@@ -10,7 +10,8 @@ import pytest
 from evorank.evaluators.program.source import split_block
 
 from evorank.archive import RunStore
-from evorank.evolve.cli.main import build_parser, print_run_summary, resume_hint
+from evorank.evolve.cli.main import build_parser
+from evorank.evolve.cli.run import print_run_summary, resume_hint
 
 from synthetic_run import make_collections, make_run
 

@@ -178,7 +178,8 @@ def test_kill_9_then_resume_finishes_the_requested_total(tmp_path, tiny_collecti
 
 def test_run_settings_flags_override_the_config_file(tmp_path):
     """Defaults < --config file < flags, for the LLM connection settings a local server needs."""
-    from evorank.evolve.cli.main import build_parser, resolve_run_config
+    from evorank.evolve.cli.main import build_parser
+    from evorank.evolve.cli.run import resolve_run_config
 
     cfg_file = tmp_path / "run.toml"
     cfg_file.write_text('llm = "local"\nrequest_timeout_s = 300\nmax_tokens = 800\niterations = 7\n')

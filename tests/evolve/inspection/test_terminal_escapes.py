@@ -12,7 +12,8 @@ from evorank.archive import FeatureDim, GridSpec, Islands, ProgramRecord, RunSto
 from evorank.evaluators.program.output import code_block, escape_hidden, first_hidden
 from evorank.evaluators.program.source import seed_path
 from evorank.evolve.cli.live import SafeFormatter
-from evorank.evolve.cli.main import main, print_run_summary
+from evorank.evolve.cli.main import main
+from evorank.evolve.cli.run import print_run_summary
 from evorank.evolve.inspection.report import esc
 
 BM25 = seed_path("bm25").read_text(encoding="utf-8")

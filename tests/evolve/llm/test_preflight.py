@@ -139,7 +139,8 @@ def test_run_help_documents_the_new_flags(capsys):
 
 
 def test_proposer_is_another_name_for_llm():
-    from evorank.evolve.cli.main import build_parser, resolve_run_config
+    from evorank.evolve.cli.main import build_parser
+    from evorank.evolve.cli.run import resolve_run_config
 
     args = build_parser().parse_args(["run", "--proposer", "cmd:my-agent {file}:0.5,m"])
     assert resolve_run_config(args).llm == "cmd:my-agent {file}:0.5,m"

@@ -86,6 +86,8 @@ queries (read-only, on every RunStore):
     .code_hash_matches(prefix) -> list[HashMatch(id, code_hash, status, operator)]
     .proposal_progress() -> (proposals, last iteration)
     .recent_failures(island, limit=20) -> list[ProgramRecord]   # newest first
+    .summaries(since_id=None) -> list[ProgramSummary]   # every program without code, prompt, reply
+    .seed_programs() -> list[ProgramRecord]   .children(program_id) -> list[ProgramSummary]
 schema:
     SCHEMA_VERSION; SchemaVersionError
 elites:
@@ -138,7 +140,7 @@ from evorank.archive.sampling import (
     select_inspirations,
     select_parent,
 )
-from evorank.archive.queries import HashMatch, ModelUsage, OperatorUsage, OutcomeCount
+from evorank.archive.queries import HashMatch, ModelUsage, OperatorUsage, OutcomeCount, ProgramSummary
 from evorank.archive.schema import SCHEMA_VERSION, SchemaVersionError
 from evorank.archive.store import ReadOnlyStoreError, RunStore, StoreLockedError, collect_versions
 
@@ -153,6 +155,7 @@ __all__ = [
     "OperatorUsage",
     "OutcomeCount",
     "ProgramRecord",
+    "ProgramSummary",
     "ReadOnlyStoreError",
     "RunStore",
     "SCHEMA_VERSION",

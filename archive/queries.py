@@ -9,9 +9,11 @@ see one consistent state of a live run.
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from evorank.archive.features import decode_cell
 from evorank.archive.programs import ProgramRecord
 from evorank.archive.rows import record_from_row
 
@@ -61,6 +63,50 @@ class HashMatch:
     code_hash: str
     status: str
     operator: str
+
+
+# Every column of the programs table but the large texts (code, failure detail, prompt, reply): what a view of
+# many programs needs.
+SUMMARY_COLUMNS = ("id", "code_hash", "parent_ids", "island", "generation", "iteration", "operator", "status",
+                   "failure_reason", "metrics", "fitness", "latency_ms", "latency_ratio", "features", "cell", "stage",
+                   "model", "prompt_tokens", "completion_tokens", "cost_usd", "created_at")
+
+
+@dataclass(frozen=True)
+class ProgramSummary:
+    """One program without its texts (code, failure detail, prompt, reply): what tables and plots of a whole
+    run read, at a fraction of the cost of full records."""
+
+    id: int
+    code_hash: str
+    parent_ids: tuple[int, ...]
+    island: int
+    generation: int
+    iteration: int
+    operator: str
+    status: str
+    failure_reason: str | None
+    fitness: float | None
+    latency_ms: float | None
+    latency_ratio: float | None
+    stage: int
+    model: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    created_at: float
+    cell: tuple | None = None
+    metrics: dict = field(default_factory=dict)
+    features: dict = field(default_factory=dict)
+
+
+def _summary_from_row(row) -> ProgramSummary:
+    values = {k: row[k] for k in SUMMARY_COLUMNS}
+    values["parent_ids"] = tuple(json.loads(values["parent_ids"]))
+    values["metrics"] = json.loads(values["metrics"])
+    values["features"] = json.loads(values["features"])
+    values["cell"] = decode_cell(values["cell"])
+    return ProgramSummary(**values)
 
 
 class RunQueries:
@@ -156,6 +202,29 @@ class RunQueries:
             f"SELECT COUNT(*), COALESCE(MAX(iteration), 0) FROM programs WHERE {PROPOSALS_WHERE}"
         ).fetchone()
         return int(n), int(last)
+
+    def summaries(self, since_id: int | None = None) -> list[ProgramSummary]:
+        """Every program (only those with an id above ``since_id``, if given: for following a live run) without
+        its texts, in id order."""
+        sql = f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM programs"
+        args: tuple = ()
+        if since_id is not None:
+            sql, args = sql + " WHERE id > ?", (since_id,)
+        return [_summary_from_row(r) for r in self._conn.execute(sql + " ORDER BY id", args)]
+
+    def seed_programs(self) -> list[ProgramRecord]:
+        """The seed programs (every island's copy), in id order."""
+        found = self._conn.execute("SELECT * FROM programs WHERE operator = 'seed' ORDER BY id").fetchall()
+        return [record_from_row(r) for r in found]
+
+    def children(self, program_id: int) -> list[ProgramSummary]:
+        """The programs that name ``program_id`` among their parents (migration copies included), in id order."""
+        found = self._conn.execute(
+            f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM programs WHERE id > ? AND EXISTS "
+            "(SELECT 1 FROM json_each(programs.parent_ids) WHERE json_each.value = ?) ORDER BY id",
+            (program_id, program_id),
+        ).fetchall()
+        return [_summary_from_row(r) for r in found]
 
     def recent_failures(self, island: int, limit: int = 20) -> list[ProgramRecord]:
         """Up to ``limit`` programs with status 'failed' on ``island``, newest (highest id) first."""

@@ -173,6 +173,29 @@ def add_inspection_commands(sub) -> None:
     p.set_defaults(func=_lazy("evorank.evolve.inspection.export", "cmd_export"))
 
 
+def add_dashboard_command(sub) -> None:
+    p = sub.add_parser("dashboard", help="a local web page that follows runs live: progress, grids, lineage, code",
+                       description="Serve a page on this machine that follows one or more runs while they run and "
+                       "after (it reads their archives read-only and updates without a reload): progress and time "
+                       "left, outcomes, train/validation/held-out fitness over iterations, each island's MAP-Elites "
+                       "grid (click a cell to open its program), any program's lineage as a tree with its code, "
+                       "diff, metrics and explanation, the top programs, and several runs side by side.",
+                       epilog="examples:\n  evorank dashboard runs/x                    then open the URL it prints\n"
+                       "  evorank dashboard runs/a runs/b --port 8765   two runs side by side\n"
+                       "  evorank dashboard runs/x --port 0 --open      any free port, and open a browser\n",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folder(s)")
+    p.add_argument("--port", type=int, default=8765, help="port to serve on (default 8765; 0 = any free port)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: only this machine; another address lets anyone who "
+                   "reaches it read the runs)")
+    p.add_argument("--interval", type=float, default=2.0, metavar="SECONDS",
+                   help="how often the page asks for news (default 2)")
+    p.add_argument("--open", action="store_true", help="also open the page in the default browser")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every request to stderr")
+    p.set_defaults(func=_lazy("evorank.evolve.dashboard.server", "cmd_dashboard"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from evorank.evolve.config import REPAIR_STYLES  # light: the dataclass and its checks
     from evorank.evolve.llm.directions import shipped_directions  # light: one template file read
@@ -329,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_lazy("evorank.evolve.cli.run", "cmd_run"))
 
     add_inspection_commands(sub)
+    add_dashboard_command(sub)
 
     p = sub.add_parser("datasets", help="list suites and which of their collections are available offline",
                        description="List the named suites, their collections, and whether each is available "

@@ -72,6 +72,16 @@ def macro(rec: ProgramRecord, metric: str) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
+def bin_labels(dim) -> list[str]:
+    """Labels of a grid dimension's bins, from its edges: '<1', '1–2', ..., '≥4'."""
+    e = dim.edges
+
+    def f(x):
+        return f"{x:g}"
+
+    return [f"<{f(e[0])}"] + [f"{f(a)}–{f(b)}" for a, b in zip(e, e[1:])] + [f"≥{f(e[-1])}"]
+
+
 def fmt_duration(seconds: float | None) -> str:
     """Seconds as H:MM:SS; '-' for None."""
     if seconds is None:

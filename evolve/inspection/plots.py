@@ -13,7 +13,7 @@ import statistics
 from collections import Counter
 
 from evorank.archive import Islands, ProgramRecord
-from .format import METRIC_LABELS, short_names
+from .format import METRIC_LABELS, bin_labels, short_names
 
 BEST_COLOR = "#d62728"
 SEED_COLORS = ["#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]  # never the best's red
@@ -130,15 +130,6 @@ def plot_collections(P: Plots, best: ProgramRecord, seeds: dict[str, ProgramReco
     return P.svg(fig)
 
 
-def _bin_labels(dim) -> list[str]:
-    e = dim.edges
-
-    def f(x):
-        return f"{x:g}"
-
-    return [f"<{f(e[0])}"] + [f"{f(a)}–{f(b)}" for a, b in zip(e, e[1:])] + [f"≥{f(e[-1])}"]
-
-
 def plot_grids(P: Plots, islands: Islands, spec, seed_best: float | None) -> str:
     """Each island's grid seen along its first two dimensions (the best over the others), every occupied cell
     coloured by its elite's gain over the best seed on a diverging scale centred on 0 (red: better, blue: worse),
@@ -172,11 +163,11 @@ def plot_grids(P: Plots, islands: Islands, spec, seed_best: float | None) -> str
                 dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
                 ax.text(x, y, f"{v:.4f}", ha="center", va="center", fontsize=6.5, color="white" if dark else "black")
         ax.set_yticks(range(ydim.n_bins))
-        ax.set_yticklabels(_bin_labels(ydim), fontsize=7)
+        ax.set_yticklabels(bin_labels(ydim), fontsize=7)
         ax.set_ylabel(ydim.name)
         if xdim:
             ax.set_xticks(range(xdim.n_bins))
-            ax.set_xticklabels(_bin_labels(xdim), fontsize=7, rotation=30, ha="right")
+            ax.set_xticklabels(bin_labels(xdim), fontsize=7, rotation=30, ha="right")
             ax.set_xlabel(xdim.name)
         else:
             ax.set_xticks([])

@@ -54,9 +54,8 @@ def open_run(run_dir) -> RunStore:
 def seed_records(store: RunStore) -> dict[str, ProgramRecord]:
     """Seed name -> its first (island 0) record, in the run's seed order."""
     out: dict[str, ProgramRecord] = {}
-    for rec in store.programs():
-        if rec.operator == "seed":
-            out.setdefault(str(rec.features.get("seed_name") or f"seed#{rec.id}"), rec)
+    for rec in store.seed_programs():
+        out.setdefault(str(rec.features.get("seed_name") or f"seed#{rec.id}"), rec)
     return out
 
 

@@ -173,11 +173,12 @@ class DashboardHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         for k, v in {**SECURITY_HEADERS, **(extra or {})}.items():
             self.send_header(k, v)
-        if status != HTTPStatus.NOT_MODIFIED:
+        empty = status in (HTTPStatus.NOT_MODIFIED, HTTPStatus.NO_CONTENT)
+        if not empty:
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        if self.command != "HEAD" and status != HTTPStatus.NOT_MODIFIED:
+        if self.command != "HEAD" and not empty:
             self.wfile.write(body)
 
     def _json(self, status: int, obj) -> None:
@@ -197,6 +198,8 @@ class DashboardHandler(BaseHTTPRequestHandler):
         try:
             if path in ("/", "/index.html"):
                 return self._send(HTTPStatus.OK, static_text("index.html"), STATIC["index.html"])
+            if path == "/favicon.ico":  # browsers ask for it; there is none
+                return self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
             m = re.fullmatch(r"/static/([a-z]+\.(?:js|css))", path)
             if m and m.group(1) in STATIC:
                 return self._send(HTTPStatus.OK, static_text(m.group(1)), STATIC[m.group(1)])

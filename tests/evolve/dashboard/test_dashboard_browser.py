@@ -1,0 +1,98 @@
+"""The dashboard in a real headless Chromium, while a run is being written: the page follows it without a reload,
+a click on a grid cell opens that program's code, and a program whose docstring and reply hold HTML and script is
+shown as text (nothing of it becomes markup, nothing of it runs, the browser reports no error or CSP violation)."""
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from evorank.archive import RunStore
+from evorank.evolve.dashboard.server import make_server
+
+from cdp_browser import Page, browser_or_skip
+
+WRITER = Path(__file__).with_name("live_writer.py")
+
+
+def card(key: str) -> str:
+    return f"(document.querySelector('#cards [data-key={key}] .v') || {{}}).textContent"
+
+
+@pytest.fixture
+def live_run(tmp_path):
+    """A run written by another process: a better program every 0.4 s for about 12 s."""
+    run_dir = tmp_path / "live"
+    proc = subprocess.Popen([sys.executable, str(WRITER), str(run_dir), "30", "0.4"], env=os.environ.copy())
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # until the seeds and the hostile program are in
+        if (run_dir / "archive.sqlite").exists():
+            try:
+                with RunStore.open(run_dir, readonly=True) as store:
+                    if store.max_id() >= 3:
+                        break
+            except Exception:
+                pass
+        assert proc.poll() is None, "the writer died"
+        time.sleep(0.05)
+    yield run_dir, proc
+    proc.kill()
+    proc.wait()
+
+
+def test_dashboard_follows_a_live_run_in_a_real_browser(live_run, tmp_path):
+    chromium = browser_or_skip()
+    run_dir, writer = live_run
+    server = make_server([run_dir], poll_s=0.3, min_interval=0.2)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    page = Page(chromium, tmp_path / "profile")
+    try:
+        page.call("Page.navigate", url=server.url)
+        first = page.wait_for(f"{card('proposals')} && {card('best')} !== '-' && [{card('proposals')}, {card('best')}]",
+                              what="the first overview")
+        page.evaluate("window.__sameDocument = 'yes'")  # gone if the page reloads
+        later = page.wait_for(f"(() => {{ const p = {card('proposals')}, b = {card('best')}; "
+                              f"return p !== {first[0]!r} && b !== {first[1]!r} && [p, b]; }})()",
+                              timeout=20, what="the proposal count and the best fitness to change")
+        assert int(later[0].split("/")[0]) > int(first[0].split("/")[0])
+        assert float(later[1]) > float(first[1])
+        assert page.evaluate("window.__sameDocument") == "yes", "the page reloaded"
+        assert writer.poll() is None, "the run finished before the page was seen following it"
+
+        with RunStore.open(run_dir, readonly=True) as store:
+            programs = {p.id: p for p in store.programs()}
+        hostile = next(p for p in programs.values() if p.features.get("hostile"))
+
+        # click an island-0 cell: its program's code appears
+        page.wait_for("!!document.querySelector('.grid[data-island=\"0\"] td.cell[data-id]')")
+        cell_id = int(page.evaluate("document.querySelector('.grid[data-island=\"0\"] td.cell[data-id]')"
+                                    ".getAttribute('data-id')"))
+        page.click(f".grid[data-island='0'] td.cell[data-id='{cell_id}'] button")
+        page.wait_for(f"document.querySelector('#program-title').textContent.includes('#{cell_id} ')",
+                      what=f"program #{cell_id} to open")
+        assert page.evaluate("document.querySelector('#program-code').textContent") == programs[cell_id].code
+        assert page.evaluate("document.querySelector('#program-lineage button.current').textContent") \
+            .startswith(f"#{cell_id} ")
+
+        # the hostile program (island 1, alone in its cell): its text is shown as text
+        page.click(f".grid[data-island='1'] td.cell[data-id='{hostile.id}'] button")
+        page.wait_for(f"document.querySelector('#program-title').textContent.includes('#{hostile.id} ')",
+                      what="the hostile program to open")
+        code = page.evaluate("document.querySelector('#program-code').textContent")
+        assert code == hostile.code and "<script>window.__pwned = 1</script>" in code
+        assert "<img src=x onerror=" in page.evaluate("document.querySelector('#program-explanation').textContent")
+        assert page.evaluate("document.querySelector('#program-code').children.length") == 0
+        assert page.evaluate("document.querySelectorAll('script').length") == 1  # the page's own dashboard.js
+        assert page.evaluate("document.querySelectorAll('img, b.hostile, main style').length") == 0
+        assert page.evaluate("typeof window.__pwned") == "undefined"
+        assert page.evaluate("getComputedStyle(document.body).display") != "none"
+        assert page.evaluate("window.__sameDocument") == "yes"
+        assert page.problems() == []
+    finally:
+        page.close()
+        server.shutdown()
+        server.server_close()

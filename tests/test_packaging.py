@@ -31,6 +31,10 @@ REQUIRED = (
     "evorank/evaluators/data/demo/corpus.jsonl",
     "evorank/evolve/llm/prompts/system.txt",
     "evorank/evolve/inspection/export_template.py.txt",
+    "evorank/evolve/dashboard/static/index.html",
+    "evorank/evolve/dashboard/static/dashboard.js",
+    "evorank/evolve/dashboard/static/dashboard.css",
+    "evorank/evolve/api/runs.py",
 )
 
 
@@ -114,6 +118,8 @@ def test_unpacked_wheel_imports_and_finds_its_data(wheel, tmp_path):
         "from evorank.evaluators.data.suites import suites\n"
         "assert PromptTemplates.load().texts['system'].strip()\n"
         "assert contract_text().strip() and suites()\n"
+        "from evorank.evolve.dashboard.server import STATIC, static_text\n"
+        "assert all(static_text(name) for name in STATIC)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)

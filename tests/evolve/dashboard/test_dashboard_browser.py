@@ -1,12 +1,7 @@
 """The dashboard in a real headless Chromium, while a run is being written: the page follows it without a reload,
 a click on a grid cell opens that program's code, and a program whose docstring and reply hold HTML and script is
 shown as text (nothing of it becomes markup, nothing of it runs, the browser reports no error or CSP violation)."""
-import os
-import subprocess
-import sys
 import threading
-import time
-from pathlib import Path
 
 import pytest
 
@@ -14,8 +9,7 @@ from evorank.archive import RunStore
 from evorank.evolve.dashboard.server import make_server
 
 from cdp_browser import Page, browser_or_skip
-
-WRITER = Path(__file__).with_name("live_writer.py")
+from live_writer import start_writer
 
 
 def card(key: str) -> str:
@@ -26,18 +20,7 @@ def card(key: str) -> str:
 def live_run(tmp_path):
     """A run written by another process: a better program every 0.4 s for about 12 s."""
     run_dir = tmp_path / "live"
-    proc = subprocess.Popen([sys.executable, str(WRITER), str(run_dir), "30", "0.4"], env=os.environ.copy())
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # until the seeds and the hostile program are in
-        if (run_dir / "archive.sqlite").exists():
-            try:
-                with RunStore.open(run_dir, readonly=True) as store:
-                    if store.max_id() >= 3:
-                        break
-            except Exception:
-                pass
-        assert proc.poll() is None, "the writer died"
-        time.sleep(0.05)
+    proc = start_writer(run_dir, 30, 0.4)
     yield run_dir, proc
     proc.kill()
     proc.wait()

@@ -1,4 +1,5 @@
-"""A run being written, for the dashboard tests: ``python live_writer.py RUN_DIR STEPS INTERVAL_S``.
+"""A run being written by another process, for the tests of readers of live runs (the dashboard, ``open_run``):
+``start_writer(run_dir, steps, interval_s)`` starts ``python live_writer.py RUN_DIR STEPS INTERVAL_S``.
 
 It holds the run's writer lock like ``evorank run`` and archives, every INTERVAL_S seconds, a program better than
 the one before (so the iteration count and the best fitness keep changing), after two seeds and a hostile
@@ -6,6 +7,8 @@ program whose docstring, reply and failure text hold HTML and script (on island 
 """
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -58,6 +61,24 @@ def main(run_dir: str, steps: int, interval: float) -> None:
         parent = rec
     store.log_event("stop", {"reason": "completed", "proposals": steps + 1})
     store.close()
+
+
+def start_writer(run_dir: Path, steps: int, interval_s: float, timeout_s: float = 30.0) -> subprocess.Popen:
+    """The writer process, returned once its seeds and hostile program are archived (kill it when done)."""
+    proc = subprocess.Popen([sys.executable, __file__, str(run_dir), str(steps), str(interval_s)],
+                            env=os.environ.copy())
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with RunStore.open(run_dir, readonly=True) as store:
+                if store.max_id() >= 3:
+                    return proc
+        except Exception:  # not created yet, or its schema not committed yet
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"the writer did not start (exit code {proc.poll()})")
+        time.sleep(0.02)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ Python client asking for what the page asks for. Speed is measured from the arch
 minute between the first and the last proposal (start-up, which the dashboard cannot slow, is left out). Same
 seed, so both runs propose the same programs; the script checks that they archived the same number.
 
-Prints each pair and the median ratio (with / without); the target is a ratio >= 0.95.
+Prints each pair and the median ratio (with / without); the target is a ratio >= 0.95. On a machine whose load
+moves while it runs, wall-clock speed drifts more than the dashboard can cost; so the script also prints the CPU
+time the dashboard took (server and browser, every process of each) as a share of the CPU time the job took, which
+does not depend on what else runs: on a machine with no idle core, that share is about what the job loses.
 
 Usage: python bench/dashboard_cost.py [--iterations 150] [--repeats 3] [--interval 2]
 """
@@ -24,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -55,7 +59,15 @@ def python_page(url: str, interval: float, stop: threading.Event) -> None:
         stop.wait(interval)
 
 
-def one_run(root: Path, name: str, args, watch: bool) -> tuple[int, float]:
+def cpu_of(proc: subprocess.Popen) -> float:
+    """User + system CPU seconds of a finished child and of the descendants it waited for (wait4)."""
+    _, _, usage = os.wait4(proc.pid, 0)
+    proc.returncode = 0
+    return usage.ru_utime + usage.ru_stime
+
+
+def one_run(root: Path, name: str, args, watch: bool) -> tuple[int, float, float, float, int]:
+    """(proposals, proposals per minute, the job's CPU seconds, the dashboard's CPU seconds, the page's polls)."""
     run_dir = root / name
     env = {**os.environ, "COLUMNS": "160"}
     job = subprocess.Popen([sys.executable, "-m", "evorank", "run", "--suite", "demo", "--llm", "offline",
@@ -73,8 +85,10 @@ def one_run(root: Path, name: str, args, watch: bool) -> tuple[int, float]:
                     if job.poll() is not None:
                         raise RuntimeError("the job ended before it created its archive")
                     time.sleep(0.05)
+            log = open(root / f"{name}-requests.log", "w")
             dash = subprocess.Popen([sys.executable, "-m", "evorank", "dashboard", str(run_dir), "--port", "0",
-                                     "--interval", str(args.interval)], stdout=subprocess.PIPE, text=True, env=env)
+                                     "--interval", str(args.interval), "--verbose"], stdout=subprocess.PIPE,
+                                    stderr=log, text=True, env=env)
             helpers.append(dash)
             url = dash.stdout.readline().split()[1]
             chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -86,13 +100,18 @@ def one_run(root: Path, name: str, args, watch: bool) -> tuple[int, float]:
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             else:
                 threading.Thread(target=python_page, args=(url, args.interval, stop), daemon=True).start()
-        job.wait()
+        job_cpu = cpu_of(job)
     finally:
         stop.set()
-        for h in helpers:
+        helper_cpu = 0.0
+        for h in reversed(helpers):
             h.terminate()
-            h.wait()
-    return speed(run_dir)
+            helper_cpu += cpu_of(h)
+    polls = 0
+    if watch:
+        log.close()
+        polls = (root / f"{name}-requests.log").read_text().count("GET /api/runs/0/overview")
+    return (*speed(run_dir), job_cpu, helper_cpu, polls)
 
 
 def main() -> None:
@@ -103,7 +122,7 @@ def main() -> None:
     ap.add_argument("--no-browser", action="store_true", help="poll from Python even if Chromium is installed")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="evorank-dashboard-cost-"))
-    ratios = []
+    ratios, shares = [], []
     try:
         print(f"uptime: {os.getloadavg()}; page: "
               f"{'headless Chromium' if shutil.which('chromium') and not args.no_browser else 'Python poller'}, "
@@ -113,12 +132,15 @@ def main() -> None:
             got = {}
             for watch in order:
                 got[watch] = one_run(root, f"r{r}-{'with' if watch else 'alone'}", args, watch)
-            (n0, alone), (n1, watched) = got[False], got[True]
+            (n0, alone, cpu0, _, _), (n1, watched, cpu1, dash_cpu, polls) = got[False], got[True]
             assert n0 == n1, f"the two runs archived {n0} and {n1} proposals"
             ratios.append(watched / alone)
+            shares.append(dash_cpu / cpu1)
             print(f"repeat {r}: alone {alone:.1f}/min, with the dashboard {watched:.1f}/min, ratio {watched / alone:.3f}"
-                  f" ({n0} proposals each)", flush=True)
-        print(f"median ratio (with / without): {statistics.median(ratios):.3f}  (target >= 0.95); "
+                  f" ({n0} proposals each); CPU: job {cpu0:.1f} s alone, {cpu1:.1f} s watched, dashboard {dash_cpu:.1f} s"
+                  f" = {dash_cpu / cpu1:.1%} of the job's, {polls} polls; load {os.getloadavg()[0]:.1f}", flush=True)
+        print(f"median ratio (with / without): {statistics.median(ratios):.3f}  (target >= 0.95); dashboard CPU as a "
+              f"share of the job's: median {statistics.median(shares):.1%}, max {max(shares):.1%}; "
               f"load now {os.getloadavg()}")
     finally:
         shutil.rmtree(root, ignore_errors=True)

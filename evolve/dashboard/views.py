@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 
-from evorank.archive import Islands, ProgramRecord, ProgramSummary, RunStore
+from evorank.archive import ProgramRecord, ProgramSummary, RunStore
 from evorank.evolve.inspection.format import bin_labels, program_diff, short_names
 from evorank.evolve.inspection.queries import lineage, metric_comparison, resolve_id, run_status, validation_fitness
 
@@ -52,33 +53,33 @@ def speed(summaries: list[ProgramSummary], status: dict) -> dict:
     return {"per_min": per_min, "eta_s": eta}
 
 
-def grids(store: RunStore, seed_best: float | None) -> dict:
+def grids(store: RunStore, by_id: dict[int, ProgramSummary], seed_best: float | None) -> dict:
     """Each island's grid along the first two descriptor dimensions (the best elite over any further ones), with
-    the bin labels of both axes; every cell names its elite, so the page can open it."""
+    the bin labels of both axes; every cell names its elite, so the page can open it. Read from the elite table and
+    the placements (no program text), with the programs' details from ``by_id``."""
     spec = store.grid_spec()
     dims = spec.dimensions
-    islands = Islands.from_store(store)
     ydim, xdim = dims[0], (dims[1] if len(dims) > 1 else None)
-    out = []
-    for i in range(islands.n_islands):
-        shown: dict[tuple[int, int], dict] = {}
-        visits = islands.visits(i)
-        for cell, rec in islands.cells(i).items():
-            key = (cell[0], cell[1] if xdim else 0)
-            entry = shown.setdefault(key, {"y": key[0], "x": key[1], "elites": 0, "visits": 0, "id": None,
-                                           "fitness": None})
-            entry["elites"] += 1
-            entry["visits"] += visits.get(cell, 0)
-            if rec.fitness is not None and (entry["fitness"] is None or rec.fitness > entry["fitness"]):
-                entry.update(id=rec.id, fitness=rec.fitness, operator=rec.operator,
-                             gain=(rec.fitness / seed_best - 1) if seed_best else None)
-        out.append({"island": i, "elites": len(islands.elites(i)), "cells": sorted(shown.values(),
-                                                                                  key=lambda c: (c["y"], c["x"]))})
+    visits = Counter((island, cell) for _, island, cell, _ in store.placements())
+    shown: list[dict[tuple[int, int], dict]] = [{} for _ in range(store.n_islands())]
+    for (island, cell), pid in sorted(store.elite_table().items()):
+        rec = by_id.get(pid)
+        if rec is None or not 0 <= island < len(shown):
+            continue
+        key = (cell[0], cell[1] if xdim else 0)
+        entry = shown[island].setdefault(key, {"y": key[0], "x": key[1], "elites": 0, "visits": 0, "id": None,
+                                               "fitness": None})
+        entry["elites"] += 1
+        entry["visits"] += visits.get((island, cell), 0)
+        if rec.fitness is not None and (entry["fitness"] is None or rec.fitness > entry["fitness"]):
+            entry.update(id=rec.id, fitness=rec.fitness, operator=rec.operator,
+                         gain=(rec.fitness / seed_best - 1) if seed_best else None)
     return {
         "y": {"name": ydim.name, "labels": bin_labels(ydim)},
         "x": {"name": xdim.name, "labels": bin_labels(xdim)} if xdim else None,
         "folded": [d.name for d in dims[2:]],
-        "islands": out,
+        "islands": [{"island": i, "elites": sum(c["elites"] for c in cells.values()),
+                     "cells": sorted(cells.values(), key=lambda c: (c["y"], c["x"]))} for i, cells in enumerate(shown)],
     }
 
 
@@ -120,7 +121,7 @@ def overview(store: RunStore, summaries: list[ProgramSummary]) -> dict:
                               "completion_tokens", "cost_usd", "config", "operators")},
         "speed": speed(summaries, st),
         "seed_best": seed_best,
-        "grid": grids(store, seed_best),
+        "grid": grids(store, {p.id: p for p in summaries}, seed_best),
         "top": top,
         "collections": [{"address": c, "label": labels[c]} for c in colls],
         "max_id": summaries[-1].id if summaries else 0,

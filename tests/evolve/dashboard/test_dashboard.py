@@ -165,3 +165,11 @@ def test_a_watched_run_is_read_only_when_it_changed(tmp_path):
         assert slow.reads == 1  # at most once per min_interval, however often it is asked
     finally:
         store.close()
+
+
+def test_the_server_imports_nothing_heavy():
+    code = ("import sys, evorank.evolve.dashboard.server\n"
+            "heavy = ('pandas', 'matplotlib', 'ir_datasets', 'scipy', 'ranx', 'openai', 'dask', 'numba')\n"
+            "print([m for m in sys.modules if m.split('.')[0] in heavy])\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy())
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr

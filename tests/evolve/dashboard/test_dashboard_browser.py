@@ -29,7 +29,9 @@ def live_run(tmp_path):
 def test_dashboard_follows_a_live_run_in_a_real_browser(live_run, tmp_path):
     chromium = browser_or_skip()
     run_dir, writer = live_run
-    server = make_server([run_dir], poll_s=0.3, min_interval=0.2)
+    other = tmp_path / "other"
+    start_writer(other, 2, 0.01).wait(timeout=30)  # a second, finished run to show side by side
+    server = make_server([run_dir, other], poll_s=0.3, min_interval=0.2)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     thread.start()
     page = Page(chromium, tmp_path / "profile")
@@ -60,6 +62,23 @@ def test_dashboard_follows_a_live_run_in_a_real_browser(live_run, tmp_path):
         assert page.evaluate("document.querySelector('#program-code').textContent") == programs[cell_id].code
         assert page.evaluate("document.querySelector('#program-lineage button.current').textContent") \
             .startswith(f"#{cell_id} ")
+        # its lineage back to the seed as a tree, its diff against its parent; a click on the seed opens the seed
+        chain = page.evaluate("[...document.querySelectorAll('#program-lineage button')].map(b => +b.dataset.id)")
+        assert chain[-1] == cell_id and programs[chain[0]].operator == "seed" and len(chain) >= 2
+        assert chain[-2] == programs[cell_id].parent_ids[0]
+        assert page.evaluate("document.querySelectorAll('#program-diff span.add').length") >= 1
+        assert "K1 = " in page.evaluate("document.querySelector('#program-diff').textContent")
+        page.click(f"#program-lineage button[data-id='{chain[0]}']")
+        page.wait_for(f"document.querySelector('#program-title').textContent.includes('#{chain[0]} ')",
+                      what="the seed to open from the lineage tree")
+        assert page.evaluate("document.querySelector('#program-diff').textContent") == "(no parent)"
+
+        # two runs side by side: one column each, both best-so-far curves in one plot
+        page.wait_for("!document.querySelector('#compare').hidden && "
+                      "document.querySelectorAll('#compare-table thead th').length === 3")
+        assert page.evaluate("[...document.querySelectorAll('#compare-table thead th')].slice(1)"
+                             ".map(th => th.textContent)") == ["live", "other"]
+        assert page.evaluate("document.querySelectorAll('#compare-plot path').length") == 2
 
         # the hostile program (island 1, alone in its cell): its text is shown as text
         page.click(f".grid[data-island='1'] td.cell[data-id='{hostile.id}'] button")

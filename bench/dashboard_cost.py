@@ -66,8 +66,9 @@ def cpu_of(proc: subprocess.Popen) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def one_run(root: Path, name: str, args, watch: bool) -> tuple[int, float, float, float, int]:
-    """(proposals, proposals per minute, the job's CPU seconds, the dashboard's CPU seconds, the page's polls)."""
+def one_run(root: Path, name: str, args, watch: bool) -> tuple[int, float, float, list[float], int]:
+    """(proposals, proposals per minute, the job's CPU seconds, the CPU seconds of the dashboard's server and of its
+    browser, the page's polls)."""
     run_dir = root / name
     env = {**os.environ, "COLUMNS": "160"}
     job = subprocess.Popen([sys.executable, "-m", "evorank", "run", "--suite", "demo", "--llm", "offline",
@@ -103,10 +104,10 @@ def one_run(root: Path, name: str, args, watch: bool) -> tuple[int, float, float
         job_cpu = cpu_of(job)
     finally:
         stop.set()
-        helper_cpu = 0.0
-        for h in reversed(helpers):
+        helper_cpu = []  # server, then browser
+        for h in helpers:
             h.terminate()
-            helper_cpu += cpu_of(h)
+            helper_cpu.append(cpu_of(h))
     polls = 0
     if watch:
         log.close()
@@ -132,12 +133,14 @@ def main() -> None:
             got = {}
             for watch in order:
                 got[watch] = one_run(root, f"r{r}-{'with' if watch else 'alone'}", args, watch)
-            (n0, alone, cpu0, _, _), (n1, watched, cpu1, dash_cpu, polls) = got[False], got[True]
+            (n0, alone, cpu0, _, _), (n1, watched, cpu1, helpers, polls) = got[False], got[True]
+            dash_cpu = sum(helpers)
             assert n0 == n1, f"the two runs archived {n0} and {n1} proposals"
             ratios.append(watched / alone)
             shares.append(dash_cpu / cpu1)
             print(f"repeat {r}: alone {alone:.1f}/min, with the dashboard {watched:.1f}/min, ratio {watched / alone:.3f}"
-                  f" ({n0} proposals each); CPU: job {cpu0:.1f} s alone, {cpu1:.1f} s watched, dashboard {dash_cpu:.1f} s"
+                  f" ({n0} proposals each); CPU: job {cpu0:.1f} s alone, {cpu1:.1f} s watched, dashboard {dash_cpu:.1f} s "
+                  f"(server {helpers[0]:.1f} s, page {sum(helpers[1:]):.1f} s)"
                   f" = {dash_cpu / cpu1:.1%} of the job's, {polls} polls; load {os.getloadavg()[0]:.1f}", flush=True)
         print(f"median ratio (with / without): {statistics.median(ratios):.3f}  (target >= 0.95); dashboard CPU as a "
               f"share of the job's: median {statistics.median(shares):.1%}, max {max(shares):.1%}; "

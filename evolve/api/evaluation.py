@@ -159,7 +159,10 @@ def evaluate(program: str | Path, *, suite: str | None = None, datasets: str | l
     if runs_out and sandbox:
         raise EvorankError("writing TREC run files needs the rankings in this process, and this evaluation runs in "
                            "the sandbox; if you have read the code and trust it, evaluate it with sandbox=False")
-    label, code_name, source, _ = program_source(program)
+    label, code_name, source, from_run = program_source(program)
+    if from_run and not sandbox:
+        raise EvorankError(f"{label} is a program of a run, and a run's programs run only in the sandbox; "
+                           "leave sandbox on")
     topics = [load_topics(a, progress=progress, log=log) for a in addresses]
     query_ids = {t.name: list(t.judged.query_ids) for t in topics}
     if sandbox:

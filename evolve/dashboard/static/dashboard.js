@@ -9,7 +9,9 @@ const state = {
   etags: {},     // run index -> ETag of that overview
   points: {},    // run index -> program points (objects), id order
   maxId: {},     // run index -> highest program id fetched
-  selected: null // {run, id} of the program shown
+  selected: null, // {run, id} of the program shown
+  drawn: {},      // section -> what it was last drawn from
+  gridShape: null, topHead: null
 };
 const SVGNS = "http://www.w3.org/2000/svg";
 const COLORS = { best: "#d62728", val: "#1f77b4", held: "#2ca02c", dots: "#9aa5b1" };
@@ -26,6 +28,7 @@ function el(tag, props, ...children) {
   for (const [k, v] of Object.entries(props || {})) {
     if (v === null || v === undefined) continue;
     if (k === "className") node.className = v;
+    else if (k === "id") node.id = v;
     else if (k === "onclick") node.addEventListener("click", v);
     else if (k === "title") node.title = String(v);
     else if (k.startsWith("data-")) node.setAttribute(k, String(v));
@@ -128,7 +131,12 @@ function renderTabs() {
   for (const r of state.runs) {
     nav.appendChild(el("button", {
       className: r.index === state.current ? "active" : "", title: r.path, "data-run": r.index,
-      onclick: () => { state.current = r.index; renderTabs(); renderRun(); if (!state.data[r.index]) poll(); }
+      onclick: () => {
+        state.current = r.index;
+        renderTabs();
+        renderRun();
+        if (!state.data[r.index]) refreshRun(r.index).then(renderRun, e => showError(e.message));
+      }
     }, r.name));
   }
 }
@@ -214,10 +222,19 @@ function renderRun() {
     card("cost", "LLM cost", "$" + (d.cost_usd || 0).toFixed(4),
       (d.prompt_tokens + d.completion_tokens).toLocaleString() + " tokens"),
   );
-  renderFitness(d, state.points[state.current] || []);
-  renderOutcomes(d);
-  renderGrids(d);
-  renderTop(d);
+  const points = state.points[state.current] || [];
+  // redraw a section only when what it shows changed (a poll often brings news for one part only)
+  once("fitness", [points.length, d.last_iteration, d.seeds, d.heldout_history.length], () => renderFitness(d, points));
+  once("outcomes", [d.proposals, d.failure_reasons], () => renderOutcomes(d));
+  once("grids", [d.grid, state.selected], () => renderGrids(d));
+  once("top", [d.top, d.collections], () => renderTop(d));
+}
+
+function once(section, inputs, draw) {
+  const key = state.current + ":" + JSON.stringify(inputs);
+  if (state.drawn[section] === key) return;
+  state.drawn[section] = key;
+  draw();
 }
 
 function renderFitness(d, points) {
@@ -276,60 +293,98 @@ function gainColor(gain, span) {
 }
 
 function renderGrids(d) {
+  // The grids' cells are built once per grid shape and then updated in place: a poll that redraws them never
+  // replaces the element under a pointer in the middle of a click.
   const g = d.grid;
-  const note = "rows: " + g.y.name + (g.x ? "; columns: " + g.x.name : "") +
-    (g.folded.length ? "; best elite over " + g.folded.join(", ") : "") +
-    ". Each cell shows its elite's fitness, coloured by its gain over the best seed (red better, blue worse); click a cell to open its program.";
-  $("grid-note").textContent = note;
-  const list = clear($("grid-list"));
+  const shape = state.current + ":" + JSON.stringify([g.y, g.x, g.islands.map(isl => isl.island)]);
+  if (state.gridShape !== shape) buildGrids(g, shape);
   const gains = g.islands.flatMap(isl => isl.cells.map(c => Math.abs(c.gain || 0)));
   const span = Math.max(0.005, ...gains);
-  const nx = g.x ? g.x.labels.length : 1;
   for (const isl of g.islands) {
     const byPos = new Map(isl.cells.map(c => [c.y + ":" + c.x, c]));
-    const table = el("table");
+    $("grid-title-" + isl.island).textContent = "island " + isl.island + ": " + isl.elites + " elites";
+    for (const td of document.querySelectorAll('.grid[data-island="' + isl.island + '"] td.cell')) {
+      const c = byPos.get(td.dataset.pos);
+      const button = td.firstChild;
+      if (!c || c.id === null) {
+        td.removeAttribute("data-id");
+        td.title = "";
+        button.textContent = "";
+        button.disabled = true;
+        td.style.background = "";
+        td.classList.remove("selected");
+        continue;
+      }
+      td.setAttribute("data-id", c.id);
+      td.title = "#" + c.id + " " + c.operator + ", fitness " + fmt(c.fitness) + " (" + pct(c.gain) + " vs best seed), " +
+                 c.elites + " elite(s), " + c.visits + " placed here";
+      button.textContent = fmt(c.fitness, 3);
+      button.disabled = false;
+      td.style.background = gainColor(c.gain, span);
+      td.classList.toggle("selected", !!(state.selected && state.selected.run === state.current && state.selected.id === c.id));
+    }
+  }
+}
+
+function buildGrids(g, shape) {
+  state.gridShape = shape;
+  $("grid-note").textContent = "rows: " + g.y.name + (g.x ? "; columns: " + g.x.name : "") +
+    (g.folded.length ? "; best elite over " + g.folded.join(", ") : "") +
+    ". Each cell shows its elite's fitness, coloured by its gain over the best seed (red better, blue worse); click a cell to open its program.";
+  const list = clear($("grid-list"));
+  const nx = g.x ? g.x.labels.length : 1;
+  for (const isl of g.islands) {
     const body = el("tbody");
     for (let y = g.y.labels.length - 1; y >= 0; y--) {
       const row = el("tr", {}, el("th", { className: "axis" }, g.y.labels[y]));
       for (let x = 0; x < nx; x++) {
-        const c = byPos.get(y + ":" + x);
-        if (!c || c.id === null) { row.appendChild(el("td", { className: "cell" })); continue; }
-        const td = el("td", { className: "cell", "data-island": isl.island, "data-id": c.id,
-                              title: "#" + c.id + " " + c.operator + ", fitness " + fmt(c.fitness) + " (" + pct(c.gain) +
-                                     " vs best seed), " + c.elites + " elite(s), " + c.visits + " placed here" },
-          el("button", { onclick: () => openProgram(state.current, c.id) }, fmt(c.fitness, 3)));
-        td.style.background = gainColor(c.gain, span);
-        if (state.selected && state.selected.run === state.current && state.selected.id === c.id) td.classList.add("selected");
+        const td = el("td", { className: "cell", "data-island": isl.island, "data-pos": y + ":" + x });
+        td.appendChild(el("button", { onclick: () => { if (td.dataset.id) openProgram(state.current, +td.dataset.id); } }));
         row.appendChild(td);
       }
       body.appendChild(row);
     }
     if (g.x) body.appendChild(el("tr", {}, el("th", {}, ""), ...g.x.labels.map(l => el("th", { className: "axis" }, l))));
-    table.appendChild(body);
     list.appendChild(el("div", { className: "grid", "data-island": isl.island },
-      el("h3", {}, "island " + isl.island + ": " + isl.elites + " elites"), table));
+      el("h3", { id: "grid-title-" + isl.island }), el("table", {}, body)));
   }
 }
 
 function renderTop(d) {
-  const table = clear($("top-table"));
+  // rows are reused (their cells' text updated), for the same reason as the grids' cells
+  const table = $("top-table");
   const colls = d.collections;
-  table.appendChild(el("thead", {}, el("tr", {}, ...["#", "id", "operator", "island", "iteration", "fitness", "val", "latency"]
-    .map(h => el("th", {}, h)), ...colls.map(c => el("th", { title: c.address }, c.label, el("br"), "nDCG@10 / R@100")))));
-  const bm25 = d.seeds.bm25 ? d.seeds.bm25.fitness : null;
-  const body = el("tbody");
-  for (const r of d.top) {
-    const gain = num(bm25) && r.id !== d.seeds.bm25.id ? " (" + pct(r.fitness / bm25 - 1) + ")" : "";
-    body.appendChild(el("tr", { className: "clickable", "data-id": r.id, onclick: () => openProgram(state.current, r.id) },
-      el("td", { className: "num" }, r.rank), el("td", { className: "num" }, "#" + r.id),
-      el("td", {}, r.operator + (r.seed_name ? " (" + r.seed_name + ")" : "")),
-      el("td", { className: "num" }, r.island), el("td", { className: "num" }, r.iteration),
-      el("td", { className: "num" }, fmt(r.fitness) + gain), el("td", { className: "num" }, fmt(r.val_fitness)),
-      el("td", { className: "num" }, num(r.latency_ratio) ? r.latency_ratio.toFixed(2) + "×" : "-"),
-      ...colls.map(c => { const m = r.metrics[c.address] || {};
-                          return el("td", { className: "num" }, fmt(m["ndcg@10"]) + " / " + fmt(m["recall@100"])); })));
+  const head = JSON.stringify(colls);
+  if (state.topHead !== head) {
+    state.topHead = head;
+    clear(table);
+    table.appendChild(el("thead", {}, el("tr", {}, ...["#", "id", "operator", "island", "iteration", "fitness", "val", "latency"]
+      .map(h => el("th", {}, h)), ...colls.map(c => el("th", { title: c.address }, c.label, el("br"), "nDCG@10 / R@100")))));
+    const body = el("tbody");
+    body.addEventListener("click", (ev) => {
+      const tr = ev.target.closest("tr[data-id]");
+      if (tr) openProgram(state.current, +tr.dataset.id);
+    });
+    table.appendChild(body);
   }
-  table.appendChild(body);
+  const body = table.tBodies[0];
+  const bm25 = d.seeds.bm25 ? d.seeds.bm25.fitness : null;
+  d.top.forEach((r, k) => {
+    const gain = num(bm25) && r.id !== d.seeds.bm25.id ? " (" + pct(r.fitness / bm25 - 1) + ")" : "";
+    const cells = [[r.rank, "num"], ["#" + r.id, "num"], [r.operator + (r.seed_name ? " (" + r.seed_name + ")" : ""), ""],
+      [r.island, "num"], [r.iteration, "num"], [fmt(r.fitness) + gain, "num"], [fmt(r.val_fitness), "num"],
+      [num(r.latency_ratio) ? r.latency_ratio.toFixed(2) + "×" : "-", "num"],
+      ...colls.map(c => { const m = r.metrics[c.address] || {}; return [fmt(m["ndcg@10"]) + " / " + fmt(m["recall@100"]), "num"]; })];
+    let tr = body.rows[k];
+    if (!tr || tr.cells.length !== cells.length) {
+      const fresh = el("tr", { className: "clickable" }, ...cells.map(([, cls]) => el("td", { className: cls })));
+      if (tr) body.replaceChild(fresh, tr); else body.appendChild(fresh);
+      tr = fresh;
+    }
+    tr.setAttribute("data-id", r.id);
+    cells.forEach(([text], i) => { if (tr.cells[i].textContent !== String(text)) tr.cells[i].textContent = text; });
+  });
+  while (body.rows.length > d.top.length) body.deleteRow(-1);
 }
 
 // -- one program --------------------------------------------------------------------------------------------
@@ -349,11 +404,11 @@ async function openProgram(run, id) {
   $("program").scrollIntoView({ block: "start" });
 }
 
-function programButton(run, p, current) {
+function programButton(run, p, current, role) {
   const label = "#" + p.id + " " + p.operator + (p.seed_name ? " (" + p.seed_name + ")" : "") + " " + fmt(p.fitness);
   return el("button", { className: (current ? "current" : "") + (p.status !== "accepted" ? " failed" : ""),
                         title: p.status + (p.failure_reason ? ": " + p.failure_reason : "") + ", island " + p.island +
-                               ", iteration " + p.iteration, "data-id": p.id,
+                               ", iteration " + p.iteration, "data-id": p.id, "data-role": role,
                         onclick: () => openProgram(run, p.id) }, label);
 }
 
@@ -375,17 +430,17 @@ function renderProgram(run, p) {
   let holder = tree;
   p.lineage.forEach((step, k) => {
     const ul = el("ul");
-    const li = el("li", {}, programButton(run, step, step.id === p.id));
+    const li = el("li", {}, programButton(run, step, step.id === p.id, "step"));
     if (num(step.delta)) li.appendChild(el("span", { className: "side " + (step.delta > 0 ? "up" : step.delta < 0 ? "down" : "") },
       (step.delta >= 0 ? "+" : "") + step.delta.toFixed(4)));
-    for (const o of step.other_parents) li.append(el("span", { className: "side" }, "crossed with"), programButton(run, o, false));
+    for (const o of step.other_parents) li.append(el("span", { className: "side" }, "crossed with"), programButton(run, o, false, "partner"));
     ul.appendChild(li);
     holder.appendChild(ul);
     holder = li;
   });
   if (p.children.length) {
     const ul = el("ul");
-    for (const c of p.children) ul.appendChild(el("li", {}, el("span", { className: "side" }, "child"), programButton(run, c, false)));
+    for (const c of p.children) ul.appendChild(el("li", {}, el("span", { className: "side" }, "child"), programButton(run, c, false, "child")));
     holder.appendChild(ul);
   }
   // metrics beside the parent's and the seed's

@@ -173,3 +173,12 @@ def test_the_server_imports_nothing_heavy():
             "print([m for m in sys.modules if m.split('.')[0] in heavy])\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy())
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+def test_a_run_without_programs_yet(tmp_path):
+    RunStore.create(tmp_path / "empty", {"iterations": 3}, 0, synchronous="NORMAL").close()
+    watcher = RunWatcher(0, tmp_path / "empty")
+    data = json.loads(watcher.overview()[1])
+    assert data["state"] == "not started" and data["best"] is None and data["top"] == [] and data["max_id"] == 0
+    assert data["grid"]["islands"] == [{"island": 0, "elites": 0, "cells": []}]
+    assert json.loads(watcher.points(0))["points"] == []

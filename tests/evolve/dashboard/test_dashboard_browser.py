@@ -52,10 +52,11 @@ def test_dashboard_follows_a_live_run_in_a_real_browser(live_run, tmp_path):
             programs = {p.id: p for p in store.programs()}
         hostile = next(p for p in programs.values() if p.features.get("hostile"))
 
-        # click an island-0 cell: its program's code appears
-        page.wait_for("!!document.querySelector('.grid[data-island=\"0\"] td.cell[data-id]')")
-        cell_id = int(page.evaluate("document.querySelector('.grid[data-island=\"0\"] td.cell[data-id]')"
-                                    ".getAttribute('data-id')"))
+        # click an island-0 cell of an evolved program: its code appears
+        seed0 = min(p.id for p in programs.values() if p.operator == "seed")
+        evolved = f".grid[data-island='0'] td.cell[data-id]:not([data-id='{seed0}'])"
+        page.wait_for(f"!!document.querySelector({evolved!r})", what="an evolved program's cell")
+        cell_id = int(page.evaluate(f"document.querySelector({evolved!r}).getAttribute('data-id')"))
         page.click(f".grid[data-island='0'] td.cell[data-id='{cell_id}'] button")
         page.wait_for(f"document.querySelector('#program-title').textContent.includes('#{cell_id} ')",
                       what=f"program #{cell_id} to open")
@@ -63,7 +64,8 @@ def test_dashboard_follows_a_live_run_in_a_real_browser(live_run, tmp_path):
         assert page.evaluate("document.querySelector('#program-lineage button.current').textContent") \
             .startswith(f"#{cell_id} ")
         # its lineage back to the seed as a tree, its diff against its parent; a click on the seed opens the seed
-        chain = page.evaluate("[...document.querySelectorAll('#program-lineage button')].map(b => +b.dataset.id)")
+        chain = page.evaluate("[...document.querySelectorAll('#program-lineage button[data-role=step]')]"
+                              ".map(b => +b.dataset.id)")
         assert chain[-1] == cell_id and programs[chain[0]].operator == "seed" and len(chain) >= 2
         assert chain[-2] == programs[cell_id].parent_ids[0]
         assert page.evaluate("document.querySelectorAll('#program-diff span.add').length") >= 1
@@ -72,6 +74,13 @@ def test_dashboard_follows_a_live_run_in_a_real_browser(live_run, tmp_path):
         page.wait_for(f"document.querySelector('#program-title').textContent.includes('#{chain[0]} ')",
                       what="the seed to open from the lineage tree")
         assert page.evaluate("document.querySelector('#program-diff').textContent") == "(no parent)"
+
+        # the top programs table: a click on its first row opens the best program
+        top_id = int(page.wait_for("document.querySelector('#top-table tbody tr[data-id]') && "
+                                   "document.querySelector('#top-table tbody tr[data-id]').dataset.id"))
+        page.click(f"#top-table tbody tr[data-id='{top_id}'] td")
+        page.wait_for(f"document.querySelector('#program-title').textContent.includes('#{top_id} ')",
+                      what="the top program to open")
 
         # two runs side by side: one column each, both best-so-far curves in one plot
         page.wait_for("!document.querySelector('#compare').hidden && "

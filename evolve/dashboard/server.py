@@ -22,6 +22,7 @@ import bisect
 import json
 import os
 import re
+import socket
 import sys
 import threading
 import time
@@ -54,6 +55,7 @@ SECURITY_HEADERS = {
 MIN_INTERVAL_S = 1.0  # a run's data is read at most this often, however many pages poll
 ALIVE_TTL_S = 5.0  # a running job's data is read again after this long even when nothing was committed
 POLL_S = 2.0  # how often the page asks for news
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def static_text(name: str) -> bytes:
@@ -153,10 +155,15 @@ class DashboardServer(ThreadingHTTPServer):
         self.poll_s = poll_s
         self.quiet = quiet
         self.boot = f"{os.getpid():x}{int(time.time()):x}"
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         super().__init__((host, port), DashboardHandler)
-        bound_host, self.port = self.server_address[:2]
-        self.allowed_hosts = {f"{h}:{self.port}" for h in ("127.0.0.1", "localhost", "[::1]", host, bound_host)}
-        shown = "127.0.0.1" if host in ("", "0.0.0.0", "::") else (f"[{host}]" if ":" in host else host)
+        self.port = self.server_address[1]
+        # On this machine only, a request must name this server (a page elsewhere that rebinds its own DNS name to
+        # 127.0.0.1 would name itself); served to the network on purpose, any name may reach it.
+        self.allowed_hosts = ({f"{h}:{self.port}" for h in ("127.0.0.1", "localhost", "[::1]")}
+                              if host in LOOPBACK else None)
+        shown = "127.0.0.1" if host in ("", "0.0.0.0") else "[::1]" if host == "::" else (
+            f"[{host}]" if ":" in host else host)
         self.url = f"http://{shown}:{self.port}/"
 
 
@@ -191,7 +198,8 @@ class DashboardHandler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self):  # noqa: N802
-        if self.headers.get("Host", "") not in self.server.allowed_hosts:
+        allowed = self.server.allowed_hosts
+        if allowed is not None and self.headers.get("Host", "") not in allowed:
             return self._error(HTTPStatus.FORBIDDEN, "unknown Host header: open the address evorank printed")
         url = urlsplit(self.path)
         path = url.path
@@ -228,6 +236,8 @@ class DashboardHandler(BaseHTTPRequestHandler):
             return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, str(e))
         except (BrokenPipeError, ConnectionResetError):
             return None
+        except Exception as e:  # a bug or an unreadable archive: say so to the page instead of dropping the connection
+            return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(e).__name__}: {e}")
 
     def do_POST(self):  # noqa: N802 - nothing here changes anything
         self._error(HTTPStatus.METHOD_NOT_ALLOWED, "the dashboard only reads")
@@ -248,7 +258,7 @@ def make_server(run_dirs, host: str = "127.0.0.1", port: int = 0, *, poll_s: flo
 
 def cmd_dashboard(args) -> int:
     server = make_server(args.runs, args.host, args.port, poll_s=args.interval, quiet=not args.verbose)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
+    if args.host not in LOOPBACK:
         print(f"evorank: warning: serving on {args.host}: anyone who can reach this address can read these runs "
               "(programs, prompts and replies included)", file=sys.stderr)
     print(f"dashboard: {server.url}  ({len(server.runs)} run(s); Ctrl-C stops)", flush=True)

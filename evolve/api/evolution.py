@@ -132,19 +132,26 @@ class EvolutionJob:
         ``on_engine(engine)`` likewise around the engine's run (the command line's Ctrl-C handling)."""
         from evorank.evolve.engine.loop import Engine
 
-        evaluator = evaluator or self.evaluator()
         undo_open = None
+        try:
+            evaluator = evaluator or self.evaluator()
+        except BaseException:
+            self.close()
+            raise
         try:
             if self.store is None:
                 self.store = self._take_store()
             save_toml(self.cfg, self.run_dir / CONFIG_NAME)
             undo_open = on_open(self.run_dir) if on_open else None
-        except BaseException:
-            evaluator.close()
-            raise
-        try:
             engine = Engine(self.cfg, self.run_dir, self.addresses, evaluator, resume=self.resume, reporter=reporter,
                             store=self.store)
+        except BaseException:
+            evaluator.close()
+            self.close()
+            if undo_open:
+                undo_open()
+            raise
+        try:  # from here the engine owns the archive (engine.close() closes it)
             undo_engine = on_engine(engine) if on_engine else None
             try:
                 engine.run()
@@ -158,6 +165,12 @@ class EvolutionJob:
             if undo_open:
                 undo_open()
         return engine
+
+    def close(self) -> None:
+        """Let go of the archive (and so of the run's writer lock) when the job will not run after all."""
+        if self.store is not None:
+            self.store.close()
+            self.store = None
 
 
 def write_best_program(store, best, run_dir: Path) -> Path:

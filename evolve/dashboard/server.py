@@ -6,9 +6,10 @@ here, and ``evorank`` keeps its install small. Each request runs in its own thre
 one ``RunWatcher`` at a time, under a lock, and shared by every open page.
 
 Cost to a running job: the watcher opens the archive read-only (WAL readers never block the writer) and reads
-it again only when the archive's files changed, and then at most once per ``min_interval`` seconds however many
-pages poll; between changes a poll is answered from memory (or with 304 Not Modified). New programs are read
-incrementally (ids above the last one seen), without their code and prompts.
+it again only when the archive's files changed, and then at most once per ``min_interval`` seconds, and never for
+more than ``DUTY`` of the time (the wait after a read grows with what the read cost, so a huge run is followed less
+often instead of costing more), however many pages poll; between reads a poll is answered from memory (or with 304
+Not Modified). New programs are read incrementally (ids above the last one seen), without their code and prompts.
 
 Hostile text: programs and model replies are data. They leave here only inside JSON (``application/json``, never
 sniffed as HTML) and the page puts them into the document with ``textContent``. Every response carries a
@@ -53,6 +54,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 MIN_INTERVAL_S = 1.0  # a run's data is read at most this often, however many pages poll
+DUTY = 0.02  # and at most this share of the time: a read that took 40 ms waits 2 s before the next one
 ALIVE_TTL_S = 5.0  # a running job's data is read again after this long even when nothing was committed
 POLL_S = 2.0  # how often the page asks for news
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -77,12 +79,14 @@ def _archive_key(run_dir: Path) -> tuple:
 
 class RunWatcher:
     """One run followed by the dashboard: its overview and program points, read read-only and cached until the
-    archive changes (and at most once per ``min_interval`` seconds)."""
+    archive changes (and at most once per ``min_interval`` seconds, for at most ``duty`` of the time)."""
 
-    def __init__(self, index: int, run_dir, *, min_interval: float = MIN_INTERVAL_S, alive_ttl: float = ALIVE_TTL_S):
+    def __init__(self, index: int, run_dir, *, min_interval: float = MIN_INTERVAL_S, alive_ttl: float = ALIVE_TTL_S,
+                 duty: float = DUTY):
         self.index = index
         self.run_dir = Path(run_dir)
         self.min_interval = min_interval
+        self.duty = duty
         self.alive_ttl = alive_ttl
         self._lock = threading.Lock()
         self._summaries: list = []
@@ -90,6 +94,7 @@ class RunWatcher:
         self._overview: bytes | None = None
         self._key: tuple | None = None
         self._read_at = 0.0
+        self._wait = min_interval  # before the next read: min_interval, or longer after a costly read
         self._alive = False
         self.version = 0
         self.reads = 0  # how often the archive was read (for tests and the benchmark)
@@ -100,7 +105,7 @@ class RunWatcher:
     def _stale(self, now: float) -> bool:
         if self._overview is None:
             return True
-        if now - self._read_at < self.min_interval:
+        if now - self._read_at < self._wait:
             return False
         return _archive_key(self.run_dir) != self._key or (self._alive and now - self._read_at >= self.alive_ttl)
 
@@ -119,6 +124,8 @@ class RunWatcher:
                     self._ids.extend(p.id for p in new)
                     data = views.overview(store, self._summaries)
             self.reads += 1
+            cost = time.monotonic() - now
+            self._wait = max(self.min_interval, cost / self.duty)
             self._key, self._read_at, self._alive = key, now, bool(data["alive"])
             self.version += 1
             data["version"] = self.version
@@ -244,13 +251,13 @@ class DashboardHandler(BaseHTTPRequestHandler):
 
 
 def make_server(run_dirs, host: str = "127.0.0.1", port: int = 0, *, poll_s: float = POLL_S,
-                min_interval: float = MIN_INTERVAL_S, quiet: bool = True) -> DashboardServer:
+                min_interval: float = MIN_INTERVAL_S, duty: float = DUTY, quiet: bool = True) -> DashboardServer:
     """A dashboard server for these runs (each checked to be a run now), bound but not yet serving: call
     ``serve_forever()`` (in a thread, for a notebook or a test) and ``shutdown()``; its address is ``.url``."""
     runs = []
     for i, d in enumerate(run_dirs):
         open_run(d).close()  # a clear error now for a folder that holds no run
-        runs.append(RunWatcher(i, d, min_interval=min_interval))
+        runs.append(RunWatcher(i, d, min_interval=min_interval, duty=duty))
     if not runs:
         raise EvorankError("name at least one run folder")
     return DashboardServer(runs, host, port, poll_s=poll_s, quiet=quiet)

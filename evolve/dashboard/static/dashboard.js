@@ -521,9 +521,10 @@ function plot(figure, series, xlabel, ylabel) {
       root.appendChild(svgEl("line", { x1: L, x2: W - R, y1: sy(s.y), y2: sy(s.y), stroke: s.color,
                                        "stroke-dasharray": "5 4", "stroke-width": 1 }));
     } else if (s.kind === "dots") {
-      const g = svgEl("g", { fill: s.color, "fill-opacity": 0.7 });
-      for (const [x, y] of s.points) g.appendChild(svgEl("circle", { cx: sx(x), cy: sy(y), r: 2.5 }));
-      root.appendChild(g);
+      // one path of zero-length round-capped strokes: a single element however many programs a run has
+      const d = s.points.map(([x, y]) => "M" + sx(x).toFixed(1) + " " + sy(y).toFixed(1) + "h0").join("");
+      root.appendChild(svgEl("path", { d: d || "M0 0", stroke: s.color, "stroke-opacity": 0.7, "stroke-width": 5,
+                                       "stroke-linecap": "round", fill: "none" }));
     } else if (s.points.length) {
       let d = "";
       s.points.forEach(([x, y], k) => {

@@ -31,7 +31,7 @@ def syn(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(syn):
-    srv = make_server([syn[0], syn[0]], min_interval=0.0)
+    srv = make_server([syn[0], syn[0]], min_interval=0.0, duty=1.0)
     threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
     yield srv
     srv.shutdown()
@@ -145,7 +145,7 @@ def test_program_detail_lineage_tree_diff_and_explanation(syn):
 def test_a_watched_run_is_read_only_when_it_changed(tmp_path):
     store, recs = make_run(tmp_path / "run", ["builtin:demo"], close=False)
     try:
-        watcher = RunWatcher(0, tmp_path / "run", min_interval=0.0, alive_ttl=3600)
+        watcher = RunWatcher(0, tmp_path / "run", min_interval=0.0, alive_ttl=3600, duty=1.0)
         v1, body1 = watcher.overview()
         for _ in range(5):
             assert watcher.overview() == (v1, body1)
@@ -163,6 +163,11 @@ def test_a_watched_run_is_read_only_when_it_changed(tmp_path):
         store.log_event("note", {})
         slow.overview()
         assert slow.reads == 1  # at most once per min_interval, however often it is asked
+        costly = RunWatcher(0, tmp_path / "run", min_interval=0.0, duty=1e-6)
+        costly.overview()
+        store.log_event("note", {})
+        costly.overview()
+        assert costly.reads == 1  # a read that costs waits in proportion before the next one
     finally:
         store.close()
 

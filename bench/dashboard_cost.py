@@ -42,10 +42,13 @@ def proposal_times(run_dir: Path) -> list[float]:
                       ("seed", "migration"))
 
 
-def cpu_of(proc: subprocess.Popen) -> float:
-    """User + system CPU seconds of a finished child and of the descendants it waited for (wait4)."""
-    _, _, usage = os.wait4(proc.pid, 0)
-    proc.returncode = 0
+def cpu_of(proc: subprocess.Popen, wait: bool = True) -> float | None:
+    """User + system CPU seconds of a finished child and of the descendants it waited for (wait4); None when
+    ``wait`` is false and the child is still running. Reaps the child (so never ``poll()`` it as well)."""
+    pid, status, usage = os.wait4(proc.pid, 0 if wait else os.WNOHANG)
+    if pid == 0:
+        return None
+    proc.returncode = os.waitstatus_to_exitcode(status)
     return usage.ru_utime + usage.ru_stime
 
 
@@ -101,6 +104,7 @@ def main() -> None:
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     dash = browser = None
     windows: list[tuple[float, float, bool]] = []
+    job_cpu = None
     try:
         while True:  # the dashboard needs the archive to exist
             try:
@@ -114,20 +118,20 @@ def main() -> None:
                                 text=True, env=env)
         url = dash.stdout.readline().split()[1]
         browser = Browser(chromium, root / "profile")
-        while job.poll() is None and not proposal_times(run_dir):  # windows start with the proposals
+        while not proposal_times(run_dir):  # windows start with the proposals
             time.sleep(0.2)
         on = False
-        while job.poll() is None:
+        while job_cpu is None:
             browser.go(url if on else "about:blank")
             start = time.time()
-            while job.poll() is None and time.time() - start < args.window:
+            while (job_cpu := cpu_of(job, wait=False)) is None and time.time() - start < args.window:
                 time.sleep(0.1)
             windows.append((start, time.time(), on))
             on = not on
-        job_cpu = cpu_of(job)
     finally:
-        if job.poll() is None:
+        if job_cpu is None:
             job.kill()
+            cpu_of(job)
         page_cpu = browser.close() if browser else 0.0
         server_cpu = 0.0
         if dash is not None:

@@ -206,11 +206,13 @@ class Run:
                 store.get(rec.parent_ids[0]) if rec.parent_ids else rec)
             return program_diff(base, rec, context)
 
-    def export(self, ident: int | str = "best", path: str | Path | None = None) -> Path:
-        """Write the program as a standalone scorer module (``evorank export``); returns the file written."""
+    def export(self, ident: int | str = "best", path: str | Path | None = None, *, unverified: bool = False) -> Path:
+        """Write the program as a standalone scorer module (``evorank export``); returns the file written. A program
+        outside the exportable subset (docs/sandbox.md) raises ``ExportRefused`` (an ``EvorankError`` listing each
+        line and why) unless ``unverified``, which writes it under a banner saying so."""
         from evorank.evolve.inspection.export import export_program
 
-        written, _ = export_program(self.path, str(ident), path)
+        written, _, _ = export_program(self.path, str(ident), path, unverified=unverified)
         return written
 
 

@@ -1,15 +1,12 @@
-"""``evorank eval`` and ``evorank datasets``: score a ranking program on collections, and list which
-collections of each suite are on this machine. The CLI (``evolve.cli.main``) registers the parsers."""
+"""``evorank eval`` and ``evorank datasets``: score a ranking program on collections (``evorank.evaluate``, printed
+here), and list which collections of each suite are on this machine. The CLI (``evolve.cli.main``) registers the
+parsers."""
 from __future__ import annotations
 
 import json
 import os
-import re
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 
-from evorank.evaluators.errors import EvorankError
 from evorank.evolve.inspection.console import console as make_console
 from evorank.evolve.inspection.format import METRIC_LABELS
 
@@ -86,166 +83,38 @@ def _seconds(s: float) -> str:
 
 # -- evorank eval ----------------------------------------------------------------------------------
 
-@dataclass
-class EvalProgram:
-    """A program named on the command line: its display name, its text (read, never run here unless the user
-    says it is their own), and ``run_output``: why it is a run's output (which only ever runs in the sandbox)."""
-
-    label: str
-    source: str
-    code_name: str
-    run_output: str | None
-    tag: str  # the TREC run tag
-
-
-def eval_program(text: str) -> EvalProgram:
-    """Resolve ``RUN:ID``, a file, a seed name or a shipped example; reads the file, runs nothing."""
-    from evorank.evaluators.program.source import program_path
-    from evorank.evolve.inspection.export import run_output_mark
-    from evorank.evolve.inspection.queries import resolve_program_arg, run_folder_of
-
-    from_run = resolve_program_arg(text)  # RUN:ID (runs/x:best): code a proposer wrote
-    if from_run is not None:
-        label, source = from_run
-        return EvalProgram(label, source, label, f"program {label} of a run", _tag(label))
-    path = program_path(text)
-    source = path.read_text(encoding="utf-8")
-    run_dir = run_folder_of(path)
-    mark = run_output_mark(source)
-    why = (f"a file inside the run folder {run_dir}" if run_dir is not None else
-           f"a run's output (its text says {mark!r})" if mark else None)
-    return EvalProgram(str(text), source, str(path), why, _tag(Path(text).stem))
-
-
-def _tag(text: str) -> str:
-    return re.sub(r"[^\w.#@:-]+", "_", text).strip("_")[:64] or "evorank"
-
-
 def cmd_eval(args) -> int:
+    """``evorank eval``: prints what ``evorank.evaluate`` returns."""
     forking = not (args.in_process or args.cluster)  # sandbox workers forked from this process
     if forking:
         from evorank.evaluators.workers import one_thread_per_library
 
         one_thread_per_library()  # before numpy loads, as in loky workers
-    from evorank.evaluators.data.suites import resolve_collections
-    from evorank.evaluators.evaluate import load_topics
+    from evorank.evolve.api.evaluation import eval_program, evaluate
 
-    if args.shard_queries and not args.cluster:
-        raise EvorankError("--shard-queries splits the sandboxed evaluation tasks of --cluster; use it with --cluster")
-    addresses = resolve_collections(args.suite, args.datasets)
     program = eval_program(args.program)
     compare = args.compare if args.compare is not None else ("bm25" if program.run_output else "none")
-    baseline = None if compare.lower() == "none" else eval_program(compare)
-    if args.in_process:
-        for p in (program, baseline):
-            if p is not None and p.run_output:
-                raise EvorankError(f"--in-process refused: {p.label} is {p.run_output}, and a run's programs run "
-                                   "only in the sandbox; drop --in-process")
-        if args.cluster:
-            raise EvorankError("--cluster always evaluates in the sandbox on the workers; drop --in-process")
-    workers = pool = None
-    if forking:  # before any judgement is read; the workers prepare the sandbox while the collections load
-        import evorank.evaluators.parallel  # noqa: F401  (what the workers run, loaded before they fork)
-        from evorank.evaluators.workers import forked_pool
-
-        workers = max(1, min(os.cpu_count() or 1, len(addresses)))
-        pool = forked_pool(workers)
-    try:
-        log = (lambda m: print(m, file=sys.stderr)) if not args.json else None
-        progress = sys.stderr.isatty() and not args.json
-        topics = [load_topics(a, progress=progress, log=log) for a in addresses]
-        programs = [p for p in (program, baseline) if p is not None]
-        if args.in_process:
-            suite, reference = _eval_in_process(args, programs, topics)
-        else:
-            suite, reference = _eval_sandboxed(args, programs, topics, workers, pool)
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)  # after an error; the Evaluator has closed it otherwise
-    if args.runs_out:
-        from evorank.evaluators.evaluate import write_trec_run
-        from evorank.evaluators.index.index import safe_name
-
-        for c, t in zip(suite.collections, topics):
-            if c.ranking is not None:
-                write_trec_run(Path(args.runs_out) / f"{safe_name(t.name)}.run", c.ranking, t, tag=program.tag)
-    significance = None
-    if reference is not None:
-        from evorank.evaluators.significance import compare as paired_comparison
-
-        both = [(c, r) for c, r in zip(suite.collections, reference.collections) if c.ok and r.ok]
-        significance = paired_comparison({c.name: c.per_query for c, _ in both}, {r.name: r.per_query for _, r in both},
-                                         program=program.label, baseline_name=baseline.label)
+    result = evaluate(program, suite=args.suite, datasets=args.datasets, sandbox=not args.in_process,
+                      checked=bool(args.sandbox), compare=None if compare.lower() == "none" else compare,
+                      fitness=args.fitness, k=args.k, timeout_s=args.timeout_s, memory_mb=args.memory_mb,
+                      cluster=args.cluster, shard_queries=args.shard_queries, runs_out=args.runs_out,
+                      log=(lambda m: print(m, file=sys.stderr)) if not args.json else None,
+                      progress=sys.stderr.isatty() and not args.json, fork_workers=forking)
     if args.json:
-        out = suite.to_json()
-        if reference is not None:
-            out["compare"] = {**comparison_json(suite, reference), "significance": significance.to_json()}
-        print(json.dumps(out, indent=2))
+        print(json.dumps(result.to_json(), indent=2))
     else:
-        print_suite(suite)
-        if reference is not None:
-            print_comparison(suite, reference)
-            print_significance(significance)
-    return 0 if suite.ok else 1
-
-
-def _eval_in_process(args, programs: list[EvalProgram], topics):
-    """Your own files (``--in-process``): compiled and run in this process, without the jail."""
-    from evorank.evaluators.evaluate import evaluate_on, latency_ratio, summarize
-    from evorank.evaluators.metrics import fitness_spec
-    from evorank.evaluators.program.source import compile_program, load_program
-
-    spec = fitness_spec(args.fitness)
-    bm25 = load_program("bm25") if (spec.latency_exponent or spec.robust) else None
-    bm25_results = [evaluate_on(bm25, t, k=args.k)[0] for t in topics] if bm25 is not None else []
-    suites = []
-    for p in programs:
-        compiled = compile_program(p.source, name=p.code_name)
-        results = []
-        for t in topics:
-            res, ranking = evaluate_on(compiled, t, k=args.k)
-            res.ranking = ranking if args.runs_out else None
-            results.append(res)
-        ratio = latency_ratio(results, bm25_results) if spec.latency_exponent else None
-        suites.append(summarize(p.label, results, spec, ratio, reference=bm25_results or None))
-    return suites[0], (suites[1] if len(suites) > 1 else None)
-
-
-def _eval_sandboxed(args, programs: list[EvalProgram], topics, workers: int | None, pool):
-    """The default: every program in the jail (on local workers or ``--cluster``), as ``run`` does; a run's
-    programs and ``--sandbox`` also go through the static checks first. Rankings come back as the plain data the
-    worker validated, so per-query metrics and ``--runs-out`` files are computed here from that data."""
-    from evorank.evaluators.parallel import Limits, evaluate_programs_sandboxed
-
-    suites = evaluate_programs_sandboxed(
-        [(p.label, p.source, bool(p.run_output or args.sandbox)) for p in programs], [t.name for t in topics],
-        fitness=args.fitness, k=args.k, topics=topics, cluster=args.cluster, shard_queries=args.shard_queries or None,
-        limits=Limits(timeout_s=args.timeout_s or Limits.timeout_s, memory_mb=args.memory_mb or None),
-        keep_rankings=bool(args.runs_out), n_workers=workers, pool=pool)
-    return suites[0], (suites[1] if len(suites) > 1 else None)
-
-
-def comparison_json(suite, reference) -> dict:
-    """Per-collection differences from a reference program (same queries, same collection-size rule)."""
-    from evorank.evaluators.metrics import collection_fitness, fitness_spec
-    from evorank.evaluators.significance import COMPARED_METRICS
-
-    spec = fitness_spec("rankevolve")
-    refs = {c.name: c for c in reference.collections}
-    rows = {}
-    for c in suite.collections:
-        r = refs.get(c.name)
-        if not (c.ok and r is not None and r.ok):
-            continue
-        ours, theirs = collection_fitness(c.metrics, spec, c.n_docs), collection_fitness(r.metrics, spec, r.n_docs)
-        rows[c.name] = {"fitness": ours, "reference_fitness": theirs, "ratio": ours / theirs if theirs else None,
-                        **{f"{m}_delta": c.metrics[m] - r.metrics[m] for m in COMPARED_METRICS}}
-    return {"program": reference.program, "reference_fitness": reference.fitness, "collections": rows}
+        print_suite(result.suite)
+        if result.reference is not None:
+            print_comparison(result.suite, result.reference)
+            print_significance(result.significance)
+    return 0 if result.ok else 1
 
 
 def print_comparison(suite, reference) -> None:
     from rich.markup import escape
     from rich.table import Table
+
+    from evorank.evolve.api.evaluation import comparison_json
 
     from evorank.evaluators.significance import COMPARED_METRICS
 

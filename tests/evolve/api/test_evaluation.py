@@ -1,5 +1,5 @@
-"""``evorank.evaluate``: what it accepts (source text, a file, a seed, ``RUN:ID``), per-query values aligned with the
-query ids, TREC run files only from an in-process evaluation, and the refusals it shares with ``evorank eval``."""
+"""``evorank.evaluate``: what it accepts (source text, a file, a seed), per-query values aligned with the query ids,
+TREC run files, and the refusals it shares with ``evorank eval`` (which prints what it returns)."""
 import pytest
 
 import evorank
@@ -23,10 +23,16 @@ def test_in_process_evaluation_of_source_text_with_run_files(tiny_collection, tm
         result.per_query("no-such-collection")
 
 
-def test_refusals(tiny_collection):
-    with pytest.raises(EvorankError, match="sandbox=False"):
-        evorank.evaluate("bm25", datasets=[str(tiny_collection)], runs_out="x")
-    with pytest.raises(EvorankError, match="leave sandbox on"):
-        evorank.evaluate("bm25", datasets=[str(tiny_collection)], sandbox=False, cluster="tcp://127.0.0.1:1")
+def test_refusals(tiny_collection, tmp_path):
+    data = [str(tiny_collection)]
+    with pytest.raises(EvorankError, match="drop --in-process"):
+        evorank.evaluate("bm25", datasets=data, sandbox=False, cluster="tcp://127.0.0.1:1")
+    with pytest.raises(EvorankError, match="use it with --cluster"):
+        evorank.evaluate("bm25", datasets=data, shard_queries=10)
+    exported = tmp_path / "scorer.py"  # what a run wrote runs only in the sandbox
+    exported.write_text(seed_path("bm25").read_text())
+    (tmp_path / "archive.sqlite").write_text("")
+    with pytest.raises(EvorankError, match="in-process refused.*inside the run folder"):
+        evorank.evaluate(str(exported), datasets=data, sandbox=False)
     with pytest.raises(EvorankError):
-        evorank.evaluate("no_such_program.py", datasets=[str(tiny_collection)])
+        evorank.evaluate("no_such_program.py", datasets=data)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter
 
 from evorank.archive import ProgramRecord, ProgramSummary, RunStore
 from evorank.evolve.inspection.format import bin_labels, program_diff, short_names
@@ -55,22 +54,19 @@ def speed(summaries: list[ProgramSummary], status: dict) -> dict:
 
 def grids(store: RunStore, by_id: dict[int, ProgramSummary], seed_best: float | None) -> dict:
     """Each island's grid along the first two descriptor dimensions (the best elite over any further ones), with
-    the bin labels of both axes; every cell names its elite, so the page can open it. Read from the elite table and
-    the placements (no program text), with the programs' details from ``by_id``."""
+    the bin labels of both axes; every cell names its elite, so the page can open it. Read from the elite table (no
+    program text), with the programs' details from ``by_id``."""
     spec = store.grid_spec()
     dims = spec.dimensions
     ydim, xdim = dims[0], (dims[1] if len(dims) > 1 else None)
-    visits = Counter((island, cell) for _, island, cell, _ in store.placements())
     shown: list[dict[tuple[int, int], dict]] = [{} for _ in range(store.n_islands())]
     for (island, cell), pid in sorted(store.elite_table().items()):
         rec = by_id.get(pid)
         if rec is None or not 0 <= island < len(shown):
             continue
         key = (cell[0], cell[1] if xdim else 0)
-        entry = shown[island].setdefault(key, {"y": key[0], "x": key[1], "elites": 0, "visits": 0, "id": None,
-                                               "fitness": None})
+        entry = shown[island].setdefault(key, {"y": key[0], "x": key[1], "elites": 0, "id": None, "fitness": None})
         entry["elites"] += 1
-        entry["visits"] += visits.get((island, cell), 0)
         if rec.fitness is not None and (entry["fitness"] is None or rec.fitness > entry["fitness"]):
             entry.update(id=rec.id, fitness=rec.fitness, operator=rec.operator,
                          gain=(rec.fitness / seed_best - 1) if seed_best else None)

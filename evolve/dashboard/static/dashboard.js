@@ -316,8 +316,8 @@ function renderGrids(d) {
         continue;
       }
       td.setAttribute("data-id", c.id);
-      td.title = "#" + c.id + " " + c.operator + ", fitness " + fmt(c.fitness) + " (" + pct(c.gain) + " vs best seed), " +
-                 c.elites + " elite(s), " + c.visits + " placed here";
+      td.title = "#" + c.id + " " + c.operator + ", fitness " + fmt(c.fitness) + " (" + pct(c.gain) + " vs best seed)" +
+                 (c.elites > 1 ? ", best of " + c.elites + " elites over " + g.folded.join(", ") : "");
       button.textContent = fmt(c.fitness, 3);
       button.disabled = false;
       td.style.background = gainColor(c.gain, span);

@@ -103,6 +103,11 @@ def test_dashboard_follows_a_live_run_in_a_real_browser(live_run, tmp_path):
         assert page.evaluate("getComputedStyle(document.body).display") != "none"
         assert page.evaluate("window.__sameDocument") == "yes"
         assert page.problems() == []
+        # and were markup ever to reach the page, the Content-Security-Policy would not let its script run
+        page.evaluate("document.body.insertAdjacentHTML('beforeend', '<p id=injected onclick=\"window.__ran = 1\">x</p>');"
+                      "document.getElementById('injected').click()")
+        assert page.evaluate("typeof window.__ran") == "undefined"
+        assert [p for p in page.problems() if "Content Security Policy" in p], page.problems()
     finally:
         page.close()
         server.shutdown()

@@ -18,9 +18,9 @@ def card(key: str) -> str:
 
 @pytest.fixture
 def live_run(tmp_path):
-    """A run written by another process: a better program every 0.4 s for about 12 s."""
+    """A run written by another process: a better program every 0.4 s for about 40 s (the test ends it sooner)."""
     run_dir = tmp_path / "live"
-    proc = start_writer(run_dir, 30, 0.4)
+    proc = start_writer(run_dir, 100, 0.4)
     yield run_dir, proc
     proc.kill()
     proc.wait()
@@ -31,7 +31,9 @@ def test_dashboard_follows_a_live_run_in_a_real_browser(live_run, tmp_path):
     run_dir, writer = live_run
     other = tmp_path / "other"
     start_writer(other, 2, 0.01).wait(timeout=30)  # a second, finished run to show side by side
-    server = make_server([run_dir, other], poll_s=0.3, min_interval=0.2)
+    # read on every poll (the share of time reads may take is the unit tests' concern): on a loaded machine the default
+    # share would let the run end before the page is seen following it
+    server = make_server([run_dir, other], poll_s=0.3, min_interval=0.2, duty=1.0)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     thread.start()
     page = Page(chromium, tmp_path / "profile")

@@ -20,6 +20,7 @@ own address are refused (a web page elsewhere cannot reach the archive through D
 from __future__ import annotations
 
 import bisect
+import errno
 import json
 import os
 import re
@@ -264,7 +265,13 @@ def make_server(run_dirs, host: str = "127.0.0.1", port: int = 0, *, poll_s: flo
 
 
 def cmd_dashboard(args) -> int:
-    server = make_server(args.runs, args.host, args.port, poll_s=args.interval, quiet=not args.verbose)
+    try:
+        server = make_server(args.runs, args.host, args.port, poll_s=args.interval, quiet=not args.verbose)
+    except OSError as e:
+        if e.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        raise EvorankError(f"cannot serve on {args.host}:{args.port}: {e.strerror}; pass --port 0 for any free "
+                           "port (or another --host)") from None
     if args.host not in LOOPBACK:
         print(f"evorank: warning: serving on {args.host}: anyone who can reach this address can read these runs "
               "(programs, prompts and replies included)", file=sys.stderr)

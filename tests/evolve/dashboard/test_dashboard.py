@@ -70,9 +70,11 @@ def test_command_prints_its_url_and_serves_the_page(syn):
     assert proc.returncode == 0, err
 
 
-def test_command_refuses_a_folder_without_a_run(tmp_path, capsys):
+def test_command_refuses_a_folder_without_a_run_and_a_port_in_use(tmp_path, capsys, server, syn):
     assert main(["dashboard", str(tmp_path), "--port", "0"]) == 2
     assert "holds no run" in capsys.readouterr().err
+    assert main(["dashboard", str(syn[0]), "--port", str(server.port)]) == 2
+    assert "pass --port 0 for any free port" in capsys.readouterr().err
 
 
 def test_json_answers_and_refusals(server, syn):

@@ -1,8 +1,9 @@
 """The ``evorank`` command line.
 
 - ``main``      every subcommand's parser and the dispatch (commands imported lazily, so ``--help`` is fast)
-- ``run``       ``evorank run``: the configuration, the run folder, the engine, the closing summary
-- ``evaluate``  ``evorank eval`` and ``evorank datasets``
+- ``run``       ``evorank run``: the configuration, then the API's ``EvolutionJob`` with the progress line,
+                ``run.log`` and Ctrl-C around it, the closing summary
+- ``evaluate``  ``evorank eval`` (prints what ``evorank.evaluate`` returns) and ``evorank datasets``
 - ``live``      what a running job shows: the progress line, ``run.log``, the closing summary
 
 Public: ``main``.

@@ -156,16 +156,28 @@ def run_cluster_task(task) -> SandboxResult:
                          restrict_builtins=task.restrict_builtins)
 
 
+#: The evaluator code a worker runs, relative to ``evaluators/``: a worker whose copy differs is reported.
+WORKER_CODE = ("sandbox/*.py", "program/*.py", "index/index.py", "index/analyzer.py", "tasks.py", "cluster.py")
+
+
+def worker_code_files() -> list[Path]:
+    """The files of ``WORKER_CODE``, in a fixed order (a pattern that matches nothing raises: a move of the code
+    must not silently shrink what is compared)."""
+    here = Path(__file__).resolve().parent
+    files = []
+    for pattern in WORKER_CODE:
+        found = sorted(here.glob(pattern))
+        if not found:
+            raise FileNotFoundError(f"evaluators/{pattern}: no such file (update cluster.WORKER_CODE)")
+        files += found
+    return files
+
+
 def _code_digest() -> str:
     """Hash of the evaluator code that runs on workers (a different evorank on a worker is reported)."""
     h = hashlib.sha256()
-    here = Path(__file__).resolve().parent
-    for name in ("sandbox.py", "jail.py", "harness.py", "wire.py", "tasks.py", "ranking.py", "index.py", "analyzer.py",
-                 "static_check.py", "cluster.py"):
-        try:
-            h.update((here / name).read_bytes())
-        except OSError:
-            pass
+    for path in worker_code_files():
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]
 
 

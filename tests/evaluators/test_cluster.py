@@ -236,3 +236,12 @@ def test_killing_a_worker_mid_suite_loses_and_duplicates_nothing(env):
     while time.monotonic() < deadline and len(client.run(os.getpid)) < 2:
         time.sleep(0.2)
     assert pids[killed["worker"]] not in client.run(os.getpid).values()
+
+
+def test_the_worker_code_digest_covers_the_jail_harness_wire_checks_and_ranking():
+    from evorank.evaluators.cluster import worker_code_files
+
+    names = {f"{p.parent.name}/{p.name}" for p in worker_code_files()}
+    for needed in ("sandbox/jail.py", "sandbox/harness.py", "sandbox/wire.py", "sandbox/runner.py",
+                   "program/checks.py", "program/ranking.py", "index/index.py", "evaluators/tasks.py"):
+        assert needed in names, needed

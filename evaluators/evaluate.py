@@ -36,7 +36,17 @@ class Topics:
         return int(self.index.n_docs), int(self.index.n_terms), int(self.index.term_doc.nnz)
 
 
+_judgements_read = False  # set once a collection's judgements are in this process (workers.fork_is_safe)
+
+
+def judgements_read() -> bool:
+    """Whether this process has read any collection's judgements (``load_topics``)."""
+    return _judgements_read
+
+
 def load_topics(address: str, progress: bool = False, log=None) -> Topics:
+    global _judgements_read
+    _judgements_read = True
     coll = load_collection(address)
     index = get_index(coll, progress=progress, log=log)
     queries = make_queries(coll.queries, index)

@@ -301,8 +301,6 @@ class Evaluator:
             threading.excepthook = _quiet_manager_thread(previous)
             try:
                 self._executor.shutdown(wait=True, kill_workers=True)
-            except TypeError:  # pragma: no cover - other executor kinds
-                self._executor.shutdown(wait=True)
             finally:
                 threading.excepthook = previous
             self._executor = None

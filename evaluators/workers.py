@@ -59,18 +59,53 @@ def _init_forked_worker() -> None:
     prepare_process()
 
 
-def forked_pool(n_workers: int):
-    """``n_workers`` sandbox workers forked from this process now (a ``concurrent.futures`` pool), for one
-    evaluation by a command; an ``Evaluator`` given it as ``pool`` uses it instead of starting loky workers. Call it
-    after importing what the workers run (``evorank.evaluators.parallel``) and ``one_thread_per_library``, and before
-    this process reads judgements (load the collections afterwards: the workers prepare the sandbox meanwhile)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+class ForkedWorkers:
+    """A ``concurrent.futures`` process pool whose workers were forked from this process, and which can be shut
+    down with ``kill_workers=True`` like loky's (the Evaluator kills the workers of a pool that stopped answering;
+    the standard library's pool would wait for them)."""
 
+    def __init__(self, n_workers: int):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self._pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=multiprocessing.get_context("fork"),
+                                         initializer=_init_forked_worker)
+
+    def submit(self, fn, /, *args, **kwargs):
+        return self._pool.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False, kill_workers: bool = False) -> None:
+        if kill_workers:
+            for process in list((getattr(self._pool, "_processes", None) or {}).values()):
+                process.kill()
+        self._pool.shutdown(wait=wait, cancel_futures=cancel_futures or kill_workers)
+
+
+def fork_is_safe() -> str | None:
+    """Why workers must not be forked from this process now (None when they may): forking copies the whole process
+    into every worker and, through them, into every jail, so it is done only from a process that runs one thread
+    (forking a threaded process can copy a lock in a held state) and has read no judgements yet."""
+    import threading
+
+    if threading.active_count() > 1:
+        return "this process runs several threads"
+    evaluate = sys.modules.get("evorank.evaluators.evaluate")
+    if evaluate is not None and evaluate.judgements_read():
+        return "this process has read judgements"
+    return None
+
+
+def forked_pool(n_workers: int) -> ForkedWorkers | None:
+    """``n_workers`` sandbox workers forked from this process now, for one evaluation by a command; an ``Evaluator``
+    given it as ``pool`` uses it instead of starting loky workers. Call it after importing what the workers run
+    (``evorank.evaluators.parallel``) and ``one_thread_per_library``, and before this process reads judgements
+    (load the collections afterwards: the workers prepare the sandbox meanwhile). None when ``fork_is_safe`` says
+    no: the caller then lets the Evaluator start fresh workers."""
+    if fork_is_safe() is not None:
+        return None
     from evorank.evaluators.sandbox.jail import prepare_process
 
     prepare_process()  # the modules a jail may use, the seccomp program, the network namespace: once, inherited
-    pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=multiprocessing.get_context("fork"),
-                               initializer=_init_forked_worker)
-    pool.submit(os.getpid)  # starts every worker now
+    pool = ForkedWorkers(n_workers)
+    pool.submit(os.getpid)  # starts the workers now
     return pool

@@ -198,8 +198,9 @@ def evaluate(program: str | Path | EvalProgram, *, suite: str | None = None,
     ``compare``: also evaluate this program on the same queries and test the difference per query (paired
     randomization test, bootstrap CI, t-test; ``significance``). ``fitness``: rankevolve, latency-aware or robust.
     ``runs_out``: also write a TREC run file per collection. ``cluster``/``shard_queries``: evaluate on a Dask
-    cluster. ``fork_workers``: fork the sandbox workers from this process (fast for a one-shot command; the
-    command line does) instead of starting fresh interpreters. Raises ``EvorankError`` with what to do when
+    cluster. ``fork_workers``: fork the sandbox workers from this process instead of starting fresh interpreters (fast
+    for a one-shot command; the command line does); done only while the process runs one thread and has read no
+    judgements (``workers.fork_is_safe``), else fresh workers start. Raises ``EvorankError`` with what to do when
     something cannot be done."""
     from evorank.evaluators.data.suites import resolve_collections
 

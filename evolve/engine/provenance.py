@@ -16,7 +16,7 @@ from evorank.threadsafe_ast import parse_ast
 
 from .evidence import evidence_kinds
 
-_PLAIN = re.compile(r"[^\w\s.,;:()\[\]+\-*/=<>%'^!?&|@#~]")
+_PLAIN = re.compile(r"[^\w .,;:()\[\]+\-*/=<>%'^!?&|@#~]")
 
 
 def _one_line(text: str | None, limit: int = 110) -> str:

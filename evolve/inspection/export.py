@@ -31,7 +31,7 @@ from evorank.evaluators.errors import EvorankError
 from evorank.evaluators.metrics import METRICS
 from evorank.evaluators.program.checks import Violation
 from evorank.evaluators.program.export_check import verify_exportable
-from evorank.evaluators.program.output import escape_hidden
+from evorank.evaluators.program.output import escape_hidden, first_hidden
 from .queries import lineage, open_run, resolve_id
 from evorank.evolve.engine.provenance import program_docstring, with_docstring
 from evorank.threadsafe_ast import parse_ast
@@ -256,6 +256,10 @@ def export_program(run_dir, ident: str = "best", out: str | Path | None = None,
     text = render(rec, run_dir, module_name=module, fitness_preset=preset, seed_name=seed_name,
                   docstring=program_docstring(rec, chain, seed_name, Path(run_dir).resolve().name),
                   unverified=violations or None)
+    hidden = first_hidden(text)  # the file as written: its docstring quotes the run's replies, not only the code
+    if hidden is not None:
+        raise EvorankError(f"program {rec.id}: the module to write holds a hidden character (U+{ord(hidden[1]):04X}) "
+                           f"on line {hidden[0]}; nothing was written")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path, rec, violations

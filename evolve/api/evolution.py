@@ -151,17 +151,21 @@ class EvolutionJob:
             if undo_open:
                 undo_open()
             raise
+        undo_engine = None
         try:  # from here the engine owns the archive (engine.close() closes it)
-            undo_engine = on_engine(engine) if on_engine else None
+            try:
+                undo_engine = on_engine(engine) if on_engine else None
+            except BaseException:
+                engine.close()
+                raise
             try:
                 engine.run()
             except KeyboardInterrupt:
                 engine.request_stop("interrupted")
-            finally:
-                if undo_engine:
-                    undo_engine()
-                evaluator.close()
         finally:
+            if undo_engine:
+                undo_engine()
+            evaluator.close()
             if undo_open:
                 undo_open()
         return engine

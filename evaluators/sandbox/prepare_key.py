@@ -18,6 +18,7 @@ import ast
 import copy
 import hashlib
 
+from evorank.evaluators.program.payload import docstring_ids
 from evorank.threadsafe_ast import parse_ast
 
 #: Bump when the key's meaning changes (old cached states then stop matching).
@@ -28,21 +29,10 @@ def _top_def(tree: ast.Module, name: str) -> list[ast.stmt]:
     return [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name]
 
 
-def _docstrings(node: ast.AST) -> set[int]:
-    """ids of the docstring constants in ``node`` (they are never evaluated as code)."""
-    out = set()
-    for n in ast.walk(node):
-        if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.body:
-            first = n.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
-                out.add(id(first.value))
-    return out
-
-
 def _names_score(node: ast.AST) -> bool:
     """Whether ``score`` appears anywhere in ``node`` as an identifier, attribute, import alias or string (other
     than a docstring)."""
-    docs = _docstrings(node)
+    docs = docstring_ids(node)
     for n in ast.walk(node):
         if isinstance(n, ast.Name) and n.id == "score":
             return True

@@ -132,7 +132,7 @@ class Engine:
     # -- setup ---------------------------------------------------------------------------------
     def _evaluate_seeds(self) -> None:
         """Evaluate every seed in this run; BM25 first, as the latency reference (re-measured on resume)."""
-        existing = {p.features.get("seed_name"): p for p in self.store.programs() if p.operator == "seed"}
+        existing = {p.features.get("seed_name"): p for p in self.store.seed_programs()}
         names = ["bm25"] + [n for n in self.cfg.seeds if n != "bm25"]
         for name in names:
             # on resume, a starting program is the code archived when the run began (its file may have changed)
@@ -140,7 +140,7 @@ class Engine:
             result = self.evaluator.evaluate_trusted(source)
             if result.suite is None or not result.suite.ok:
                 raise EvorankError(f"starting program {name} failed to evaluate ({result.failure_reason}): "
-                                   f"{result.failure_detail}; fix it and try `evorank eval {name} --sandbox` first")
+                                   f"{result.failure_detail}; fix it and try `evorank eval {name} --checked` first")
             if name == "bm25":
                 self.bm25_latency_ms = result.latency_ms
                 self.reference_metrics = {c.name: dict(c.metrics) for c in result.suite.collections}
@@ -391,7 +391,7 @@ class Engine:
 
     def run(self) -> ProgramRecord | None:
         cfg = self.cfg
-        resumed = self.store.iterations_done() > 0 or any(p.operator == "seed" for p in self.store.programs())
+        resumed = self.store.iterations_done() > 0 or bool(self.store.seed_programs())
         self.islands = resume_islands(self.store) if resumed else Islands.from_store(self.store)
         self.store.log_event("resume" if resumed else "start", {"iterations": cfg.iterations})
         t_start = time.monotonic()

@@ -95,7 +95,7 @@ def cmd_eval(args) -> int:
     program = eval_program(args.program)
     compare = args.compare if args.compare is not None else ("bm25" if program.run_output else "none")
     result = evaluate(program, suite=args.suite, datasets=args.datasets, sandbox=not args.in_process,
-                      checked=bool(args.sandbox), compare=None if compare.lower() == "none" else compare,
+                      checked=bool(args.checked), compare=None if compare.lower() == "none" else compare,
                       fitness=args.fitness, k=args.k, timeout_s=args.timeout_s, memory_mb=args.memory_mb,
                       cluster=args.cluster, shard_queries=args.shard_queries, runs_out=args.runs_out,
                       log=(lambda m: print(m, file=sys.stderr)) if not args.json else None,

@@ -242,9 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="YOUR OWN CODE ONLY: run the file in this process, outside the sandbox (faster to debug, "
                    "tracebacks in full). Refused for a run's programs (RUN:ID, files in a run folder) and for files "
                    "`evorank export` wrote: those always run in the sandbox, as does everything by default")
-    p.add_argument("--sandbox", action="store_true",
+    p.add_argument("--checked", action="store_true",
                    help="also put the program through the static checks that `run` applies before the jail (always "
                    "done for a run's programs)")
+    p.add_argument("--sandbox", dest="checked", action="store_true", help=argparse.SUPPRESS)  # its former name
     p.add_argument("--json", action="store_true", help="print results as JSON")
     _add_cluster_args(p)
     _add_limit_args(p, run=False)

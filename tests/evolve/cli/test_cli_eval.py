@@ -66,7 +66,7 @@ def test_sandboxed_eval_never_runs_the_file_here(tiny_collection, tmp_path, caps
     bad = tmp_path / "side_effect.py"
     bad.write_text(seed_path("bm25").read_text().replace(
         "# EVOLVE-BLOCK-START", f"# EVOLVE-BLOCK-START\nimport os\nos.makedirs({str(marker)!r})", 1))
-    assert main(["eval", str(bad), "--datasets", str(tiny_collection), "--sandbox", "--json"]) == 1
+    assert main(["eval", str(bad), "--datasets", str(tiny_collection), "--checked", "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["collections"][0]["error_reason"] == "forbidden:import os"
     assert not marker.exists()
 

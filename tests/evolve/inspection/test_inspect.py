@@ -127,7 +127,7 @@ def test_eval_of_archived_code_runs_checked_and_sandboxed(syn, capsys, tmp_path)
     bad = tmp_path / "mine.py"  # your own file: the jail by default, the static checks with --sandbox
     bad.write_text(syn["recs"]["forbidden"].code)
     capsys.readouterr()
-    assert main(["eval", str(bad), "--datasets", "builtin:demo", "--sandbox", "--json"]) == 1
+    assert main(["eval", str(bad), "--datasets", "builtin:demo", "--checked", "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["collections"][0]["error_reason"] == "forbidden:import os"
 
 

@@ -49,7 +49,9 @@ def test_no_fork_from_a_threaded_process_or_one_that_has_read_judgements(monkeyp
     import evorank.evaluators.evaluate as evaluate
 
     monkeypatch.setattr(evaluate, "_judgements_read", True)
-    assert "judgements" in workers.fork_is_safe() and forked_pool(1) is None
+    with monkeypatch.context() as m:
+        m.setattr(threading, "active_count", lambda: 1)  # other tests may have left threads in this process
+        assert "judgements" in workers.fork_is_safe() and forked_pool(1) is None
     monkeypatch.setattr(evaluate, "_judgements_read", False)
     stop = threading.Event()
     thread = threading.Thread(target=stop.wait)

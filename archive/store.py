@@ -289,6 +289,12 @@ class RunStore(RunQueries):
     def config(self) -> dict:
         return json.loads(self._meta("config"))
 
+    def update_config(self, config: dict) -> None:
+        """Replace the stored settings with those the run goes on with (a resume may raise the total of
+        iterations or the budget): what ``config()`` returns is what the run is running to, for every reader."""
+        with self._tx() as conn:
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'config'", (rows.dumps(config),))
+
     def seed(self) -> int:
         return int(self._meta("seed"))
 

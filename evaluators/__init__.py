@@ -8,12 +8,12 @@ Subpackages, lowest first:
                candidates
 - ``data``     collections from ir_datasets, BEIR folders or the built-in demo; named suites
 
-and, beside them, what evaluates: ``errors`` (messages fit to show a user; imported by everything), ``metrics``
-(trusted metrics and fitness), ``significance`` (paired tests of a program against a baseline, per query),
-``evaluate`` (in-process evaluation), ``parallel`` (many candidates, sandboxed), ``cascade`` (its query sample and threshold), ``tasks``
-(one evaluation task and its worker processes), ``workers`` (the workers' environment; workers forked from a
-one-shot command), ``cluster`` (Dask), ``splits`` (train/validation queries),
-``cost`` (estimated evaluation cost), ``availability`` (what is on this machine).
+and, beside them, what evaluates: ``errors`` (messages fit to show a user, and the check that an output path can be
+written; imported by everything), ``metrics`` (trusted metrics and fitness), ``significance`` (paired tests of a
+program against a baseline, per query), ``evaluate`` (in-process evaluation), ``parallel`` (many candidates,
+sandboxed), ``cascade`` (its query sample and threshold), ``tasks`` (one evaluation task and its worker processes),
+``workers`` (the workers' environment; workers forked from a one-shot command), ``cluster`` (Dask), ``splits``
+(train/validation queries), ``cost`` (estimated evaluation cost), ``availability`` (what is on this machine).
 
 Nothing here imports ``evorank.evolve``: evaluation knows no proposer, prompt or run loop.
 

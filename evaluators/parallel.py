@@ -48,7 +48,7 @@ from evorank.evaluators.sandbox.runner import Limits, SandboxResult, warn_missin
 from .splits import relevant_counts, validation_split
 from evorank.evaluators.program.checks import static_check
 from .tasks import (EvalTask, init_worker, merge_shards, remove_worker_leftovers, run_local_task, shard_bounds,
-                    worker_env, worker_limits)
+                    submit_held, worker_env, worker_limits)
 
 __all__ = ["Limits", "CandidateResult", "Evaluator", "evaluate_program_sandboxed", "evaluate_programs_sandboxed"]
 
@@ -375,7 +375,7 @@ class Evaluator:
                 return
             pool = self._pool()
             try:
-                fut = pool.submit(task_fn, self._task(cand, stage, j, s))
+                fut = submit_held(pool, task_fn, self._task(cand, stage, j, s))  # no Ctrl-C for a worker it starts
             except RuntimeError as e:  # the pool was shut down meanwhile (close() from another thread)
                 if not self._closing:
                     raise

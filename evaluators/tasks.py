@@ -13,6 +13,7 @@ imports no metric code, so a worker unpickling a task never loads it.
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -71,10 +72,32 @@ def remove_worker_leftovers(index_paths) -> None:
 
 
 def init_worker() -> None:
-    """Initializer of a local worker: drop the blanked variables and prepare the sandbox (imports, seccomp)."""
+    """Initializer of a local worker: ignore Ctrl-C, drop the blanked variables and prepare the sandbox (imports,
+    seccomp)."""
+    ignore_interrupts()
     for key in [k for k, v in os.environ.items() if v == "" and k not in WORKER_ENV_KEEP]:
         del os.environ[key]
     prepare_process()
+
+
+def ignore_interrupts() -> None:
+    """A worker ignores SIGINT. Ctrl-C in a terminal reaches every process of the foreground group, and the parent
+    decides what it means (a run finishes its step, then stops its workers); a worker that took it as its own
+    KeyboardInterrupt would fail the candidate it runs, break the pool, or print a traceback. A worker started while
+    its parent held SIGINT back (``submit_held``) may have one pending: ignoring the signal discards it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def submit_held(pool, fn, task):
+    """``pool.submit(fn, task)`` with SIGINT held back from the calling thread meanwhile: the pool may start worker
+    processes then, and a process inherits the mask, so a Ctrl-C cannot reach a worker before ``ignore_interrupts``.
+    The parent gets a signal that came meanwhile when the call returns."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        return pool.submit(fn, task)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def run_local_task(task: EvalTask) -> SandboxResult:

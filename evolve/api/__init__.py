@@ -8,6 +8,7 @@ command line calls these same functions.
                   collection, per-query values, pandas views
 - ``evolution``   ``run_evolution(config) -> Run``: a run from Python; ``EvolutionJob``, the steps ``evorank run``
                   drives with its progress line around them
+- ``run_folder``  a new run's folder: checked before anything is written, removed again if the run archived nothing
 
 The root package exposes ``evorank.open_run``, ``evorank.evaluate`` and ``evorank.run_evolution`` lazily, so that
 ``import evorank`` stays cheap. pandas is imported only by the views that return DataFrames.

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from evorank.evaluators.errors import EvorankError
+from evorank.evaluators.errors import EvorankError, check_output_path
 
 from .runs import require_pandas
 
@@ -209,6 +209,8 @@ def evaluate(program: str | Path | EvalProgram, *, suite: str | None = None,
     if shard_queries and not cluster:
         raise EvorankError("--shard-queries splits the sandboxed evaluation tasks of --cluster; use it with --cluster")
     addresses = resolve_collections(suite, datasets)
+    if runs_out:
+        check_output_path(runs_out, folder=True, what="--runs-out")
     prog = program if isinstance(program, EvalProgram) else eval_program(program)
     baseline = None if compare is None else compare if isinstance(compare, EvalProgram) else eval_program(compare)
     if not sandbox:

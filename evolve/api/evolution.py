@@ -13,6 +13,7 @@ from typing import Any, Callable
 from evorank.evaluators.errors import EvorankError
 from evorank.evolve.config import RunConfig, from_dict, load_toml, save_toml, workers
 
+from .run_folder import check_new_run_folder, discard_unstarted_run
 from .runs import Run
 
 CONFIG_NAME = "config.toml"
@@ -80,15 +81,14 @@ class EvolutionJob:
         self.addresses = resolve_collections(cfg.suite, cfg.datasets)
         for start in cfg.seeds:  # a missing starting program is reported before anything is created
             program_path(start)
+        self.made: Path | None = None  # the folder creating a new run makes (removed if it archives nothing)
         if resume is not None:
             self.run_dir = Path(resume)
             if not (self.run_dir / "archive.sqlite").exists():
                 raise EvorankError(f"{self.run_dir} holds no run to resume (no archive.sqlite)")
         else:
             self.run_dir = Path(cfg.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
-            if (self.run_dir / "archive.sqlite").exists():
-                raise EvorankError(f"{self.run_dir} already holds a run; continue it with --resume {self.run_dir} "
-                                   "or choose another --out")
+            self.made = check_new_run_folder(self.run_dir)  # writable, and no run there (one that never ran is none)
             cfg.out = str(self.run_dir)
         self.notes += preflight(cfg)  # can every model and command be used? Before anything is written or locked
         # A refused or failed job must leave the run folder exactly as it was: a resumed run's writer lock is taken
@@ -140,6 +140,7 @@ class EvolutionJob:
             raise
         try:
             if self.store is None:
+                discard_unstarted_run(self.run_dir, None)  # an archive left by a run that never archived a program
                 self.store = self._take_store()
             save_toml(self.cfg, self.run_dir / CONFIG_NAME)
             undo_open = on_open(self.run_dir) if on_open else None
@@ -150,6 +151,7 @@ class EvolutionJob:
             self.close()
             if undo_open:
                 undo_open()
+            self._discard_unstarted(None)
             raise
         undo_engine = None
         try:  # from here the engine owns the archive (engine.close() closes it)
@@ -162,6 +164,16 @@ class EvolutionJob:
                 engine.run()
             except KeyboardInterrupt:
                 engine.request_stop("interrupted")
+        except BaseException:  # the engine failed (its start, say): a new run that archived nothing goes
+            if undo_engine:
+                undo_engine()
+                undo_engine = None
+            evaluator.close()
+            if undo_open:
+                undo_open()
+                undo_open = None
+            self._discard_unstarted(engine.store)
+            raise
         finally:
             if undo_engine:
                 undo_engine()
@@ -169,6 +181,11 @@ class EvolutionJob:
             if undo_open:
                 undo_open()
         return engine
+
+    def _discard_unstarted(self, store) -> None:
+        """A new run that failed before archiving a program leaves nothing behind (``run_folder``)."""
+        if not self.resume:
+            discard_unstarted_run(self.run_dir, self.made, store)
 
     def close(self) -> None:
         """Let go of the archive (and so of the run's writer lock) when the job will not run after all."""

@@ -257,8 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evolve ranking programs. An LLM (any OpenAI-compatible endpoint) or the offline mutator proposes "
         "changes to the seeds' EVOLVE-BLOCKs; every candidate is evaluated in a sandbox on the suite's collections; "
         "the archive (a SQLite file in the run folder) keeps every program and the MAP-Elites elites. "
-        "Ctrl-C stops cleanly. --iterations is the total for the whole run: --resume DIR continues to the "
-        "saved total, --resume DIR --iterations N raises it to N.",
+        "--iterations is the total for the whole run: --resume DIR continues to the "
+        "saved total, --resume DIR --iterations N raises it to N. Ctrl-C or SIGTERM stops cleanly after the step "
+        "under way (a second Ctrl-C stops at once); the run can be resumed, and the exit status says it did not "
+        "finish: 130 after Ctrl-C, 143 after SIGTERM (0 when it reached its total, budget or --max-hours; 1 when "
+        "it stopped on an error; 2 for a refused command).",
         epilog="examples:\n"
         "  evorank run                                              offline on whatever data is here (demo otherwise)\n"
         "  evorank run --suite dev --llm offline --iterations 300 --seed 0\n"

@@ -42,7 +42,7 @@ def cmd_run(args) -> int:
     Ctrl-C handling and the closing summary around it."""
     from evorank.evolve.api.evolution import EvolutionJob
     from evorank.evolve.config import workers
-    from evorank.evolve.engine.loop import install_signal_handlers, requests_in_flight
+    from evorank.evolve.engine.loop import install_signal_handlers, quit_at_next_interrupt, requests_in_flight
     from .live import Reporter, setup_logging
 
     console = make_console()
@@ -75,10 +75,15 @@ def cmd_run(args) -> int:
         console.print(f"[yellow]note[/] waiting for {pending} model request(s) still in flight to return (up to "
                       "--request-timeout); their replies are discarded and nothing else is left to save: press "
                       "Ctrl-C again to quit now")
+        quit_at_next_interrupt(EXIT_CODES["interrupted"])
     if engine.stop_reason == "llm_unavailable":
         print_error(f"the run stopped after {engine.unavailable_in_row} attempts in a row reached no model: "
                     f"{engine.unavailable_reason}; fix that, then continue with `evorank run --resume {job.run_dir}`")
-    return 0 if engine.stop_reason in ("completed", "interrupted", "terminated", "budget", "max_hours") else 1
+    return EXIT_CODES.get(engine.stop_reason, 1)
+
+
+# `evorank run`'s exit status by stop reason: stopped by a signal, the shell's 128 + SIGINT / SIGTERM; else 1.
+EXIT_CODES = {"completed": 0, "budget": 0, "max_hours": 0, "interrupted": 130, "terminated": 143}
 
 
 def resume_hint(run_dir: Path, done: int, total: int, stop_reason: str | None, budget_usd: float | None) -> str:

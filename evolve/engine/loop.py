@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import heapq
 import logging
+import os
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -131,9 +133,11 @@ class Engine:
 
     # -- setup ---------------------------------------------------------------------------------
     def _evaluate_seeds(self) -> None:
-        """Evaluate every seed in this run; BM25 first, as the latency reference (re-measured on resume)."""
+        """Evaluate every seed in this run; BM25 first, as the latency reference (re-measured on resume). Every
+        starting program is evaluated before any is archived, so a run whose start fails archives nothing."""
         existing = {p.features.get("seed_name"): p for p in self.store.seed_programs()}
         names = ["bm25"] + [n for n in self.cfg.seeds if n != "bm25"]
+        evaluated = []
         for name in names:
             # on resume, a starting program is the code archived when the run began (its file may have changed)
             source = existing[name].code if name in existing else program_path(name).read_text(encoding="utf-8")
@@ -141,6 +145,8 @@ class Engine:
             if result.suite is None or not result.suite.ok:
                 raise EvorankError(f"starting program {name} failed to evaluate ({result.failure_reason}): "
                                    f"{result.failure_detail}; fix it and try `evorank eval {name} --checked` first")
+            evaluated.append((name, source, result))
+        for name, source, result in evaluated:
             if name == "bm25":
                 self.bm25_latency_ms = result.latency_ms
                 self.reference_metrics = {c.name: dict(c.metrics) for c in result.suite.collections}
@@ -393,9 +399,16 @@ class Engine:
         cfg = self.cfg
         resumed = self.store.iterations_done() > 0 or bool(self.store.seed_programs())
         self.islands = resume_islands(self.store) if resumed else Islands.from_store(self.store)
+        self.store.update_config(cfg.to_dict())  # the settings it runs with: a resume may raise the total
         self.store.log_event("resume" if resumed else "start", {"iterations": cfg.iterations})
         t_start = time.monotonic()
-        self._evaluate_seeds()
+        try:
+            self._evaluate_seeds()
+        except BaseException:  # the session ends here: say so, or `status` would take it for a killed run
+            self.stop_reason = self.stop_reason or "failed"
+            self.store.log_event("stop", {"reason": self.stop_reason, "proposals": self.proposals_done()[0],
+                                          "elapsed_s": round(time.monotonic() - t_start, 1)})
+            raise
         if cfg.heldout:
             from evorank.evaluators.data.suites import get_suite, suites
 
@@ -473,6 +486,21 @@ def requests_in_flight() -> int:
     """Proposal threads still working after a run stopped (a model request that has not returned): the process
     waits for them when it exits, and their replies are discarded."""
     return sum(t.is_alive() and t.name.startswith(PROPOSE_THREAD_PREFIX + "_") for t in threading.enumerate())
+
+
+def quit_at_next_interrupt(code: int = 130) -> None:
+    """From now on Ctrl-C ends the process at once, with ``code``, after flushing its output: for a run that has
+    stopped and saved everything while model requests are still in flight, which the interpreter would otherwise
+    wait for at exit (a KeyboardInterrupt there is only printed, and the wait goes on)."""
+    def handler(signum, frame):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
+    signal.signal(signal.SIGINT, handler)
 
 
 def install_signal_handlers(engine: Engine):

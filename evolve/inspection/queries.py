@@ -265,6 +265,9 @@ def run_status(store: RunStore) -> dict:
         state = "running"
     elif not lifecycle:
         state = "not started"
+    elif not outcomes:  # nothing was ever archived: there is nothing to resume
+        state = ("never ran (it ended before archiving its first program; start it again, with the same --out if "
+                 "you like)")
     elif lifecycle[-1]["kind"] == "stop":
         state = f"stopped ({lifecycle[-1]['data'].get('reason', '?')})"
     else:

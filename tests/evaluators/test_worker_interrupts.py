@@ -1,0 +1,54 @@
+"""Ctrl-C in a terminal reaches every process of the foreground group, the evaluation workers included. A worker
+leaves it to the parent (which finishes its step, then stops the workers): it ignores SIGINT from its very start,
+so the candidate it runs does not fail, the pool does not break, and no worker prints a KeyboardInterrupt."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from evorank.evaluators.evaluate import load_topics
+from evorank.evaluators.parallel import Evaluator, Limits
+from evorank.evaluators.program.source import seed_path
+
+from conftest import write_random_beir
+
+
+def children() -> list[int]:
+    """Pids of this process's child processes (from /proc)."""
+    me, found = os.getpid(), []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == me:
+                found.append(int(entry.name))
+    return found
+
+
+def signal_mask(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1], 16)
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def test_workers_leave_ctrl_c_to_the_parent(tmp_path, cache_dir):
+    topics = load_topics(str(write_random_beir(tmp_path / "c", n_docs=60, n_queries=20)))
+    bm25 = seed_path("bm25").read_text()
+    sigint = 1 << (signal.SIGINT - 1)
+    with Evaluator([], n_workers=2, limits=Limits(timeout_s=60), topics=[topics]) as ev:
+        assert ev.evaluate_trusted(bm25).suite.ok
+        workers = children()
+        assert workers
+        for pid in workers:
+            assert signal_mask(pid, "SigIgn") & sigint, f"worker {pid} does not ignore SIGINT"
+            assert not signal_mask(pid, "SigBlk") & sigint  # ignored, not merely held back
+            os.kill(pid, signal.SIGINT)
+        time.sleep(0.5)
+        again = ev.evaluate_trusted(bm25)
+        assert again.suite.ok, again.failure_detail
+        assert sorted(children()) == sorted(workers)  # the same workers, alive

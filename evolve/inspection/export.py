@@ -27,11 +27,12 @@ from importlib import resources
 from pathlib import Path
 
 from evorank.archive import ProgramRecord
-from evorank.evaluators.errors import EvorankError
+from evorank.evaluators.errors import EvorankError, check_output_path
 from evorank.evaluators.metrics import METRICS
 from evorank.evaluators.program.checks import Violation
 from evorank.evaluators.program.export_check import verify_exportable
 from evorank.evaluators.program.output import escape_hidden, first_hidden
+from evorank.evaluators.splits import MIN_QUERIES_TO_SPLIT
 from .queries import lineage, open_run, resolve_id
 from evorank.evolve.engine.provenance import program_docstring, with_docstring
 from evorank.threadsafe_ast import parse_ast
@@ -137,23 +138,50 @@ def _split_future(code: str) -> tuple[str, str]:
     return "".join(future), "".join(rest)
 
 
-def _metrics_lines(rec: ProgramRecord) -> list[str]:
+def _metrics_lines(metrics: dict[str, dict[str, float]]) -> list[str]:
     names = METRICS
-    width = max([len(c) for c in rec.metrics] + [10])
+    width = max([len(c) for c in metrics] + [10])
     lines = [f"    {'collection':<{width}}  " + "  ".join(f"{n:>11}" for n in names)]
-    for coll, m in rec.metrics.items():
+    for coll, m in metrics.items():
         vals = "  ".join(f"{m[n]:>11.4f}" if m.get(n) is not None else f"{'-':>11}" for n in names)
         lines.append(f"    {coll:<{width}}  {vals}")
     return lines
 
 
+def figures_lines(rec: ProgramRecord, validation_fraction: float, fitness_preset: str | None = None) -> list[str]:
+    """The header's figures, each saying which queries it is on: the run measured a program on its train queries
+    (what selection saw) and apart on its validation queries; ``evorank eval`` scores every judged query."""
+    fitness = f"{rec.fitness:.6f}" if rec.fitness is not None else "none"
+    val = rec.features.get("val_fitness")
+    val_metrics = rec.features.get("val_metrics") or {}
+    lines = [f"    fitness:     {fitness} ({fitness_preset or 'rankevolve'}) on "
+             + (f"the run's train queries: {1 - validation_fraction:.0%} of each collection's judged queries\n"
+                f"                 (all of them where a collection has fewer than {MIN_QUERIES_TO_SPLIT})"
+                if validation_fraction else "all judged queries (the run kept no validation queries)")]
+    if isinstance(val, (int, float)):
+        lines.append(f"                 {val:.6f} on its validation queries (the other {validation_fraction:.0%}), "
+                     "which never steered evolution")
+    if rec.latency_ratio is not None:
+        lines.append(f"    latency:     {rec.latency_ratio:.2f}x the BM25 seed")
+    lines.append(f"    metrics on {'the train queries' if validation_fraction else 'all judged queries'} "
+                 "(1,000 documents per query):")
+    lines += _metrics_lines(rec.metrics) if rec.metrics else ["    (none recorded)"]
+    if val_metrics:
+        lines.append("    metrics on the validation queries:")
+        lines += _metrics_lines(val_metrics)
+    lines.append("    `evorank eval` on this file scores every judged query of a collection, so its figures differ "
+                 "from these.")
+    return lines
+
+
 def render(rec: ProgramRecord, run_dir, *, module_name: str = "my_scorer", fitness_preset: str | None = None,
            seed_name: str | None = None, when: _dt.datetime | None = None, docstring: str | None = None,
-           unverified: list[Violation] | None = None) -> str:
+           unverified: list[Violation] | None = None, validation_fraction: float = 0.0) -> str:
     """The exported module's text for one archived program; ``docstring`` replaces the program's own (its seed's)
     module docstring (``provenance.program_docstring``). ``unverified``: the violations of a program written
     although it is outside the exportable subset (the module then opens with ``unverified_banner``); None for a
-    verified program."""
+    verified program. ``validation_fraction``: the run's share of validation queries (the header says which
+    queries each figure is on)."""
     from importlib import metadata
 
     try:
@@ -182,19 +210,16 @@ def render(rec: ProgramRecord, run_dir, *, module_name: str = "my_scorer", fitne
             "score = _PROGRAM[\"score\"]\n"
         )
     fitness = f"{rec.fitness:.6f}" if rec.fitness is not None else "none"
-    latency = f", latency {rec.latency_ratio:.2f}x the BM25 seed" if rec.latency_ratio is not None else ""
     provenance = [
         f"    run:         {Path(run_dir).resolve()}",
         f"    program:     #{rec.id} (code hash {rec.code_hash}), island {rec.island}, iteration {rec.iteration}, "
         f"operator {rec.operator}" + (f", model {rec.model}" if rec.model else ""),
         f"    lineage:     descends from the {seed_name} seed" if seed_name else "    lineage:     -",
         f"    status:      {rec.status}" + (f" ({rec.failure_reason})" if rec.failure_reason else ""),
-        f"    fitness:     {fitness} ({fitness_preset or 'rankevolve'}){latency}",
         f"    exported:    {when.strftime('%Y-%m-%d %H:%M:%S UTC')} by evorank {version}",
         "    verified:    " + ("NO: outside the exportable subset, written with --unverified (see the banner)"
                                if unverified is not None else "yes: within evorank's exportable subset"),
-        "    metrics measured in the run (1,000 documents per query):",
-        *(_metrics_lines(rec) if rec.metrics else ["    (none recorded)"]),
+        *figures_lines(rec, validation_fraction, fitness_preset),
     ]
     if clashes:
         provenance.append("    note:        the program runs in its own namespace (it reuses harness names)")
@@ -203,6 +228,9 @@ def render(rec: ProgramRecord, run_dir, *, module_name: str = "my_scorer", fitne
         "island": rec.island, "iteration": rec.iteration, "operator": rec.operator, "model": rec.model,
         "seed": seed_name, "status": rec.status, "fitness": rec.fitness, "fitness_preset": fitness_preset,
         "latency_ratio": rec.latency_ratio, "metrics": rec.metrics,
+        "metrics_queries": "train" if validation_fraction else "all",
+        "validation_fraction": validation_fraction, "validation_fitness": rec.features.get("val_fitness"),
+        "validation_metrics": rec.features.get("val_metrics"),
         "exported_at": when.isoformat(timespec="seconds"), "evorank_version": version,
         "verified": unverified is None,
     }
@@ -246,16 +274,18 @@ def export_program(run_dir, ident: str = "best", out: str | Path | None = None,
             rec = resolve_id(store, ident)
             chain = lineage(store, rec)
             preset = store.config().get("fitness")
+            validation_fraction = float(store.config().get("validation_fraction") or 0.0)
     violations = verify_exportable(rec.code)
     if violations and not unverified:
         raise ExportRefused(rec, violations)
     seed = chain[0] if chain and chain[0].operator == "seed" else None
     seed_name = seed.features.get("seed_name") if seed else None
     path = Path(out) if out else Path(f"scorer_{rec.id}.py")
+    check_output_path(path, what="export")
     module = path.stem if path.stem.isidentifier() else "my_scorer"
     text = render(rec, run_dir, module_name=module, fitness_preset=preset, seed_name=seed_name,
                   docstring=program_docstring(rec, chain, seed_name, Path(run_dir).resolve().name),
-                  unverified=violations or None)
+                  unverified=violations or None, validation_fraction=validation_fraction)
     hidden = first_hidden(text)  # the file as written: its docstring quotes the run's replies, not only the code
     if hidden is not None:
         raise EvorankError(f"program {rec.id}: the module to write holds a hidden character (U+{ord(hidden[1]):04X}) "

@@ -1,5 +1,6 @@
 """Small text helpers shared by the inspection commands, the HTML report and the CLI's help texts:
-metric labels, short collection names, number formats, a program as JSON, the diff of two programs.
+metric labels, short collection names, number formats, the MAP-Elites axes' titles and bin labels, a program as
+JSON, the diff of two programs.
 
 Standard library only (no archive, no rich), so that the CLI can use it while building its parsers.
 """
@@ -30,6 +31,11 @@ UNVERIFIED_HELP = (
     "rights, outside any sandbox")
 #: What ``top``/``status --significance`` test on when no suite is named: the run's own collections.
 RUN_COLLECTIONS = "run"
+# What a run's validation queries do, said the same way wherever they are shown: selection (parents, elites, the
+# cascade) sees only the train queries, and the reported best is the one of the ``best_of`` fittest programs by
+# train fitness that does best on validation (``evaluators.splits``, ``archive.queries.best_on_validation``).
+VALIDATION_ROLE = ("never steer evolution (parents, elites, the cascade); they only choose the reported best among "
+                   "the {best_of} best programs by train fitness")
 
 
 def short_name(address: str) -> str:
@@ -72,14 +78,71 @@ def macro(rec: ProgramRecord, metric: str) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
+# Each MAP-Elites axis a run can have (``evolve.engine.descriptors``): (its title on a grid, what it measures, for a
+# caption). Any other axis is a metric's macro mean, titled by its name.
+AXES = {
+    "evidence": ("kinds of evidence read", "how many kinds of index evidence beyond BM25's the program reads"),
+    "balance": ("R@100 gain − nDCG@10 gain", "where its gains over BM25 come from: its mean relative gain in R@100 "
+                "minus that in nDCG@10 (recall-leaning above 0, precision-leaning below)"),
+    "complexity": ("block size (syntax-tree nodes)", "the size of its EVOLVE-BLOCK"),
+    "latency_ratio": ("time per query (× BM25)", "its median time per query relative to the BM25 seed"),
+}
+
+
+def axis_title(dim) -> str:
+    return AXES.get(dim.name, (dim.name,))[0]
+
+
+def axis_meaning(dim) -> str:
+    """What an axis measures, in a sentence's words ('' for a metric's axis)."""
+    return AXES.get(dim.name, (dim.name, ""))[1]
+
+
+def significant(x: float, digits: int) -> str:
+    """``x`` rounded to ``digits`` significant digits, written without exponent ('0.0019', '120', '-0.6')."""
+    if x == 0:
+        return "0"
+    places = digits - 1 - math.floor(math.log10(abs(x)))
+    return f"{round(x, places):.{max(places, 0)}f}"
+
+
+def _edge_text(name: str, x: float, digits: int) -> str:
+    if name == "balance":  # a difference of two ratios: shown as percentage points
+        return "0" if x == 0 else ("+" if x > 0 else "−") + significant(abs(x) * 100, digits) + "%"
+    if name == "latency_ratio":
+        return significant(x, digits) + "×"
+    return significant(x, digits)
+
+
+def _lean(name: str, low: float | None, high: float | None) -> str:
+    """For the balance axis: which kind of gain a bin holds ('' when it straddles 0, or on other axes)."""
+    if name != "balance":
+        return ""
+    if low is not None and low >= 0 and (high is None or high > 0):
+        return " recall-leaning"
+    if high is not None and high <= 0:
+        return " precision-leaning"
+    return ""
+
+
 def bin_labels(dim) -> list[str]:
-    """Labels of a grid dimension's bins, from its edges: '<1', '1–2', ..., '≥4'."""
-    e = dim.edges
-
-    def f(x):
-        return f"{x:g}"
-
-    return [f"<{f(e[0])}"] + [f"{f(a)}–{f(b)}" for a, b in zip(e, e[1:])] + [f"≥{f(e[-1])}"]
+    """The labels of a grid dimension's bins, with edges rounded to the fewest significant digits (at least two)
+    that keep neighbouring edges apart, in the axis's units: '0', '1', '2', '3+' for counts; '+0.19% .. +0.79%
+    recall-leaning' for the balance of gains; '< 0.81×' for time per query."""
+    name, edges = dim.name, list(dim.edges)
+    counts = all(float(e).is_integer() and e > 0 for e in edges) and edges == list(
+        range(int(edges[0]), int(edges[0]) + len(edges)))
+    if counts:  # consecutive whole numbers (the evidence axis): one bin per count
+        first = "0" if edges[0] == 1 else f"< {int(edges[0])}"
+        return [first] + [str(int(a)) for a in edges[:-1]] + [f"{int(edges[-1])}+"]
+    for digits in range(2, 8):
+        shown = [_edge_text(name, e, digits) for e in edges]
+        if len(set(shown)) == len(shown):
+            break
+    labels = [f"< {shown[0]}{_lean(name, None, edges[0])}"]
+    labels += [f"{a} .. {b}{_lean(name, lo, hi)}" for a, b, lo, hi in zip(shown, shown[1:], edges, edges[1:])]
+    labels.append(f"≥ {shown[-1]}{_lean(name, edges[-1], None)}")
+    return labels
 
 
 def fmt_duration(seconds: float | None) -> str:

@@ -13,7 +13,7 @@ import statistics
 from collections import Counter
 
 from evorank.archive import Islands, ProgramRecord
-from .format import METRIC_LABELS, bin_labels, short_names
+from .format import METRIC_LABELS, axis_title, bin_labels, short_names
 
 BEST_COLOR = "#d62728"
 SEED_COLORS = ["#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]  # never the best's red
@@ -164,11 +164,11 @@ def plot_grids(P: Plots, islands: Islands, spec, seed_best: float | None) -> str
                 ax.text(x, y, f"{v:.4f}", ha="center", va="center", fontsize=6.5, color="white" if dark else "black")
         ax.set_yticks(range(ydim.n_bins))
         ax.set_yticklabels(bin_labels(ydim), fontsize=7)
-        ax.set_ylabel(ydim.name)
+        ax.set_ylabel(axis_title(ydim), fontsize=8)
         if xdim:
             ax.set_xticks(range(xdim.n_bins))
             ax.set_xticklabels(bin_labels(xdim), fontsize=7, rotation=30, ha="right")
-            ax.set_xlabel(xdim.name)
+            ax.set_xlabel(axis_title(xdim), fontsize=8)
         else:
             ax.set_xticks([])
         ax.set_title(f"island {i}: {len(islands.elites(i))} elites in {len(islands.cells(i))} cells", fontsize=10)
@@ -269,16 +269,20 @@ def plot_cost(P: Plots, programs) -> str:
         p_tok.append(tp)
         c_tok.append(tc)
         cost.append(usd)
-    if xs:
+    # a curve that stays at 0 says nothing: the axes say so in words instead (never both over each other)
+    if tp or tc:
         tok_ax.stackplot(xs, p_tok, c_tok, labels=["prompt", "completion"], colors=["#1f77b4", "#ff7f0e"], alpha=0.8)
         tok_ax.legend(fontsize=8, loc="upper left")
-        cost_ax.plot(xs, cost, color="#2ca02c", lw=2)
-    if not (tp or tc):
+    else:
         tok_ax.text(0.5, 0.5, "no LLM tokens (offline proposer)", transform=tok_ax.transAxes, ha="center",
                     va="center", color="#666")
-    if not usd:
+        tok_ax.set_yticks([])
+    if usd:
+        cost_ax.plot(xs, cost, color="#2ca02c", lw=2)
+    else:
         cost_ax.text(0.5, 0.5, "no LLM cost recorded", transform=cost_ax.transAxes, ha="center", va="center",
                      color="#666")
+        cost_ax.set_yticks([])
     tok_ax.set_title("cumulative tokens", fontsize=10)
     cost_ax.set_title("cumulative cost (USD)", fontsize=10)
     for ax in (tok_ax, cost_ax):

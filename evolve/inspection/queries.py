@@ -319,7 +319,7 @@ def run_status(store: RunStore) -> dict:
                        "prompt_tokens": o.prompt_tokens, "completion_tokens": o.completion_tokens,
                        "cost_usd": o.cost_usd} for o in operators],
         "config": {k: cfg.get(k) for k in ("suite", "datasets", "seeds", "llm", "fitness", "islands", "seed",
-                                           "budget_usd") if k in cfg},
+                                           "budget_usd", "best_of") if k in cfg},
     }
 
 

@@ -20,8 +20,9 @@ import time
 from pathlib import Path
 
 from evorank.archive import Islands, ProgramRecord
+from evorank.evaluators.errors import check_output_path
 from evorank.evaluators.program.output import escape_hidden
-from .format import METRIC_LABELS, fmt, fmt_duration, program_diff, short_names
+from .format import METRIC_LABELS, VALIDATION_ROLE, fmt, fmt_duration, program_diff, short_names
 from .queries import (lineage, open_run, run_status, seed_records, top_programs,
                                             validation_fitness)
 from .plots import (Plots, plot_collections, plot_cost, plot_fitness, plot_grids, plot_outcomes,
@@ -32,6 +33,17 @@ def esc(x) -> str:
     """Text from the run as HTML: markup escaped, and control or invisible formatting characters (a program's ANSI
     escapes, bidi overrides) shown as escapes."""
     return html.escape(escape_hidden(str(x)), quote=True)
+
+
+def change_html(new, ref, digits: int = 1, suffix: str = "") -> str:
+    """`` (+1.2%)``: the relative change from ``ref`` to ``new`` in a span coloured by its sign as shown (``gain``
+    green, ``loss`` red, ``same`` grey when it rounds to zero); '' when either is missing or ``ref`` is 0."""
+    if new is None or not ref:
+        return ""
+    change = (new / ref - 1) * 100
+    shown = round(change, digits)
+    cls = "gain" if shown > 0 else "loss" if shown < 0 else "same"
+    return f" <span class={cls}>({change:+.{digits}f}%{suffix})</span>"
 
 
 def _mean(per_coll: dict, colls, metric) -> float | None:
@@ -61,8 +73,7 @@ def transfer_html(t: dict) -> str:
             for m in metrics:
                 v = _mean(data.get(label, {}), colls, m)
                 ref = _mean(data.get(base, {}), colls, m) if base and label != base else None
-                gain = f" <span class=gain>({(v / ref - 1) * 100:+.1f}%)</span>" if v is not None and ref else ""
-                cells.append(f"<td class=num>{fmt(v)}{gain}</td>")
+                cells.append(f"<td class=num>{fmt(v)}{change_html(v, ref)}</td>")
         rows.append(f"<tr><th class=row>{esc(label)}</th>{''.join(cells)}</tr>")
     parts.append(f"<table class=transfer><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>")
     if base:
@@ -167,11 +178,15 @@ table { border-collapse: collapse; margin: 8px 0; font-size: 0.9em; }
 th, td { border: 1px solid #e3e6ea; padding: 4px 8px; text-align: left; vertical-align: top; }
 thead th { background: #f0f2f5; } th.row { background: #fbfcfd; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-.gain { color: #2c7a3f; font-size: 0.85em; }
+.gain { color: #2c7a3f; font-size: 0.85em; } .loss { color: #b3261e; font-size: 0.85em; }
+.same { color: #5b6673; font-size: 0.85em; }
 .up { color: #2c7a3f; } .down { color: #b3261e; }
 .note { color: #5b6673; font-size: 0.9em; } .warn { color: #8a5a00; background: #fff7e0; padding: 6px 10px; border-radius: 4px; }
 figure { margin: 8px 0 16px; } figure svg { max-width: 100%; height: auto; }
 .wide { overflow-x: auto; max-width: 100%; }
+table.fit { font-size: 0.85em; }
+table.fit td.num { white-space: normal; }  /* "0.6399 / 0.9305" breaks at its spaces when the page is narrow */
+table.fit th.coll { overflow-wrap: anywhere; }  /* and a long collection name inside itself */
 pre { background: #f6f8fa; border: 1px solid #e3e6ea; border-radius: 6px; padding: 10px; overflow-x: auto;
       font-size: 0.82em; line-height: 1.35; }
 pre .add { color: #116329; background: #dafbe1; display: block; } pre .del { color: #82071e; background: #ffebe9; display: block; }
@@ -229,12 +244,12 @@ def top_html(recs: list[ProgramRecord], bm25: ProgramRecord | None) -> str:
     labels = short_names(colls)
     head = ("<tr><th>#</th><th>id</th><th>operator</th><th>island</th><th>iteration</th><th>fitness</th>"
             "<th title='fitness on the validation queries'>val</th><th>latency</th>"
-            + "".join(f"<th title='{esc(c)}'>{esc(labels[c])}<br>nDCG@10 / R@100</th>" for c in colls) + "</tr>")
+            + "".join(f"<th class=coll title='{esc(c)}: nDCG@10 / R@100'>{esc(labels[c])}</th>" for c in colls)
+            + "</tr>")
     rows = []
     for i, r in enumerate(recs, 1):
         op = r.operator + (f" ({r.features.get('seed_name')})" if r.operator == "seed" else "")
-        gain = (f" <span class=gain>({(r.fitness / bm25.fitness - 1) * 100:+.2f}%)</span>"
-                if bm25 and bm25.fitness and r.fitness is not None and r.id != bm25.id else "")
+        gain = change_html(r.fitness, bm25.fitness, 2) if bm25 and r.id != bm25.id else ""
         cells = "".join(f"<td class=num>{fmt(r.metrics.get(c, {}).get('ndcg@10'))} / "
                         f"{fmt(r.metrics.get(c, {}).get('recall@100'))}</td>" for c in colls)
         lat = f"{r.latency_ratio:.2f}×" if r.latency_ratio is not None else "-"
@@ -242,12 +257,15 @@ def top_html(recs: list[ProgramRecord], bm25: ProgramRecord | None) -> str:
                     f"<td class=num>{r.iteration}</td><td class=num>{fmt(r.fitness)}{gain}</td>"
                     f"<td class=num>{fmt(validation_fitness(r))}</td>"
                     f"<td class=num>{lat}</td>{cells}</tr>")
-    return f"<div class=wide><table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table></div>"
+    return (f"<div class=wide><table class=fit><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table></div>"
+            "<p class=note>Each collection's cell: nDCG@10 / R@100 on the run's train queries; fitness change in "
+            "brackets vs the BM25 seed; latency: median time per query relative to the BM25 seed.</p>")
 
 
 def build_report(run_dir, out_path, heldout: str | None = "heldout", log=None) -> dict:
     """Write the report; returns a summary (path, best id, sections, transfer note)."""
     run_dir = Path(run_dir)
+    check_output_path(out_path, what="report")  # before any work: held-out evaluation can take minutes
     with open_run(run_dir) as store:
         with store.read_snapshot():
             st = run_status(store)
@@ -271,9 +289,9 @@ def build_report(run_dir, out_path, heldout: str | None = "heldout", log=None) -
         sections.append(("validation", "Train, validation and held-out fitness",
                          f"<figure>{plot_validation(P, programs, st.get('heldout_history') or [])}</figure>"
                          "<p class=note>The best program so far by train fitness (the queries selection sees), its "
-                         "fitness on the validation queries (which only choose the reported best among the top "
-                         "programs by train), and, where the run tracked held-out collections, the held-out fitness "
-                         "of each best measured there, scaled so that BM25 sits at the seeds' train fitness. A gap "
+                         "fitness on the validation queries (which "
+                         + esc(VALIDATION_ROLE.format(best_of=cfg.get("best_of", 10))) + "), and, where the run "
+                         "tracked held-out collections, the held-out fitness of each best measured there, scaled so that BM25 sits at the seeds' train fitness. A gap "
                          "that opens between the lines is a gain that does not generalise.</p>"))
     if best:
         sections.append(("collections", "Best program vs the seeds, per collection",
@@ -321,8 +339,7 @@ def build_report(run_dir, out_path, heldout: str | None = "heldout", log=None) -
                      f"</table></details><p class=note>versions: {esc(ver)}</p>"))
 
     seed_best = max((s.fitness for s in seeds.values() if s.fitness is not None), default=None)
-    gain = (f" <span class=gain>({(best.fitness / seed_best - 1) * 100:+.2f}% vs best seed)</span>"
-            if best and seed_best else "")
+    gain = change_html(best.fitness, seed_best, 2, " vs best seed") if best else ""
     p = st["proposals"]
     cards = "".join([
         _card("state", esc(st["state"].split(" (")[0])),

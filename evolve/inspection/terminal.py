@@ -10,7 +10,8 @@ import sys
 from evorank.evaluators.program.output import escape_hidden
 
 from .console import console, print_json, shown
-from .format import METRIC_LABELS, RUN_COLLECTIONS, fmt, fmt_duration, pct, program_diff, record_json, short_names
+from .format import (METRIC_LABELS, RUN_COLLECTIONS, VALIDATION_ROLE, fmt, fmt_duration, pct, program_diff, record_json,
+                     short_names)
 from .queries import (
     InspectError,
     lineage_steps,
@@ -61,8 +62,9 @@ def print_status(st: dict) -> None:
         gain = f" ({b['gain_vs_best_seed'] * 100:+.2f}% vs best seed)" if b["gain_vs_best_seed"] is not None else ""
         c.print(f"best:       [bold]#{b['id']} fitness {fmt(b['fitness'])}[/]{gain} on island {b['island']}")
         if b["validation_fitness"] is not None:
+            role = VALIDATION_ROLE.format(best_of=st["config"].get("best_of", 10))
             c.print(f"            train {fmt(b['fitness'])}, validation {fmt(b['validation_fitness'])} "
-                    f"(gap {b['gap']:+.4f}); chosen on validation among the best by train")
+                    f"(gap {b['gap']:+.4f}); the validation queries {role}")
     if st.get("heldout"):
         h = st["heldout"]
         c.print(f"held-out:   #{h['id']} fitness {fmt(h.get('fitness'))} vs BM25 {fmt(h.get('reference_fitness'))} "
@@ -208,6 +210,7 @@ def cmd_top(args) -> int:
         with store.read_snapshot():
             recs = top_programs(store, args.n, args.by, args.island)
             seeds = seed_records(store)
+            best_of = store.config().get("best_of", 10)
     tests = significance_tests(args, recs, seeds) if recs else None
     if args.json:
         print_json([{"rank": i, **record_json(r, code=False), "seed_name": r.features.get("seed_name"),
@@ -230,7 +233,7 @@ def cmd_top(args) -> int:
                 "correction; `evorank eval RUN:ID --compare` gives the full table"
                 + (f"; not available here: {', '.join(tests[1])}" if tests[1] else ""))
     c.print(f"collection cells: {'/'.join(METRIC_LABELS.get(m, m) for m in metrics)}; "
-            "val = fitness on the validation queries (never used for selection); "
+            f"val = fitness on the validation queries, which {VALIDATION_ROLE.format(best_of=best_of)}; "
             "latency = median scoring time per query relative to the BM25 seed; "
             "fitness gain in brackets is vs the BM25 seed"
             + (f"; left out to fit {c.width} columns: {', '.join(left_out)} (`--json` has everything)"

@@ -1,4 +1,5 @@
-"""What a running job shows: a live progress line on a terminal, a log file always, a final summary.
+"""What a running job shows: a live progress line on a terminal, a log file always, a final summary (and which
+next commands it suggests).
 
 Log messages quote candidate text now and then (a failure reason, a proposal's description, an exception from
 a proposer): ``SafeFormatter`` writes control characters and invisible formatting characters as escapes and
@@ -107,3 +108,21 @@ class Reporter:
             self.progress.update(self.task, description=self._describe(engine))
             self.progress.stop()
             self.progress = None
+
+
+def transfer_hint(run_dir: Path, suite: str = "heldout") -> str:
+    """The closing hint that measures transfer, suggested only as far as this machine can run it: the held-out suite
+    when all of it is here, the part of it that is here otherwise, and where to see what is missing when none is."""
+    from evorank.evaluators.availability import split_available
+    from evorank.evaluators.data.suites import get_suite
+
+    addresses = list(get_suite(suite).collections)
+    here, _ = split_available(addresses)
+    if len(here) == len(addresses):
+        return f"evorank eval {run_dir}:best --suite {suite}   # does it transfer to unseen collections? (sandboxed)"
+    if here:
+        return (f"evorank eval {run_dir}:best --datasets {','.join(here)}   # transfer to the held-out collections "
+                f"that are here (sandboxed; {len(addresses) - len(here)} of the {suite} suite are not: see `evorank "
+                "datasets`)")
+    return (f"evorank datasets   # to measure transfer, the {suite} suite's collections are needed, and none is on "
+            "this machine")

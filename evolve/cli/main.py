@@ -15,7 +15,10 @@ import sys
 
 from evorank.evaluators.errors import EvorankError
 from evorank.evolve.inspection.console import print_error
-from evorank.evolve.inspection.format import EXPORT_DESCRIPTION, ID_FORMS, RUN_COLLECTIONS, UNVERIFIED_HELP
+from evorank.evolve.inspection.format import (EXPORT_DESCRIPTION, ID_FORMS, RUN_COLLECTIONS, UNVERIFIED_HELP,
+                                               VALIDATION_ROLE)
+
+from .llm_server import add_llm_server_command
 
 EPILOG_MAIN = """\
 examples:
@@ -197,7 +200,7 @@ def add_dashboard_command(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from evorank.evolve.config import REPAIR_STYLES  # light: the dataclass and its checks
+    from evorank.evolve.config import REPAIR_STYLES, RunConfig  # light: the dataclass and its checks
     from evorank.evolve.llm.directions import shipped_directions  # light: one template file read
 
     parser = argparse.ArgumentParser(
@@ -303,8 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--request-timeout", dest="request_timeout_s", type=float, metavar="SECONDS",
                    help="give up on one LLM request after this long (default 120; raise it for slow local models)")
     p.add_argument("--validation", dest="validation_fraction", type=float, metavar="FRACTION",
-                   help="share of each collection's judged queries kept out of selection (default 0.3; 0 = none): "
-                   "they only choose the run's best among the best by train fitness, and show the train/validation gap")
+                   help="share of each collection's judged queries kept apart as validation queries (default 0.3; "
+                   "0 = none): they " + VALIDATION_ROLE.format(best_of=RunConfig.best_of)
+                   + ", and show the train/validation gap")
     p.add_argument("--heldout", metavar="SUITE",
                    help="also measure each new best program on these collections (a suite such as heldout, or "
                    "comma-separated addresses) in the background; logged and reported, never used for selection")
@@ -357,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_inspection_commands(sub)
     add_dashboard_command(sub)
+    add_llm_server_command(sub)
 
     p = sub.add_parser("datasets", help="list suites and which of their collections are available offline",
                        description="List the named suites, their collections, and whether each is available "

@@ -136,8 +136,10 @@ def print_run_summary(console, engine, best, run_dir: Path) -> None:
     from evorank.evolve.api.evolution import write_best_program
 
     best_path = write_best_program(engine.store, best, run_dir)
+    from .live import transfer_hint
+
     console.print(f"\nbest program written to {best_path} (evolved code: run it through evorank only)\nnext:\n"
-                  f"  evorank eval {run_dir}:best --suite heldout   # does it transfer to unseen collections? (sandboxed)\n"
+                  f"  {transfer_hint(run_dir)}\n"
                   f"  evorank top {run_dir}  /  evorank show {run_dir} best  /  evorank lineage {run_dir} best\n"
                   f"  evorank report {run_dir} -o report.html      # plots, grids, lineage diffs, transfer table\n"
                   f"  evorank export {run_dir} best -o my_scorer.py  # a standalone scorer, written once it is verified\n"

@@ -63,13 +63,22 @@ def cmd_run(args) -> int:
             console.print(f"[yellow]note[/] candidates are proposed {workers(cfg)} at a time (--workers defaults to "
                           f"this machine's cores); pass --workers {evaluator.n_workers} (or --in-flight with an LLM) "
                           "to keep the cluster busy")
-    engine = job.run(reporter=Reporter(console, enabled=not args.quiet), evaluator=evaluator,
-                     on_open=lambda run_dir: setup_logging(run_dir, verbose=args.verbose),
-                     on_engine=install_signal_handlers)
+    signals = []
+
+    def on_engine(engine):  # Ctrl-C and SIGTERM during the run; after it, held (not restored) until the summary is out
+        signals.append(install_signal_handlers(engine))
+        return signals[-1].hold
+
     try:
-        print_run_summary(console, engine, engine.best(), job.run_dir)
+        engine = job.run(reporter=Reporter(console, enabled=not args.quiet), evaluator=evaluator,
+                         on_open=lambda run_dir: setup_logging(run_dir, verbose=args.verbose), on_engine=on_engine)
+        try:
+            print_run_summary(console, engine, engine.best(), job.run_dir)
+        finally:
+            engine.close()
     finally:
-        engine.close()
+        for restore in signals:
+            restore()
     pending = requests_in_flight()
     if pending:
         console.print(f"[yellow]note[/] waiting for {pending} model request(s) still in flight to return (up to "

@@ -503,12 +503,32 @@ def quit_at_next_interrupt(code: int = 130) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def install_signal_handlers(engine: Engine):
-    """First Ctrl-C / SIGTERM: stop after the current step; a second Ctrl-C: stop now."""
-    def handler(signum, frame):
-        if engine._stop.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        engine.request_stop("interrupted" if signum == signal.SIGINT else "terminated")
+class StopSignals:
+    """Ctrl-C and SIGTERM during a run: the first stops it after the step under way, a second Ctrl-C stops it now
+    (a KeyboardInterrupt in the main thread). Once the engine has stopped, ``hold()``: while the run closes its
+    workers and prints its summary (seconds), a further Ctrl-C is ignored, so that what the run says at its end,
+    the command that resumes it included, is whole. Calling the object puts the previous handlers back."""
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    return lambda: [signal.signal(s, h) for s, h in old.items()]
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.holding = False
+        self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def handle(self, signum, frame) -> None:
+        if self.engine._stop.is_set() and signum == signal.SIGINT:
+            if self.holding:
+                return
+            raise KeyboardInterrupt
+        self.engine.request_stop("interrupted" if signum == signal.SIGINT else "terminated")
+
+    def hold(self) -> None:
+        self.holding = True
+
+    def __call__(self) -> None:
+        for s, h in self.previous.items():
+            signal.signal(s, h)
+
+
+def install_signal_handlers(engine: Engine) -> StopSignals:
+    """First Ctrl-C / SIGTERM: stop after the current step; a second Ctrl-C: stop now (see ``StopSignals``)."""
+    return StopSignals(engine)

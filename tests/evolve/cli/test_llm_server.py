@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from evorank.evolve.cli.llm_server import base_url, server_command
 from evorank.evolve.cli.main import main
 
 FAKE_SERVER = textwrap.dedent('''
@@ -57,6 +56,8 @@ def fake_python(tmp_path: Path, installed: bool) -> Path:
 
 
 def test_the_server_command_line(tmp_path, capsys):
+    from evorank.evolve.cli.llm_server import base_url, server_command
+
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF")
     cmd = server_command(model, python="py", port=8100, ctx=8192, batch_threads=2)

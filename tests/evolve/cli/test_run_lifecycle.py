@@ -18,7 +18,6 @@ import pytest
 
 from evorank.archive import RunStore
 from evorank.evolve.cli.main import main
-from evorank.evolve.inspection.format import VALIDATION_ROLE
 
 REPO = Path(__file__).resolve().parents[3]
 BAD_START = '''import numpy as np
@@ -90,6 +89,8 @@ def test_resume_raising_the_total_shows_the_new_total(demo_run, tmp_path, capsys
 
 
 def test_views_say_the_same_of_validation(demo_run, capsys):
+    from evorank.evolve.inspection.format import VALIDATION_ROLE
+
     run = demo_run[0]
     role = VALIDATION_ROLE.format(best_of=10)
     assert main(["top", str(run)]) == 0

@@ -10,19 +10,18 @@ from pathlib import Path
 import pytest
 
 from evorank.archive import FeatureDim, ProgramRecord
-from evorank.evolve.inspection.format import bin_labels
+from evorank.evolve.inspection import format, report
 from evorank.evolve.inspection.plots import Plots, plot_cost
-from evorank.evolve.inspection.report import CSS, change_html, top_html, transfer_html
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser"),
                              shutil.which("google-chrome")) if p and Path(p).exists()), None)
 
 
 def test_changes_are_coloured_by_their_sign():
-    assert change_html(0.93, 1.0) == " <span class=loss>(-7.0%)</span>"
-    assert change_html(1.07, 1.0) == " <span class=gain>(+7.0%)</span>"
-    assert change_html(1.0001, 1.0) == " <span class=same>(+0.0%)</span>"
-    assert change_html(None, 1.0) == change_html(1.0, 0) == ""
+    assert report.change_html(0.93, 1.0) == " <span class=loss>(-7.0%)</span>"
+    assert report.change_html(1.07, 1.0) == " <span class=gain>(+7.0%)</span>"
+    assert report.change_html(1.0001, 1.0) == " <span class=same>(+0.0%)</span>"
+    assert report.change_html(None, 1.0) == report.change_html(1.0, 0) == ""
 
 
 def test_seen_vs_held_out_colours_a_loss_as_a_loss():
@@ -31,7 +30,7 @@ def test_seen_vs_held_out_colours_a_loss_as_a_loss():
          "seen": {"best #9": {"c": {"ndcg@10": 0.33, "recall@100": 0.5}}, "seed bm25": m},
          "heldout": {"best #9": {"h": {"ndcg@10": 0.279, "recall@100": 0.5}}, "seed bm25": {"h": m["c"]}},
          "missing": {}, "errors": {}, "note": None, "heldout_spec": "h", "heldout_flag": "--datasets h"}
-    page = transfer_html(t)
+    page = report.transfer_html(t)
     assert "<span class=gain>(+10.0%)</span>" in page
     assert "<span class=loss>(-7.0%)</span>" in page
     assert not re.search(r"class=gain>\(-", page)
@@ -39,14 +38,15 @@ def test_seen_vs_held_out_colours_a_loss_as_a_loss():
 
 def test_grid_axes_read_in_rounded_values_with_units():
     balance = FeatureDim("balance", (-0.00614527, 0.0, 0.00189297, 0.00793193))
-    assert bin_labels(balance) == ["< −0.61% precision-leaning", "−0.61% .. 0 precision-leaning",
+    assert format.bin_labels(balance) == ["< −0.61% precision-leaning", "−0.61% .. 0 precision-leaning",
                                    "0 .. +0.19% recall-leaning", "+0.19% .. +0.79% recall-leaning",
                                    "≥ +0.79% recall-leaning"]
-    assert bin_labels(FeatureDim("evidence", (1.0, 2.0, 3.0))) == ["0", "1", "2", "3+"]
-    assert bin_labels(FeatureDim("complexity", (37.23, 112.8, 250.01), log=True)) == [
+    assert format.bin_labels(FeatureDim("evidence", (1.0, 2.0, 3.0))) == ["0", "1", "2", "3+"]
+    assert format.bin_labels(FeatureDim("complexity", (37.23, 112.8, 250.01), log=True)) == [
         "< 37", "37 .. 110", "110 .. 250", "≥ 250"]
-    assert bin_labels(FeatureDim("latency_ratio", (0.8123, 2.0), log=True)) == ["< 0.81×", "0.81× .. 2.0×", "≥ 2.0×"]
-    close = bin_labels(FeatureDim("latency_ratio", (1.001, 1.002), log=True))  # more digits only where needed
+    latency = format.bin_labels(FeatureDim("latency_ratio", (0.8123, 2.0), log=True))
+    assert latency == ["< 0.81×", "0.81× .. 2.0×", "≥ 2.0×"]
+    close = format.bin_labels(FeatureDim("latency_ratio", (1.001, 1.002), log=True))  # more digits only where needed
     assert close == ["< 1.001×", "1.001× .. 1.002×", "≥ 1.002×"]
 
 
@@ -87,7 +87,8 @@ def wide_top_page(n_collections: int) -> str:
     measure = ("<script>const t = document.querySelector('table'); const main = document.querySelector('main');"
                "document.body.setAttribute('data-fits', String(t.getBoundingClientRect().width <= "
                "main.clientWidth));</script>")
-    return (f"<!DOCTYPE html><html><head><style>{CSS}</style></head><body><main>{top_html(recs, bm25)}</main>"
+    return (f"<!DOCTYPE html><html><head><style>{report.CSS}</style></head><body>"
+            f"<main>{report.top_html(recs, bm25)}</main>"
             f"{measure}</body></html>")
 
 

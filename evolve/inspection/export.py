@@ -150,7 +150,7 @@ def _metrics_lines(metrics: dict[str, dict[str, float]]) -> list[str]:
 
 def figures_lines(rec: ProgramRecord, validation_fraction: float, fitness_preset: str | None = None) -> list[str]:
     """The header's figures, each saying which queries it is on: the run measured a program on its train queries
-    (what selection saw) and apart on its validation queries; ``evorank eval`` scores every judged query."""
+    (what selection saw) and apart on its validation queries; ``evorank eval RUN:ID`` scores every judged query."""
     fitness = f"{rec.fitness:.6f}" if rec.fitness is not None else "none"
     val = rec.features.get("val_fitness")
     val_metrics = rec.features.get("val_metrics") or {}
@@ -169,8 +169,8 @@ def figures_lines(rec: ProgramRecord, validation_fraction: float, fitness_preset
     if val_metrics:
         lines.append("    metrics on the validation queries:")
         lines += _metrics_lines(val_metrics)
-    lines.append("    `evorank eval` on this file scores every judged query of a collection, so its figures differ "
-                 "from these.")
+    lines.append(f"    `evorank eval RUN:{rec.id}` (RUN: the run folder above) scores this program on every judged "
+                 "query of a collection, so its figures differ from these.")
     return lines
 
 

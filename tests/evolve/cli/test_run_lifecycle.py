@@ -108,7 +108,8 @@ def test_the_export_header_says_which_queries_each_figure_is_on(demo_run, tmp_pa
     assert "on the run's train queries: 70% of each collection's judged queries" in header
     assert "on its validation queries (the other 30%)" in header
     assert "metrics on the train queries" in header and "metrics on the validation queries" in header
-    assert "`evorank eval` on this file scores every judged query" in header
+    best = header.split("program:     #")[1].split()[0]
+    assert f"`evorank eval RUN:{best}` (RUN: the run folder above) scores this program on every judged query" in header
     assert "metrics measured in the run (" not in header
 
 

@@ -286,6 +286,8 @@ def plot_cost(P: Plots, programs) -> str:
     tok_ax.set_title("cumulative tokens", fontsize=10)
     cost_ax.set_title("cumulative cost (USD)", fontsize=10)
     for ax in (tok_ax, cost_ax):
+        if xs:  # the run's iterations, drawn or not
+            ax.set_xlim(0, max(xs))
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
     return P.svg(fig)

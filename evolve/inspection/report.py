@@ -22,11 +22,12 @@ from pathlib import Path
 from evorank.archive import Islands, ProgramRecord
 from evorank.evaluators.errors import check_output_path
 from evorank.evaluators.program.output import escape_hidden
-from .format import METRIC_LABELS, VALIDATION_ROLE, fmt, fmt_duration, program_diff, short_names
+from .format import (METRIC_LABELS, VALIDATION_ROLE, axis_meaning, axis_title, fmt, fmt_duration, program_diff,
+                     short_names)
 from .queries import (lineage, open_run, run_status, seed_records, top_programs,
                                             validation_fitness)
-from .plots import (Plots, plot_collections, plot_cost, plot_fitness, plot_grids, plot_outcomes,
-                    plot_per_query, plot_validation)
+from .plots import (Plots, plot_collections, plot_cost, plot_fitness, plot_grids, plot_outcomes, plot_per_query,
+                    plot_validation)
 from .transfer import transfer_data
 
 def esc(x) -> str:
@@ -300,8 +301,9 @@ def build_report(run_dir, out_path, heldout: str | None = "heldout", log=None) -
     sections.append(("grids", "MAP-Elites grids",
                      f"<figure>{plot_grids(P, islands, spec, seed_top)}</figure><p class=note>Each cell shows "
                      "the fitness of its elite, coloured by its gain over the best seed; axes: "
-                     f"{', '.join(esc(d.name) for d in spec.dimensions[:2])}"
-                     + (f" (best over {', '.join(esc(d.name) for d in spec.dimensions[2:])})"
+                     + "; ".join(f"{esc(axis_title(d))}" + (f": {esc(axis_meaning(d))}" if axis_meaning(d) else "")
+                                 for d in spec.dimensions[:2])
+                     + (f" (each cell: the best over {', '.join(esc(axis_title(d)) for d in spec.dimensions[2:])})"
                         if len(spec.dimensions) > 2 else "") + ".</p>"))
     if best:
         sections.append(("lineage", f"Lineage of the best program (#{best.id})", lineage_part))

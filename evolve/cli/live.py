@@ -1,5 +1,5 @@
-"""What a running job shows: a live progress line on a terminal, a log file always, a final summary (and which
-next commands it suggests).
+"""What a running job shows: a live progress line on a terminal, a log file always, and (for the closing summary)
+which transfer check this machine can run.
 
 Log messages quote candidate text now and then (a failure reason, a proposal's description, an exception from
 a proposer): ``SafeFormatter`` writes control characters and invisible formatting characters as escapes and

@@ -11,6 +11,7 @@ import argparse
 import errno
 import importlib
 import os
+import signal
 import sys
 
 from evorank.evaluators.errors import EvorankError
@@ -372,7 +373,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quit_at_next_interrupt(code: int = 130) -> None:
+    """From now on Ctrl-C ends the process at once, with ``code``, after flushing its output: for a process whose
+    command is done (a run that stopped and saved everything) but that the interpreter keeps waiting, for model
+    requests still in flight or at its exit, where a KeyboardInterrupt is only printed or kills it by the signal."""
+    def handler(signum, frame):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
+    signal.signal(signal.SIGINT, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The ``evorank`` command; ``argv`` None: this process's own arguments, and the process ends with the command
+    (a Ctrl-C after it exits with 130 at once)."""
+    code = _main(argv)
+    if argv is None:
+        quit_at_next_interrupt()
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

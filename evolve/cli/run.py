@@ -42,7 +42,8 @@ def cmd_run(args) -> int:
     Ctrl-C handling and the closing summary around it."""
     from evorank.evolve.api.evolution import EvolutionJob
     from evorank.evolve.config import workers
-    from evorank.evolve.engine.loop import install_signal_handlers, quit_at_next_interrupt, requests_in_flight
+    from evorank.evolve.engine.loop import install_signal_handlers, requests_in_flight
+    from .main import quit_at_next_interrupt
     from .live import Reporter, setup_logging
 
     console = make_console()

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import heapq
 import logging
-import os
 import signal
-import sys
 import threading
 import time
 from collections import deque
@@ -486,21 +484,6 @@ def requests_in_flight() -> int:
     """Proposal threads still working after a run stopped (a model request that has not returned): the process
     waits for them when it exits, and their replies are discarded."""
     return sum(t.is_alive() and t.name.startswith(PROPOSE_THREAD_PREFIX + "_") for t in threading.enumerate())
-
-
-def quit_at_next_interrupt(code: int = 130) -> None:
-    """From now on Ctrl-C ends the process at once, with ``code``, after flushing its output: for a run that has
-    stopped and saved everything while model requests are still in flight, which the interpreter would otherwise
-    wait for at exit (a KeyboardInterrupt there is only printed, and the wait goes on)."""
-    def handler(signum, frame):
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        os._exit(code)
-
-    signal.signal(signal.SIGINT, handler)
 
 
 class StopSignals:

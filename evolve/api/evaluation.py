@@ -45,7 +45,7 @@ def eval_program(text: str | Path) -> EvalProgram:
     """Resolve ``RUN:ID``, a file, a seed name, a shipped example, or the program's source text itself (anything
     holding a line break); reads files, runs nothing."""
     from evorank.evaluators.program.source import program_path
-    from evorank.evolve.inspection.export import run_output_mark
+    from evorank.evolve.inspection.export import embedded_program, run_output_mark
     from evorank.evolve.inspection.queries import resolve_program_arg, run_folder_of
 
     text = str(text)
@@ -61,6 +61,8 @@ def eval_program(text: str | Path) -> EvalProgram:
     source = path.read_text(encoding="utf-8")
     run_dir = run_folder_of(path)
     mark = run_output_mark(source)
+    if mark is not None:  # an exported module: its support code is for users; the ranking program is scored
+        source = embedded_program(source) or source
     why = (f"a file inside the run folder {run_dir}" if run_dir is not None else
            f"a run's output (its text says {mark!r})" if mark else None)
     return EvalProgram(text, source, str(path), why, _tag(Path(text).stem))

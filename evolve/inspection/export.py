@@ -57,6 +57,24 @@ def run_output_mark(text: str) -> str | None:
     return next((m for m in RUN_OUTPUT_MARKS if m in text), None)
 
 
+#: The lines around the program inside an exported module (``export_template.py.txt``).
+PROGRAM_OPENS = "# The evolved ranking program, "
+PROGRAM_ENDS = "# End of the evolved ranking program"
+
+
+def embedded_program(text: str) -> str | None:
+    """The ranking program an exported module carries verbatim (its EVOLVE-BLOCK with the imports before it), or
+    None when ``text`` is not such a module: what ``evorank eval`` scores for an exported file."""
+    lines = text.splitlines(keepends=True)
+    opens = [i for i, line in enumerate(lines) if line.startswith(PROGRAM_OPENS)]
+    ends = [i for i, line in enumerate(lines) if line.startswith(PROGRAM_ENDS)]
+    if len(opens) != 1 or len(ends) != 1 or ends[0] < opens[0] + 3:
+        return None
+    body = lines[opens[0] + 2:ends[0] - 1]  # between the ===== rule under the title and the one above the end
+    program = "".join(body)
+    return program if "# EVOLVE-BLOCK-START" in program and "# EVOLVE-BLOCK-END" in program else None
+
+
 class ExportRefused(ExportError):
     """The program is outside the exportable subset; ``violations`` say where and why."""
 

@@ -155,6 +155,25 @@ def test_export_cli_writes_a_documented_standalone_module(syn, tmp_path, capsys,
     assert "was not accepted in the run (rejected_cascade" in capsys.readouterr().err
 
 
+def test_eval_of_an_exported_module_scores_the_program_it_carries(syn, tmp_path, capsys):
+    """The exported module's support code (analyzer, index, Retriever) is for users; `evorank eval` scores the
+    ranking program it carries verbatim, in the sandbox, as it scores the run's program."""
+    from evorank.evolve.inspection.export import embedded_program
+
+    rich = syn["recs"]["rich"]
+    path = tmp_path / "exported.py"
+    assert main(["export", str(syn["run"]), str(rich.id), "-o", str(path)]) == 0
+    program = embedded_program(path.read_text())
+    assert program is not None and rich.code.split("# EVOLVE-BLOCK-START")[1] in program
+    assert embedded_program(rich.code) is None
+    capsys.readouterr()
+    assert main(["eval", str(path), "--datasets", "builtin:demo", "--json", "--compare", "none"]) == 0
+    from_file = json.loads(capsys.readouterr().out)
+    assert main(["eval", f"{syn['run']}:{rich.id}", "--datasets", "builtin:demo", "--json", "--compare", "none"]) == 0
+    from_run = json.loads(capsys.readouterr().out)
+    assert from_file["fitness"] > 0 and from_file["collections"][0]["metrics"] == from_run["collections"][0]["metrics"]
+
+
 def test_exported_analyzer_and_index_match_evorank(syn, tmp_path):
     path = tmp_path / "scorer.py"
     assert main(["export", str(syn["run"]), "seed:bm25", "-o", str(path)]) == 0

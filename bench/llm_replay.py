@@ -3,7 +3,7 @@
 
 A measured LLM run takes over an hour with the local model (bench/llm_funnel.py); a change to the reply parser
 (evolve/llm/replies.py) or to the edits trusted code makes before evaluation (evolve/llm/mend/attributes.py,
-name_repair.py, array_kinds.py) can be judged in minutes on the replies runs already archived. Each fresh reply
+mend/names.py, mend/array_kinds.py) can be judged in minutes on the replies runs already archived. Each fresh reply
 is applied to its parent again, mended with the donors its prompt showed (the helpers of the proposal's
 direction first, then parent, crossover partner, the inspirations named in the prompt, the seeds); a candidate
 that differs from the archived one is evaluated with `evorank eval --suite SUITE` (static checks and sandbox,

@@ -1,4 +1,4 @@
-"""Shared by the tests of trusted edits (name_repair, attribute_repair, array_kinds): candidate programs built from
+"""Shared by the tests of trusted edits (the mends: names, attributes, array_kinds): candidate programs built from
 an EVOLVE-BLOCK, the seeds as donors, and a tiny index to run them on (trusted test programs only)."""
 from __future__ import annotations
 

@@ -2,10 +2,10 @@
 
 ``BlockAnalyser.analyse`` turns a block of (doc id, title, body) documents into an ``AnalysedBlock``: every
 kept token's term (the worker's own term numbers), its position, and per document its length and title
-length, exactly as ``index_build.build_arrays`` would analyse them one by one. Per document the work is a
+length, exactly as ``build.build_arrays`` would analyse them one by one. Per document the work is a
 split at whitespace and one C-level dictionary lookup per chunk (each distinct chunk is tokenized, stemmed
 and numbered once, with the analyzer's exact code); everything after that is vectorised over the block. The
-builder (``index_stream``) gives global term ids in block order, so the result does not depend on which
+builder (``stream``) gives global term ids in block order, so the result does not depend on which
 process analysed which block.
 
 ``analysed_blocks`` runs the analysis over a pool of processes (in order, with a bounded number of blocks in

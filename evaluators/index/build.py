@@ -1,7 +1,7 @@
 """Building an index: the format, the in-memory reference build, and the atomic commit of a built folder.
 
 ``build_arrays`` analyses documents into arrays in memory; it is the reference the streaming build
-(``index_stream``, the one ``index.get_index`` uses) is tested against, array for array and byte for byte.
+(``stream``, the one ``index.get_index`` uses) is tested against, array for array and byte for byte.
 ``write_index`` writes such arrays; ``commit_index`` writes the manifest of any built folder and renames it
 into place.
 

@@ -223,7 +223,7 @@ def get_index(collection, cache_dir: Path | None = None, progress: bool = False,
               memory_mb: int | None = None, workers: int | None = None) -> Index:
     """The cached index of a loaded collection, building (and replacing a stale or corrupt copy) if needed.
 
-    A build streams (``index_stream``): analysis on ``workers`` processes (default: all cores), working memory
+    A build streams (``stream``): analysis on ``workers`` processes (default: all cores), working memory
     bounded by ``memory_mb`` (default ``$EVORANK_INDEX_MEMORY_MB`` or 1024). ``progress`` shows a bar with
     documents, documents/s and the time left."""
     folder = index_folder(collection, cache_dir)

@@ -1,13 +1,13 @@
 """Streaming, bounded-memory index build: the path ``index.get_index`` takes for every collection.
 
 Documents arrive as blocks (``collections.DocBlock``), are analysed in parallel worker processes
-(``index_analyse``) and come back in order. ``StreamBuilder`` then
+(``analyse``) and come back in order. ``StreamBuilder`` then
 
 1. numbers terms globally in order of first occurrence (each block's vocabulary merged in block order, so the
-   numbering is the one ``index_build.build_arrays`` gives, whatever process analysed what);
+   numbering is the one ``build.build_arrays`` gives, whatever process analysed what);
 2. appends the by-document arrays (``doc_tokens``, ``doc_positions``, lengths, and the ``doc_term`` rows of
    each inverted chunk) to spill files as it goes;
-3. whenever the tokens held reach the memory budget, inverts them into a run on disk (``index_merge``);
+3. whenever the tokens held reach the memory budget, inverts them into a run on disk (``merge``);
 4. at the end merges the runs into the by-term arrays one block of terms at a time, and writes every array
    in its final dtype (chosen, as ``build_arrays`` chooses it, from the finished collection's sizes).
 

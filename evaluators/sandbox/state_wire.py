@@ -36,7 +36,7 @@ TRAILER = b"EVEND\n"
 ALIGN = 64
 MAX_HEADER_BYTES = 8 << 20
 #: Values (containers, scalars, arrays) a shared state may hold. Encoding runs in the jail after the timed
-#: ``prepare`` and is charged to its CPU time, which the worker checks against the timed work (sandbox.py); at ~34
+#: ``prepare`` and is charged to its CPU time, which the worker checks against the timed work (runner.py); at ~34
 #: us a node on a 2-core AVX2 machine (the variants direction's program, a dict of 11,480 small arrays, took 389 ms
 #: to encode and failed a query-sample run as latency_mismatch), 2,048 nodes keep it under ~70 ms. A larger state is
 #: simply not shared: the next candidate runs its own prepare.

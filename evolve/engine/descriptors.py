@@ -3,7 +3,7 @@
 A program's cell on an island's grid comes from these features (``RunConfig.descriptors`` picks them):
 
 - ``evidence``: how many of the new kinds of index evidence it reads (term strings, positions, fields,
-  pseudo-relevance feedback, the query's own words; ``offline_evidence.evidence_kinds``), from its AST;
+  pseudo-relevance feedback, the query's own words; ``evidence.evidence_kinds``), from its AST;
   bins 0, 1, 2, 3+. A program that adds a proximity channel does not compete with BM25's constant tweaks.
 - ``balance``: where its gains over the BM25 seed come from, recall or precision: the mean over
   collections of R@100 / BM25's R@100, minus the same for nDCG@10. Positive: it retrieves more of the

@@ -34,7 +34,7 @@ class OfflineProposer:
     """The offline genetic-programming mutator (:mod:`evorank.evolve.offline.mutator`): no network,
     instantaneous, deterministic. Operator ``crossover`` (probability ``crossover_rate`` when there is
     a partner) recombines with the partner, ``offline`` applies point edits or, now and then, splices a whole
-    evidence channel (field weight, proximity, term variants, a feedback pass; ``offline_splice``)."""
+    evidence channel (field weight, proximity, term variants, a feedback pass; ``offline.splice``)."""
 
     instantaneous = True
     concurrency = 1

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 METRIC_LABELS = {"ndcg@10": "nDCG@10", "recall@100": "R@100", "recall@1000": "R@1000", "map@1000": "MAP@1000"}
 # How a program of a run can be named (``evorank show RUN ID``, ``evorank eval RUN:ID``); see
-# ``inspect_queries.resolve_id``.
+# ``queries.resolve_id``.
 ID_FORMS = "best, best@island:K, a program id, a code-hash prefix, or seed:NAME"
 # ``evorank export``'s description and its --unverified flag (export_check.py is what verifies).
 EXPORT_DESCRIPTION = (

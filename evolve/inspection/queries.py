@@ -3,7 +3,7 @@ program addresses, and the data behind ``evorank status``, ``top``, ``show`` and
 
 Every function opens or reads the archive read-only (``RunStore.open(run, readonly=True)``), so it is
 safe on a run that is still being written; all SQL lives in the store (``archive.queries``). Results are
-plain dicts and records: ``inspect_cmds`` renders them on the terminal, ``report`` as HTML.
+plain dicts and records: ``terminal`` renders them on the terminal, ``report`` as HTML.
 
 Program addresses (``ID`` below, and ``RUN:ID`` for ``evorank eval``):
 

@@ -1,4 +1,4 @@
-"""``evorank status|top|show|diff|lineage``: a run's data (``inspect_queries``) rendered on the terminal
+"""``evorank status|top|show|diff|lineage``: a run's data (``queries``) rendered on the terminal
 with rich, or printed as JSON with ``--json``. The CLI (``evolve.cli.main``) registers the parsers and calls
 the ``cmd_*`` functions here. Text from the run (code, diffs, replies, prompts, failure reasons and details,
 model names) goes through ``console.shown`` / ``escape_hidden``: a program's ANSI escapes or bidi controls are

@@ -99,7 +99,7 @@ def quoted_code(code: str, limit: int = QUOTE_CHARS) -> str:
 
 def failure_detail_text(text: str | None) -> str:
     """A failure detail as a prompt shows it. The first line is trusted text, cut to keep the prompt short; what
-    follows is the program's own text, already cut and fenced by the evaluator (program_output.failure_text):
+    follows is the program's own text, already cut and fenced by the evaluator (``output.failure_text``):
     never cut a fence open."""
     head, _, fenced = (text or "").partition("\n")
     return head[:300] + ("\n" + fenced if fenced else "")
@@ -127,7 +127,7 @@ def inspirations_text(programs, block_of) -> str:
 def direction_text(direction: Direction | None) -> str:
     """The prompt section giving a proposal its direction ("" for none). Its helpers are offered as a library, not
     as code to copy: a reply that calls one without defining it gets the definition from trusted code
-    (name_repair; the direction's helpers are a proposal's first donors). Copying them costs a small model its
+    (``mend.names``; the direction's helpers are a proposal's first donors). Copying them costs a small model its
     token budget (a 20-line helper such as the proximity one leaves little of 800 tokens for the program), and
     helpers copied but never called leave the ranking unchanged."""
     if direction is None:

@@ -73,7 +73,7 @@ ECHOES = ("no_change", "duplicate")
 
 def direction_donor(direction: Direction) -> tuple[str, str]:
     """(label, code) of a direction's helpers and its complete prepare and score, as a program to borrow
-    definitions from (name_repair, state_repair)."""
+    definitions from (``mend.names``, ``mend.state``)."""
     return f"direction {direction.name}", f"{BLOCK_START}\n{direction.program_block}{BLOCK_END}\n"
 
 
@@ -143,7 +143,7 @@ class LLMProposer:
         shown = [r for r in (prop.parent, prop.other, *insp, *view.seed_records.values()) if r is not None]
         donors: dict[str, tuple[str, str]] = {}
         if direction is not None and direction.code:  # its helpers first: a candidate that calls one without
-            #                                          copying it gets it (name_repair)
+            #                                          copying it gets it (mend.names)
             donors[""] = direction_donor(direction)
         for r in shown:
             donors.setdefault(r.code, (donor_label(r), r.code))

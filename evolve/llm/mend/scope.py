@@ -79,7 +79,7 @@ def _shadowed(function: ast.FunctionDef, module: set[str]) -> list[tuple[str, as
 def rename_shadowing_locals(code: str, donors: list[tuple[str, str]]) -> ScopeFix | None:
     """``code`` with every local that shadows the module name it is computed from renamed (module docstring), or
     None when there is none. ``donors``: (label, code) of the programs the prompt showed; their module-level
-    names count as defined (name_repair borrows them)."""
+    names count as defined (``names`` borrows them)."""
     try:
         first, last = split_block(code).line_range()
         tree = parse_ast(code)

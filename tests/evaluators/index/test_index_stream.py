@@ -1,5 +1,5 @@
-"""The streaming, parallel, bounded-memory build (index_stream) writes the same index as the in-memory reference
-(index_build.build_arrays): array-equal and byte-identical files, on the shared collections and on random ones
+"""The streaming, parallel, bounded-memory build (index/stream.py) writes the same index as the in-memory reference
+(index/build.py build_arrays): array-equal and byte-identical files, on the shared collections and on random ones
 (titles, empty documents, stopwords only, long tokens, underscores, non-Latin text, duplicate ids), with small
 memory budgets that force many runs and merge blocks, with one worker and with several."""
 from __future__ import annotations

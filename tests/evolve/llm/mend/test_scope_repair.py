@@ -30,7 +30,7 @@ def test_a_local_named_after_the_module_helper_it_calls_is_renamed_and_then_runs
 
 
 def test_a_helper_the_candidate_never_copied_is_renamed_then_borrowed_from_the_direction():
-    """The direction's helper is only in a donor: renamed here, then name_repair brings the helper in."""
+    """The direction's helper is only in a donor: renamed here, then the names mend brings the helper in."""
     direction = ("direction saturation", program(HELPER))
     code = program(SHADOWING)
     source, note = fix_candidate(code, [direction, *SEEDS])

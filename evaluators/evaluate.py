@@ -15,7 +15,8 @@ import numpy as np
 from evorank.evaluators.data.collections import load_collection
 from .errors import ProgramError
 from evorank.evaluators.index.index import get_index
-from .metrics import FitnessSpec, Judgements, evaluate_ranking, fitness, fitness_spec, judgements, macro_means
+from .metrics import (FitnessSpec, Judgements, evaluate_ranking, fitness, fitness_spec, judgements, macro_means,
+                      without_excluded)
 from evorank.evaluators.program.ranking import DEFAULT_K, Query, Ranking, make_queries, rank
 
 
@@ -35,6 +36,11 @@ class Topics:
         on this collection."""
         return int(self.index.n_docs), int(self.index.n_terms), int(self.index.term_doc.nnz)
 
+    def depth(self, k: int = DEFAULT_K) -> int:
+        """How many documents a program ranks per query so that ``k`` are left once each query's excluded
+        documents are removed (``metrics``: BRIGHT's rule); ``k`` on collections without exclusions."""
+        return k + self.judged.max_excluded
+
 
 _judgements_read = False  # set once a collection's judgements are in this process (workers.fork_is_safe)
 
@@ -50,7 +56,7 @@ def load_topics(address: str, progress: bool = False, log=None) -> Topics:
     coll = load_collection(address)
     index = get_index(coll, progress=progress, log=log)
     queries = make_queries(coll.queries, index)
-    judged = judgements(coll.qrels, [q.id for q in queries], index, coll.settings.min_relevance)
+    judged = judgements(coll.qrels, [q.id for q in queries], index, coll.settings.min_relevance, coll.excluded)
     warnings = list(coll.warnings)
     warnings.extend(index.build_warnings)
     if judged.unknown_docs:
@@ -77,6 +83,8 @@ class CollectionResult:
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
     ranking: Ranking | None = field(default=None, repr=False)  # kept only on request (TREC run files)
+    excluded: int = 0  # (query, document) exclusions of the evaluated queries (BRIGHT's rule, ``metrics``)
+    excluded_ranked: int = 0  # of which the program ranked, and were removed before the metrics
 
     @property
     def ok(self) -> bool:
@@ -114,6 +122,7 @@ class SuiteResult:
                     "latency_median_ms": _num(c.latency_median_ms),
                     "latency_p95_ms": _num(c.latency_p95_ms),
                     "prepare_ms": _num(c.prepare_ms),
+                    "excluded_documents": {"judged": c.excluded, "removed_from_rankings": c.excluded_ranked},
                     "error_reason": c.error_reason,
                     "error": c.error,
                     "warnings": c.warnings,
@@ -130,6 +139,7 @@ def _num(x: float) -> float | None:
 def measure(ranking: Ranking, topics: Topics) -> CollectionResult:
     """Metrics and latency of a ranking (trusted side: the judgements live here only)."""
     per_query = evaluate_ranking(ranking, topics.judged)
+    _, removed = without_excluded(ranking, topics.judged)
     return CollectionResult(
         name=topics.name,
         n_docs=topics.index.n_docs,
@@ -140,13 +150,15 @@ def measure(ranking: Ranking, topics: Topics) -> CollectionResult:
         latency_p95_ms=float(np.percentile(ranking.latency_ms, 95)) if len(ranking.latency_ms) else float("nan"),
         prepare_ms=ranking.prepare_ms,
         warnings=list(topics.warnings),
+        excluded=topics.judged.n_excluded,
+        excluded_ranked=removed,
     )
 
 
 def evaluate_on(program, topics: Topics, k: int = DEFAULT_K) -> tuple[CollectionResult, Ranking | None]:
     """Rank in this process (trusted programs only: seeds, your own files) and measure."""
     try:
-        ranking = rank(program, topics.index, topics.queries, k)
+        ranking = rank(program, topics.index, topics.queries, topics.depth(k))
     except ProgramError as e:
         return failed_result(topics, e.reason, str(e)), None
     return measure(ranking, topics), ranking
@@ -191,17 +203,20 @@ def subset_ranking(ranking: Ranking, idx) -> Ranking:
 
 def subset_topics(topics: Topics, idx) -> Topics:
     """The same collection restricted to the queries at positions ``idx``."""
-    judged = topics.judged
-    sub = Judgements([judged.query_ids[i] for i in idx], [judged.arrays[i] for i in idx], judged.min_relevance,
-                     judged.unknown_docs)
-    return Topics(topics.name, topics.index, [topics.queries[i] for i in idx], sub, list(topics.warnings))
+    return Topics(topics.name, topics.index, [topics.queries[i] for i in idx], topics.judged.subset(idx),
+                  list(topics.warnings))
 
 
-def write_trec_run(path: Path, ranking: Ranking, topics: Topics, tag: str = "evorank") -> None:
-    """TREC run format: ``qid Q0 docid rank score tag``."""
+def write_trec_run(path: Path, ranking: Ranking, topics: Topics, tag: str = "evorank", k: int = DEFAULT_K) -> None:
+    """TREC run format: ``qid Q0 docid rank score tag``; the k best of each query without its excluded documents,
+    i.e. the ranking the metrics were computed from."""
     doc_ids = topics.index.doc_ids
     path.parent.mkdir(parents=True, exist_ok=True)
+    excluded = topics.judged.excluded or [()] * len(ranking.query_ids)
     with open(path, "w", encoding="utf-8") as f:
-        for qid, idx, scores in zip(ranking.query_ids, ranking.doc_idx, ranking.scores):
-            for r, (d, s) in enumerate(zip(idx, scores), 1):
+        for qid, idx, scores, ex in zip(ranking.query_ids, ranking.doc_idx, ranking.scores, excluded):
+            if len(ex):
+                keep = ~np.isin(idx, ex)
+                idx, scores = idx[keep], scores[keep]
+            for r, (d, s) in enumerate(zip(idx[:k], scores[:k]), 1):
                 f.write(f"{qid} Q0 {doc_ids[d]} {r} {s:.6f} {tag}\n")

@@ -14,6 +14,18 @@ results), and it avoids ranx's import (about 3 s: pandas, matplotlib, scipy.stat
 first-use compilation (about 40 s), which every one-shot ``evorank eval`` paid. A ranking that names the same
 document twice for one query is refused (``ValueError``): it is never produced by trusted code, so
 it can only be a forgery, and counting the repeats would inflate recall.
+
+Excluded documents (BRIGHT). BRIGHT names, per query, documents that must not count either way (the
+leetcode / aops / theoremqa problem a query was taken from, or its duplicates): its official evaluation
+(``run.py`` and ``retrievers.py`` of github.com/xlang-ai/BRIGHT: ``get_scores`` and ``retrieval_bm25``
+drop each query's ``excluded_ids`` from the scores, then keep the 1,000 best, and ``run.py`` asserts that no
+excluded document is in the scores or the judgements) removes them from the ranking *before* the metrics, so
+the documents below move up. ``Judgements.excluded`` holds them per query (in index numbering); they never
+reach a program (the judgements stay in this process): the program ranks ``Topics.depth(k)`` documents, i.e.
+k plus the most any query excludes, and ``evaluate_ranking`` removes each query's own excluded documents,
+so k documents are left for the cut-offs as in the official code. A document excluded for one query is an
+ordinary document for every other query. Collections without exclusions take exactly the path they took
+before (no filtering, depth k).
 """
 from __future__ import annotations
 
@@ -34,10 +46,36 @@ class Judgements:
     arrays: list[np.ndarray]  # per query: float64 (n, 2) [[doc number, grade]], grade descending
     min_relevance: int
     unknown_docs: int = 0
+    #: per query, int64 document numbers removed from its ranking before the metrics (sorted); empty: none at all
+    excluded: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def max_excluded(self) -> int:
+        """The most documents any one query excludes (0 without exclusions)."""
+        return max((len(e) for e in self.excluded), default=0)
+
+    @property
+    def n_excluded(self) -> int:
+        """(query, document) exclusions in all."""
+        return sum(len(e) for e in self.excluded)
+
+    def subset(self, idx) -> "Judgements":
+        """The judgements of the queries at positions ``idx``."""
+        idx = [int(i) for i in idx]
+        return Judgements([self.query_ids[i] for i in idx], [self.arrays[i] for i in idx], self.min_relevance,
+                          self.unknown_docs, [self.excluded[i] for i in idx] if self.excluded else [])
 
 
-def judgements(qrels: dict[str, dict[str, int]], query_ids: list[str], index, min_relevance: int = 1) -> Judgements:
+def judgements(qrels: dict[str, dict[str, int]], query_ids: list[str], index, min_relevance: int = 1,
+               excluded: dict[str, list[str]] | None = None) -> Judgements:
+    """Judgements in index numbering; ``excluded``: query id -> documents removed from its ranking before the
+    metrics (documents outside the corpus are dropped: they cannot be retrieved)."""
     number = {d: i for i, d in enumerate(index.doc_ids)}
+    removed = []
+    if excluded and any(excluded.get(q) for q in query_ids):
+        for qid in query_ids:
+            found = {number[d] for d in excluded.get(qid, ()) if d in number}
+            removed.append(np.array(sorted(found), dtype=np.int64))
     unknown = 0
     arrays = []
     for qid in query_ids:
@@ -50,14 +88,31 @@ def judgements(qrels: dict[str, dict[str, int]], query_ids: list[str], index, mi
             rows.append((float(i), float(grade)))
         a = np.array(rows, dtype=np.float64).reshape(-1, 2)
         arrays.append(a[np.argsort(-a[:, 1], kind="stable")])
-    return Judgements(list(query_ids), arrays, min_relevance, unknown)
+    return Judgements(list(query_ids), arrays, min_relevance, unknown, removed)
+
+
+def without_excluded(ranking, judged: Judgements) -> tuple[list[np.ndarray], int]:
+    """(each query's ranked documents without its excluded ones, how many were removed in all); the rankings
+    themselves when the collection excludes nothing."""
+    if not judged.n_excluded:
+        return list(ranking.doc_idx), 0
+    kept, removed = [], 0
+    for docs, ex in zip(ranking.doc_idx, judged.excluded):
+        if len(ex) and len(docs):
+            keep = ~np.isin(docs, ex)
+            removed += len(docs) - int(keep.sum())
+            docs = docs[keep]
+        kept.append(docs)
+    return kept, removed
 
 
 def evaluate_ranking(ranking, judged: Judgements) -> dict[str, np.ndarray]:
     """Per-query metric values (arrays aligned with ``ranking.query_ids``); each ranking is taken in the order
-    given (best first). Raises ValueError when a ranking names a document twice."""
+    given (best first), without the query's excluded documents. Raises ValueError when a ranking names a
+    document twice."""
     if list(ranking.query_ids) != list(judged.query_ids):
         raise ValueError("ranking and judgements cover different queries")
+    ranked, _ = without_excluded(ranking, judged)
     n_q = len(judged.query_ids)
     out = {m: np.zeros(n_q) for m in METRICS}
     if n_q == 0:
@@ -70,14 +125,14 @@ def evaluate_ranking(ranking, judged: Judgements) -> dict[str, np.ndarray]:
     rows = np.concatenate(judged.arrays) if lengths.sum() else np.zeros((0, 2))
     jdoc, jgrade = rows[:, 0].astype(np.int64), rows[:, 1]
     jrank = np.full(len(jdoc), -1, dtype=np.int64)
-    size = 1 + max((int(d.max()) for d in ranking.doc_idx if len(d)), default=0)
+    size = 1 + max((int(d.max()) for d in ranked if len(d)), default=0)
     size = max(size, 1 + int(jdoc.max()) if len(jdoc) else 0)
     rank_of = np.full(size, -1, dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)]).tolist()
-    all_positions = np.arange(max((len(d) for d in ranking.doc_idx), default=0))
+    all_positions = np.arange(max((len(d) for d in ranked), default=0))
     known = jdoc >= 0  # documents outside the corpus have negative numbers and are never retrieved
     lookup = np.where(known, jdoc, 0)
-    for q, docs in enumerate(ranking.doc_idx):
+    for q, docs in enumerate(ranked):
         if not len(docs):
             continue
         positions = all_positions[:len(docs)]

@@ -352,11 +352,12 @@ class Evaluator:
         all_queries = self._program_queries[(stage, j)]
         a, b = self._bounds[(stage, j)][s]
         queries = all_queries if (a, b) == (0, len(all_queries)) else all_queries[a:b]
+        k = (self.topics[j] if stage == 2 else self._stage1_topics[j]).depth(self.k)
         if self._cluster is None:
-            return EvalTask(cand.source, "<candidate>", str(self.topics[j].index.path), queries, self.k, self.limits,
+            return EvalTask(cand.source, "<candidate>", str(self.topics[j].index.path), queries, k, self.limits,
                          not self._unsafe_skip_language_checks)
         path = str(self.topics[j].index.path) if self._cluster.send_paths else ""
-        return EvalTask(cand.source, "<candidate>", path, queries, self.k, self.limits,
+        return EvalTask(cand.source, "<candidate>", path, queries, k, self.limits,
                      not self._unsafe_skip_language_checks, self.topics[j].name, self._signatures[j])
 
     def _run(self, cands: list[_Candidate], use_cascade: bool = True) -> list[CandidateResult]:

@@ -7,7 +7,9 @@ Addresses
 - ``builtin:demo``, the small collection shipped inside the package.
 
 Only queries with at least one judgement at or above the collection's relevance threshold are
-evaluated. Per-collection settings (threshold, grade remapping, query cap) come from the
+evaluated. A judgement of ``EXCLUDED_GRADE`` (-100, ir_datasets' encoding of BRIGHT's per-query
+``excluded_ids``) is no judgement: the document is removed from that query's ranking before the
+metrics (``evaluators.metrics``), as BRIGHT's official evaluation does. Per-collection settings (threshold, grade remapping, query cap) come from the
 ``[collections]`` table of ``suites.toml`` and can be overridden by the caller.
 """
 from __future__ import annotations
@@ -26,7 +28,8 @@ import numpy as np
 from evorank.evaluators.errors import CollectionError
 from .suites import CollectionSettings, collection_settings
 
-
+#: The grade ir_datasets gives BRIGHT's excluded documents (``bright.py``: ``QRELS_DEFS``, "Excluded from evaluation").
+EXCLUDED_GRADE = -100
 
 @dataclass
 class Collection:
@@ -44,6 +47,8 @@ class Collection:
 
     _blocks: object = None  # optional: callable(block_bytes) -> iterator of DocBlock (raw file blocks)
     size_hint: int | None = None  # bytes of the documents' file, when known (progress by bytes)
+    #: query id -> documents excluded from its ranking (judgements of ``EXCLUDED_GRADE``), judged queries only
+    excluded: dict[str, list[str]] = field(default_factory=dict)
 
     def iter_docs(self) -> Iterator[tuple[str, str, str]]:
         """(doc id, title, body) of every document, in file order; the title is "" where there is none."""
@@ -421,9 +426,13 @@ def _finish(coll: Collection) -> None:
     """Remap grades, keep judged queries, apply the query cap; record what was dropped."""
     s = coll.settings
     qrels: dict[str, dict[str, int]] = {}
+    excluded: dict[str, list[str]] = {}
     for qid, docs in coll.qrels.items():
         kept = {}
         for doc, grade in docs.items():
+            if grade == EXCLUDED_GRADE:
+                excluded.setdefault(qid, []).append(doc)
+                continue
             if s.relevance_map is not None:
                 grade = s.relevance_map.get(grade, grade)
             if grade > 0:
@@ -449,3 +458,4 @@ def _finish(coll: Collection) -> None:
         judged = [judged[i] for i in keep]
     coll.queries = judged
     coll.qrels = {qid: qrels[qid] for qid, _ in judged}
+    coll.excluded = {qid: excluded[qid] for qid, _ in judged if qid in excluded}

@@ -249,7 +249,7 @@ def evaluate(program: str | Path | EvalProgram, *, suite: str | None = None,
 
         for c, t in zip(result.collections, topics):
             if c.ranking is not None:
-                write_trec_run(Path(runs_out) / f"{safe_name(t.name)}.run", c.ranking, t, tag=prog.tag)
+                write_trec_run(Path(runs_out) / f"{safe_name(t.name)}.run", c.ranking, t, tag=prog.tag, k=k)
     significance = None
     if reference is not None:
         from evorank.evaluators.significance import compare as paired_comparison

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from evorank.evaluators.metrics import (
-    METRICS, FitnessSpec, Judgements, evaluate_ranking, fitness, fitness_spec, macro_means,
+    METRICS, FitnessSpec, Judgements, evaluate_ranking, fitness, fitness_spec, judgements, macro_means, without_excluded,
 )
 from evorank.evaluators.program.ranking import Ranking
 
@@ -113,6 +113,70 @@ def test_equals_ranx_on_random_runs(seed):
             theirs = evaluate(TypedList(judged.arrays), run_list, list(names.values()), return_mean=False)
         for m, name in names.items():
             np.testing.assert_allclose(ours[m], theirs[name], rtol=0, atol=1e-12, err_msg=f"{m} min_rel={min_rel}")
+
+
+def with_exclusions(judged: Judgements, excluded: list[list[int]]) -> Judgements:
+    return Judgements(judged.query_ids, judged.arrays, judged.min_relevance, judged.unknown_docs,
+                      [np.array(sorted(e), dtype=np.int64) for e in excluded])
+
+
+def test_excluded_documents_leave_the_ranking_before_the_metrics():
+    """BRIGHT's rule: q0 excludes document 9, so its ranking 5, 9, 3, 7 counts as 5, 3, 7 (3 moves to rank 2,
+    7 to rank 3); document 9 is relevant for q1 and counts there, and q1 excludes 3, which q0 finds relevant."""
+    ranking = make_ranking([[5, 9, 3, 7], [3, 9]])
+    judged = with_exclusions(make_judgements([{3: 2, 7: 1}, {9: 1}]), [[9], [3]])
+    m = evaluate_ranking(ranking, judged)
+    dcg0 = 2 / math.log2(3) + 1 / math.log2(4)
+    idcg0 = 2 / math.log2(2) + 1 / math.log2(3)
+    assert m["ndcg@10"][0] == pytest.approx(dcg0 / idcg0, abs=1e-12)
+    assert m["map@1000"][0] == pytest.approx((1 / 2 + 2 / 3) / 2, abs=1e-12)
+    assert m["ndcg@10"][1] == 1.0 and m["map@1000"][1] == 1.0 and m["recall@100"].tolist() == [1.0, 1.0]
+    assert without_excluded(ranking, judged)[1] == 2
+    # without the rule, the same ranking scores lower on q0 and q1
+    plain = evaluate_ranking(ranking, make_judgements([{3: 2, 7: 1}, {9: 1}]))
+    assert plain["ndcg@10"][0] < m["ndcg@10"][0] and plain["map@1000"][1] == 0.5
+
+
+def test_exclusions_keep_k_documents_for_the_cutoffs():
+    """A ranking of k + e documents, e of them excluded, is measured as its k others: the relevant document at
+    position 1000 (0-based) counts for R@1000 once one document above it is excluded."""
+    docs = list(range(10, 1010)) + [1]
+    ranking = make_ranking([docs])
+    assert evaluate_ranking(ranking, make_judgements([{1: 1}]))["recall@1000"][0] == 0.0
+    judged = with_exclusions(make_judgements([{1: 1}]), [[500]])
+    assert evaluate_ranking(ranking, judged)["recall@1000"][0] == 1.0
+    assert judged.max_excluded == 1 and judged.n_excluded == 1
+    assert judged.subset([0]).excluded[0].tolist() == [500]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_exclusion_equals_removing_by_hand(seed):
+    """Random rankings and exclusions: the metrics equal those of the rankings with each query's excluded
+    documents removed by hand and no exclusion rule; a query without exclusions is measured as it was."""
+    rng = np.random.default_rng(seed)
+    runs, qrels, excluded = [], [], []
+    for _ in range(40):
+        run = rng.permutation(2000)[: int(rng.integers(0, 1100))].tolist()
+        rel = rng.choice(2000, size=int(rng.integers(1, 20)), replace=False)
+        q = {int(d): int(rng.integers(1, 4)) for d in rel}
+        ex = [int(d) for d in rng.choice(2000, size=int(rng.integers(0, 30)), replace=False) if int(d) not in q]
+        runs.append(run), qrels.append(q), excluded.append(ex if rng.random() < 0.7 else [])
+    judged = make_judgements(qrels)
+    ours = evaluate_ranking(make_ranking(runs), with_exclusions(judged, excluded))
+    by_hand = evaluate_ranking(make_ranking([[d for d in r if d not in set(e)] for r, e in zip(runs, excluded)]),
+                               judged)
+    for metric in METRICS:
+        np.testing.assert_array_equal(ours[metric], by_hand[metric], err_msg=metric)
+
+
+def test_judgements_map_excluded_ids_to_document_numbers():
+    class Index:
+        doc_ids = ["a", "b", "c", "d"]
+
+    judged = judgements({"q1": {"a": 1}, "q2": {"b": 1}}, ["q1", "q2"], Index(),
+                        excluded={"q1": ["c", "zz", "b"]})
+    assert [e.tolist() for e in judged.excluded] == [[1, 2], []]
+    assert judgements({"q1": {"a": 1}}, ["q1"], Index(), excluded={}).excluded == []
 
 
 def test_fitness_and_presets():

@@ -1,7 +1,9 @@
 """Test collections: documents, judged queries and relevance judgements, from any of three sources.
 
 Addresses
-- an ir_datasets id: ``beir/scifact/test``, ``bright/biology``, ``cranfield``, ``vaswani``, ...
+- an ir_datasets id: ``beir/scifact/test``, ``bright/biology``, ``cranfield``, ``vaswani``, ...; ``ID@FIELD``
+  takes each query's text from another field of the id's queries (``bright/biology@gpt4_reason``: GPT-4's
+  reasoning about the question instead of the question), over the same documents and index as ``ID``
 - a local BEIR-layout folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/test.tsv``), given as a
   path (``./my-data``, ``/data/lisa``) or as ``local:<name>`` under the data root ``$EVORANK_DATA``
 - ``builtin:demo``, the small collection shipped inside the package.
@@ -45,6 +47,7 @@ class Collection:
     _docs: object = None  # zero-arg callable returning an iterator of (doc id, title, body)
     n_docs_hint: int | None = None
 
+    docs_name: str = ""  # the name its index is cached under when it is not ``name`` (``ID@FIELD``: ``ID``)
     _blocks: object = None  # optional: callable(block_bytes) -> iterator of DocBlock (raw file blocks)
     size_hint: int | None = None  # bytes of the documents' file, when known (progress by bytes)
     #: query id -> documents excluded from its ranking (judgements of ``EXCLUDED_GRADE``), judged queries only
@@ -320,6 +323,11 @@ def _read_topics(path: Path) -> dict | None:
         return None
 
 
+def cached_topics(address: str) -> bool:
+    """Whether an ir_datasets collection's queries and judgements are in the cache (a load reads nothing else)."""
+    return _read_topics(_topics_file(address, _ir_datasets_version())) is not None
+
+
 def _write_topics(path: Path, data: dict) -> None:
     """Atomically (temp file + rename); a cache that cannot be written is skipped, not an error."""
     try:
@@ -331,6 +339,12 @@ def _write_topics(path: Path, data: dict) -> None:
         pass
 
 
+def query_field(address: str) -> tuple[str, str | None]:
+    """(ir_datasets id, query field) of an ``ID@FIELD`` address; (address, None) without ``@``."""
+    base, at, name = address.partition("@")
+    return (base, name) if at else (address, None)
+
+
 def _load_ir_datasets(address: str, settings: CollectionSettings) -> Collection:
     version = _ir_datasets_version()
     cache = _topics_file(address, version)
@@ -339,9 +353,10 @@ def _load_ir_datasets(address: str, settings: CollectionSettings) -> Collection:
         data = _read_ir_datasets_topics(address)
         data.update(format=TOPICS_FORMAT, address=address, ir_datasets=version)
         _write_topics(cache, data)
+    base, field_name = query_field(address)
 
     def docs() -> Iterator[tuple[str, str, str]]:
-        ds = import_ir_datasets().load(address)
+        ds = import_ir_datasets().load(base)
         try:
             for d in ds.docs_iter():
                 yield (d.doc_id, *_doc_fields(d))
@@ -349,8 +364,8 @@ def _load_ir_datasets(address: str, settings: CollectionSettings) -> Collection:
             raise _offline_error(address, e) from None
 
     n_docs = data["n_docs"]
-    fingerprint = hashlib.sha256(f"irds:{address}:{version}:{n_docs}".encode()).hexdigest()[:16]
-    return Collection(
+    fingerprint = hashlib.sha256(f"irds:{base}:{version}:{n_docs}".encode()).hexdigest()[:16]
+    coll = Collection(
         name=address,
         source="ir_datasets",
         fingerprint=fingerprint,
@@ -359,17 +374,25 @@ def _load_ir_datasets(address: str, settings: CollectionSettings) -> Collection:
         settings=settings,
         _docs=docs,
         n_docs_hint=n_docs,
+        docs_name=base,
     )
+    empty = sum(1 for _, text in coll.queries if not text.strip())
+    if field_name and empty:
+        coll.warnings.append(f"{empty} quer{'y has' if empty == 1 else 'ies have'} an empty {field_name!r} "
+                             "and retrieve nothing")
+    return coll
 
 
 def _read_ir_datasets_topics(address: str) -> dict:
-    """Queries, raw judgements and document count of an ir_datasets id, read through ir_datasets."""
+    """Queries, raw judgements and document count of an ir_datasets id (``ID@FIELD``: the queries' text from
+    FIELD), read through ir_datasets."""
     ir_datasets = import_ir_datasets()
+    base, field_name = query_field(address)
     try:
-        ds = ir_datasets.load(address)
+        ds = ir_datasets.load(base)
     except KeyError:
         known = list(ir_datasets.registry._registered.keys())
-        close = difflib.get_close_matches(address, known, n=3, cutoff=0.6)
+        close = difflib.get_close_matches(base, known, n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise CollectionError(
             f"unknown collection {address!r}: not an ir_datasets id, not a folder, not 'local:<name>'.{hint} "
@@ -380,8 +403,12 @@ def _read_ir_datasets_topics(address: str) -> dict:
             raise CollectionError(
                 f"ir_datasets id {address!r} has no {what}; use an id with docs, queries and qrels, e.g. 'beir/scifact/test'."
             )
+    fields = [f for f in ds.queries_cls()._fields if f != "query_id"]
+    if field_name is not None and field_name not in fields:
+        raise CollectionError(f"{base!r} has no query field {field_name!r} (in {address!r}); its queries' fields: "
+                              f"{', '.join(fields)}. Write ID@FIELD with one of them, or the plain id for its text.")
     try:
-        queries = [(q.query_id, _query_text(q)) for q in ds.queries_iter()]
+        queries = [(q.query_id, _query_text(q, field_name)) for q in ds.queries_iter()]
         qrels: dict[str, dict[str, int]] = {}
         for r in ds.qrels_iter():
             qrels.setdefault(r.query_id, {})[r.doc_id] = int(r.relevance)
@@ -416,7 +443,9 @@ def _doc_fields(d) -> tuple[str, str]:
     return title, text or ""
 
 
-def _query_text(q) -> str:
+def _query_text(q, field_name: str | None = None) -> str:
+    if field_name is not None:
+        return str(getattr(q, field_name) or "")
     return q.text if "text" in q._fields else q.default_text()
 
 

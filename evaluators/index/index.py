@@ -208,9 +208,16 @@ def load_index(folder: Path, verify: bool = True) -> Index:
     return Index(manifest["name"], arrays, manifest, path=folder)
 
 
+def docs_name(collection) -> str:
+    """The name a collection's documents are indexed under: ``collection.docs_name`` when it has one (addresses
+    that differ only in their queries share one index), else its name."""
+    return getattr(collection, "docs_name", "") or collection.name
+
+
 def index_folder(collection, cache_dir: Path | None = None) -> Path:
     """Where the index of a loaded collection is (or will be) cached; it is complete when it holds a manifest."""
-    return (cache_dir or cache_root()) / "indexes" / f"{safe_name(collection.name)}-{index_key(collection.fingerprint)}"
+    name = f"{safe_name(docs_name(collection))}-{index_key(collection.fingerprint)}"
+    return (cache_dir or cache_root()) / "indexes" / name
 
 
 def prepared_folder(folder: Path) -> Path:
@@ -239,7 +246,7 @@ def get_index(collection, cache_dir: Path | None = None, progress: bool = False,
     try:
         built = build_streaming(collection.iter_doc_blocks(BLOCK_BYTES), tmp, memory_mb, workers,
                                 progress=bar.advance if bar else None, phase=bar.phase if bar else None)
-        commit_index(tmp, folder, collection.name, collection.fingerprint, built.files, built.n_docs, built.n_terms,
+        commit_index(tmp, folder, docs_name(collection), collection.fingerprint, built.files, built.n_docs, built.n_terms,
                      built.total_tokens, built.warnings, built.has_titles)
     finally:
         if bar is not None:
@@ -248,7 +255,7 @@ def get_index(collection, cache_dir: Path | None = None, progress: bool = False,
             shutil.rmtree(tmp, ignore_errors=True)
     # Older builds of the same collection (other analyzer versions or data) are stale: drop them, and every
     # prepare() state computed on them or on an earlier build in this folder (prepared.py).
-    same_name = re.compile(re.escape(safe_name(collection.name)) + r"-[0-9a-f]{16}")
+    same_name = re.compile(re.escape(safe_name(docs_name(collection))) + r"-[0-9a-f]{16}")
     shutil.rmtree(prepared_folder(folder), ignore_errors=True)
     for old in root.iterdir():
         if old != folder and old.is_dir() and same_name.fullmatch(old.name):

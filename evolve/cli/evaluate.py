@@ -64,6 +64,10 @@ def cmd_datasets(args) -> int:
         )
         console.print("index: size of the cached index; est. eval: one full evaluation of the BM25 seed, estimated "
                       "from the index and the judged queries (indexed collections only)")
+        console.print("addresses: ID@FIELD takes the queries' text from another field of an ir_datasets id "
+                      "(bright/biology@gpt4_reason: GPT-4's reasoning; the other BRIGHT fields: reasoning, gold_answer, "
+                      "gemini_1_0_reason, claude_3_opus_reason, grit_reason, llama3_70b_reason); bright/<set>-long: "
+                      "BRIGHT's long documents")
     return 0
 
 

@@ -1,5 +1,7 @@
 """Whether a collection is here, decided from disk alone (evaluators.availability): one answer for
 `evorank datasets`, the default suite of `evorank run` and the held-out table of `evorank report`."""
+from pathlib import Path
+
 from evorank.evaluators.data.collections import load_collection
 from evorank.evaluators.index.index import get_index
 from evorank.evaluators.availability import CollectionAvailability, collection_availability, split_available
@@ -32,18 +34,24 @@ def test_a_broken_folder_is_an_error_with_the_loader_message(tiny_collection):
     assert found.label.startswith("error: ") and len(found.label) <= len("error: ") + 60
 
 
-def test_ir_datasets_ids_are_never_downloaded(tmp_path, monkeypatch):
-    import ir_datasets.util.download as download
+def test_ir_datasets_ids_are_never_downloaded(monkeypatch):
+    """A collection whose files are not in IR_DATASETS_HOME (BEIR's ArguAna is not among the test copies) is
+    "needs download", decided by trying to read it with every download refused: no request is made, no file
+    is left behind; ids that do not exist say so."""
+    import os
 
-    home = tmp_path / "irds"
-    home.mkdir()
-    monkeypatch.setenv("IR_DATASETS_HOME", str(home))
-    fetched = []
-    monkeypatch.setattr(download.Download, "__init__", lambda self, *a, **k: fetched.append(a) or None)
-    found = collection_availability("beir/scifact/test")
-    assert found.status == "needs download" and str(home) in found.reason and not found.offline
+    import requests
+
+    home = os.environ["IR_DATASETS_HOME"]
+    before = sorted(str(p) for p in Path(home).rglob("*") if p.is_file())
+    requested = []
+    monkeypatch.setattr(requests, "get", lambda *a, **k: requested.append(a) or 1 / 0)
+    found = collection_availability("beir/arguana")
+    assert found.status == "needs download" and "IR_DATASETS_HOME" in found.reason and not found.offline
+    assert found.docs == 8674  # from ir_datasets' bundled metadata
     assert collection_availability("beir/no-such-set").status == "unknown id"
-    assert fetched == [] and not [p for p in home.rglob("*") if p.is_file()]
+    assert collection_availability("beir/arguana@text").status == "needs download"
+    assert requested == [] and sorted(str(p) for p in Path(home).rglob("*") if p.is_file()) == before
 
 
 def test_split_available_keeps_order_and_says_why(tiny_collection, tmp_path, monkeypatch):

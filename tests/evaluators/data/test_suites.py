@@ -105,3 +105,37 @@ def test_resolve_collections_needs_something(suite, datasets):
 def test_resolve_collections_unknown_suite():
     with pytest.raises(CollectionError, match="no-such-suite"):
         resolve_collections("no-such-suite", "cranfield")
+
+
+PAPER_SUITES = ("rankevolve12", "rankevolve-transfer", "bright-long", "bright-reasoning")
+
+
+def test_every_paper_collection_is_known_to_ir_datasets_with_what_it_needs():
+    """Every collection of the paper suites is an ir_datasets id (with ``@FIELD``: a field of its queries) with
+    documents, queries and judgements, and what ir_datasets needs to read it is installed with evorank: BRIGHT
+    comes as parquet files, which ir_datasets reads with pyarrow (a declared dependency, not only an extra)."""
+    import pyarrow.parquet  # noqa: F401
+
+    from evorank.evaluators.data.collections import import_ir_datasets, query_field, resolve
+
+    ir_datasets = import_ir_datasets()
+    assert ir_datasets.lazy_libs.pyarrow_parquet() is not None
+    for suite in PAPER_SUITES:
+        for address in get_suite(suite).collections:
+            kind, _ = resolve(address)
+            base, field = query_field(address)
+            assert kind == "ir_datasets", address
+            ds = ir_datasets.load(base)
+            assert ds.has_docs() and ds.has_queries() and ds.has_qrels(), address
+            assert field is None or field in ds.queries_cls()._fields, address
+    assert {query_field(a)[0] for a in get_suite("bright-reasoning").collections} == {
+        a for a in get_suite("rankevolve12").collections + get_suite("rankevolve-transfer").collections
+        if a.startswith("bright/")}
+
+
+def test_the_paper_suites_use_brights_short_documents_and_raw_questions():
+    """RankEvolve evaluated BRIGHT on its short documents with each question's own text: the plain ids."""
+    for suite in ("rankevolve12", "rankevolve-transfer"):
+        bright = [a for a in get_suite(suite).collections if a.startswith("bright/")]
+        assert bright and all("@" not in a and not a.endswith("-long") for a in bright)
+    assert all(a.endswith("-long") for a in get_suite("bright-long").collections)

@@ -136,10 +136,11 @@ def _num(x: float) -> float | None:
     return None if x is None or math.isnan(x) else round(float(x), 4)
 
 
-def measure(ranking: Ranking, topics: Topics) -> CollectionResult:
-    """Metrics and latency of a ranking (trusted side: the judgements live here only)."""
-    per_query = evaluate_ranking(ranking, topics.judged)
-    _, removed = without_excluded(ranking, topics.judged)
+def measure(ranking: Ranking, topics: Topics, k: int = DEFAULT_K) -> CollectionResult:
+    """Metrics and latency of a ranking of ``topics.depth(k)`` documents per query (trusted side: the judgements
+    live here only)."""
+    per_query = evaluate_ranking(ranking, topics.judged, k)
+    _, removed = without_excluded(ranking, topics.judged, k)
     return CollectionResult(
         name=topics.name,
         n_docs=topics.index.n_docs,
@@ -161,7 +162,7 @@ def evaluate_on(program, topics: Topics, k: int = DEFAULT_K) -> tuple[Collection
         ranking = rank(program, topics.index, topics.queries, topics.depth(k))
     except ProgramError as e:
         return failed_result(topics, e.reason, str(e)), None
-    return measure(ranking, topics), ranking
+    return measure(ranking, topics, k), ranking
 
 
 def failed_result(topics: Topics, reason: str, message: str) -> CollectionResult:

@@ -91,9 +91,9 @@ def judgements(qrels: dict[str, dict[str, int]], query_ids: list[str], index, mi
     return Judgements(list(query_ids), arrays, min_relevance, unknown, removed)
 
 
-def without_excluded(ranking, judged: Judgements) -> tuple[list[np.ndarray], int]:
-    """(each query's ranked documents without its excluded ones, how many were removed in all); the rankings
-    themselves when the collection excludes nothing."""
+def without_excluded(ranking, judged: Judgements, k: int | None = None) -> tuple[list[np.ndarray], int]:
+    """(each query's ranked documents without its excluded ones, then its ``k`` best, how many were removed in
+    all); the rankings themselves when the collection excludes nothing."""
     if not judged.n_excluded:
         return list(ranking.doc_idx), 0
     kept, removed = [], 0
@@ -102,17 +102,17 @@ def without_excluded(ranking, judged: Judgements) -> tuple[list[np.ndarray], int
             keep = ~np.isin(docs, ex)
             removed += len(docs) - int(keep.sum())
             docs = docs[keep]
-        kept.append(docs)
+        kept.append(docs[:k])
     return kept, removed
 
 
-def evaluate_ranking(ranking, judged: Judgements) -> dict[str, np.ndarray]:
+def evaluate_ranking(ranking, judged: Judgements, k: int | None = None) -> dict[str, np.ndarray]:
     """Per-query metric values (arrays aligned with ``ranking.query_ids``); each ranking is taken in the order
-    given (best first), without the query's excluded documents. Raises ValueError when a ranking names a
-    document twice."""
+    given (best first), without the query's excluded documents and then cut to ``k`` (rankings of ``Topics.depth(k)``
+    documents). Raises ValueError when a ranking names a document twice."""
     if list(ranking.query_ids) != list(judged.query_ids):
         raise ValueError("ranking and judgements cover different queries")
-    ranked, _ = without_excluded(ranking, judged)
+    ranked, _ = without_excluded(ranking, judged, k)
     n_q = len(judged.query_ids)
     out = {m: np.zeros(n_q) for m in METRICS}
     if n_q == 0:

@@ -493,9 +493,9 @@ class Evaluator:
                 ranking = sres.ranking
                 ranking.query_ids = [q.id for q in (self.topics[j] if stage == 2 else self._stage1_topics[j]).queries]
                 if stage == 2 and self._val_topics[j] is not None:  # one run over all queries, measured apart
-                    cand.validation[j] = measure(subset_ranking(ranking, self._val_idx[j]), self._val_topics[j])
+                    cand.validation[j] = measure(subset_ranking(ranking, self._val_idx[j]), self._val_topics[j], self.k)
                     ranking = subset_ranking(ranking, self._train_idx[j])
-                res = measure(ranking, topics)
+                res = measure(ranking, topics, self.k)
                 res.ranking = ranking if self.keep_rankings and stage == 2 else None
             except Exception as e:  # pragma: no cover - a bug on the trusted side, reported, not raised
                 res = failed_result(topics, "measure_error", f"{type(e).__name__}: {e}")

@@ -147,6 +147,11 @@ def test_exclusions_keep_k_documents_for_the_cutoffs():
     assert evaluate_ranking(ranking, judged)["recall@1000"][0] == 1.0
     assert judged.max_excluded == 1 and judged.n_excluded == 1
     assert judged.subset([0]).excluded[0].tolist() == [500]
+    # cut to k after the removal: with k = 2, q0 keeps 5, 3 of 5, 9, 3, 7 and q1 (nothing excluded) 3, 8 of 3, 8, 9
+    two = with_exclusions(make_judgements([{7: 1}, {9: 1}]), [[9], []])
+    m = evaluate_ranking(make_ranking([[5, 9, 3, 7], [3, 8, 9]]), two, k=2)
+    assert m["recall@100"].tolist() == [0.0, 0.0]
+    assert evaluate_ranking(make_ranking([[5, 9, 3, 7], [3, 8, 9]]), two, k=3)["recall@100"].tolist() == [1.0, 1.0]
 
 
 @pytest.mark.parametrize("seed", range(3))

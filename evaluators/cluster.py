@@ -149,9 +149,12 @@ def run_cluster_task(task) -> SandboxResult:
     """Runs on a Dask worker: resolve (or reuse) the index, then one sandboxed run, exactly as a local worker.
 
     Raises (and so lets Dask and the evaluator retry elsewhere) only when the index cannot be resolved."""
+    from evorank.evaluators.index.views import preload
+
     index = resolve_index(task.address, task.signature, task.index_path)
     with _prepare_lock:  # once per process; guarded because a worker may run several threads
         prepare_process()
+        preload(index, task.source)  # the vocabulary views the program names, mapped before the jail closes
     return run_sandboxed(task.source, index, task.queries, task.k, task.limits, name=task.name,
                          restrict_builtins=task.restrict_builtins)
 

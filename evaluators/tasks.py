@@ -103,12 +103,14 @@ def submit_held(pool, fn, task):
 def run_local_task(task: EvalTask) -> SandboxResult:
     """Runs in a worker: open (or reuse) the memory-mapped index, then one sandboxed run."""
     from evorank.evaluators.index.index import load_index
+    from evorank.evaluators.index.views import preload as preload_views
 
     index = _worker_indexes.get(task.index_path)
     if index is None:
         index = load_index(Path(task.index_path), verify=False)
         index.terms  # read the vocabulary once per worker, not once per jail
         _worker_indexes[task.index_path] = index
+    preload_views(index, task.source)  # the vocabulary views it names, mapped before the jail closes (once)
     return run_sandboxed(task.source, index, task.queries, task.k, task.limits, name=task.name,
                          restrict_builtins=task.restrict_builtins)
 

@@ -20,6 +20,12 @@ df(C) = documents containing any v in C, and
 with BM25(C, d) = idf(df(C)) * tf(C,d) / (tf(C,d) + K1 * (1 - B + B * dl(d) / avgdl)) and Lucene's idf, K1 = 0.9,
 B = 0.4 (the BM25 seed). Documents matching no query term and no variant are not retrieved. The papers give no
 weight for the variant channels; 0.3 keeps them well below the exact term.
+
+The classes come from the index's views of its vocabulary (``index.prefix_groups``, ``index.char_ngrams``: built
+once per index, memory-mapped). ``prepare`` adds the term frequencies of each prefix group once (a groups x
+documents matrix no larger than the postings), so a prefix class is its group's row less the query term's own
+postings; a trigram class is found from the trigrams' term lists and its members' postings are summed per query.
+The state is plain sparse matrices and arrays, which candidates with the same ``prepare`` share.
 """
 import numpy as np
 import scipy.sparse as sp
@@ -33,33 +39,65 @@ W_PREFIX = 0.3
 W_TRIGRAM = 0.3
 
 
-def trigrams(term):
-    padded = "#" + term + "#"
-    return sorted({padded[i:i + 3] for i in range(len(padded) - 2)})
-
-
 def prepare(index):
-    """BM25 weights, document normalisers, the prefix classes and a trigram -> terms inverted list."""
+    """BM25 weights, and for every term of the vocabulary the BM25 weights of its prefix class and of its trigram
+    class (terms x documents, like the postings); the prefix groups' term frequencies and the document
+    normalisers serve query words the collection does not have."""
     td = index.term_doc
     idf = np.log1p((index.n_docs - index.df + 0.5) / (index.df + 0.5))
     tf = td.data.astype(np.float64)
     norm = K1 * (1.0 - B + B * index.doc_len / max(index.avg_doc_len, 1e-12))  # avgdl is 0 if all docs are empty
     term_of_posting = np.repeat(np.arange(index.n_terms), np.diff(td.indptr))
     bm25 = sp.csr_matrix((idf[term_of_posting] * tf / (tf + norm[td.indices]), td.indices, td.indptr), shape=td.shape)
-    by_prefix = {}
-    gram_id = {}
-    gram_rows, gram_cols, n_grams = [], [], []
-    for t, s in enumerate(index.terms):
-        if len(s) >= PREFIX_LEN:
-            by_prefix.setdefault(s[:PREFIX_LEN], []).append(t)
-        grams = trigrams(s)
-        n_grams.append(len(grams))
-        for g in grams:
-            gram_rows.append(gram_id.setdefault(g, len(gram_id)))
-            gram_cols.append(t)
-    by_prefix = {p: np.array(ts, dtype=np.int64) for p, ts in by_prefix.items()}
-    gram_terms = sp.csr_matrix((np.ones(len(gram_rows)), (gram_rows, gram_cols)), shape=(len(gram_id), index.n_terms))
-    return bm25, norm, by_prefix, gram_id, gram_terms, np.array(n_grams, dtype=np.float64)
+    groups = index.prefix_groups(PREFIX_LEN)
+    group_tf = (groups.members @ td).tocsr()          # groups x documents: the group's summed tf
+    group_tf.sort_indices()
+    members = np.flatnonzero(groups.group >= 0)
+    own_group = sp.csr_matrix((np.ones(len(members), dtype=np.float32), (members, groups.group[members])),
+                              shape=(index.n_terms, group_tf.shape[0]))
+    mine = sp.csr_matrix((np.ones(len(members), dtype=np.float32), (members, members)), shape=(index.n_terms,) * 2)
+    prefix_tf = own_group @ group_tf - mine @ td       # P(t): its group less t itself
+    return bm25, norm, group_tf, class_bm25(prefix_tf, norm), class_bm25(trigram_neighbours(index) @ td, norm)
+
+
+def class_bm25(class_tf, norm):
+    """terms x documents: BM25 of each term's class as one pseudo-term, from the class's summed tf."""
+    m = class_tf.tocsr()
+    m.eliminate_zeros()
+    m.sort_indices()
+    df = np.diff(m.indptr)
+    idf = np.log1p((m.shape[1] - df + 0.5) / (df + 0.5))
+    tf = m.data.astype(np.float64)
+    return sp.csr_matrix((idf[np.repeat(np.arange(m.shape[0]), df)] * tf / (tf + norm[m.indices]), m.indices, m.indptr),
+                         shape=m.shape)
+
+
+def trigram_neighbours(index):
+    """terms x terms, 1 where Dice(trigrams(t), trigrams(v)) >= DICE_MIN and v != t. Such a v shares at least
+    need = ceil(c * len(t)) of t's trigrams, c = DICE_MIN / (2 - DICE_MIN), so k = min(3, need) of t's
+    len - need + k rarest ones (prefix filtering): only terms sharing k of those are checked."""
+    view = index.char_ngrams(3)
+    grams = view.term_grams
+    size = np.diff(grams.indptr)                       # distinct trigrams per term
+    row = np.repeat(np.arange(index.n_terms), size)
+    order = np.lexsort((np.diff(view.gram_terms.indptr)[grams.indices], row))  # each term's trigrams, rarest first
+    c = DICE_MIN / (2.0 - DICE_MIN)
+    need = np.ceil(c * size - 1e-9)
+    k = np.minimum(3, need)
+    first = np.arange(len(order)) - np.repeat(grams.indptr[:-1], size) < np.repeat(size - need + k, size)
+    rare = sp.csr_matrix((np.ones(int(first.sum())), (row[order][first], grams.indices[order][first])),
+                         shape=grams.shape)
+    has = sp.csr_matrix((np.ones(len(view.gram_terms.data)), view.gram_terms.indices, view.gram_terms.indptr),
+                        shape=view.gram_terms.shape)
+    cand = (rare @ has).tocoo()
+    t, v = cand.row.astype(np.int64), cand.col.astype(np.int64)
+    ok = (cand.data >= k[t]) & (t != v) & (size[v] >= c * size[t] - 1e-9) & (c * size[v] <= size[t] + 1e-9)
+    t, v = t[ok], v[ok]
+    binary = sp.csr_matrix((np.ones(len(grams.data)), grams.indices, grams.indptr), shape=grams.shape)
+    shared = np.asarray(binary[t].multiply(binary[v]).sum(axis=1)).ravel()
+    similar = 2.0 * shared / (size[t] + size[v]) >= DICE_MIN
+    return sp.csr_matrix((np.ones(int(similar.sum()), dtype=np.float32), (t[similar], v[similar])),
+                         shape=(index.n_terms, index.n_terms))
 
 
 def gather(indptr, rows):
@@ -69,64 +107,66 @@ def gather(indptr, rows):
     return np.repeat(start - np.cumsum(length) + length, length) + np.arange(length.sum()), length
 
 
-def variant_classes(words, index, state):
-    """(class, member term) pairs of the words' variant classes: class i is the prefix class P(words[i]), class
-    len(words) + i the trigram class T(words[i]). The trigram overlaps of all words are counted at once."""
-    _, _, by_prefix, gram_id, gram_terms, n_grams = state
+def new_word_classes(words, new, index, group_tf, norm):
+    """(class, document, weight) of the classes of words the collection does not have (positions ``new``): the
+    prefix class is the whole prefix group, the trigram class the terms whose trigrams are similar enough, found
+    at once for all of them (words x trigrams times trigrams x terms)."""
     m = len(words)
-    classes, members = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
-    word_of_gram, grams_of_words, n_word_grams = [], [], []
-    for i, word in enumerate(words):
-        if len(word) >= PREFIX_LEN and word[:PREFIX_LEN] in by_prefix:
-            members.append(by_prefix[word[:PREFIX_LEN]])
-            classes.append(np.full(len(members[-1]), i, dtype=np.int64))
-        grams = trigrams(word)
-        n_word_grams.append(len(grams))
-        ids = [gram_id[g] for g in grams if g in gram_id]
-        word_of_gram.extend([i] * len(ids))
-        grams_of_words.extend(ids)
-    at, length = gather(gram_terms.indptr, np.array(grams_of_words, dtype=np.int64))
-    key = np.repeat(np.array(word_of_gram, dtype=np.int64), length) * index.n_terms + gram_terms.indices[at]
-    pairs, shared = np.unique(key, return_counts=True)  # (word, vocabulary term) pairs sharing a trigram
-    word, term = pairs // index.n_terms, pairs % index.n_terms
-    dice = 2.0 * shared / (np.array(n_word_grams, dtype=np.float64)[word] + n_grams[term])
-    classes.append(m + word[dice >= DICE_MIN])
-    members.append(term[dice >= DICE_MIN])
-    classes, members = np.concatenate(classes), np.concatenate(members)
-    own = np.array([index.term_id(w) for w in words], dtype=np.int64)
-    keep = members != own[classes % m]                 # a word is not its own variant
-    return classes[keep], members[keep]
-
-
-def class_bm25(index, classes, members, norm, n_classes):
-    """BM25 of every class as one pseudo-term: (document, class, score) for each document containing a member."""
-    td = index.term_doc
-    at, length = gather(td.indptr, members)            # the members' postings
-    key = np.repeat(classes, length) * index.n_docs + td.indices[at]
-    keys, slot = np.unique(key, return_inverse=True)
-    tf = np.bincount(slot, weights=td.data[at], minlength=len(keys))
-    cls, docs = keys // index.n_docs, keys % index.n_docs
-    df = np.bincount(cls, minlength=n_classes)
+    group = index.prefix_groups(PREFIX_LEN).group_of([words[i] for i in new])
+    pos, length = gather(group_tf.indptr, group[group >= 0])
+    cls = [np.repeat(np.array(new, dtype=np.int64)[group >= 0], length)]
+    docs, tf = [group_tf.indices[pos]], [group_tf.data[pos].astype(np.float64)]
+    view = index.char_ngrams(3)
+    ids = view.ids([words[i] for i in new])
+    lengths = [len(i) for i in ids]
+    word_grams = sp.csr_matrix((np.ones(sum(lengths)), np.concatenate(ids), np.concatenate([[0], np.cumsum(lengths)])),
+                               shape=(len(new), view.gram_terms.shape[0]))
+    has = sp.csr_matrix((np.ones(len(view.gram_terms.data)), view.gram_terms.indices, view.gram_terms.indptr),
+                        shape=view.gram_terms.shape)      # distinct trigrams: counts replaced by 1
+    shared = (word_grams @ has).tocoo()
+    n_word_grams = np.array([len(view.grams_of(words[i])) for i in new], dtype=np.float64)
+    similar = 2.0 * shared.data / (n_word_grams[shared.row] + np.diff(view.term_grams.indptr)[shared.col]) >= DICE_MIN
+    word, term = np.array(new, dtype=np.int64)[shared.row[similar]], shared.col[similar].astype(np.int64)
+    pos, length = gather(index.term_doc.indptr, term)     # the members' postings
+    keys, slot = np.unique(np.repeat(m + word, length) * index.n_docs + index.term_doc.indices[pos],
+                           return_inverse=True)
+    cls.append(keys // index.n_docs)
+    docs.append(keys % index.n_docs)
+    tf.append(np.bincount(slot, weights=index.term_doc.data[pos], minlength=len(keys)))
+    cls, docs, tf = np.concatenate(cls), np.concatenate(docs), np.concatenate(tf)
+    df = np.bincount(cls, minlength=2 * m)
     idf = np.log1p((index.n_docs - df + 0.5) / (df + 0.5))
-    return docs, cls, idf[cls] * tf / (tf + norm[docs])
+    return cls, docs, idf[cls] * tf / (tf + norm[docs])
 
 
 def score(query, index, state):
     """Exact BM25 plus the prefix and trigram classes of every distinct query term, weighted below it."""
-    bm25, norm = state[0], state[1]
-    rows = bm25[query.term_ids]
-    weights = rows.data * np.repeat(query.qtf, np.diff(rows.indptr))
-    scores = np.bincount(rows.indices, weights=weights, minlength=index.n_docs).astype(np.float64)
-    matched = np.bincount(rows.indices, minlength=index.n_docs) > 0
+    bm25, norm, group_tf, prefix_bm25, trigram_bm25 = state
+    at, length = gather(bm25.indptr, query.term_ids)
+    docs = bm25.indices[at]
+    scores = np.bincount(docs, weights=bm25.data[at] * np.repeat(query.qtf, length), minlength=index.n_docs)
+    scores = scores.astype(np.float64)                 # bincount of no entries is int64
+    matched = np.bincount(docs, minlength=index.n_docs) > 0
     counts = {}
     for term in query.terms:                           # every analysed query term, in the collection or not
         counts[term] = counts.get(term, 0) + 1
     if counts:
         words = list(counts)
+        m = len(words)
         qtf = np.array([counts[w] for w in words], dtype=np.float64)
         class_weight = np.concatenate([W_PREFIX * qtf, W_TRIGRAM * qtf])
-        classes, members = variant_classes(words, index, state)
-        docs, cls, part = class_bm25(index, classes, members, norm, 2 * len(words))
+        own = np.array([index.term_id(w) for w in words], dtype=np.int64)
+        known = np.flatnonzero(own >= 0)
+        p_at, p_length = gather(prefix_bm25.indptr, own[known])
+        t_at, t_length = gather(trigram_bm25.indptr, own[known])
+        cls = np.concatenate([np.repeat(known, p_length), np.repeat(m + known, t_length)])
+        docs = np.concatenate([prefix_bm25.indices[p_at], trigram_bm25.indices[t_at]])
+        part = np.concatenate([prefix_bm25.data[p_at], trigram_bm25.data[t_at]])
+        if len(known) < m:                             # classes of words the collection does not have
+            more = new_word_classes(words, [i for i in range(m) if own[i] < 0], index, group_tf, norm)
+            cls, docs, part = (np.concatenate([a, b]) for a, b in zip((cls, docs, part), more))
+            order = np.argsort(cls, kind="stable")     # class by class, as the classes are numbered
+            cls, docs, part = cls[order], docs[order], part[order]
         scores += np.bincount(docs, weights=class_weight[cls] * part, minlength=index.n_docs)
         matched[docs[class_weight[cls] > 0]] = True
     return np.where(matched, scores, -np.inf)

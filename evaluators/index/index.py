@@ -25,6 +25,7 @@ import scipy.sparse as sp
 from .analyzer import ANALYZER_VERSION
 from .build import ARRAYS, INDEX_FORMAT, build_arrays, commit_index, file_signature, new_build_folder  # noqa: F401 (build_arrays: re-exported)
 from .stream import BLOCK_BYTES, build_streaming
+from .views import CharNgrams, PrefixGroups, view
 
 class CorruptIndex(Exception):
     pass
@@ -57,6 +58,7 @@ class Index:
                                       positions at posting_position_ptr[p]:posting_position_ptr[p+1]
       has_titles, title_tf, title_len title occurrences per posting and title length per document;
                                       field("title") / field("body") give per-field tf matrices and lengths
+      prefix_groups(n), char_ngrams(n) the vocabulary's prefix groups and character n-grams (``views``)
     """
 
     def __init__(self, name: str, arrays: dict[str, np.ndarray], meta: dict, path: Path | None = None):
@@ -82,6 +84,7 @@ class Index:
         self._doc_ids: list[str] | None = meta.get("_doc_ids")
         self._vocab: dict[str, int] | None = None
         self._fields: dict[str, Field] = {}
+        self._views: dict[tuple[str, int], object] = {}  # views.view: (kind, n) -> PrefixGroups / CharNgrams
 
     # -- access helpers shown to ranking programs --------------------------------------------
     def postings(self, term_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -128,6 +131,16 @@ class Index:
             m.has_sorted_indices = True
             self._fields[name] = Field(name, m, lengths, float(lengths.mean()) if self.n_docs else 0.0)
         return self._fields[name]
+
+    def prefix_groups(self, n: int) -> PrefixGroups:
+        """The terms grouped by their first ``n`` characters: ``.group`` per term (-1: shorter than n), ``.members``
+        (groups x terms), ``.prefixes``, ``.group_of(s)``."""
+        return view(self, "prefix", n)
+
+    def char_ngrams(self, n: int) -> CharNgrams:
+        """The character n-grams of ``"#" + term + "#"`` for every term: ``.term_grams`` (terms x grams, counts),
+        ``.gram_terms``, ``.grams``, ``.ids(s)`` / ``.grams_of(s)`` for any string."""
+        return view(self, "ngram", n)
 
     @property
     def terms(self) -> tuple[str, ...]:

@@ -373,3 +373,18 @@ def test_run_starts_from_examples(tmp_path, monkeypatch, capsys):
     rows = json.loads(capsys.readouterr().out)
     seeds = {r["features"].get("seed_name") for r in rows if r["operator"] == "seed"}
     assert seeds == {"bm25", "examples/proximity.py", "examples/variants.py"}
+
+
+def test_variants_prepare_is_shared_across_candidates(demo):
+    """The variants example's state is plain sparse matrices and arrays (its classes come from the index's views),
+    so a candidate that changes only its score reuses the state the first one computed, with the results of a
+    fresh prepare."""
+    from evorank.evaluators.parallel import Evaluator
+
+    source = example_source("variants")
+    mutant = source.replace("    return np.where(matched, scores, -np.inf)", "    return np.where(matched, scores * 2.0, -np.inf)")
+    assert mutant != source
+    with Evaluator([], n_workers=1, limits=Limits(timeout_s=60), topics=[demo], cascade=None) as ev:
+        first, second = ev.evaluate_trusted(source, name="variants"), ev.evaluate_trusted(mutant, name="mutant")
+    assert first.ok and second.ok and (first.prepare_reused, second.prepare_reused) == (0, 1)
+    assert second.suite.collections[0].metrics == first.suite.collections[0].metrics

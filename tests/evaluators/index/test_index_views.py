@@ -140,3 +140,30 @@ def test_a_program_reads_the_views_in_the_sandbox(tmp_path):
         assert res.ok, (res.reason, res.message)
         for a, b in zip(res.ranking.doc_idx, expected.doc_idx):
             assert np.array_equal(a, b)
+
+
+def test_the_contracts_adjacency_examples(tmp_path):
+    """contract.md's two bigram examples, run as written: adjacent positions ("cost of living" is no `cost live`
+    pair, the stopword leaves a gap) and adjacent tokens (it is one: stopwords are not tokens)."""
+    docs = [("d0", "", "cost of living"), ("d1", "", "living cost cost living"), ("d2", "", "the cost living"),
+            ("d3", "", "cost")]
+    index = index_of(docs)
+    a, b = index.term_id("cost"), index.term_id("live")
+    da, pa = index.positions(a)
+    db, pb = index.positions(b)
+    hits = np.isin((da.astype(np.int64) << 32) + pa + 1, (db.astype(np.int64) << 32) + pb)
+    positional = np.bincount(da[hits], minlength=index.n_docs)
+    docs_ab = np.intersect1d(index.postings(a)[0], index.postings(b)[0])
+    ptr = index.doc_token_ptr
+    n = ptr[docs_ab + 1] - ptr[docs_ab]
+    tok = np.repeat(ptr[docs_ab] - np.cumsum(n) + n, n) + np.arange(n.sum())
+    t = index.doc_tokens[tok]
+    doc = np.repeat(docs_ab, n)
+    hits = (t[:-1] == a) & (t[1:] == b) & (doc[:-1] == doc[1:])
+    token_order = np.bincount(doc[:-1][hits], minlength=index.n_docs)
+    assert positional.tolist() == [0, 1, 1, 0] and token_order.tolist() == [1, 1, 1, 0]
+    (q,) = make_queries([("q", "cost of living cost living")], index)
+    by_tokens = [(x, y) for x, y in zip(q.token_ids, q.token_ids[1:]) if x >= 0 and y >= 0]
+    by_positions = [(x, y) for x, y, px, py in zip(q.token_ids, q.token_ids[1:], q.positions, q.positions[1:])
+                    if x >= 0 and y >= 0 and py == px + 1]
+    assert by_tokens == [(a, b), (b, a), (a, b)] and by_positions == [(b, a), (a, b)]

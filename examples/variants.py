@@ -118,9 +118,8 @@ def new_word_classes(words, new, index, group_tf, norm):
     docs, tf = [group_tf.indices[pos]], [group_tf.data[pos].astype(np.float64)]
     view = index.char_ngrams(3)
     ids = view.ids([words[i] for i in new])
-    lengths = [len(i) for i in ids]
-    word_grams = sp.csr_matrix((np.ones(sum(lengths)), np.concatenate(ids), np.concatenate([[0], np.cumsum(lengths)])),
-                               shape=(len(new), view.gram_terms.shape[0]))
+    rows = np.repeat(np.arange(len(new)), [len(i) for i in ids])
+    word_grams = sp.csr_matrix((np.ones(len(rows)), (rows, np.concatenate(ids))), shape=(len(new), len(view.grams)))
     has = sp.csr_matrix((np.ones(len(view.gram_terms.data)), view.gram_terms.indices, view.gram_terms.indptr),
                         shape=view.gram_terms.shape)      # distinct trigrams: counts replaced by 1
     shared = (word_grams @ has).tocoo()

@@ -127,6 +127,7 @@ OBJECT_ATTRIBUTES: frozenset[str] = frozenset("""
     n_docs n_terms doc_len avg_doc_len total_tokens df cf term_doc doc_term postings doc_terms terms term_id
     doc_tokens doc_positions doc_token_ptr doc_token_list posting_positions posting_position_ptr positions
     has_titles title_tf title_len field name
+    prefix_groups char_ngrams group members prefixes group_of term_grams gram_terms grams grams_of ids
     text words token_ids term_ids qtf
     T shape ndim size dtype kind itemsize astype copy sum mean std var min max argmin argmax argsort argpartition
     partition sort cumsum cumprod prod ravel flatten reshape squeeze transpose nonzero clip round any all dot

@@ -381,7 +381,7 @@ def test_variants_prepare_is_shared_across_candidates(demo):
     fresh prepare."""
     from evorank.evaluators.parallel import Evaluator
 
-    source = example_source("variants")
+    source = example_source("variants").replace("W_TRIGRAM = 0.3", "W_TRIGRAM = 0.3\nSALT = 271828")  # own key
     mutant = source.replace("    return np.where(matched, scores, -np.inf)", "    return np.where(matched, scores * 2.0, -np.inf)")
     assert mutant != source
     with Evaluator([], n_workers=1, limits=Limits(timeout_s=60), topics=[demo], cascade=None) as ev:

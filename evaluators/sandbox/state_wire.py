@@ -9,6 +9,11 @@ sparse matrices checked for structure), and a later jail receives new objects bu
     None, bool, int, float, str, numpy scalars and ndarrays of bool / int / uint / float dtypes,
     tuple, list, dict (str or int keys), scipy.sparse csr/csc matrices and arrays
 
+A large dict with str keys whose values are all ints, all floats, or all 1-D arrays of one dtype (a term ->
+variants table, a prefix -> term ids map) travels compactly, as one node: its keys as one UTF-8 buffer with
+offsets, its values as one array (with offsets for arrays); it comes back as a dict of the same keys, with ints,
+floats, or views of that array.
+
 anything else (a class the program defined, an object array, a function) makes the state not shareable: the
 next candidate simply runs its own ``prepare``. Arrays that *are* the index's own arrays (``csr_matrix((w,
 td.indices, td.indptr))`` shares them) travel as a reference by name and come back as the index's arrays.
@@ -43,6 +48,10 @@ MAX_HEADER_BYTES = 8 << 20
 MAX_NODES = 2_048
 MAX_DEPTH = 32
 MAX_NDIM = 4
+#: A dict of more than this many str keys with uniform values is written compactly (one node, four arrays).
+COMPACT_MAP_MIN = 16
+#: Keys of one compactly written dict.
+MAX_MAP_KEYS = 1 << 24
 MAX_STR = 1 << 16
 #: dtypes an array or scalar may have (little-endian, as numpy names them)
 DTYPES = frozenset({"|b1", "|i1", "|u1", "<i2", "<u2", "<i4", "<u4", "<i8", "<u8", "<f2", "<f4", "<f8"})
@@ -59,6 +68,7 @@ _SCALARS = {np.bool_: "|b1", np.int8: "|i1", np.uint8: "|u1", np.int16: "<i2", n
             np.uint32: "<u4", np.int64: "<i8", np.uint64: "<u8", np.float16: "<f2", np.float32: "<f4",
             np.float64: "<f8"}
 _ascontiguous, _frombuffer = np.ascontiguousarray, np.frombuffer
+_concatenate, _cumsum, _zeros = np.concatenate, np.cumsum, np.zeros
 
 
 def index_arrays(index) -> dict[str, np.ndarray]:
@@ -146,6 +156,10 @@ def encode_state(state, fingerprints: dict[tuple, str]) -> tuple[bytes, list]:
             return {"t": "ndarray", "a": slot(x)}
         if t is tuple or t is list:
             return {"t": "tuple" if t is tuple else "list", "items": [node(v, depth + 1) for v in x]}
+        if t is dict and len(x) > COMPACT_MAP_MIN:
+            compact = str_map(x, slot)
+            if compact is not None:
+                return compact
         if t is dict:
             keys = list(x.keys())
             if any(type(k) is not str and type(k) is not int for k in keys):
@@ -213,6 +227,35 @@ def _check_extents(arrays: list) -> None:
     for (_, end), (start, _) in zip(spans, spans[1:]):
         if start < end:
             raise NotShareable("overlapping arrays")
+
+
+def str_map(x: dict, slot):
+    """The compact node of a dict of str keys and uniform values (all ints, all floats, or all 1-D arrays of one
+    dtype), its arrays given to ``slot``; None for any other dict."""
+    keys, values = list(x.keys()), list(x.values())
+    if any(type(k) is not str or len(k) > MAX_STR for k in keys) or len(keys) > MAX_MAP_KEYS:
+        return None
+    kinds = {type(v) for v in values}
+    if kinds == {int}:
+        if any(not -2**63 < v < 2**63 for v in values):
+            return None
+        flat, ptr, kind = _ascontiguous(values, dtype="<i8"), None, "ints"
+    elif kinds == {float}:
+        flat, ptr, kind = _ascontiguous(values, dtype="<f8"), None, "floats"
+    elif kinds == {_ndarray} and len({v.dtype.str for v in values}) == 1 and all(v.ndim == 1 for v in values) \
+            and values[0].dtype.str in DTYPES:
+        lengths = [len(v) for v in values]
+        flat = _ascontiguous(_concatenate(values))
+        ptr, kind = _ascontiguous(_cumsum([0] + lengths), dtype="<i8"), "arrays"
+    else:
+        return None
+    raw = [k.encode("utf-8") for k in keys]
+    text = _ascontiguous(_frombuffer(b"".join(raw), dtype="|u1")) if raw else _zeros(0, dtype="|u1")
+    key_ptr = _ascontiguous(_cumsum([0] + [len(r) for r in raw]), dtype="<i8")
+    out = {"t": "strmap", "kind": kind, "text": slot(text), "key_ptr": slot(key_ptr), "values": slot(flat)}
+    if ptr is not None:
+        out["ptr"] = slot(ptr)
+    return out
 
 
 def state_bytes(arrays: list) -> int:
@@ -361,6 +404,9 @@ def _read_state(path, n_index: dict[str, np.ndarray]) -> dict:
             return {"t": t, "a": check_slot(n["a"])}
         if t in ("tuple", "list") and fields == {"items"} and isinstance(n["items"], list):
             return {"t": t, "items": [check(v, depth + 1) for v in n["items"]]}
+        if t == "strmap" and n.get("kind") in ("ints", "floats", "arrays") \
+                and fields == ({"kind", "text", "key_ptr", "values"} | ({"ptr"} if n["kind"] == "arrays" else set())):
+            return {"t": t, "kind": n["kind"], **{f: check_slot(n[f]) for f in fields - {"kind"}}}
         if t == "dict" and fields == {"keys", "values"} and isinstance(n["keys"], list) \
                 and isinstance(n["values"], list) and len(n["keys"]) == len(n["values"]):
             keys = [check(k, depth + 1) for k in n["keys"]]
@@ -452,12 +498,48 @@ def build_state(root: dict, path, n_index: dict[str, np.ndarray], check: bool = 
             return [build(v) for v in n["items"]]
         if t == "dict":
             return {build(k): build(v) for k, v in zip(n["keys"], n["values"])}
+        if t == "strmap":
+            return _build_str_map(n, array, check)
         data, indices, indptr = (array(n[p]) for p in ("data", "indices", "indptr"))
         if check:
             check_sparse(data, indices, indptr, n["shape"], t)
         return _SPARSE[t]((data, indices, indptr), shape=tuple(n["shape"]), copy=False)
 
     return build(root)
+
+
+def _build_str_map(n: dict, array, check: bool) -> dict:
+    """The dict a compact node describes: keys decoded from the UTF-8 buffer, values as ints, floats or views of
+    the values array. With ``check``: offsets monotone from 0 to each buffer's end, keys valid UTF-8 and unique,
+    values of the kind said."""
+    text, key_ptr, values = array(n["text"]), array(n["key_ptr"]), array(n["values"])
+    ptr = array(n["ptr"]) if n["kind"] == "arrays" else None
+    if check:
+        n_keys = len(key_ptr) - 1
+        want = {"ints": "<i8", "floats": "<f8"}.get(n["kind"])
+        if text.dtype.str != "|u1" or key_ptr.dtype.str != "<i8" or key_ptr.ndim != 1 or not 0 <= n_keys <= MAX_MAP_KEYS \
+                or values.ndim != 1 or (want is not None and (values.dtype.str != want or len(values) != n_keys)):
+            raise InvalidState("malformed compact map")
+        for offsets, end in ((key_ptr, len(text)), *(((ptr, len(values)),) if ptr is not None else ())):
+            if offsets.dtype.str != "<i8" or offsets.ndim != 1 or len(offsets) != n_keys + 1 or offsets[0] != 0 \
+                    or offsets[-1] != end or (np.diff(offsets) < 0).any():
+                raise InvalidState("malformed compact map offsets")
+        if n_keys and (np.diff(key_ptr) > 4 * MAX_STR).any():
+            raise InvalidState("compact map key too long")
+    data = bytes(text)
+    bounds = key_ptr.tolist()
+    try:
+        keys = [data[a:b].decode("utf-8") for a, b in zip(bounds, bounds[1:])]
+    except UnicodeDecodeError:
+        raise InvalidState("compact map key is not UTF-8") from None
+    if check and len(set(keys)) != len(keys):
+        raise InvalidState("compact map repeats a key")
+    if n["kind"] == "ints":
+        return dict(zip(keys, values.tolist()))
+    if n["kind"] == "floats":
+        return dict(zip(keys, values.tolist()))
+    at = ptr.tolist()
+    return {k: values[a:b] for k, a, b in zip(keys, at, at[1:])}
 
 
 #: madvise advice that faults a mapping's pages into this process's page tables now (Linux >= 5.14).

@@ -7,8 +7,10 @@ Zipf-distributed vocabulary of ``--vocab`` made-up lower-case words (exponent ``
 as in English text; a smaller exponent gives more distinct words per document, i.e. more postings); about one in seven gets a title of 4 words. Each query has ``--query-tokens`` words from the
 middle of the frequency range and 1-10 relevant documents, into which the query's words are woven,
 so rankers have something to find. Words are built from syllables the analyzer keeps whole (no
-stopwords, no digits); stemming conflates a few of them, as it would real words. Output: corpus.jsonl,
-queries.jsonl, qrels/test.tsv, written in chunks (memory stays small whatever the size).
+stopwords, no digits); stemming conflates a few of them, as it would real words. ``--query-words zipf`` draws the
+query words from the documents' Zipf distribution instead (long natural-language queries: common words too, so
+they touch many more postings). Output: corpus.jsonl, queries.jsonl, qrels/test.tsv, written in chunks (memory
+stays small whatever the size).
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ def vocabulary(size: int, rng: np.random.Generator) -> np.ndarray:
 
 def write_collection(folder: Path, n_docs: int, doc_tokens: int, n_queries: int = 200, query_tokens: int = 4,
                      vocab_size: int = 300_000, seed: int = 0, chunk: int = 50_000, log=print,
-                     zipf: float = 1.07) -> Path:
+                     zipf: float = 1.07, query_words: str = "mid") -> Path:
     rng = np.random.default_rng(seed)
     folder = Path(folder)
     (folder / "qrels").mkdir(parents=True, exist_ok=True)
@@ -48,7 +50,10 @@ def write_collection(folder: Path, n_docs: int, doc_tokens: int, n_queries: int 
     cdf = np.cumsum(1.0 / np.arange(1, vocab_size + 1) ** zipf)
     cdf /= cdf[-1]
     mid = np.arange(vocab_size // 200, vocab_size // 10)  # neither stopword-like nor hapaxes
-    queries = [rng.choice(mid, size=query_tokens, replace=query_tokens > len(mid)) for _ in range(n_queries)]
+    if query_words == "zipf":
+        queries = [np.searchsorted(cdf, rng.random(query_tokens)) for _ in range(n_queries)]
+    else:
+        queries = [rng.choice(mid, size=query_tokens, replace=query_tokens > len(mid)) for _ in range(n_queries)]
     relevant = [rng.choice(n_docs, size=int(rng.integers(1, 11)), replace=False) for _ in range(n_queries)]
     inject: dict[int, list[int]] = {}
     for qi, docs in enumerate(relevant):
@@ -91,9 +96,11 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=300_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--zipf", type=float, default=1.07, help="Zipf exponent of word frequencies (default 1.07)")
+    ap.add_argument("--query-words", choices=("mid", "zipf"), default="mid",
+                    help="query words from the middle of the frequency range (default) or drawn as document words")
     args = ap.parse_args()
     write_collection(args.out, args.docs, args.tokens, args.queries, args.query_tokens, args.vocab, args.seed,
-                     zipf=args.zipf)
+                     zipf=args.zipf, query_words=args.query_words)
     print(f"wrote {args.out}")
 
 

@@ -3,7 +3,8 @@
 :func:`evidence_kinds` answers with a subset of :data:`EVIDENCE_KINDS`, the evidence the widened program
 contract (``evaluators/program/contract.md``) added beyond term and document statistics:
 
-``term_strings``  the vocabulary's strings: ``index.terms``, ``index.term_id``
+``term_strings``  the vocabulary's strings: ``index.terms``, ``index.term_id``, and its views ``index.prefix_groups``,
+                  ``index.char_ngrams``
 ``positions``     token order: ``index.positions``, ``posting_positions``, ``posting_position_ptr``,
                   ``doc_tokens``, ``doc_positions``, ``doc_token_ptr``, ``doc_token_list``, and ``query.positions``
 ``fields``        title / body statistics: ``index.field``, ``index.title_tf``, ``index.title_len``
@@ -25,7 +26,7 @@ from evorank.threadsafe_ast import parse_ast
 EVIDENCE_KINDS = ("term_strings", "positions", "fields", "feedback", "query_words")
 
 _INDEX_ATTRS = {
-    "terms": "term_strings", "term_id": "term_strings",
+    "terms": "term_strings", "term_id": "term_strings", "prefix_groups": "term_strings", "char_ngrams": "term_strings",
     "positions": "positions", "posting_positions": "positions", "posting_position_ptr": "positions",
     "doc_tokens": "positions", "doc_positions": "positions", "doc_token_ptr": "positions",
     "doc_token_list": "positions",

@@ -109,7 +109,9 @@ for f in folders:
     t = topics[-1]
     mark("built", name=Path(f).name, wall_s=time.perf_counter() - t0, docs=int(t.index.n_docs),
          terms=int(t.index.n_terms), postings=int(t.index.term_doc.nnz), queries=len(t.queries),
-         query_terms=float(sum(len(q.term_ids) for q in t.queries) / max(1, len(t.queries))))
+         query_terms=float(sum(len(q.term_ids) for q in t.queries) / max(1, len(t.queries))),
+         index_bytes=sum(p.stat().st_size for p in Path(t.index.path).iterdir() if p.is_file()),
+         corpus_bytes=(Path(f) / "corpus.jsonl").stat().st_size)
 mark("build_done")
 from evorank.evaluators.program.source import load_program, seed_path
 bm25 = load_program("bm25")
@@ -264,8 +266,11 @@ def report(marks: list[dict], rss: RssSampler) -> dict:
         if phase in by:
             out[phase] = {k: by[phase][0][k] for k in ("wall_s", "task_cpu_s", "stage", "ok", "reused", "runs",
                                                        "fitness", "stage1_fitness", "reason", "load")}
+    out["index_gb"] = sum(b["index_bytes"] for b in built.values()) / 2**30
+    out["corpus_gb"] = sum(b["corpus_bytes"] for b in built.values()) / 2**30
     print(f"\ncold build of all twelve: {out['build_wall_s']:.0f} s wall, {out['build_cpu_s']:.0f} s CPU "
-          f"(target <= {TARGETS['build_s']:.0f} s), peak RSS {out['build_peak_gb']:.2f} GB")
+          f"(target <= {TARGETS['build_s']:.0f} s), peak RSS {out['build_peak_gb']:.2f} GB; indexes "
+          f"{out['index_gb']:.2f} GB for {out['corpus_gb']:.2f} GB of corpus.jsonl")
     print(f"evorank datasets' estimate of one BM25 evaluation, all twelve: {est_total:.1f} s vs {meas_total:.1f} s "
           f"measured in process: {est_total / meas_total - 1:+.0%} (target within +-{TARGETS['estimate']:.0%})")
     for phase, what in (("reference", "BM25 reference, full, computing every prepare"),

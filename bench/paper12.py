@@ -22,15 +22,19 @@ In one fresh process with an empty cache (``nice -n 5`` is up to the caller), on
 
 1. **cold build**: every index (``get_index``, all cores);
 2. **estimate**: what ``evorank datasets`` estimates for one full BM25 evaluation of each collection
-   (``evaluators/cost.py``), against the BM25 seed evaluated in that process (``prepare`` + every query);
+   (``evaluators/cost.py``, CPU time), against the BM25 seed run in that process: the CPU time of its ``prepare``
+   and of every query (``score`` + top-k), and the wall time they took;
 3. **in the loop**: an ``Evaluator`` as ``evorank run`` makes it (2 workers, sandbox, cascade, prepare reuse):
    the BM25 reference (computes and stores every ``prepare`` state), a BM25 candidate that changes only its
    ``score`` (stage 1 then the full evaluation, states reused), the same candidate's full evaluation alone, a weak
    candidate the cascade stops after stage 1 (the cascade's savings), and ``examples/rm3.py`` (two passes per
-   query), fully and then as a score-only mutant;
+   query), fully and then as a score-only mutant, with the default limits and, where those stop it, again with a
+   per-task timeout of ``--rm3-timeout`` seconds;
 
-with wall time, the CPU time of the whole process tree and its peak resident memory (sampled every 0.1 s), and
-the load average, per phase. The machine may be shared: CPU time is what the work costs; wall time is what it
+with wall time, the CPU time of the whole process tree and its peak memory (sampled every 0.1 s: the sum of the
+processes' resident sets, which counts the memory-mapped index once per process that maps it, and the sum of
+their proportional sets, which shares it out), and the load average, per phase. ``--cache DIR`` reuses the
+indexes of an earlier run (kept with ``--keep``) and skips the cold build. The machine may be shared: CPU time is what the work costs; wall time is what it
 took with the load there was.
 """
 from __future__ import annotations
@@ -114,14 +118,20 @@ for f in folders:
          corpus_bytes=(Path(f) / "corpus.jsonl").stat().st_size)
 mark("build_done")
 from evorank.evaluators.program.source import load_program, seed_path
+from evorank.evaluators.program.ranking import plain_scores, score_buffer, top_k
 bm25 = load_program("bm25")
 for f, t in zip(folders, topics):
     est = collection_availability(f)
-    t0 = time.perf_counter()
-    res, ranking = evaluate_on(bm25, t)
+    t0, c0 = time.perf_counter(), time.thread_time()
+    state = bm25.prepare(t.index)
+    prepare_cpu = time.thread_time() - c0
+    buffer, cpu = score_buffer(t.index.n_docs), []
+    for q in t.queries:
+        c = time.thread_time()
+        top_k(plain_scores(bm25.score(q, t.index, state), t.index.n_docs, buffer), t.depth())
+        cpu.append(time.thread_time() - c)
     mark("estimate", name=Path(f).name, estimated_s=est.eval_seconds, wall_s=time.perf_counter() - t0,
-         measured_s=res.prepare_ms / 1e3 + float(ranking.latency_ms.sum()) / 1e3, prepare_s=res.prepare_ms / 1e3,
-         query_p50_ms=res.latency_median_ms)
+         measured_s=prepare_cpu + sum(cpu), prepare_s=prepare_cpu, query_p50_ms=1e3 * sorted(cpu)[len(cpu) // 2])
 mark("estimate_done")
 from evorank.evaluators.parallel import CascadeConfig, Evaluator, Limits
 source = seed_path("bm25").read_text()
@@ -143,17 +153,23 @@ with Evaluator([], n_workers=2, limits=Limits(), cascade=CascadeConfig(), topics
     timed("bm25_mutant_cascade", lambda: ev.evaluate([strong], parent_stage1=parent, names=["mutant"])[0])
     timed("bm25_mutant_full", lambda: ev.evaluate([strong], names=["mutant"])[0])
     timed("weak_mutant_cascade", lambda: ev.evaluate([weak], parent_stage1=parent, names=["weak"])[0])
-    timed("rm3_full_cold", lambda: ev.evaluate_trusted(rm3, name="rm3"))
     rm3_line = "    return weighted_bm25(state, terms, weights, index.n_docs)"  # score's last line
-    if rm3.count(rm3_line) == 1:
-        timed("rm3_mutant_full", lambda: ev.evaluate([rm3.replace(rm3_line, rm3_line.replace("weights,", "2.0 * weights,"))],
-                                                     names=["rm3-mutant"])[0])
-    mark("loop_done", sizes={t.name: len(s) for t, s in zip(topics, ev._samples)})
+    assert rm3.count(rm3_line) == 1, "examples/rm3.py no longer ends score with the line its mutant edits"
+    rm3_mutant = rm3.replace(rm3_line, rm3_line.replace("weights,", "2.0 * weights,"))
+    first = timed("rm3_full_cold", lambda: ev.evaluate_trusted(rm3, name="rm3"))
+    timed("rm3_mutant_full", lambda: ev.evaluate([rm3_mutant], names=["rm3-mutant"])[0])
+    sizes = {t.name: len(s) for t, s in zip(topics, ev._samples)}
+if not first.ok:  # again with a longer per-task timeout: what the program costs when it may finish
+    with Evaluator([], n_workers=2, limits=Limits(timeout_s=float(os.environ["RM3_TIMEOUT"])), cascade=CascadeConfig(),
+                   topics=topics) as ev:
+        timed("rm3_full_long_timeout", lambda: ev.evaluate_trusted(rm3, name="rm3"))
+        timed("rm3_mutant_long_timeout", lambda: ev.evaluate([rm3_mutant], names=["rm3-mutant"])[0])
+mark("loop_done", sizes=sizes)
 '''
 
 
 class RssSampler:
-    """(time, resident bytes) of a process and all its descendants (summed), every 0.1 s, from /proc."""
+    """(time, resident bytes, proportional bytes) of a process and all its descendants (summed), every 0.1 s."""
 
     def __init__(self, pid: int):
         self.pid, self.samples = pid, []
@@ -171,21 +187,24 @@ class RssSampler:
                         children.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(d))
                     except (OSError, ValueError, IndexError):
                         pass
-            total, todo = 0, [self.pid]
+            rss = pss = 0
+            todo = [self.pid]
             while todo:
                 p = todo.pop()
                 todo.extend(children.get(p, []))
                 try:
-                    m = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{p}/status").read_text())
-                    total += int(m.group(1)) * 1024 if m else 0
+                    text = Path(f"/proc/{p}/smaps_rollup").read_text()
+                    m, n = re.search(r"^Rss:\s+(\d+) kB", text, re.M), re.search(r"^Pss:\s+(\d+) kB", text, re.M)
+                    rss += int(m.group(1)) * 1024 if m else 0
+                    pss += int(n.group(1)) * 1024 if n else 0
                 except OSError:
                     pass
-            self.samples.append((time.time(), total))
+            self.samples.append((time.time(), rss, pss))
             time.sleep(0.1)
 
-    def peak(self, start: float = 0.0, end: float = float("inf")) -> float:
-        """Peak in GB between two times."""
-        return max((r for t, r in self.samples if start <= t <= end), default=0) / 2**30
+    def peak(self, start: float = 0.0, end: float = float("inf"), proportional: bool = False) -> float:
+        """Peak in GB between two times: of the summed resident sets, or of the summed proportional sets."""
+        return max((s[2 if proportional else 1] for s in self.samples if start <= s[0] <= end), default=0) / 2**30
 
     def stop(self) -> None:
         self._stop.set()
@@ -209,9 +228,11 @@ def generate(work: Path, scale: float) -> list[Path]:
     return folders
 
 
-def run(folders: list[Path], work: Path, keep: bool) -> tuple[list[dict], RssSampler]:
-    cache = Path(tempfile.mkdtemp(prefix="paper12-cache-", dir=work))
-    env = dict(os.environ, EVORANK_CACHE=str(cache))
+def run(folders: list[Path], work: Path, keep: bool, cache: Path | None, rm3_timeout: float
+        ) -> tuple[list[dict], RssSampler]:
+    reuse = cache is not None
+    cache = cache or Path(tempfile.mkdtemp(prefix="paper12-cache-", dir=work))
+    env = dict(os.environ, EVORANK_CACHE=str(cache), RM3_TIMEOUT=str(rm3_timeout))
     script = work / "paper12_driver.py"
     script.write_text(DRIVER)
     proc = subprocess.Popen([sys.executable, str(script), *map(str, folders)], env=env, stdout=subprocess.PIPE,
@@ -230,7 +251,7 @@ def run(folders: list[Path], work: Path, keep: bool) -> tuple[list[dict], RssSam
         proc.wait()
     finally:
         rss.stop()
-        if not keep:
+        if not keep and not reuse:
             shutil.rmtree(cache, ignore_errors=True)
     if proc.returncode:
         raise SystemExit(f"the driver failed (exit {proc.returncode})")
@@ -245,13 +266,15 @@ def report(marks: list[dict], rss: RssSampler) -> dict:
     est_done, loop_done = by["estimate_done"][0], by["loop_done"][0]
     built = {m["name"]: m for m in by["built"]}
     est = {m["name"]: m for m in by["estimate"]}
-    print("\n| collection | docs | postings | queries | terms/query | build | est. BM25 eval | measured | est/meas |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| collection | docs | postings | queries | terms/query | build | est. BM25 eval | measured CPU | "
+          "est/meas | wall |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, b in built.items():
         e = est[name]
         ratio = e["estimated_s"] / e["measured_s"] if e["estimated_s"] and e["measured_s"] else float("nan")
         print(f"| {name} | {b['docs']:,} | {b['postings']:,} | {b['queries']:,} | {b['query_terms']:.0f} | "
-              f"{b['wall_s']:.0f} s | {e['estimated_s']:.2f} s | {e['measured_s']:.2f} s | {ratio:.2f} |")
+              f"{b['wall_s']:.0f} s | {e['estimated_s']:.2f} s | {e['measured_s']:.2f} s | {ratio:.2f} | "
+              f"{e['wall_s']:.2f} s |")
     est_total = sum(e["estimated_s"] or 0 for e in est.values())
     meas_total = sum(e["measured_s"] for e in est.values())
     out = {
@@ -259,10 +282,12 @@ def report(marks: list[dict], rss: RssSampler) -> dict:
         "build_peak_gb": rss.peak(start["t"], build_done["t"]),
         "estimate_total_s": est_total, "measured_total_s": meas_total,
         "loop_peak_gb": rss.peak(est_done["t"], loop_done["t"]), "peak_gb": rss.peak(),
+        "build_peak_pss_gb": rss.peak(start["t"], build_done["t"], True),
+        "loop_peak_pss_gb": rss.peak(est_done["t"], loop_done["t"], True), "peak_pss_gb": rss.peak(proportional=True),
         "load": [m["load"] for m in marks],
     }
     for phase in ("reference", "bm25_mutant_cascade", "bm25_mutant_full", "weak_mutant_cascade", "rm3_full_cold",
-                  "rm3_mutant_full"):
+                  "rm3_mutant_full", "rm3_full_long_timeout", "rm3_mutant_long_timeout"):
         if phase in by:
             out[phase] = {k: by[phase][0][k] for k in ("wall_s", "task_cpu_s", "stage", "ok", "reused", "runs",
                                                        "fitness", "stage1_fitness", "reason", "load")}
@@ -271,14 +296,20 @@ def report(marks: list[dict], rss: RssSampler) -> dict:
     print(f"\ncold build of all twelve: {out['build_wall_s']:.0f} s wall, {out['build_cpu_s']:.0f} s CPU "
           f"(target <= {TARGETS['build_s']:.0f} s), peak RSS {out['build_peak_gb']:.2f} GB; indexes "
           f"{out['index_gb']:.2f} GB for {out['corpus_gb']:.2f} GB of corpus.jsonl")
-    print(f"evorank datasets' estimate of one BM25 evaluation, all twelve: {est_total:.1f} s vs {meas_total:.1f} s "
-          f"measured in process: {est_total / meas_total - 1:+.0%} (target within +-{TARGETS['estimate']:.0%})")
+    for label, prefix in (("all twelve", ""), ("BEIR half (the model was fitted on it)", "beir-"),
+                          ("BRIGHT half (not fitted on it)", "bright-")):
+        part = [e for n, e in est.items() if n.startswith(prefix)]
+        e_s, m_s, w_s = (sum(e[k] or 0 for e in part) for k in ("estimated_s", "measured_s", "wall_s"))
+        print(f"evorank datasets' estimate of one BM25 evaluation, {label}: {e_s:.1f} s vs {m_s:.1f} s CPU measured "
+              f"in process: {e_s / m_s - 1:+.0%} (target within +-{TARGETS['estimate']:.0%}); wall {w_s:.1f} s")
     for phase, what in (("reference", "BM25 reference, full, computing every prepare"),
                         ("bm25_mutant_cascade", "BM25 candidate in the loop: stage 1 + full, prepare reused"),
                         ("bm25_mutant_full", "BM25 candidate, full evaluation alone, prepare reused"),
                         ("weak_mutant_cascade", "weak candidate stopped by the cascade after stage 1"),
                         ("rm3_full_cold", "rm3, full, computing its prepare"),
-                        ("rm3_mutant_full", "rm3 score-only mutant, full, prepare reused")):
+                        ("rm3_mutant_full", "rm3 score-only mutant, full, prepare reused"),
+                        ("rm3_full_long_timeout", "rm3, full, with the longer per-task timeout"),
+                        ("rm3_mutant_long_timeout", "rm3 score-only mutant, full, with the longer timeout")):
         if phase in out:
             r = out[phase]
             print(f"{what}: {r['wall_s']:.1f} s wall, {r['task_cpu_s']:.1f} s CPU (stage {r['stage']}, "
@@ -287,9 +318,10 @@ def report(marks: list[dict], rss: RssSampler) -> dict:
         full, weak = out["bm25_mutant_full"], out["weak_mutant_cascade"]
         print(f"cascade: a stopped candidate costs {weak['wall_s']:.1f} s of a full {full['wall_s']:.1f} s "
               f"({1 - weak['wall_s'] / full['wall_s']:.0%} saved; CPU {1 - weak['task_cpu_s'] / full['task_cpu_s']:.0%})")
-    print(f"peak RSS of the process tree: {out['peak_gb']:.2f} GB (loop {out['loop_peak_gb']:.2f} GB; target <= "
-          f"{TARGETS['peak_gb']:.0f} GB); load average {min(out['load']):.1f}-{max(out['load']):.1f} on "
-          f"{os.cpu_count()} cores")
+    print(f"peak memory of the process tree: {out['peak_pss_gb']:.2f} GB proportional (build "
+          f"{out['build_peak_pss_gb']:.2f}, loop {out['loop_peak_pss_gb']:.2f}), {out['peak_gb']:.2f} GB summed RSS "
+          f"(build {out['build_peak_gb']:.2f}, loop {out['loop_peak_gb']:.2f}; target <= {TARGETS['peak_gb']:.0f} GB); "
+          f"load average {min(out['load']):.1f}-{max(out['load']):.1f} on {os.cpu_count()} cores")
     return out
 
 
@@ -299,13 +331,16 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of each set's documents (queries: 4x that)")
     ap.add_argument("--keep", action="store_true", help="keep the generated collections and the cache")
     ap.add_argument("--json", type=Path, help="also write the measurements here")
+    ap.add_argument("--cache", type=Path, help="the EVORANK_CACHE of an earlier --keep run: its indexes, no cold build")
+    ap.add_argument("--rm3-timeout", type=float, default=600.0,
+                    help="per-task timeout for rm3 where the default limits stop it (default 600 s)")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; generating into {args.work}", flush=True)
     t = time.perf_counter()
     folders = generate(args.work, args.scale)
     print(f"  collections ready in {time.perf_counter() - t:.0f} s", flush=True)
-    marks, rss = run(folders, args.work, args.keep)
+    marks, rss = run(folders, args.work, args.keep, args.cache, args.rm3_timeout)
     out = report(marks, rss)
     if args.json:
         args.json.write_text(json.dumps({"marks": marks, "summary": out}, indent=1))

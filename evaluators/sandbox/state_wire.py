@@ -465,12 +465,12 @@ def build_state(root: dict, path, n_index: dict[str, np.ndarray], check: bool = 
     with open(path, "rb") as f:
         size = f.seek(0, 2)
         mm = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY) if size else None
-    made: dict[int, np.ndarray] = {}
+    made: dict[tuple, np.ndarray] = {}
 
     def array(s: dict) -> np.ndarray:
         if "ref" in s:
             return n_index[s["ref"]].view(_ndarray)
-        key = s["offset"]
+        key = (s["offset"], s["dtype"], tuple(s["shape"]))  # empty arrays of any dtype may share an offset
         if key not in made:
             dt = np.dtype(s["dtype"])
             count = math.prod(s["shape"])

@@ -119,3 +119,14 @@ def test_a_program_returning_a_large_str_keyed_table_shares_its_prepare():
     assert (first.prepare_reused, again.prepare_reused) == (0, 1)
     for a, b in zip(first.ranking.doc_idx, again.ranking.doc_idx):
         assert np.array_equal(a, b)
+
+
+def test_empty_arrays_of_different_dtypes_come_back_with_their_own_dtype(tmp_path):
+    """Empty arrays take no bytes, so several may sit at one offset of the stream: a sparse matrix without entries
+    (float data, int32 indices) is rebuilt with each part's own dtype."""
+    import scipy.sparse as sp
+
+    empty = sp.csr_matrix((np.zeros(0), np.zeros(0, dtype=np.int32), np.zeros(4, dtype=np.int32)), shape=(3, 5))
+    back, _ = roundtrip((empty, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)), tmp_path)
+    assert back[0].indices.dtype == np.int32 and back[0].data.dtype == np.float64 and back[0].shape == (3, 5)
+    assert back[1].dtype == np.int64 and back[2].dtype == np.float32

@@ -3,7 +3,8 @@
 The model is the BM25 seed's (the reference every evolved program is compared with): ``prepare`` touches every
 posting once; ``score`` touches, per query, each of its terms' rows (a fixed cost per term), the postings of those
 rows, and a few arrays the size of the collection (the score vector, the matched mask, top-k). The constants are
-CPU time of the seed on the development machine (2 cores, one evaluation at a time), fitted on the dev
+CPU time of the seed on the development machine (2 cores; a query's cost is the least of three runs, its
+``prepare``'s the first, with the pages not yet touched), fitted on the dev
 collections and on the BEIR half of ``bench/paper12.py``'s stand-in of the paper's 12-set suite, and checked on its
 BRIGHT half (paragraph-long queries), which they were not fitted on (bench/RESULTS.md); they give the order of
 magnitude an evolved program will cost, and the ratio between collections, which is what the cascade and
@@ -18,11 +19,11 @@ import numpy as np
 #: BM25 seed, fitted: ``prepare`` per posting (a few float32 passes over the postings, first touch included)
 PREPARE_NS_PER_POSTING = 20.0
 #: ``score`` + top-k per document of the collection (score vector, matched mask, top-k scan)
-QUERY_NS_PER_DOC = 10.5
+QUERY_NS_PER_DOC = 11.4
 #: ``score`` per posting of the query's terms (row gather, sparse matrix-vector products)
-QUERY_NS_PER_POSTING = 4.4
+QUERY_NS_PER_POSTING = 1.9
 #: ``score`` per distinct query term in the collection (its row of the weight matrix)
-QUERY_US_PER_TERM = 6.9
+QUERY_US_PER_TERM = 0.13
 #: ``score`` per query, fixed (Python calls, small arrays)
 QUERY_FIXED_MS = 0.16
 

@@ -4,11 +4,11 @@ The model is the BM25 seed's (the reference every evolved program is compared wi
 posting once; ``score`` touches, per query, each of its terms' rows (a fixed cost per term), the postings of those
 rows, and a few arrays the size of the collection (the score vector, the matched mask, top-k). The constants are
 CPU time of the seed on the development machine (2 cores; a query's cost is the least of three runs, its
-``prepare``'s the first, with the pages not yet touched), fitted on the dev
-collections and on the BEIR half of ``bench/paper12.py``'s stand-in of the paper's 12-set suite, and checked on its
-BRIGHT half (paragraph-long queries), which they were not fitted on (bench/RESULTS.md); they give the order of
-magnitude an evolved program will cost, and the ratio between collections, which is what the cascade and
-``evorank datasets`` use them for. On a loaded machine the wall time is longer than this CPU time.
+``prepare``'s the first, with the pages not yet touched), fitted with ``bench/cost_fit.py`` on the dev collections
+and on the BEIR half of ``bench/paper12.py``'s stand-in of the paper's 12-set suite, and checked on its BRIGHT half
+(paragraph-long queries), which they were not fitted on (bench/RESULTS.md); they give the order of magnitude an
+evolved program will cost, and the ratio between collections, which is what the cascade and ``evorank datasets``
+use them for. On a loaded machine the wall time is longer than this CPU time.
 """
 from __future__ import annotations
 

@@ -192,25 +192,26 @@ def test_run_settings_flags_override_the_config_file(tmp_path):
     assert resolve_run_config(build_parser().parse_args(["run"])).request_timeout_s == 120  # the default
 
 
-def test_default_suite_probe_never_downloads(tmp_path, tiny_collection, monkeypatch):
-    """Deciding between `dev` and the demo looks only at what is on disk: with an empty ir_datasets home the
-    BEIR collections count as absent and nothing is fetched (a download attempt would write under it)."""
-    import ir_datasets.util.download as download
-
-    from evorank.evaluators.availability import collection_availability
-
-    def _available(address):
-        return collection_availability(address, counts=False).offline
-
+def test_default_suite_probe_never_downloads(tmp_path, tiny_collection):
+    """Deciding between `dev` and the demo looks only at what is on disk: with an empty ir_datasets home and no
+    built index (a fresh machine) the BEIR collections count as absent and nothing is fetched (a download attempt
+    would write under it). In a fresh process: ir_datasets binds its home when it is first imported."""
     home = tmp_path / "irds"
     home.mkdir()
-    monkeypatch.setenv("IR_DATASETS_HOME", str(home))
-    monkeypatch.setenv("EVORANK_DATA", str(tmp_path / "nodata"))
-    fetched = []
-    monkeypatch.setattr(download.Download, "__init__", lambda self, *a, **k: fetched.append(a) or None)
-    assert not _available("beir/scifact/test") and not _available("local:cranfield")
-    assert fetched == [] and not [p for p in home.rglob("*") if p.is_file()]
-    assert _available(str(tiny_collection))
+    env = {**os.environ, "IR_DATASETS_HOME": str(home), "EVORANK_DATA": str(tmp_path / "nodata"),
+           "EVORANK_CACHE": str(tmp_path / "cache")}  # an index built here earlier would count as available
+    probe = f"""
+import ir_datasets.util.download as download
+from evorank.evaluators.availability import collection_availability
+fetched = []
+download.Download.__init__ = lambda self, *a, **k: fetched.append(a) or None
+print([collection_availability(a, counts=False).offline
+       for a in ("beir/scifact/test", "local:cranfield", {str(tiny_collection)!r})], fetched)
+"""
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[False, False, True] []"
+    assert not [p for p in home.rglob("*") if p.is_file()]
 
 
 def test_ctrl_c_during_a_model_request_says_what_the_exit_waits_for(tmp_path, tiny_collection):

@@ -67,6 +67,7 @@ store:
     .has_code_hash(code_hash, island=None, status=None) -> int | None
     .iterations_done() -> int           .record_iteration(iteration) -> None
     .log_event(kind, data=None) -> None .events(kind=None) -> list[dict]
+    .atomic()   # context manager: the writes inside commit as one transaction
     .config() -> dict  .seed() -> int  .versions() -> dict
     .grid_spec() -> GridSpec  .n_islands() -> int  .schema_version() -> int
     .placements(upto_id=None) -> list[(id, island, cell, fitness)]
@@ -82,7 +83,7 @@ queries (read-only, on every RunStore):
     .outcome_counts() -> list[OutcomeCount(operator, status, failure_reason, n)]
     .model_usage() -> list[ModelUsage(model, proposals, prompt_tokens, completion_tokens, cost_usd)]
     .operator_usage() -> list[OperatorUsage(operator, proposals, accepted, prompt_tokens, completion_tokens, cost_usd)]
-    .creation_times() -> list[float]   .max_id() -> int
+    .creation_times() -> list[float]   .max_id() -> int   .placed_count() -> int
     .code_hash_matches(prefix) -> list[HashMatch(id, code_hash, status, operator)]
     .proposal_progress() -> (proposals, last iteration)
     .recent_failures(island, limit=20) -> list[ProgramRecord]   # newest first

@@ -184,6 +184,10 @@ class RunQueries:
         """The highest program id (ids run from 1), 0 for a run without programs."""
         return self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM programs").fetchone()[0]
 
+    def placed_count(self) -> int:
+        """How many programs have a grid cell (accepted, with every grid feature; migration copies included)."""
+        return self._conn.execute("SELECT COUNT(*) FROM programs WHERE cell IS NOT NULL").fetchone()[0]
+
     def code_hash_matches(self, prefix: str) -> list[HashMatch]:
         """Programs whose normalized code hash starts with ``prefix`` (hex, any case), in id
         order; several rows can share one hash (seeds on every island, migration copies,

@@ -24,7 +24,8 @@ advisory lock on `<run_dir>/archive.lock`, released by the OS even on
 kill -9), any number of readers opened with `readonly=True` (a `mode=ro`
 URI connection with a busy timeout). Every write method is one transaction:
 a program insert, its grid placement and the iteration counter commit
-together, and a migration round (all copies + bookkeeping) commits as one.
+together, and a migration round (all copies + bookkeeping) commits as one;
+`atomic()` joins several writes into one transaction.
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ class RunStore(RunQueries):
         self._lock_fd = lock_fd
         self._grid: GridSpec | None = None
         self._n_islands: int | None = None
+        self._atomic = False  # inside ``atomic()``: writes join its transaction
 
     # ------------------------------------------------------------ lifecycle
 
@@ -489,6 +491,17 @@ class RunStore(RunQueries):
             self._log_event(conn, "regrid", {"grid": grid.to_dict()})
         self._grid = grid
 
+    @contextmanager
+    def atomic(self):
+        """Every write inside the block commits as one transaction (a batch of programs with the migration and
+        re-binning it triggers): a crash keeps all of it or none, so a resumed run starts where a batch began."""
+        with self._tx():
+            self._atomic = True
+            try:
+                yield self
+            finally:
+                self._atomic = False
+
     # ------------------------------------------------------------ maintenance
 
     def integrity_check(self) -> str:
@@ -522,6 +535,9 @@ class RunStore(RunQueries):
             raise ReadOnlyStoreError(f"{self.path} is open read-only")
         if self._conn is None:
             raise sqlite3.ProgrammingError("store is closed")
+        if self._atomic:  # part of the enclosing atomic() transaction
+            yield self._conn
+            return
         # IMMEDIATE takes the write lock up front, so a transaction never
         # fails half-way on lock upgrade.
         self._conn.execute("BEGIN IMMEDIATE")

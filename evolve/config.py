@@ -76,6 +76,9 @@ class RunConfig:
     command_timeout_s: float = 600.0  # time limit of one run of a command proposer
     # the evaluator
     workers: int = 0  # 0 = all cores
+    # offline proposals made together and evaluated in parallel, their parents drawn from the archive as it was
+    # before them; 0 = --workers when the run is created (then saved, so a resumed run keeps its batches)
+    batch: int = 0
     eval_timeout_s: float = 60.0
     eval_memory_mb: int = 0  # 0: grows with the collection (1 GB + six float64 arrays of its postings)
     cascade: bool = True
@@ -89,7 +92,8 @@ class RunConfig:
     islands: int = 2
     migration_every: int = 10  # generations (proposals per island)
     migration_rate: float = 0.2
-    descriptors: list[str] = field(default_factory=lambda: ["evidence", "balance", "complexity", "latency_ratio"])
+    # MAP-Elites axes (evolve/engine/descriptors.py); "latency_ratio" (measured) makes a run not reproducible
+    descriptors: list[str] = field(default_factory=lambda: ["evidence", "balance", "complexity", "work"])
     latency_edges: list[float] = field(default_factory=lambda: [2.0])  # initial edges; adaptive (evolve.engine.descriptors)
     complexity_edges: list[float] = field(default_factory=lambda: [256.0])
     regrid_every: int = 25  # placements between refinements of the adaptive bins (0: never)
@@ -156,6 +160,8 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         bad("in_flight must be >= 1")
     if not cfg.seeds:
         bad("at least one seed program is needed")
+    if not isinstance(cfg.batch, int) or cfg.batch < 0:
+        bad(f"batch must be a whole number >= 0 (0: one proposal per worker), got {cfg.batch!r}")
     if not isinstance(cfg.shard_queries, int) or cfg.shard_queries < 0:
         bad(f"shard_queries must be a whole number >= 0, got {cfg.shard_queries!r}")
     if not isinstance(cfg.repair_rounds, int) or cfg.repair_rounds < 0:
@@ -181,3 +187,28 @@ def save_toml(cfg: RunConfig, path: Path) -> None:
 
 def workers(cfg: RunConfig) -> int:
     return cfg.workers if cfg.workers and cfg.workers > 0 else (os.cpu_count() or 1)
+
+
+def batch_size(cfg: RunConfig) -> int:
+    """How many offline proposals are made (and evaluated) together: ``batch``, else one per worker."""
+    return cfg.batch if cfg.batch > 0 else workers(cfg)
+
+
+#: grid axes whose values are measured times, which depend on the machine's load
+MEASURED_DESCRIPTORS = ("latency_ratio", "latency_ms")
+
+
+def not_reproducible(cfg: RunConfig) -> list[str]:
+    """Why two runs of this configuration with the same seed may differ (empty: they give the same archive).
+    An offline run is reproducible unless measured latency steers it; a chat model's or a command's replies are
+    never the same twice."""
+    reasons = []
+    if cfg.fitness == "latency-aware":
+        reasons.append("the latency-aware fitness discounts measured latency, which depends on the machine's load")
+    measured = [d for d in [*cfg.descriptors, cfg.grid_metric] if d in MEASURED_DESCRIPTORS]
+    if measured:
+        reasons.append(f"the MAP-Elites grid has a measured axis ({', '.join(measured)}), which depends on the "
+                       "machine's load")
+    if not cfg.offline:
+        reasons.append("the proposals come from chat models or commands, whose replies differ between runs")
+    return reasons

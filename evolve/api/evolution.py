@@ -90,6 +90,7 @@ class EvolutionJob:
             self.run_dir = Path(cfg.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
             self.made = check_new_run_folder(self.run_dir)  # writable, and no run there (one that never ran is none)
             cfg.out = str(self.run_dir)
+            cfg.batch = cfg.batch or workers(cfg)  # saved: a resumed run (on any machine) keeps its batches
         self.notes += preflight(cfg)  # can every model and command be used? Before anything is written or locked
         # A refused or failed job must leave the run folder exactly as it was: a resumed run's writer lock is taken
         # before anything else, a new run's archive is created once its collections have loaded, and nothing is

@@ -339,11 +339,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preflight", action=argparse.BooleanOptionalAction, default=None,
                    help="check every model and command before the run starts (default: on)")
     p.add_argument("--workers", type=int, help="evaluation processes (default: all cores)")
+    p.add_argument("--batch", type=_count, metavar="N",
+                   help="offline proposals made together and evaluated in parallel, their parents drawn from the "
+                   "archive as it was before them (default: --workers when the run is created; saved with the run). "
+                   "An offline run is reproducible: the same --seed and --batch give the same archive on any "
+                   "machine, unless measured latency steers it (--fitness latency-aware)")
     p.add_argument("--in-flight", dest="in_flight", type=int, help="concurrent LLM requests (default 4)")
     p.add_argument("--islands", type=int, help="number of islands (default 2)")
     p.add_argument("--fitness", choices=["rankevolve", "latency-aware", "robust"],
                    help="rankevolve (default): 0.8 x R@100 + 0.2 x nDCG@10 per collection, averaged; latency-aware: "
-                   "also discounts programs slower than BM25; robust: 1 + the mean per-collection gain over BM25, losses "
+                   "also discounts programs slower than BM25 (measured, so the run is not reproducible); robust: 1 + the mean "
+                   "per-collection gain over BM25, losses "
                    "counted twice (rewards gains that hold everywhere)")
     p.add_argument("--max-tokens", dest="max_tokens", type=int, help="completion token cap per LLM request (default 2048)")
     p.add_argument("--inspirations", type=int, help="other archive programs shown in each prompt (default 3)")

@@ -9,7 +9,11 @@ A program's cell on an island's grid comes from these features (``RunConfig.desc
   collections of R@100 / BM25's R@100, minus the same for nDCG@10. Positive: it retrieves more of the
   relevant documents; negative: it ranks the top better. Adaptive bins around 0.
 - ``complexity``: the size of its EVOLVE-BLOCK's syntax tree (log scale, adaptive bins).
-- ``latency_ratio``: median time per query relative to the BM25 seed (log scale, adaptive bins).
+- ``work``: the work ``score`` does per query relative to the BM25 seed, estimated from its syntax tree
+  (``evidence.query_work``; log scale, adaptive bins), so cheap scorers survive as elites beside costly ones.
+- ``latency_ratio``: the measured median time per query relative to the BM25 seed (log scale, adaptive
+  bins). Not a default: it depends on the machine's load, so a grid that uses it (and with it the parents
+  drawn from the grid) differs between two runs of the same seed (``config.not_reproducible``).
 
 Adaptive dimensions start with one edge and gain more as the archive fills (``archive.features.refine``,
 applied every ``regrid_every`` placements): bins follow the values actually seen, and re-binning never
@@ -21,9 +25,11 @@ import numpy as np
 
 from evorank.archive import FeatureDim, GridSpec
 
-from .evidence import evidence_kinds
+from .evidence import evidence_kinds, query_work
 
-DESCRIPTORS = ("evidence", "balance", "complexity", "latency_ratio")
+DESCRIPTORS = ("evidence", "balance", "complexity", "work", "latency_ratio")
+#: the first edge of the ``work`` axis (adaptive: more edges follow the values seen)
+WORK_EDGES = (2.0,)
 
 
 def grid_for(descriptors, complexity_edges, latency_edges, metric: str | None = None) -> GridSpec:
@@ -32,6 +38,7 @@ def grid_for(descriptors, complexity_edges, latency_edges, metric: str | None = 
         "evidence": FeatureDim("evidence", (1.0, 2.0, 3.0)),
         "balance": FeatureDim("balance", (0.0,), adaptive=True, max_bins=6),
         "complexity": FeatureDim("complexity", tuple(complexity_edges), log=True, adaptive=True, max_bins=6),
+        "work": FeatureDim("work", WORK_EDGES, log=True, adaptive=True, max_bins=5),
         "latency_ratio": FeatureDim("latency_ratio", tuple(latency_edges), log=True, adaptive=True, max_bins=5),
     }
     unknown = [d for d in descriptors if d not in dims]
@@ -62,7 +69,7 @@ def balance(metrics: dict[str, dict[str, float]], reference: dict[str, dict[str,
 def describe(code: str, metrics: dict[str, dict[str, float]], reference: dict[str, dict[str, float]] | None) -> dict:
     """The descriptor features of one evaluated program (``evidence_kinds`` kept too, for reports)."""
     kinds = sorted(evidence_kinds(code))
-    out = {"evidence": float(len(kinds)), "evidence_kinds": kinds}
+    out = {"evidence": float(len(kinds)), "evidence_kinds": kinds, "work": query_work(code)}
     b = balance(metrics, reference)
     if b is not None:
         out["balance"] = b

@@ -16,6 +16,15 @@ contract (``evaluators/program/contract.md``) added beyond term and document sta
 Which names are the index and the query: the parameters of ``prepare(index)`` and
 ``score(query, index, state)``, followed into the block's helper functions through calls (positional and
 keyword arguments) and plain aliases (``idx = index``). The seeds read none of these (empty set).
+
+:func:`query_work` estimates, from the same tree, the work ``score`` does per query relative to the BM25
+seed (whose one pass over the query terms' postings is 1): each further kind of index data the code that
+``score`` runs reads adds its cost (:data:`QUERY_WORK`), and each Python loop there adds
+:data:`LOOP_WORK`. The costs are the order of magnitude of what the shipped programs of each kind measure
+against BM25 on the development collections (a second pass over postings or document rows about 1x, the
+positional channels about 2x); the estimate only has to order programs by cost, the same way on every
+machine, which is what a MAP-Elites axis needs (a measured latency would make the grid, and so the run,
+depend on the machine's load).
 """
 from __future__ import annotations
 
@@ -34,6 +43,18 @@ _INDEX_ATTRS = {
 }
 _QUERY_ATTRS = {"positions": "positions", "words": "query_words", "token_ids": "query_words"}
 _RANKING_CALLS = ("argsort", "argpartition", "sort", "lexsort", "nlargest")
+
+#: per-query work of each kind of index data read by the code ``score`` runs, in units of BM25's pass over the
+#: query terms' postings: the postings again (expansion terms, variants), document rows (feedback), fields,
+#: positions, the vocabulary's strings
+QUERY_WORK = {"postings": 1.0, "rows": 1.0, "fields": 0.5, "positions": 2.0, "vocabulary": 2.0}
+_WORK_ATTRS = {
+    "term_doc": "postings", "doc_term": "rows", "doc_terms": "rows", "field": "fields", "title_tf": "fields",
+    "title_len": "fields", "terms": "vocabulary", "term_id": "vocabulary",
+    **{a: "positions" for a, k in _INDEX_ATTRS.items() if k == "positions"},
+}
+#: per-query work of each loop (``for``, ``while``, a comprehension) in the code ``score`` runs
+LOOP_WORK = 0.5
 
 
 def evidence_kinds(source: str) -> set[str]:
@@ -60,6 +81,37 @@ def evidence_kinds(source: str) -> set[str]:
     if "score" in funcs and _second_pass(funcs, roles):
         kinds.add("feedback")
     return kinds
+
+
+def query_work(source: str) -> float:
+    """Estimated work of ``score`` per query relative to the BM25 seed (1.0); see the module docstring.
+    1.0 for a program that does not parse or has no ``score``."""
+    try:
+        tree = parse_ast(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return 1.0
+    funcs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    if "score" not in funcs:
+        return 1.0
+    roles = _roles(funcs)
+    read: set[str] = set()
+    loops = 0
+    for name in _reachable(funcs, "score"):
+        index_names = roles[name]["index"]
+        for n in ast.walk(funcs[name]):
+            if isinstance(n, (ast.For, ast.While, ast.comprehension)):
+                loops += 1
+            elif isinstance(n, ast.Attribute) and n.attr in _WORK_ATTRS and _on_index(n.value, index_names):
+                read.add(_WORK_ATTRS[n.attr])
+    return 1.0 + sum(QUERY_WORK[k] for k in read) + LOOP_WORK * loops
+
+
+def _on_index(node: ast.expr, index_names: set[str]) -> bool:
+    """``node`` is the index, or a field of it (``index.field("title")``)."""
+    if isinstance(node, ast.Name):
+        return node.id in index_names
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "field"
+            and isinstance(node.func.value, ast.Name) and node.func.value.id in index_names)
 
 
 def _params(func: ast.FunctionDef) -> list[str]:

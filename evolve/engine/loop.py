@@ -13,8 +13,16 @@ from ``rng_for(seed, iteration)``; the proposer writes the code (see :mod:`evora
 for what the engine asks of a proposer). Concurrency: a proposer that takes time (an LLM) fills up
 to ``concurrency`` proposals in threads while the main thread evaluates finished proposals in
 parallel worker processes, so proposing and evaluation overlap. An instantaneous proposer (the
-offline mutator) is filled in synchronous batches (one candidate per worker), so offline runs are
-deterministic under ``--seed``.
+offline mutator) is filled in synchronous batches of ``batch`` proposals (``config.batch_size``), each batch's
+parents drawn from the archive as it was before it.
+
+Reproducibility: an offline run gives the same archive (code, fitness, parents) for the same seed and batch,
+uninterrupted or killed and resumed any number of times. Every draw comes from ``rng_for(seed, iteration)``;
+the grid's axes are computed from the code and the metrics, never from measured time (unless the
+configuration asks for it: ``config.not_reproducible`` says so, in the log and in ``status``); a batch is
+archived in one transaction together with the migration and re-binning it triggers (re-binning follows the
+number of placed programs in the archive, not a counter of this session), so a run killed at any instant
+resumes at the start of a batch with the archive an uninterrupted run had there.
 """
 from __future__ import annotations
 
@@ -49,7 +57,7 @@ from evorank.evaluators.program.source import program_path, split_block
 
 from evorank.archive.elites import regrid
 
-from evorank.evolve.config import RunConfig, workers
+from evorank.evolve.config import RunConfig, batch_size, not_reproducible
 from .descriptors import describe, grid_for
 from .heldout import HeldoutTracker
 from evorank.evolve.llm.client import Budget
@@ -127,15 +135,16 @@ class Engine:
         self.bm25_latency_ms: float | None = None
         self.reference_metrics: dict[str, dict[str, float]] | None = None  # the BM25 seed's, on the train queries
         self.heldout: HeldoutTracker | None = None
-        self._placed_since_regrid = 0
 
     # -- setup ---------------------------------------------------------------------------------
     def _evaluate_seeds(self) -> None:
         """Evaluate every seed in this run; BM25 first, as the latency reference (re-measured on resume). Every
-        starting program is evaluated before any is archived, so a run whose start fails archives nothing."""
+        starting program is evaluated before any is archived, so a run whose start fails archives nothing; the
+        seeds of every island are archived together (one transaction), so a run killed while seeding is seeded
+        afresh on resume."""
         existing = {p.features.get("seed_name"): p for p in self.store.seed_programs()}
         names = ["bm25"] + [n for n in self.cfg.seeds if n != "bm25"]
-        evaluated = []
+        evaluated, new = [], []
         for name in names:
             # on resume, a starting program is the code archived when the run began (its file may have changed)
             source = existing[name].code if name in existing else program_path(name).read_text(encoding="utf-8")
@@ -153,15 +162,18 @@ class Engine:
             self.seed_sources[name] = source
             if name in existing:
                 self.seed_records[name] = existing[name]
-                continue
-            for island in range(self.cfg.islands):
-                rec = self._record_from_result(
-                    ProgramRecord(code=source, operator="seed", island=island, generation=0, iteration=0,
-                                  features={"seed_name": name}),
-                    result,
-                )
-                self.islands.add(self.store, rec)
-                self.seed_records.setdefault(name, rec)
+            else:
+                new.append((name, source, result))
+        with self.store.atomic():
+            for name, source, result in new:
+                for island in range(self.cfg.islands):
+                    rec = self._record_from_result(
+                        ProgramRecord(code=source, operator="seed", island=island, generation=0, iteration=0,
+                                      features={"seed_name": name}),
+                        result,
+                    )
+                    self.islands.add(self.store, rec)
+                    self.seed_records.setdefault(name, rec)
         log.info("seeds evaluated: %s (BM25 median latency %.3f ms/query)",
                  ", ".join(f"{n}={r.fitness:.4f}" for n, r in self.seed_records.items()), self.bm25_latency_ms or 0)
 
@@ -318,6 +330,14 @@ class Engine:
             )
             for i, result in zip(to_eval, results):
                 self._record_from_result(records[i], result)
+        with self.store.atomic():  # the batch, its migration and re-binning: all archived or none
+            self._archive(props, records)
+        self._track_heldout()
+
+    def _archive(self, props: list[Proposal], records: list[ProgramRecord]) -> None:
+        """Archive evaluated proposals in iteration order, with the migrations they complete; re-bin the adaptive
+        axes when the number of placed programs passed a multiple of ``regrid_every``."""
+        placed_before = self.store.placed_count()
         follow_up = getattr(self.proposer, "follow_up", None)
         for p, rec in zip(props, records):
             self.islands.add(self.store, rec)
@@ -341,14 +361,12 @@ class Engine:
                     self._repairs.append(repair)
             if self.reporter:
                 self.reporter.update(self, rec)
-            self._placed_since_regrid += rec.cell is not None
-        if self.cfg.regrid_every and self._placed_since_regrid >= self.cfg.regrid_every:
-            self._placed_since_regrid = 0
+        every = self.cfg.regrid_every
+        if every and self.store.placed_count() // every > placed_before // every:
             refined = regrid(self.store)
             if refined is not None:
                 self.islands = refined
                 log.info("adaptive bins refined: %s", self.store.grid_spec().to_dict())
-        self._track_heldout()
 
     def _track_heldout(self, wait_s: float | None = None) -> None:
         """Hand a new best to the held-out tracker, and log what it has measured (it never feeds back)."""
@@ -398,7 +416,12 @@ class Engine:
         resumed = self.store.iterations_done() > 0 or bool(self.store.seed_programs())
         self.islands = resume_islands(self.store) if resumed else Islands.from_store(self.store)
         self.store.update_config(cfg.to_dict())  # the settings it runs with: a resume may raise the total
-        self.store.log_event("resume" if resumed else "start", {"iterations": cfg.iterations})
+        reasons = not_reproducible(cfg)
+        self.store.log_event("resume" if resumed else "start", {"iterations": cfg.iterations,
+                                                                 "batch": batch_size(cfg),
+                                                                 "not_reproducible": reasons})
+        if reasons:
+            log.warning("this run is not reproducible under its seed: %s", "; ".join(reasons))
         t_start = time.monotonic()
         try:
             self._evaluate_seeds()
@@ -419,7 +442,7 @@ class Engine:
         self._catch_up_migration(last_it)
         if self.reporter:
             self.reporter.start(self, done)
-        batch = max(1, workers(cfg))
+        batch = max(1, batch_size(cfg))
         proposer = self.proposer
         pool = None if proposer.instantaneous else ThreadPoolExecutor(max_workers=proposer.concurrency,
                                                                       thread_name_prefix=PROPOSE_THREAD_PREFIX)

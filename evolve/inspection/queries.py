@@ -285,6 +285,9 @@ def run_status(store: RunStore) -> dict:
     best = store.best_on_validation(int(cfg.get("best_of", 10)))
     heldout = [e["data"] for e in events if e["kind"] == "heldout"]
     done = sum(proposals.values())
+    # why the run may not reproduce under its seed, as its sessions logged it (None: logged by an older version)
+    logged = [e["data"]["not_reproducible"] for e in lifecycle if "not_reproducible" in e["data"]]
+    not_reproducible = sorted({r for reasons in logged for r in reasons}) if logged else None
     return {
         "run": str(run_dir),
         "state": state,
@@ -309,6 +312,7 @@ def run_status(store: RunStore) -> dict:
                  "gain_vs_best_seed": (best.fitness / seed_best - 1) if seed_best else None} if best else None,
         "heldout": heldout[-1] if heldout else None,
         "heldout_history": heldout,
+        "not_reproducible": not_reproducible,
         "prompt_tokens": summary["prompt_tokens"],
         "completion_tokens": summary["completion_tokens"],
         "cost_usd": summary["cost_usd"],
@@ -319,7 +323,7 @@ def run_status(store: RunStore) -> dict:
                        "prompt_tokens": o.prompt_tokens, "completion_tokens": o.completion_tokens,
                        "cost_usd": o.cost_usd} for o in operators],
         "config": {k: cfg.get(k) for k in ("suite", "datasets", "seeds", "llm", "fitness", "islands", "seed",
-                                           "budget_usd", "best_of") if k in cfg},
+                                           "batch", "budget_usd", "best_of") if k in cfg},
     }
 
 

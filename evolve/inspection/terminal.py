@@ -69,6 +69,12 @@ def print_status(st: dict) -> None:
         h = st["heldout"]
         c.print(f"held-out:   #{h['id']} fitness {fmt(h.get('fitness'))} vs BM25 {fmt(h.get('reference_fitness'))} "
                 f"on {shown(', '.join(h.get('collections', [])))} (iteration {h.get('iteration')}; never used for selection)")
+    if st.get("not_reproducible"):
+        c.print("[yellow]not reproducible[/] under its seed: " + "; ".join(st["not_reproducible"]))
+    elif st.get("not_reproducible") is not None:
+        cfg = st["config"]
+        c.print(f"reproducible: a run of the same configuration with --seed {cfg.get('seed', 0)} --batch "
+                f"{cfg.get('batch') or '(its --workers)'} gives the same archive")
     reuse = st.get("prepare_reuse") or {}
     if reuse.get("runs"):
         c.print(f"prepare():  reused in {reuse['reused']} of {reuse['runs']} sandboxed runs "

@@ -167,6 +167,21 @@ def test_events(store):
     assert store.events("stop")[0]["data"] == {"reason": "done", "x": None}
 
 
+def test_atomic_block_commits_all_of_its_writes_or_none(store):
+    with store.atomic():
+        store.add_program(rec(1))
+        store.log_event("inside")
+    assert store.count() == 1 and store.events("inside")
+    with pytest.raises(RuntimeError):
+        with store.atomic():
+            store.add_program(rec(2))
+            store.log_event("lost")
+            raise RuntimeError("crash half-way through a batch")
+    assert store.count() == 1 and not store.events("lost") and store.iterations_done() == 1
+    store.add_program(rec(3))  # the store is usable after the rollback, one transaction per write again
+    assert store.count() == 2 and store.placed_count() == 2
+
+
 def _set_schema_version(run_dir, version):
     conn = sqlite3.connect(run_dir / DB_NAME)
     conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))

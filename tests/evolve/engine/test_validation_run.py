@@ -87,3 +87,32 @@ def test_descriptors_read_evidence_and_balance():
     prox = "def score(query, index, state):\n    d, p = index.positions(query.term_ids[0])\n    return p\n"
     feats = describe(prox, bm25, bm25)
     assert feats["evidence"] == 1.0 and feats["evidence_kinds"] == ["positions"] and feats["balance"] == 0.0
+
+
+def test_work_estimate_orders_programs_by_what_score_reads_per_query():
+    from evorank.evaluators.program.source import program_path
+    from evorank.evolve.engine.evidence import LOOP_WORK, QUERY_WORK, query_work
+
+    bm25 = program_path("bm25").read_text(encoding="utf-8")
+    assert query_work(bm25) == 1.0
+    # what prepare reads is paid once, not per query
+    prepared = "def prepare(index):\n    return index.positions(0)\n\ndef score(query, index, state):\n    return state\n"
+    assert query_work(prepared) == 1.0
+    # a helper that score calls counts, through the name the index has there
+    positional = ("def near(idx, t):\n    return idx.positions(t)\n\n"
+                  "def score(query, index, state):\n    for t in query.term_ids:\n        near(index, t)\n"
+                  "    return index.field('title').term_doc\n")
+    assert query_work(positional) == (1.0 + QUERY_WORK["positions"] + QUERY_WORK["fields"] + QUERY_WORK["postings"]
+                                      + LOOP_WORK)
+    assert query_work("def score(query, index, state) return") == 1.0  # does not parse
+
+
+def test_measured_latency_or_a_model_makes_a_run_not_reproducible():
+    from evorank.evolve.config import RunConfig, not_reproducible
+
+    assert not_reproducible(RunConfig(llm="offline")) == []
+    assert not_reproducible(RunConfig(llm="offline", fitness="robust")) == []
+    assert "latency-aware" in " ".join(not_reproducible(RunConfig(llm="offline", fitness="latency-aware")))
+    grid = RunConfig(llm="offline", descriptors=["evidence", "latency_ratio"])
+    assert "latency_ratio" in " ".join(not_reproducible(grid))
+    assert "chat models" in " ".join(not_reproducible(RunConfig(llm="gpt-4o-mini")))

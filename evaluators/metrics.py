@@ -187,6 +187,12 @@ class FitnessSpec:
     ``robust``: the fitness is 1 + the mean over collections of the gain over the reference program (BM25)
     on that collection, a loss counting ``regression_penalty`` times: a program that is 2% better
     everywhere scores 1.02; +6% on one collection and -2% on another scores 1.01 with the penalty of 2.
+
+    ``per_metric`` (robust specs): a collection's gain is the weighted mean of each metric's relative gain,
+    each loss counted ``regression_penalty`` times, so an nDCG@10 loss is not hidden by a larger recall gain
+    on the same collection. ``worst_weight``: that share of the fitness is the worst collection's gain
+    instead of the mean (a gain carried by some collections while another loses is worth less than the
+    same mean gain everywhere).
     """
 
     name: str = "rankevolve"
@@ -194,12 +200,16 @@ class FitnessSpec:
     latency_exponent: float = 0.0
     robust: bool = False
     regression_penalty: float = 2.0
+    per_metric: bool = False
+    worst_weight: float = 0.0
 
 
 PRESETS = {
     "rankevolve": FitnessSpec(),
     "latency-aware": FitnessSpec(name="latency-aware", latency_exponent=0.05),
     "robust": FitnessSpec(name="robust", robust=True),
+    # what ``evorank run`` selects on: gains that hold on every collection and for every metric
+    "consistent": FitnessSpec(name="consistent", robust=True, per_metric=True, worst_weight=0.5),
 }
 
 #: A recall or MAP cutoff k counts toward fitness only on collections of at least this many times k documents.
@@ -256,14 +266,27 @@ def fitness(per_collection: dict[str, dict[str, float]] | None, spec: FitnessSpe
     if spec.robust:
         if not reference:
             raise ValueError(f"the {spec.name!r} fitness needs the reference program's metrics")
-        gains = []
-        for c, v in values.items():
-            ref = collection_fitness(reference[c], spec, sizes.get(c))
-            gain = v / ref - 1.0 if ref > 0 else 0.0
-            gains.append(gain if gain >= 0 else spec.regression_penalty * gain)
-        value = 1.0 + float(np.mean(gains))
+        gains = [_collection_gain(per_collection[c], reference[c], v, spec, sizes.get(c)) for c, v in values.items()]
+        value = 1.0 + (1.0 - spec.worst_weight) * float(np.mean(gains)) + spec.worst_weight * min(gains)
     else:
         value = float(np.mean(list(values.values())))
     if spec.latency_exponent and latency_ratio is not None and latency_ratio > 1.0:
         value *= latency_ratio ** (-spec.latency_exponent)
     return float(value)
+
+
+def _penalised(gain: float, spec: FitnessSpec) -> float:
+    return gain if gain >= 0 else spec.regression_penalty * gain
+
+
+def _collection_gain(metrics: dict[str, float], reference: dict[str, float], value: float, spec: FitnessSpec,
+                     n_docs: int | None) -> float:
+    """A robust spec's gain over the reference on one collection (``value``: the collection's fitness)."""
+    weights = collection_weights(spec, n_docs)
+    if not spec.per_metric:
+        ref = collection_fitness(reference, spec, n_docs)
+        return _penalised(value / ref - 1.0 if ref > 0 else 0.0, spec)
+    total = sum(abs(w) for w in weights.values())
+    gains = [w * _penalised(metrics.get(m, 0.0) / reference[m] - 1.0, spec)
+             for m, w in weights.items() if reference.get(m, 0.0) > 0]
+    return float(sum(gains) / total) if total > 0 else 0.0

@@ -25,6 +25,9 @@ class ConfigError(EvorankError):
     pass
 
 
+#: the fitness presets (``evaluators.metrics.PRESETS``), named here so the command line need not import numpy
+FITNESS_NAMES = ("consistent", "rankevolve", "robust", "latency-aware")
+
 #: How a chat model repairs a program that failed the static checks or when run (``repair_style``): ``rewrite``
 #: asks for the idea again, written afresh on the program the proposal started from; ``fix`` asks for the failing
 #: statement (or block) corrected. Replies that did not parse or apply, or were cut off, are asked the same way in
@@ -43,7 +46,9 @@ class RunConfig:
     seeds: list[str] = field(default_factory=lambda: ["bm25", "ql_dirichlet"])
     suite: str | None = None  # None: "dev" when its data is here, else the built-in "demo"
     datasets: list[str] = field(default_factory=list)
-    fitness: str = "rankevolve"  # or "latency-aware"
+    # "consistent" (gains over BM25 that hold on every collection and metric), "rankevolve", "robust" or
+    # "latency-aware" (evaluators/metrics.py)
+    fitness: str = "consistent"
     iterations: int = 100  # total proposals for the run (resume continues to this total)
     seed: int = 0
     # the proposer
@@ -149,8 +154,8 @@ def validate(cfg: RunConfig, source: str = "config") -> None:
         bad(f"validation_fraction must be in [0, 1), got {cfg.validation_fraction!r}")
     if not isinstance(cfg.best_of, int) or cfg.best_of < 1:
         bad(f"best_of must be a whole number >= 1, got {cfg.best_of!r}")
-    if cfg.fitness not in ("rankevolve", "latency-aware", "robust"):
-        bad(f"fitness must be 'rankevolve', 'latency-aware' or 'robust', got {cfg.fitness!r}")
+    if cfg.fitness not in FITNESS_NAMES:
+        bad(f"fitness must be one of {', '.join(FITNESS_NAMES)}, got {cfg.fitness!r}")
     mix = cfg.operator_mix
     if not mix or any(k not in ("diff", "full", "crossover") or v < 0 for k, v in mix.items()) or sum(mix.values()) <= 0:
         bad(f"operator_mix must weight diff/full/crossover with non-negative numbers, got {mix!r}")

@@ -55,6 +55,13 @@ def objective_text(spec: FitnessSpec) -> str:
                    f"^{spec.latency_exponent:g}.")
     else:
         latency = "Also keep scoring about as fast as BM25; latency is reported."
+    if spec.robust:
+        worst = (f" {spec.worst_weight:g} of it is the worst collection's gain, the rest the mean over collections:"
+                 " a gain must hold on every collection." if spec.worst_weight else "")
+        per = "each metric's relative gain, weighted as" if spec.per_metric else "the relative gain of"
+        return (f"Maximise fitness = 1 + the gain over BM25 on each evaluation collection ({per} {formula}; a "
+                f"loss counts {spec.regression_penalty:g} times).{worst} A program that fails on any collection "
+                f"scores 0. {latency}")
     return (f"Maximise fitness = {formula} over the evaluation collections "
             f"(macro average; a program that fails on any collection scores 0). {latency}")
 

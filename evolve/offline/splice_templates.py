@@ -22,6 +22,10 @@ float per document, >= 0, and 0 where it has no evidence.
 ``feedback``   an RM3-like second pass: expansion terms from the ``doc_term`` rows of the ``FB_DOCS``
                best first-pass documents (P(t|d) x the document's share of the first-pass score), the
                ``FB_TERMS`` best by weight x idf, scored BM25-style and scaled by the query's length.
+               Query-adaptive: the pass counts only as far as the first pass looks reliable, judged by
+               the share of the query's idf mass that the feedback documents contain (a query whose best
+               documents miss its rarer terms is answered by the first pass alone: feedback from
+               off-topic documents would pull in more of them); the gate opens around ``FB_GATE``.
 
 Starting weights are small (the channel nudges the parent's ranking); the ``variants`` and
 ``feedback`` channels may also add the documents they find to the retrieved set (``adds_matches``).
@@ -206,7 +210,8 @@ def feedback_channel(query, index, first):
     \"\"\"Pseudo-relevance feedback (splice, an RM3-like second pass): the FB_DOCS best documents of the
     first pass give expansion terms from their doc_term rows, weighted by P(t|d) times the document's
     share of the first-pass score; the FB_TERMS best by weight x idf (query terms excluded) are scored
-    BM25-style (k1=1.2, b=0.75), scaled by the query's length.\"\"\"
+    BM25-style (k1=1.2, b=0.75), scaled by the query's length and by a gate: the share of the query's
+    idf mass the feedback documents contain, from nothing below FB_GATE - 0.1 to all above FB_GATE + 0.1.\"\"\"
     out = np.zeros(index.n_docs)
     ok = np.flatnonzero(first > -np.inf)
     k = min(len(ok), max(1, int(round(FB_DOCS))))
@@ -215,6 +220,11 @@ def feedback_channel(query, index, first):
     top = ok[np.argpartition(-first[ok], k - 1)[:k]]
     share = np.maximum(first[top], 0.0) + 1e-09
     rows = feedback_rows(index.doc_term, top)
+    query_idf = query.qtf * np.log1p((index.n_docs - index.df[query.term_ids] + 0.5) / (index.df[query.term_ids] + 0.5))
+    found = np.sum(query_idf[np.isin(query.term_ids, rows[1])]) / max(np.sum(query_idf), 1e-09)
+    gate = min(1.0, max(0.0, (found - FB_GATE) / 0.2 + 0.5))
+    if gate <= 0:
+        return out
     p = rows[2] / np.maximum(index.doc_len[top], 1.0)[rows[0]] * (share / np.sum(share))[rows[0]]
     uniq = np.unique(rows[1], return_inverse=True)
     terms = uniq[0]
@@ -229,7 +239,7 @@ def feedback_channel(query, index, first):
     tf = post[2].astype(np.float64)
     norm = 1.2 * (0.25 + 0.75 * index.doc_len[post[1]] / index.avg_doc_len)
     gain = (weight[pick] / np.sum(weight[pick]) * idf[pick])[post[0]]
-    return np.sum(query.qtf) * np.bincount(post[1], weights=gain * tf / (tf + norm), minlength=index.n_docs)
+    return gate * np.sum(query.qtf) * np.bincount(post[1], weights=gain * tf / (tf + norm), minlength=index.n_docs)
 '''
 
 
@@ -267,7 +277,7 @@ def draw_channel(kind: str, rng) -> Channel:
                        table="variant_table({index})", adds_matches=bool(rng.random() < 0.3))
     if kind == "feedback":
         consts = (("W_FB", log_uniform(rng, 0.1, 0.6)), ("FB_DOCS", float(_pick(rng, (5, 10, 20)))),
-                  ("FB_TERMS", float(_pick(rng, (5, 10, 20)))))
+                  ("FB_TERMS", float(_pick(rng, (5, 10, 20)))), ("FB_GATE", round_sig(rng.uniform(0.5, 0.85), 3)))
         return Channel(kind, "rm3", consts, FEEDBACK, "feedback_channel({query}, {index}, {first})",
                        "feedback_evidence", adds_matches=bool(rng.random() < 0.5))
     raise ValueError(f"unknown splice kind {kind!r}")

@@ -107,6 +107,25 @@ def test_robust_fitness_rewards_gains_that_hold_everywhere():
         fitness(ref, spec)
 
 
+def test_consistent_fitness_counts_each_metric_and_the_worst_collection():
+    spec = fitness_spec("consistent")
+    ref = {"a": {"recall@100": 0.5, "ndcg@10": 0.5}, "b": {"recall@100": 0.4, "ndcg@10": 0.4}}
+    everywhere = {c: {m: v * 1.02 for m, v in ms.items()} for c, ms in ref.items()}
+    assert fitness(ref, spec, reference=ref) == pytest.approx(1.0)
+    assert fitness(everywhere, spec, reference=ref) == pytest.approx(1.02)
+    # +5% recall and -5% nDCG@10 on both: robust sees a 3% gain (0.8 x 5 - 0.2 x 5), consistent a 2% one
+    # (0.8 x 5 - 0.2 x 5 x 2): the nDCG loss is not hidden inside the collection's fitness
+    trade = {c: {"recall@100": ms["recall@100"] * 1.05, "ndcg@10": ms["ndcg@10"] * 0.95} for c, ms in ref.items()}
+    assert fitness(trade, fitness_spec("robust"), reference=ref) == pytest.approx(1.03)
+    assert fitness(trade, spec, reference=ref) == pytest.approx(1.02)
+    # +6% on a, -2% on b: robust 1 + (6 - 4) / 2 = 1.01; consistent half that mean and half the worst, -4%
+    lopsided = {"a": {m: v * 1.06 for m, v in ref["a"].items()}, "b": {m: v * 0.98 for m, v in ref["b"].items()}}
+    assert fitness(lopsided, spec, reference=ref) == pytest.approx(1 + 0.5 * 0.01 + 0.5 * -0.04)
+    # a metric that does not count on a small collection does not count in its gain either
+    small = {"a": {"recall@100": 0.5 * 1.5, "ndcg@10": 0.5}}
+    assert fitness(small, spec, n_docs={"a": 100}, reference={"a": ref["a"]}) == pytest.approx(1.0)
+
+
 def test_robust_fitness_through_the_evaluator(tmp_path, monkeypatch):
     monkeypatch.setenv("EVORANK_CACHE", str(tmp_path / "cache"))
     topics = [load_topics(str(write_random_beir(tmp_path / f"c{i}", n_docs=60, n_queries=20, seed=i)))

@@ -107,6 +107,25 @@ def test_spliced_children_are_valid_and_keep_unretrieved_documents(name, op, tit
             assert changed, f"{op} never changed a score on {name}"
 
 
+def test_feedback_pass_counts_only_for_queries_whose_feedback_documents_hold_their_terms(tmp_path, cache_dir):
+    import re
+
+    docs = {"d0": "apple banana cherry", "d1": "apple banana cherry date", "d2": "apple cherry fig",
+            "d3": "apple date grape", "d4": "apple fig", "d5": "apple grape", "d6": "zebra stripes savanna",
+            "d7": "banana date", "d8": "lemon lime", "d9": "melon kiwi"}
+    queries = {"both": "apple banana", "apart": "apple zebra"}  # no document holds both apple and zebra
+    topics = load_topics(str(write_beir(tmp_path / "c", docs, queries, [("both", "d0", 1), ("apart", "d6", 1)])))
+    child = splice(SEEDS["bm25"], np.random.default_rng(0), "offline:splice_feedback").source
+    child = re.sub(r"(?m)^FB_DOCS = .*$", "FB_DOCS = 1.0", child)  # feedback from the best document alone
+    at = lambda gate: re.sub(r"(?m)^FB_GATE = .*$", f"FB_GATE = {gate}", child)  # noqa: E731
+    first = full_scores(SEEDS["bm25"], topics)
+    changed = lambda gate: [not np.array_equal(f, c) for f, c in zip(first, full_scores(at(gate), topics))]  # noqa
+    assert changed(-1.0) == [True, True]  # open whatever the documents hold
+    assert changed(2.0) == [False, False]  # shut: the first pass alone
+    # "apart"'s best document holds zebra, not apple (a fifth of the query's idf mass): left to the first pass
+    assert changed(0.95) == [True, False]
+
+
 @pytest.mark.parametrize("name", list(SEEDS))
 @pytest.mark.parametrize("op", SPLICE_OPERATORS)
 def test_a_second_splice_of_the_same_kind_is_refused_or_harmless(name, op, titled):

@@ -25,8 +25,20 @@ class ConfigError(EvorankError):
     pass
 
 
-#: the fitness presets (``evaluators.metrics.PRESETS``), named here so the command line need not import numpy
+#: the fitness presets (``evaluators.metrics.PRESETS``), named and described here so the command line need not
+#: import numpy
 FITNESS_NAMES = ("consistent", "rankevolve", "robust", "latency-aware")
+FITNESS_HELP = (
+    "consistent: 1 + the gain over BM25 (0.8 x R@100's + 0.2 x nDCG@10's, each loss counted twice), half the mean over "
+    "collections and half the worst collection's, so a gain must hold everywhere; rankevolve: 0.8 x R@100 + 0.2 x "
+    "nDCG@10 per collection, averaged (R@100 only on collections of 1,000+ documents); robust: 1 + the mean "
+    "per-collection gain over BM25, losses counted twice; latency-aware: rankevolve discounted for programs slower than "
+    "BM25, measured (a run with it is not reproducible)")
+#: ``evorank run --batch``
+BATCH_HELP = (
+    "offline proposals made and evaluated together, their parents drawn from the archive before them (default: "
+    "--workers when the run is created; saved with it): the same --seed and --batch give the same archive on any "
+    "machine, unless measured latency steers the run")
 
 #: How a chat model repairs a program that failed the static checks or when run (``repair_style``): ``rewrite``
 #: asks for the idea again, written afresh on the program the proposal started from; ``fix`` asks for the failing

@@ -16,7 +16,7 @@ import sys
 
 from evorank.evaluators.errors import EvorankError
 from evorank.evolve.inspection.console import print_error
-from evorank.evolve.inspection.format import (EXPORT_DESCRIPTION, ID_FORMS, RUN_COLLECTIONS, UNVERIFIED_HELP,
+from evorank.evolve.inspection.format import (EXPLAIN, EXPORT_DESCRIPTION, ID_FORMS, RUN_COLLECTIONS, UNVERIFIED_HELP,
                                                VALIDATION_ROLE)
 
 from .llm_server import add_llm_server_command
@@ -85,7 +85,7 @@ def _lazy(module: str, name: str):
 
 
 def add_inspection_commands(sub) -> None:
-    """Register status, top, show, diff, lineage, report and export on the ``evorank`` subparsers."""
+    """Register status, top, show, diff, lineage, explain, report and export on the ``evorank`` subparsers."""
     raw = argparse.RawDescriptionHelpFormatter
 
     p = sub.add_parser("status", help="progress of a run: iterations, outcomes, best per island, tokens, cost, alive?",
@@ -146,11 +146,17 @@ def add_inspection_commands(sub) -> None:
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=_lazy("evorank.evolve.inspection.terminal", "cmd_lineage"))
 
+    p = sub.add_parser("explain", formatter_class=raw, **EXPLAIN["parser"])
+    for flags, settings in EXPLAIN["arguments"]:
+        p.add_argument(*flags, **settings)
+    _add_limit_args(p, run=False)
+    p.set_defaults(func=_lazy("evorank.evolve.inspection.explain", "cmd_explain"))
+
     p = sub.add_parser("report", help="write a self-contained HTML report of a run (plots, grids, lineage, transfer)",
                        description="One HTML file with everything inline (no network): fitness over iterations, the "
                        "best program vs the seeds per collection and vs BM25 per query (significance, seen and held-out "
                        "collections, evaluated in the sandbox), each island's MAP-Elites grid, the best program's "
-                       "lineage with diffs, seen vs held-out (transfer) metrics, failures, tokens and cost.",
+                       "lineage with diffs, what it adds over its seed, seen vs held-out metrics, failures, cost.",
                        epilog="examples:\n  evorank report runs/x -o report.html\n"
                        "  evorank report runs/x --heldout local:npl,local:adi\n  evorank report runs/x --no-transfer\n",
                        formatter_class=raw)
@@ -159,7 +165,7 @@ def add_inspection_commands(sub) -> None:
     p.add_argument("--heldout", default="heldout",
                    help="suite name or comma-separated collections for the transfer table (default: heldout)")
     p.add_argument("--no-transfer", dest="no_transfer", action="store_true",
-                   help="evaluate nothing at report time: no held-out table and no significance test")
+                   help="evaluate nothing at report time: no held-out table, no significance test, no explain")
     p.add_argument("--json", action="store_true", help="print what was written as JSON")
     p.set_defaults(func=_lazy("evorank.evolve.inspection.report", "cmd_report"))
 
@@ -201,7 +207,7 @@ def add_dashboard_command(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from evorank.evolve.config import REPAIR_STYLES, RunConfig  # light: the dataclass and its checks
+    from evorank.evolve.config import BATCH_HELP, FITNESS_HELP, FITNESS_NAMES, REPAIR_STYLES, RunConfig  # light
     from evorank.evolve.llm.directions import shipped_directions  # light: one template file read
 
     parser = argparse.ArgumentParser(
@@ -235,10 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "queries and test the difference of nDCG@10 and R@100 per collection and pooled: mean per-query Δ, "
                    "95%% bootstrap CI, paired randomization test (Holm over the collections), paired t-test, W/T/L "
                    "(default: bm25 for a run's program, none for a file; 'none': off)")
-    p.add_argument("--fitness", default="rankevolve", choices=["rankevolve", "latency-aware", "robust"],
-                   help="rankevolve = 0.8 x R@100 + 0.2 x nDCG@10 per collection, averaged (R@100 counts only on "
-                   "collections of 1,000+ documents); latency-aware also discounts programs slower than BM25 (measured "
-                   "in the same run); robust = 1 + the mean per-collection gain over BM25, losses counted twice")
+    p.add_argument("--fitness", default="rankevolve", choices=FITNESS_NAMES, help="default rankevolve; " + FITNESS_HELP)
     p.add_argument("--k", type=int, default=1000, help="documents kept per query (default 1000)")
     p.add_argument("--runs-out", metavar="DIR", help="also write one TREC run file per collection into DIR (from the "
                    "rankings the sandbox returned, or this process's with --in-process)")
@@ -339,18 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preflight", action=argparse.BooleanOptionalAction, default=None,
                    help="check every model and command before the run starts (default: on)")
     p.add_argument("--workers", type=int, help="evaluation processes (default: all cores)")
-    p.add_argument("--batch", type=_count, metavar="N",
-                   help="offline proposals made together and evaluated in parallel, their parents drawn from the "
-                   "archive as it was before them (default: --workers when the run is created; saved with the run). "
-                   "An offline run is reproducible: the same --seed and --batch give the same archive on any "
-                   "machine, unless measured latency steers it (--fitness latency-aware)")
+    p.add_argument("--batch", type=_count, metavar="N", help=BATCH_HELP)
     p.add_argument("--in-flight", dest="in_flight", type=int, help="concurrent LLM requests (default 4)")
     p.add_argument("--islands", type=int, help="number of islands (default 2)")
-    p.add_argument("--fitness", choices=["rankevolve", "latency-aware", "robust"],
-                   help="rankevolve (default): 0.8 x R@100 + 0.2 x nDCG@10 per collection, averaged; latency-aware: "
-                   "also discounts programs slower than BM25 (measured, so the run is not reproducible); robust: 1 + the mean "
-                   "per-collection gain over BM25, losses "
-                   "counted twice (rewards gains that hold everywhere)")
+    p.add_argument("--fitness", choices=FITNESS_NAMES, help="default consistent; " + FITNESS_HELP)
     p.add_argument("--max-tokens", dest="max_tokens", type=int, help="completion token cap per LLM request (default 2048)")
     p.add_argument("--inspirations", type=int, help="other archive programs shown in each prompt (default 3)")
     p.add_argument("--prompts-dir", dest="prompts_dir", help="folder with prompt templates overriding the shipped ones")

@@ -29,6 +29,29 @@ UNVERIFIED_HELP = (
     "write the program even when it is outside the exportable subset: the file then opens with a banner saying so "
     "and listing what the check found. Read such a file before importing it: it runs the evolved code with your "
     "rights, outside any sandbox")
+# ``evorank explain``: its parser's texts and its arguments (besides the sandbox limits)
+EXPLAIN = {
+    "parser": {
+        "help": "what a program adds over its seed: each part taken out and measured",
+        "description": "Find the parts a program adds over its seed (terms added to the score: feedback, proximity, "
+                       "field or variant channels; changed formulas; changed constants), evaluate it without each (a "
+                       "formula or constant restored to the seed's) and print each part's contribution per "
+                       "collection; for a program of a run, also what each lineage step changed. Every program is "
+                       "evaluated in the sandbox.",
+        "epilog": "examples:\n  evorank explain runs/x:best\n  evorank explain runs/x:42 --suite heldout\n"
+                  "  evorank explain my_scorer.py --base bm25 --datasets local:cisi --json\n"},
+    "arguments": (
+        (("program",), {"help": "program file, shipped seed or example, or RUN:best, RUN:42, RUN:best@island:1"}),
+        (("--suite",), {"help": "collections to measure on (default: the run's suite for RUN:ID, else dev)"}),
+        (("--datasets",), {"help": "comma-separated collection addresses instead of a suite"}),
+        (("--base",), {"metavar": "PROGRAM", "help": "the seed to compare with (default: the lineage's seed for "
+                                                     "RUN:ID, else the shipped seed the program differs least from)"}),
+        (("--no-lineage",), {"dest": "no_lineage", "action": "store_true", "help": "skip the lineage steps"}),
+        (("--workers",), {"type": int, "help": "sandboxed evaluation processes (default 2)"}),
+        (("--json",), {"action": "store_true", "help": "print the numbers as JSON"}),
+        (("--per-query",), {"dest": "per_query", "action": "store_true", "help": "with --json: each query's values"}),
+    ),
+}
 #: What ``top``/``status --significance`` test on when no suite is named: the run's own collections.
 RUN_COLLECTIONS = "run"
 # What a run's validation queries do, said the same way wherever they are shown: selection (parents, elites, the

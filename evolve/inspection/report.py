@@ -4,9 +4,9 @@ Everything is inline: plots are SVG made with matplotlib (Agg backend, text draw
 font or network is needed), styles are in a <style> block, and there is no JavaScript. Sections:
 summary, fitness over iterations, the best program vs the seeds per collection, the best program vs BM25
 per query (paired significance and the sorted per-query differences, on the run's collections and the
-held-out ones), each island's MAP-Elites grid, the best program's lineage with each step's diff, seen vs
-held-out (transfer) metrics, outcomes and failure reasons over time, tokens and cost over time, and the top
-programs.
+held-out ones), each island's MAP-Elites grid, the best program's lineage with each step's diff, what the best
+program adds over its seed (``explain``: each part taken out and measured), seen vs held-out (transfer)
+metrics, outcomes and failure reasons over time, tokens and cost over time, and the top programs.
 
 Held-out numbers and per-query values are computed at report time with the same code paths as ``evorank eval``
 (``evolve.inspection.transfer``) for the best program and the seeds, every one in the sandbox (the seeds' code
@@ -208,6 +208,18 @@ def diff_html(text: str) -> str:
     return "<pre>" + "".join(lines) + "</pre>"
 
 
+def explain_section(run_dir: Path, best: ProgramRecord, log=None) -> str:
+    """``evorank explain RUN:best`` on the run's collections, without the lineage steps (shown above)."""
+    from evorank.evaluators.errors import EvorankError
+    from .explain import explain, explain_html, subject_of
+
+    try:
+        subject, _ = subject_of(f"{run_dir}:{best.id}")
+        return explain_html(explain(subject, list(best.metrics), lineage_steps=False, log=log))
+    except EvorankError as e:
+        return f"<p class=warn>{esc(e)}</p>"
+
+
 def _card(k, v) -> str:
     return f"<div class=card><div class=k>{esc(k)}</div><div class=v>{v}</div></div>"
 
@@ -307,6 +319,9 @@ def build_report(run_dir, out_path, heldout: str | None = "heldout", log=None) -
                         if len(spec.dimensions) > 2 else "") + ".</p>"))
     if best:
         sections.append(("lineage", f"Lineage of the best program (#{best.id})", lineage_part))
+    if best and heldout is not None:  # programs are run for this report unless told not to
+        sections.append(("explain", f"What the best program adds over its seed (#{best.id})",
+                         explain_section(run_dir, best, log)))
     transfer = None
     if best:
         transfer = transfer_data(best, seeds, heldout, log=log)

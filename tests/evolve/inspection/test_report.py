@@ -54,6 +54,9 @@ def test_report_is_self_contained_and_complete(syn, report):
     best = recs["k1"]
     assert f"Lineage of the best program (#{best.id})" in page
     assert "-K1 = 0.9" in page and "+K1 = 1.1" in page  # the lineage step's diff
+    # what the best adds over its seed, measured now: its one part, the changed constant
+    explained = re.search(r"<section id='explain'>.*?</section>", page, re.S).group(0)
+    assert "<th class=row>K1</th><td>constant</td><td><code>1.1 (seed: 0.9)</code>" in explained
     assert "forbidden:import os" in page and "syntax_error" in page
     assert "9,600" in page and "$0.0080" in page
     # transfer table: held-out (= demo) numbers evaluated now equal the archived demo metrics
@@ -92,6 +95,7 @@ def test_report_without_transfer_data(syn, tmp_path, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["path"] == str(out) and "skipped" in info["transfer_note"] and info["heldout_collections"] == []
     assert "Held-out evaluation was skipped" in out.read_text()
+    assert "<section id='explain'>" not in out.read_text()  # no program is run
     assert main(["report", str(syn["run"]), "-o", str(out), "--heldout", "local:no-such-collection"]) == 0
     assert "Held-out data was not available" in out.read_text()
     assert "note: Held-out data was not available" in capsys.readouterr().out

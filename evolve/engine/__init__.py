@@ -2,7 +2,7 @@
 
 - ``loop``         ``Engine``: drives a run (iterations, islands, in-flight proposals, repairs, resume, signals)
 - ``proposers``    ``make_proposer``: the offline mutator or the members of ``--llm``; ``OfflineProposer``
-- ``descriptors``  MAP-Elites descriptors of a program (evidence read, recall vs precision, size, speed)
+- ``descriptors``  MAP-Elites descriptors of a program (evidence read, recall vs precision, size, work per query)
 - ``evidence``     which kinds of index evidence a program reads, from its syntax tree
 - ``heldout``      ``HeldoutTracker``: each new best measured on collections the run never selects on
 - ``provenance``   the docstring an evolved program carries into ``best.py`` and exports

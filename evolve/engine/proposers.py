@@ -3,7 +3,7 @@
 A proposer turns a :class:`~evorank.evolve.proposal.Proposal` (an iteration, its island, a parent and maybe a
 crossover partner, all chosen by the engine) into candidate code; what the engine asks of one, and in which order,
 is described in :mod:`evorank.evolve.proposal`. ``instantaneous`` proposers (the offline mutator) are filled
-synchronously in batches of one proposal per evaluation worker, which keeps runs deterministic under ``--seed``;
+synchronously in batches (``config.batch_size``), which keeps runs reproducible under ``--seed``;
 the others run up to ``concurrency`` fills at once in threads while the main thread evaluates finished proposals.
 
 The proposers: :class:`OfflineProposer` (the genetic-programming mutator, :mod:`evorank.evolve.offline`),

@@ -29,6 +29,10 @@ from evorank.threadsafe_ast import parse_ast
 #: what the offline splices call their channels' variables, in words
 CHANNEL_NAMES = {"title_evidence": "field: title", "proximity_evidence": "proximity",
                  "variant_evidence": "term variants", "feedback_evidence": "feedback (second pass)"}
+#: index attributes that name the evidence a changed formula starts to read
+EVIDENCE_ATTRS = {"title_tf": "field", "title_len": "field", "field": "field", "positions": "positions",
+                  "posting_positions": "positions", "doc_positions": "positions", "doc_term": "document rows",
+                  "terms": "term strings", "term_id": "term strings"}
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,10 @@ def _extends(stmt: ast.stmt, target: str) -> ast.expr | None:
     return None
 
 
+def _attrs(node: ast.AST) -> set[str]:
+    return {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)}
+
+
 def _names(node: ast.AST) -> set[str]:
     return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
 
@@ -165,7 +173,8 @@ def _function_parts(func: ast.FunctionDef, seed_func: ast.FunctionDef):
                 new = list(body)
                 new[i] = seed_at[key]
                 label = f"{func.name}: {key[0]}" + (f" #{key[1] + 1}" if key[1] else "")
-                yield label, "formula", ast.unparse(stmt), new
+                reads = sorted({EVIDENCE_ATTRS[a] for a in _attrs(stmt) - _attrs(seed_at[key]) if a in EVIDENCE_ATTRS})
+                yield label + (f" ({', '.join(reads)})" if reads else ""), "formula", ast.unparse(stmt), new
             continue
         added = _extends(stmt, key[0])
         if added is None or key[0] not in seed_targets or i in widening:

@@ -135,6 +135,7 @@ class Engine:
         self.bm25_latency_ms: float | None = None
         self.reference_metrics: dict[str, dict[str, float]] | None = None  # the BM25 seed's, on the train queries
         self.heldout: HeldoutTracker | None = None
+        self._prepare_counts = [0, 0]  # sandboxed runs, and how many reused a prepare() state, not yet logged
 
     # -- setup ---------------------------------------------------------------------------------
     def _evaluate_seeds(self) -> None:
@@ -183,8 +184,10 @@ class Engine:
         rec.features = dict(rec.features)
         if result.stage1_fitness is not None:
             rec.features["stage1_fitness"] = result.stage1_fitness
-        if result.prepare_runs:  # sandboxed runs, and how many reused a prepare() state
-            rec.features["prepare_runs"], rec.features["prepare_reused"] = result.prepare_runs, result.prepare_reused
+        # sandboxed runs, and how many reused a prepare() state: what the cache held, not the program, so logged
+        # with the batch (an event), never as a feature
+        self._prepare_counts[0] += result.prepare_runs
+        self._prepare_counts[1] += result.prepare_reused
         if result.stopped_by_cascade:
             rec.status, rec.failure_reason = "rejected_cascade", "cascade"
             rec.failure_detail = (f"stage-1 fitness {result.stage1_fitness:.4f} on a query sample was below the "
@@ -361,6 +364,9 @@ class Engine:
                     self._repairs.append(repair)
             if self.reporter:
                 self.reporter.update(self, rec)
+        if self._prepare_counts[0]:
+            self.store.log_event("prepare", {"runs": self._prepare_counts[0], "reused": self._prepare_counts[1]})
+            self._prepare_counts = [0, 0]
         every = self.cfg.regrid_every
         if every and self.store.placed_count() // every > placed_before // every:
             refined = regrid(self.store)

@@ -316,7 +316,10 @@ def run_status(store: RunStore) -> dict:
         "prompt_tokens": summary["prompt_tokens"],
         "completion_tokens": summary["completion_tokens"],
         "cost_usd": summary["cost_usd"],
-        "prepare_reuse": {"runs": int(reuse["prepare_runs"]), "reused": int(reuse["prepare_reused"])},
+        "prepare_reuse": {  # logged per batch; runs of older versions kept the counts as features
+            "runs": int(reuse["prepare_runs"]) + sum(e["data"].get("runs", 0) for e in events if e["kind"] == "prepare"),
+            "reused": int(reuse["prepare_reused"]) + sum(e["data"].get("reused", 0) for e in events
+                                                         if e["kind"] == "prepare")},
         "models": [{"model": m.model, "proposals": m.proposals, "prompt_tokens": m.prompt_tokens,
                     "completion_tokens": m.completion_tokens, "cost_usd": m.cost_usd} for m in models],
         "operators": [{"operator": o.operator, "proposals": o.proposals, "accepted": o.accepted,

@@ -127,12 +127,12 @@ REPRO_CONFIG = "regrid_every = 4\nmigration_every = 3\n"
 
 
 def _archive(run_dir):
-    """Every program of a run as (iteration, island, operator, status, code hash, fitness, parents, cell), in id
-    order: what two runs must share to be the same run."""
+    """Every program of a run as (iteration, island, operator, status, code hash, fitness, metrics, features, parents,
+    cell), in id order: what two runs must share to be the same run (times, latencies and dates aside)."""
     store = RunStore.open(run_dir, readonly=True)
     try:
-        return [(p.iteration, p.island, p.operator, p.status, p.code_hash, p.fitness, p.parent_ids, p.cell)
-                for p in store.programs()]
+        return [(p.iteration, p.island, p.operator, p.status, p.code_hash, p.fitness, p.metrics, p.features,
+                 p.parent_ids, p.cell) for p in store.programs()]
     finally:
         store.close()
 

@@ -248,8 +248,7 @@ class Evaluator:
         if self._reference is None and not self._reference_running:
             spec = self._reference_spec or "bm25"
             src = spec if "\n" in spec else seed_path(spec).read_text(encoding="utf-8")
-            # while the reference itself runs, it has nothing to compare against
-            self._reference_source, self._reference_running = src, True
+            self._reference_source, self._reference_running = src, True  # while it runs: nothing to compare with
             try:
                 self._reference = self.evaluate_trusted(src, name="reference")
             finally:

@@ -9,8 +9,9 @@ its lineage is measured too: the step's change of each metric, from its parent t
 Everything is evaluated as ``evorank run`` evaluates candidates: the static checks, then the sandbox, on
 parallel workers (``evaluators.parallel.Evaluator``), with metrics computed in this process from the
 rebuilt rankings. The program, its ablations and its ancestors are run archive code or your file, and are
-treated alike. Per-query values stay in the data (``per_query``) for paired tests of each ablation against
-the program.
+treated alike. Each part's contribution, and the program's gain over its seed, come with paired tests on the
+same queries (``evaluators.significance``: randomization test, Holm-corrected over the collections, t-test,
+bootstrap interval; per collection and pooled); the per-query values stay in the data (``per_query``).
 """
 from __future__ import annotations
 
@@ -136,11 +137,13 @@ def explain(subject: Subject, addresses: list[str], *, lineage_steps: bool = Tru
     out = {"program": subject.label, "seed": subject.seed_label, "collections": collections,
            "metrics": list(EXPLAINED), "full": program, "seed_result": seed,
            "gain_over_seed": _difference(program, seed, collections),
+           "tests_over_seed": _tests(program, seed, subject.label, subject.seed_label),
            "parts": [], "lineage": []}
     for p in found:
         m = measured(f"part:{p.name}")
         out["parts"].append({"name": p.name, "kind": p.kind, "detail": p.detail, "failure": m["failure"],
-                             "without": m, "contribution": _difference(program, m, collections)})
+                             "without": m, "contribution": _difference(program, m, collections),
+                             "tests": _tests(program, m, "the program", f"without {p.name}")})
     previous = None
     for rec in steps:
         m = measured(f"#{rec.id}")
@@ -150,6 +153,16 @@ def explain(subject: Subject, addresses: list[str], *, lineage_steps: bool = Tru
         previous = m if not m["failure"] else previous
     out["elapsed_s"] = round(time.monotonic() - t0, 1)
     return out
+
+
+def _tests(a: dict, b: dict, name_a: str, name_b: str) -> dict | None:
+    """Paired significance of a against b on the same queries, per collection (Holm over the collections) and
+    pooled (``evaluators.significance``); None when either failed."""
+    if a["failure"] or b["failure"]:
+        return None
+    from evorank.evaluators.significance import compare
+
+    return compare(a["per_query"], b["per_query"], program=name_a, baseline_name=name_b, metrics=EXPLAINED).to_json()
 
 
 def _difference(a: dict, b: dict, collections: list[str]) -> dict | None:
@@ -210,13 +223,23 @@ def _signed(x: float | None, digits: int = 4) -> str:
     return f"[green]{text}[/]" if x > 5e-5 else f"[red]{text}[/]" if x < -5e-5 else text
 
 
+def _mark(tests: dict | None, collection: str, metric: str) -> str:
+    """'*' where the difference is significant (Holm per collection; pooled for the mean column)."""
+    if not tests:
+        return ""
+    t = tests["pooled"].get(metric) if collection == "mean" else tests["collections"].get(collection, {}).get(metric)
+    if not t:
+        return ""
+    p = t["p_randomization"] if t.get("p_holm") is None else t["p_holm"]
+    return "*" if p < tests["alpha"] else ""
+
+
 def print_explain(data: dict) -> None:
     """The tables of ``evorank explain``: the gain over the seed, each part's contribution, each lineage step."""
-    from rich.markup import escape
     from rich.table import Table
 
     from evorank.evaluators.program.output import clean
-    from .console import console
+    from .console import console, shown
     from .format import METRIC_LABELS, short_names
 
     c = console()
@@ -224,33 +247,36 @@ def print_explain(data: dict) -> None:
     names = short_names(cols)
     labels = " / ".join(METRIC_LABELS.get(m, m) for m in data["metrics"])
 
-    def cells(diff: dict | None) -> list[str]:
+    def cells(diff: dict | None, tests: dict | None = None) -> list[str]:
         if diff is None:
             return ["[red]failed[/]"] + [""] * len(cols)
-        return [" ".join(_signed(diff[k][m]) for m in data["metrics"]) for k in (*cols, "mean")]
+        return [" ".join(_signed(diff[k][m]) + _mark(tests, k, m) for m in data["metrics"]) for k in (*cols, "mean")]
 
-    table = Table(title=f"[bold]{escape(data['program'])}[/] over {escape(data['seed'])}: change of {labels} "
+    table = Table(title=f"[bold]{shown(data['program'])}[/] over {shown(data['seed'])}: change of {labels} "
                         "per collection", title_justify="left")
     table.add_column("part")
     table.add_column("kind")
     for col in (*cols, "mean"):
-        table.add_column(escape(names.get(col, col)), justify="right")
-    table.add_row("[bold]the program vs its seed[/]", "all", *cells(data["gain_over_seed"]), end_section=True)
+        table.add_column(shown(names.get(col, col)), justify="right")
+    table.add_row("[bold]the program vs its seed[/]", "all", *cells(data["gain_over_seed"], data.get("tests_over_seed")),
+                  end_section=True)
     for p in data["parts"]:
-        table.add_row(escape(clean(p["name"], 60)), p["kind"], *cells(p["contribution"]))
+        table.add_row(shown(clean(p["name"], 60)), p["kind"], *cells(p["contribution"], p.get("tests")))
     c.print(table)
     c.print("each part's row: the program's metric minus the metric without that part (a formula or constant "
-            "restored to the seed's); positive: the part helps there")
+            "restored to the seed's); positive: the part helps there. * p < 0.05 in a paired randomization test "
+            "on the same queries (per collection Holm-corrected over the collections; the mean column: all queries "
+            "pooled)")
     for p in data["parts"]:
-        c.print(f"  {escape(clean(p['name'], 60))}: {escape(clean(p['detail'], 160))}"
-                + (f"  [red](without it the program failed: {escape(str(p['failure']))})[/]" if p["failure"] else ""))
+        c.print(f"  {shown(clean(p['name'], 60))}: {shown(clean(p['detail'], 160))}"
+                + (f"  [red](without it the program failed: {shown(p['failure'])})[/]" if p["failure"] else ""))
     if data["lineage"]:
         steps = Table(title=f"lineage: what each step changed ({labels})", title_justify="left")
         steps.add_column("step", justify="right")
         steps.add_column("program")
         steps.add_column("operator")
         for col in (*cols, "mean"):
-            steps.add_column(escape(names.get(col, col)), justify="right")
+            steps.add_column(shown(names.get(col, col)), justify="right")
         for i, s in enumerate(data["lineage"]):
             row = cells(s["change"]) if s["change"] is not None or s["failure"] else ["(start)"] + [""] * len(cols)
             steps.add_row(str(i), f"#{s['id']}", s["operator"], *row)
@@ -272,28 +298,31 @@ def explain_html(data: dict) -> str:
     cols = data["collections"]
     names = short_names(cols)
 
-    def cells(diff: dict | None) -> str:
+    def cells(diff: dict | None, tests: dict | None = None) -> str:
         if diff is None:
             return f"<td colspan={len(cols) + 1}>failed</td>"
         out = []
         for k in (*cols, "mean"):
-            vals = [diff[k][m] for m in data["metrics"]]
-            out.append("<td class=num>" + " / ".join(
-                (f"<span class={'up' if v > 0 else 'down'}>{v:+.4f}</span>" if abs(v) > 5e-5 else f"{v:+.4f}") for v in vals)
-                + "</td>")
+            shown = []
+            for m in data["metrics"]:
+                v = diff[k][m]
+                text = f"{v:+.4f}{_mark(tests, k, m)}"
+                shown.append(f"<span class={'up' if v > 0 else 'down'}>{text}</span>" if abs(v) > 5e-5 else text)
+            out.append("<td class=num>" + " / ".join(shown) + "</td>")
         return "".join(out)
 
     head = "<tr><th>part</th><th>kind</th><th>code</th>" + "".join(
         f"<th title='{esc(c)}'>{esc(names.get(c, c))}</th>" for c in cols) + "<th>mean</th></tr>"
     rows = [f"<tr><th class=row>the program vs {esc(data['seed'])}</th><td>all</td><td></td>"
-            f"{cells(data['gain_over_seed'])}</tr>"]
+            f"{cells(data['gain_over_seed'], data.get('tests_over_seed'))}</tr>"]
     for p in data["parts"]:
         rows.append(f"<tr><th class=row>{esc(clean(p['name'], 60))}</th><td>{esc(p['kind'])}</td>"
-                    f"<td><code>{esc(clean(p['detail'], 160))}</code></td>{cells(p['contribution'])}</tr>")
+                    f"<td><code>{esc(clean(p['detail'], 160))}</code></td>{cells(p['contribution'], p.get('tests'))}</tr>")
     labels = " / ".join(METRIC_LABELS.get(m, m) for m in data["metrics"])
     return (f"<div class=wide><table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table></div>"
             f"<p class=note>Change of {labels} per collection: the first row is the program minus its seed; each "
             "part's row is the program minus the program without that part (a formula or constant restored to the "
-            "seed's), so positive means the part helps there. Measured for this report on the run's collections "
+            "seed's), so positive means the part helps there; * marks p < 0.05 in a paired randomization test on the "
+            "same queries (Holm-corrected over the collections; pooled over all queries for the mean). Measured for this report on the run's collections "
             f"(all judged queries), every program sandboxed, in {data.get('elapsed_s', 0):.0f} s; "
             "<code>evorank explain RUN:best</code> prints the same with each lineage step.</p>")

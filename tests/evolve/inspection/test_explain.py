@@ -82,6 +82,11 @@ def test_explain_measures_each_part_in_the_sandbox(collection):
         assert constant["contribution"][collection][m] == 0.0  # the same ranking with or without it
     assert zeroing["contribution"][collection]["ndcg@10"] < -0.05  # cancelling the scores costs most of it
     assert zeroing["contribution"]["mean"]["fitness"] < 0
+    # paired tests on the same queries: the part that changes nothing is not significant, the one that cancels the
+    # scores is, per collection (Holm) and pooled
+    assert constant["tests"]["collections"][collection]["ndcg@10"]["p_randomization"] == 1.0
+    assert zeroing["tests"]["collections"][collection]["ndcg@10"]["p_holm"] < 0.05
+    assert zeroing["tests"]["pooled"]["ndcg@10"]["verdict"] == "worse"
     assert by_name["K1"]["contribution"] is not None and not by_name["K1"]["failure"]
     # without the zeroing channel the ranking is BM25's with K1 = 1.4 and a constant: the parts add up here
     gain = data["gain_over_seed"][collection]["ndcg@10"]
@@ -124,11 +129,14 @@ def test_explain_prints_each_part_and_step(capsys):
                                                                                   "recall@100": -0.02, "fitness": 0.0}}
     data = {"program": "runs/x:best (#3)", "seed": "seed bm25", "collections": ["c"], "metrics": ["ndcg@10", "recall@100"],
             "gain_over_seed": change, "elapsed_s": 1.0,
-            "parts": [{"name": "[red]K1", "kind": "constant", "detail": "1.4 (seed: 0.9)", "failure": None,
-                       "contribution": change}],
+            "parts": [{"name": "[red]K1\x1b[2J", "kind": "constant", "detail": "1.4 (seed: 0.9)", "failure": None,
+                       "contribution": change,
+                       "tests": {"alpha": 0.05, "pooled": {"ndcg@10": {"p_randomization": 0.01, "p_holm": None}},
+                                 "collections": {"c": {"ndcg@10": {"p_randomization": 0.01, "p_holm": 0.03},
+                                                       "recall@100": {"p_randomization": 0.2, "p_holm": 0.2}}}}}],
             "lineage": [{"id": 1, "operator": "seed", "failure": None, "change": None},
                         {"id": 3, "operator": "offline", "failure": None, "change": change}]}
     print_explain(data)
     out = capsys.readouterr().out
-    assert "[red]K1" in out  # text from a program is shown as written, never read as markup
-    assert "+0.1000 -0.0200" in out and "(start)" in out and "#3" in out
+    assert "[red]K1" in out and "\x1b" not in out  # a program's text is shown, never read as markup or escapes
+    assert "+0.1000* -0.0200" in out and "(start)" in out and "#3" in out

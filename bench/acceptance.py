@@ -7,13 +7,13 @@ default ``new=`` this tree) and each seed S (``--seeds 0,1,2``):
 1. ``nice -n 5 python -m evorank run --suite dev --llm offline --iterations N --seed S --out OUT/LABEL-sS --quiet``
    (skipped when OUT/LABEL-sS already holds the N proposals; resumed when it holds fewer). Wall time and the
    machine's load (``/proc/loadavg`` every 30 s, into OUT/LABEL-sS.load) are recorded.
-2. The run's best (``RUN:best``: chosen on validation among the best by train) and the BM25 seed are evaluated with
-   THIS tree's evaluator on dev and on the held-out suite, the best sandboxed like any run program, every judged
-   query; fitness is ``rankevolve`` (0.8 R@100 + 0.2 nDCG@10 per collection, R@100 on collections of 1,000+
-   documents, averaged). The held-out suite is measured here and nowhere else: nothing in a run reads it.
-3. Per collection and pooled over the suite's queries, for nDCG@10 and R@100: the paired two-sided randomization
-   test (sign flips of the per-query differences, ``scipy.stats.permutation_test``, 10,000 resamples, exact for
-   small collections) and the paired t-test; randomization p-values Holm-corrected over the suite's collections.
+2. ``evorank eval RUN:best --suite dev|heldout --compare bm25 --json`` with THIS tree: the run's best (chosen on
+   validation among the best by train) sandboxed, and the BM25 seed, on every judged query; fitness ``rankevolve``
+   (0.8 R@100 + 0.2 nDCG@10 per collection, R@100 on collections of 1,000+ documents, averaged). The held-out
+   suite is measured here and nowhere else: nothing in a run reads it.
+3. From the same command (``evaluators.significance``), per collection and pooled over the suite's queries, for
+   nDCG@10 and R@100: the paired two-sided randomization test (sign flips of the per-query differences, 10,000
+   resamples, exact for small collections), Holm-corrected over the suite's collections, and the paired t-test.
 4. ``evorank explain`` of each best, on dev with its lineage and on the held-out suite.
 
 Targets (printed with the numbers): held-out fitness and nDCG@10 (macro mean) >= 1.04x BM25 on the mean of the
@@ -39,7 +39,6 @@ from pathlib import Path
 import numpy as np
 
 METRICS = ("ndcg@10", "recall@100")
-N_RESAMPLES = 10_000
 ALPHA = 0.05
 
 
@@ -98,77 +97,27 @@ def run_facts(run_dir: Path) -> dict:
 
 # -- evaluation and statistics ----------------------------------------------------------------------
 
-def per_query(run_dir: Path, addresses: list[str], topics) -> tuple[dict, dict, dict]:
-    """(best's, BM25's per-query values {collection: {metric: array}}, documents per collection): the best
-    through the static checks and the sandbox, BM25 trusted, on one pool of this tree's workers."""
-    from evorank.evaluators.parallel import Evaluator
-    from evorank.evaluators.program.source import seed_path
-    from evorank.evolve.inspection.queries import resolve_program_arg
-
-    _, source = resolve_program_arg(f"{run_dir}:best")
-    bm25 = seed_path("bm25").read_text(encoding="utf-8")
-    with Evaluator(addresses, n_workers=2, cascade=None, topics=topics) as ev:
-        best = ev.evaluate([source], [None], [None], ["best"])[0]
-        ref = ev.evaluate_trusted(bm25, "bm25")
-        sizes = ev.collection_sizes()
-    if not best.ok:
-        raise RuntimeError(f"{run_dir}:best failed on {addresses}: {best.failure_reason} {best.failure_detail}")
-
-    def values(res):
-        return {c.name: {m: np.asarray(c.per_query[m], dtype=np.float64) for m in METRICS} for c in res.suite.collections}
-
-    return values(best), values(ref), sizes
-
-
-def paired(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict:
-    """Two-sided paired randomization test (sign flips of the differences) and paired t-test of a vs b."""
-    from scipy import stats
-
-    d = a - b
-    if not np.any(d):
-        return {"p_rand": 1.0, "p_t": 1.0, "delta": 0.0}
-    res = stats.permutation_test((d,), lambda x, axis=-1: np.mean(x, axis=axis), permutation_type="samples",
-                                 vectorized=True, n_resamples=N_RESAMPLES, alternative="two-sided",
-                                 random_state=np.random.default_rng(seed))
-    p_t = float(stats.ttest_rel(a, b).pvalue) if np.ptp(d) > 0 else None
-    return {"p_rand": float(min(1.0, res.pvalue)), "p_t": p_t, "delta": float(d.mean())}
-
-
-def holm(pvalues: list[float]) -> list[float]:
-    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
-    out, running = [0.0] * len(pvalues), 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(pvalues) - rank) * pvalues[i]))
-        out[i] = running
-    return out
-
-
-def compare(best: dict, ref: dict, sizes: dict) -> dict:
-    """Per-collection and pooled figures of one best program against BM25 on one suite."""
-    from evorank.evaluators.metrics import collection_fitness, fitness, fitness_spec
-
-    spec = fitness_spec("rankevolve")
-    colls = list(best)
+def eval_compare(run_dir: Path, suite: str) -> dict:
+    """``evorank eval RUN:best --suite SUITE --compare bm25 --json`` (sandboxed, every judged query), with THIS
+    tree's evaluator: the best's and BM25's metrics and the paired tests per collection and pooled."""
+    out = subprocess.run([sys.executable, "-m", "evorank", "eval", f"{run_dir}:best", "--suite", suite,
+                          "--compare", "bm25", "--json"], capture_output=True, text=True)
+    if out.returncode not in (0, 1) or not out.stdout.strip():
+        raise RuntimeError(f"evorank eval {run_dir}:best --suite {suite} failed: {out.stderr[-2000:]}")
+    data = json.loads(out.stdout)
+    cmp = data["compare"]
+    sig = cmp["significance"]
     rows = {}
-    for c in colls:
-        mb = {m: float(best[c][m].mean()) for m in METRICS}
-        mr = {m: float(ref[c][m].mean()) for m in METRICS}
-        rows[c] = {"n": len(best[c]["ndcg@10"]), "docs": sizes[c], "best": mb, "bm25": mr,
-                   "fitness_best": collection_fitness(mb, spec, sizes[c]),
-                   "fitness_bm25": collection_fitness(mr, spec, sizes[c]),
-                   "tests": {m: paired(best[c][m], ref[c][m]) for m in METRICS}}
-    for m in METRICS:
-        for c, p in zip(colls, holm([rows[c]["tests"][m]["p_rand"] for c in colls])):
-            rows[c]["tests"][m]["p_holm"] = p
-    pooled = {m: paired(np.concatenate([best[c][m] for c in colls]), np.concatenate([ref[c][m] for c in colls]))
-              for m in METRICS}
-    f_best = fitness({c: rows[c]["best"] for c in colls}, spec, n_docs=sizes)
-    f_ref = fitness({c: rows[c]["bm25"] for c in colls}, spec, n_docs=sizes)
-    macro = {m: (np.mean([rows[c]["best"][m] for c in colls]), np.mean([rows[c]["bm25"][m] for c in colls]))
+    for c, tests in sig["collections"].items():
+        rows[c] = {"n": tests["ndcg@10"]["n"], "best": {m: tests[m]["mean"] for m in METRICS},
+                   "bm25": {m: tests[m]["baseline_mean"] for m in METRICS},
+                   "fitness_ratio": cmp["collections"][c]["ratio"], "tests": {m: tests[m] for m in METRICS}}
+    macro = {m: (np.mean([r["best"][m] for r in rows.values()]), np.mean([r["bm25"][m] for r in rows.values()]))
              for m in METRICS}
-    return {"collections": rows, "pooled": pooled, "fitness_ratio": f_best / f_ref, "fitness_best": f_best,
-            "fitness_bm25": f_ref, "ndcg_ratio": macro["ndcg@10"][0] / macro["ndcg@10"][1],
-            "recall_ratio": macro["recall@100"][0] / macro["recall@100"][1]}
+    return {"collections": rows, "pooled": sig["pooled"], "fitness_best": data["fitness"],
+            "fitness_bm25": cmp["reference_fitness"], "fitness_ratio": data["fitness"] / cmp["reference_fitness"],
+            "ndcg_ratio": float(macro["ndcg@10"][0] / macro["ndcg@10"][1]),
+            "recall_ratio": float(macro["recall@100"][0] / macro["recall@100"][1])}
 
 
 def explained(run_dir: Path, addresses: list[str], lineage: bool) -> dict:
@@ -196,9 +145,10 @@ def print_table(title: str, cmp: dict) -> None:
         for m in METRICS:
             t = r["tests"][m]
             ratio = r["best"][m] / r["bm25"][m] if r["bm25"][m] else float("nan")
-            cells.append(f"{r['best'][m]:7.4f} {r['bm25'][m]:7.4f} {ratio:6.3f} {t['p_rand']:7.4f} {t['p_holm']:7.4f}")
-        print(f"  {short(c):<11} {r['n']:>4} {'  '.join(cells)} {r['fitness_best'] / r['fitness_bm25']:9.4f}")
-    pooled = "  ".join(f"{m} delta {t['delta']:+.4f} p {t['p_rand']:.4g} (t-test {_p(t['p_t'])})"
+            cells.append(f"{r['best'][m]:7.4f} {r['bm25'][m]:7.4f} {ratio:6.3f} {t['p_randomization']:7.4f} "
+                         f"{t['p_holm']:7.4f}")
+        print(f"  {short(c):<11} {r['n']:>4} {'  '.join(cells)} {r['fitness_ratio']:9.4f}")
+    pooled = "  ".join(f"{m} delta {t['delta']:+.4f} p {t['p_randomization']:.4g} (t-test {_p(t['p_ttest'])})"
                        for m, t in cmp["pooled"].items())
     print(f"  pooled over {sum(r['n'] for r in cmp['collections'].values())} queries: {pooled}")
 
@@ -243,7 +193,6 @@ def main() -> None:
     ap.add_argument("--no-explain", dest="no_explain", action="store_true")
     args = ap.parse_args()
     from evorank.evaluators.data.suites import resolve_collections
-    from evorank.evaluators.evaluate import load_topics
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -254,7 +203,6 @@ def main() -> None:
             if not args.no_runs:
                 run_search(site, s, args.iterations, args.suite, out / f"{label}-s{s}")
     suites = {"dev": resolve_collections(args.suite, None), "heldout": resolve_collections(args.heldout, None)}
-    topics = {name: [load_topics(a) for a in addrs] for name, addrs in suites.items()}
     results = {"date": time.strftime("%Y-%m-%d"), "iterations": args.iterations, "searches": {}}
     for label in searches:
         per_seed = {}
@@ -264,9 +212,8 @@ def main() -> None:
                 print(f"{run_dir}: not complete ({proposals_done(run_dir)} proposals), skipped")
                 continue
             entry = {"run": str(run_dir), "facts": run_facts(run_dir)}
-            for name, addrs in suites.items():
-                best, ref, sizes = per_query(run_dir, addrs, topics[name])
-                entry[name] = compare(best, ref, sizes)
+            for name, suite in (("dev", args.suite), ("heldout", args.heldout)):
+                entry[name] = eval_compare(run_dir, suite)
             if not args.no_explain:
                 entry["explain"] = {"dev": explained(run_dir, suites["dev"], True),
                                     "heldout": explained(run_dir, suites["heldout"], False)}
@@ -304,8 +251,8 @@ def summarize(label: str, per_seed: dict) -> None:
           f"{'met' if np.mean(ndcg) >= 1.04 and min(ndcg) >= 1.02 else 'NOT met'}")
     print(f"  worst collection nDCG@10 ratio per seed {[round(x, 4) for x in worst.values()]} (target >= 0.97): "
           f"{'met' if min(worst.values()) >= 0.97 else 'NOT met'}")
-    shown = ", ".join(f"{t['p_rand']:.4g} ({t['delta']:+.4f})" for t in pooled.values())
-    ok = all(t["p_rand"] < ALPHA and t["delta"] > 0 for t in pooled.values())
+    shown = ", ".join(f"{t['p_randomization']:.4g} ({t['delta']:+.4f})" for t in pooled.values())
+    ok = all(t["p_randomization"] < ALPHA and t["delta"] > 0 for t in pooled.values())
     print(f"  pooled nDCG@10 randomization p (delta) per seed {shown} (target < 0.05, better): "
           f"{'met' if ok else 'NOT met'}")
     print(f"  significantly worse after Holm (nDCG@10 or R@100) per seed {worse} (target: none): "

@@ -31,7 +31,7 @@ import concurrent.futures as cf
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 

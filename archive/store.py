@@ -1,31 +1,23 @@
-"""The run store: one SQLite database per run directory
-(`<run_dir>/archive.sqlite`) holding the run's config, seed, versions and
-events, every program ever produced, the migrations, and the elite table.
+"""The run store: one SQLite database per run directory (`<run_dir>/archive.sqlite`) holding the run's
+config, seed, versions and events, every program ever produced, the migrations, and the elite table.
 
 Durability (why WAL + synchronous=FULL):
-- WAL journal: readers (inspection commands) never block the writer and
-  never see a half-committed transaction; a crash at any instant leaves
-  either the old or the new state, never a corrupt file.
-- kill -9 of the writer loses nothing committed under any `synchronous`
-  level: a commit has already handed the WAL frames to the OS page cache,
-  which outlives the process.
-- Power loss / kernel crash is where levels differ. With WAL, NORMAL only
-  fsyncs at checkpoints, so the last few commits can silently roll back
-  (still no corruption). FULL fsyncs the WAL on every commit, so a program
-  whose `add_program` returned is on disk. We default to FULL because it is
-  cheap here: one fsync per program (~0.2 ms measured on the dev box, a few
-  ms on slow disks) against seconds of LLM call and evaluation per program,
-  and it keeps the archive from "forgetting" iterations whose LLM cost was
-  already paid and logged elsewhere. Pass synchronous="NORMAL" only for
-  throwaway stores (e.g. property tests).
+- WAL journal: readers (inspection commands) never block the writer and never see a half-committed
+  transaction; a crash at any instant leaves either the old or the new state, never a corrupt file.
+- kill -9 of the writer loses nothing committed under any `synchronous` level: a commit has already handed
+  the WAL frames to the OS page cache, which outlives the process.
+- Power loss / kernel crash is where levels differ. With WAL, NORMAL only fsyncs at checkpoints, so the
+  last few commits can silently roll back (still no corruption). FULL fsyncs the WAL on every commit, so a
+  program whose `add_program` returned is on disk. We default to FULL because it is cheap here: one fsync
+  per program (~0.2 ms measured on the dev box, a few ms on slow disks) against seconds of LLM call and
+  evaluation per program, and it keeps the archive from "forgetting" iterations whose LLM cost was already
+  paid and logged elsewhere. Pass synchronous="NORMAL" only for throwaway stores (e.g. property tests).
 
-Concurrency contract: exactly one writer process per run (enforced with an
-advisory lock on `<run_dir>/archive.lock`, released by the OS even on
-kill -9), any number of readers opened with `readonly=True` (a `mode=ro`
-URI connection with a busy timeout). Every write method is one transaction:
-a program insert, its grid placement and the iteration counter commit
-together, and a migration round (all copies + bookkeeping) commits as one;
-`atomic()` joins several writes into one transaction.
+Concurrency contract: exactly one writer process per run (enforced with an advisory lock on
+`<run_dir>/archive.lock`, released by the OS even on kill -9), any number of readers opened with
+`readonly=True` (a `mode=ro` URI connection with a busy timeout). Every write method is one transaction: a
+program insert, its grid placement and the iteration counter commit together, and a migration round (all
+copies + bookkeeping) commits as one; `atomic()` joins several writes into one transaction.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """evorank archive: every program of a run, and the elite population.
 
 Modules (each short and single-purpose):
-- programs  ProgramRecord; normalized_code_hash, complexity (source-only measures)
+- programs  ProgramRecord; normalized_code_hash, essential_code, complexity (source-only measures)
 - features  FeatureDim, GridSpec, feature resolution/binning, the cell rule `beats`
 - schema    SQLite DDL, SCHEMA_VERSION, version refusal
 - rows      ProgramRecord <-> programs-table row conversion (JSON cleaning, insert values)
@@ -46,6 +46,7 @@ programs:
     normalized_code(code: str) -> str | None
     normalized_code_hash(code: str) -> str
     complexity(code: str) -> int
+    essential_code(code: str) -> str | None   # what can change the ranking, canonical (copies compare equal)
 features:
     FeatureDim(name: str, edges: tuple[float, ...], log: bool = False)
         .bin(value) -> int | None; .n_bins
@@ -131,6 +132,7 @@ from evorank.archive.programs import (
     STATUSES,
     ProgramRecord,
     complexity,
+    essential_code,
     normalized_code,
     normalized_code_hash,
 )
@@ -168,6 +170,7 @@ __all__ = [
     "collect_versions",
     "complexity",
     "default_grid_spec",
+    "essential_code",
     "feature_value",
     "migration_due",
     "normalized_code",

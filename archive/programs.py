@@ -166,3 +166,114 @@ def complexity(code: str) -> int:
             count += 1
         stack.extend((child, line) for child in ast.iter_child_nodes(node))
     return count
+
+
+def _block_text(code: str) -> str:
+    """The text between the evolve markers (every block, joined), or the whole code when it has none."""
+    ranges = _evolve_line_ranges(code)
+    if not ranges:
+        return code
+    lines = code.splitlines()
+    return "\n".join(line for lo, hi in ranges for line in lines[lo - 1:hi])
+
+
+def _name_targets(stmt: ast.stmt) -> set[str] | None:
+    """The names an assignment statement binds when it binds plain names only (``x = ...``, ``x: T = ...``,
+    ``x += ...``, ``a, b = ...``); None for any other statement."""
+    if isinstance(stmt, ast.Assign):
+        targets = stmt.targets
+    elif isinstance(stmt, (ast.AnnAssign, ast.AugAssign)):
+        targets = [stmt.target]
+    else:
+        return None
+    names: set[str] = set()
+    for t in targets:
+        for n in ast.walk(t):
+            if isinstance(n, (ast.Attribute, ast.Subscript, ast.Starred)):
+                return None  # writes into an object: not a plain binding
+            if isinstance(n, ast.Name):
+                names.add(n.id)
+    return names
+
+
+def _reads(node: ast.AST, skip: ast.stmt | None = None) -> set[str]:
+    """Names read anywhere in ``node``, leaving out what statement ``skip`` reads (``x = x + 1`` alone does not keep
+    ``x``)."""
+    inside = {id(n) for n in ast.walk(skip)} if skip is not None else set()
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+            and id(n) not in inside}
+
+
+def _drop_dead_assignments(func: ast.FunctionDef) -> bool:
+    """Remove, once, the assignments in ``func`` to names that nothing in it reads (except themselves); True when
+    something was removed. Values are taken to have no side effects (what a ranking program assigns)."""
+    declared = {n for s in ast.walk(func) if isinstance(s, (ast.Global, ast.Nonlocal)) for n in s.names}
+    removed = False
+    for node in list(ast.walk(func)):
+        for attr in ("body", "orelse", "finalbody"):
+            body = getattr(node, attr, None)
+            if not isinstance(body, list) or not body or not isinstance(body[0], ast.stmt):
+                continue
+            kept = []
+            for stmt in body:
+                names = _name_targets(stmt)
+                dead = (names is not None and names and not names & declared
+                        and not names & _reads(func, skip=stmt))
+                useless = isinstance(stmt, ast.Pass) or (isinstance(stmt, ast.Expr)
+                                                          and isinstance(stmt.value, ast.Constant))
+                if dead or useless:
+                    removed = True
+                else:
+                    kept.append(stmt)
+            setattr(node, attr, kept or ([ast.Pass()] if attr == "body" else []))
+    return removed
+
+
+def essential_code(code: str) -> str | None:
+    """What of a program's evolve block (the whole code when it has no markers) can change how it ranks, as
+    canonical text: docstrings, comments and layout dropped (as in :func:`normalized_code`), then what nothing
+    uses: module-level definitions (functions, constants, imports; not assignments that call something at import)
+    that ``score`` and ``prepare`` do not reach, assignments inside a function to names nothing reads, bare
+    constants and ``pass``; module-level functions in name order when their order cannot matter. Two programs with the same essential code rank alike; a program that is another plus an unused
+    helper or an unused line is a copy of it. None when the code does not parse."""
+    norm = normalized_code(_block_text(code))
+    if norm is None:
+        return None
+    tree = parse_ast(norm)
+    funcs = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+    def defines(stmt) -> set[str]:
+        """What a module-level statement defines and may be dropped with when nothing reads it (not an assignment
+        that calls something: it runs at import, and what it does may matter)."""
+        if isinstance(stmt, (*funcs, ast.ClassDef)):
+            return {stmt.name}
+        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            return {(a.asname or a.name).split(".")[0] for a in stmt.names}
+        if any(isinstance(n, ast.Call) for n in ast.walk(stmt)):
+            return set()
+        return _name_targets(stmt) or set()
+
+    changed = True
+    while changed:
+        changed = False
+        # module level: keep score, prepare, statements that define nothing, and what they read (transitively)
+        keep = [isinstance(s, funcs) and s.name in ("score", "prepare") or not defines(s) for s in tree.body]
+        needed = set().union(*(_reads(s) for s, k in zip(tree.body, keep) if k))
+        grew = True
+        while grew:
+            grew = False
+            for i, stmt in enumerate(tree.body):
+                if not keep[i] and defines(stmt) & needed:
+                    keep[i], grew = True, True
+                    needed |= _reads(stmt)
+        if not all(keep):
+            tree.body, changed = [s for s, k in zip(tree.body, keep) if k], True
+        for stmt in tree.body:
+            if isinstance(stmt, funcs) and _drop_dead_assignments(stmt):
+                changed = True
+    defs = [s for s in tree.body if isinstance(s, funcs)]
+    others = [s for s in tree.body if not isinstance(s, funcs)]
+    if len({d.name for d in defs}) == len(defs) and not any(d.decorator_list for d in defs) \
+            and not any(isinstance(n, ast.Call) for s in others for n in ast.walk(s)):
+        tree.body = others + sorted(defs, key=lambda d: d.name)  # their order cannot matter
+    return ast.unparse(tree)

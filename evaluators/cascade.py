@@ -1,7 +1,7 @@
 """The cascade: a candidate is first scored on a fixed, seeded sample of each collection's queries, and only one
 whose sample fitness reaches ``threshold`` x its parent's gets the full evaluation (which scores every query, so
 full metrics never depend on the cascade). ``Evaluator`` (:mod:`evorank.evaluators.parallel`) runs both stages;
-this module says how large the sample is and which queries it holds.
+this module says how large the sample is, which queries it holds and what a query is estimated to cost.
 """
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from .cost import query_cost_ms
 
 
 @dataclass(frozen=True)
@@ -38,3 +40,11 @@ def cascade_sample(n_queries: int, collection: str, seed: int = 0, cascade: Casc
     digest = hashlib.sha256(f"{collection}|{seed}".encode()).digest()
     rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
     return np.sort(rng.choice(n_queries, size=size, replace=False))
+
+
+def mean_query_ms(topics) -> float | None:
+    """Estimated scoring cost of one of the collection's queries (None for a stand-in index without statistics)."""
+    try:
+        return float(query_cost_ms(topics.index, topics.queries).mean()) if topics.queries else None
+    except (AttributeError, TypeError, IndexError):
+        return None

@@ -35,8 +35,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .cascade import CascadeConfig, cascade_sample
-from .cost import query_cost_ms
+from .cascade import CascadeConfig, cascade_sample, mean_query_ms
 from .evaluate import (CollectionResult, SuiteResult, Topics, failed_result, latency_ratio, load_topics, measure,
                        subset_ranking, subset_topics)
 from .errors import ProgramError
@@ -45,6 +44,7 @@ from evorank.evaluators.program.source import seed_path
 from evorank.evaluators.program.ranking import DEFAULT_K, program_queries
 from evorank.evaluators.program.output import failure_text
 from evorank.evaluators.sandbox.runner import Limits, SandboxResult, warn_missing_layers
+from .sample import TOP, ranks_as, signature
 from .splits import relevant_counts, validation_split
 from evorank.evaluators.program.checks import static_check
 from .tasks import (EvalTask, init_worker, merge_shards, remove_worker_leftovers, run_local_task, shard_bounds,
@@ -82,6 +82,8 @@ class CandidateResult:
     validation_fitness: float | None = None
     prepare_runs: int = 0  # sandboxed runs (tasks) of this candidate that finished
     prepare_reused: int = 0  # of those, runs that reused a stored prepare() state (prepared.py)
+    sample_ranking: dict[str, str] = field(default_factory=dict)  # collection -> its signature on the stage-1 sample
+    ranks_as_start: int | None = None  # which of its ``starts`` it ranks as on the sample (a no-op; sample.py)
 
     @property
     def ok(self) -> bool:
@@ -89,15 +91,7 @@ class CandidateResult:
 
     @property
     def stopped_by_cascade(self) -> bool:
-        return self.stage == 1 and self.failure_reason is None
-
-
-def _mean_query_ms(topics: Topics) -> float | None:
-    """Estimated scoring cost of one of the collection's queries (None for a stand-in index without statistics)."""
-    try:
-        return float(query_cost_ms(topics.index, topics.queries).mean()) if topics.queries else None
-    except (AttributeError, TypeError, IndexError):
-        return None
+        return self.stage == 1 and self.failure_reason is None and self.ranks_as_start is None
 
 
 # -- the evaluator -----------------------------------------------------------------------------------
@@ -118,6 +112,8 @@ class _Candidate:
     seconds: float = 0.0
     runs: int = 0
     reused: int = 0
+    starts: list[dict[str, str]] = field(default_factory=list)  # sample signatures it must not rank as
+    sample_docs: dict[int, list[np.ndarray]] = field(default_factory=dict)  # collection -> top documents per query
 
 
 class Evaluator:
@@ -181,7 +177,7 @@ class Evaluator:
         self._stage1_topics: list[Topics] = []
         sampling = cascade or CascadeConfig()  # stage-1 fitness is defined (and reported) even without a cascade
         for t in self._train_topics:
-            idx = cascade_sample(len(t.queries), t.name, seed, sampling, _mean_query_ms(t))
+            idx = cascade_sample(len(t.queries), t.name, seed, sampling, mean_query_ms(t))
             self._samples.append(idx)
             self._stage1_topics.append(t if len(idx) == len(t.queries) else subset_topics(t, idx))
         # Largest collections first, so the slowest task does not start last.
@@ -210,9 +206,12 @@ class Evaluator:
 
     # -- public API ----------------------------------------------------------------------------------
     def evaluate(self, sources: list[str], seed_sources: list[str | None] | None = None,
-                 parent_stage1: list[float | None] | None = None, names: list[str] | None = None) -> list[CandidateResult]:
+                 parent_stage1: list[float | None] | None = None, names: list[str] | None = None,
+                 starts: list[list[dict[str, str]]] | None = None) -> list[CandidateResult]:
         """Evaluate a batch; each candidate's head/tail must match its seed (when given). Never raises for a
-        candidate's behaviour: every outcome is a CandidateResult, in input order."""
+        candidate's behaviour: every outcome is a CandidateResult, in input order. ``starts``: per candidate, the
+        sample signatures (``CandidateResult.sample_ranking``) of the programs it started from; one that ranks as
+        any of them on the stage-1 sample is not evaluated further (``ranks_as_start``)."""
         n = len(sources)
         seed_sources = list(seed_sources) if seed_sources is not None else [None] * n
         parent_stage1 = list(parent_stage1) if parent_stage1 is not None else [None] * n
@@ -230,7 +229,7 @@ class Evaluator:
                 except ProgramError as e:
                     results[i] = self._rejected(names[i], e.reason, str(e))
                     continue
-            runnable.append(_Candidate(i, names[i], src, parent_stage1[i]))
+            runnable.append(_Candidate(i, names[i], src, parent_stage1[i], starts=list(starts[i]) if starts else []))
         for cand, res in zip(runnable, self._run(runnable)):
             results[cand.i] = res
         return results  # type: ignore[return-value]
@@ -428,7 +427,8 @@ class Evaluator:
                     out[cand.i] = self._final(cand, 1, results, None)
                     return
                 fit1 = self._fitness({r.name: r.metrics for r in results}, "stage1")
-                if self.cascade is not None and fit1 < self.cascade.threshold * (cand.parent or 0.0):
+                if self._start_it_ranks_as(cand) is not None or (
+                        self.cascade is not None and fit1 < self.cascade.threshold * (cand.parent or 0.0)):
                     out[cand.i] = self._final(cand, 1, results, fit1)
                     return
                 start_stage(cand, 2)
@@ -500,6 +500,8 @@ class Evaluator:
                     ranking = subset_ranking(ranking, self._train_idx[j])
                 res = measure(ranking, topics, self.k)
                 res.ranking = ranking if self.keep_rankings and stage == 2 else None
+                cand.sample_docs[j] = [ranking.doc_idx[i][:TOP] for i in (
+                    self._samples[j] if stage == 2 else range(len(ranking.doc_idx)))]
             except Exception as e:  # pragma: no cover - a bug on the trusted side, reported, not raised
                 res = failed_result(topics, "measure_error", f"{type(e).__name__}: {e}")
         (cand.stage1 if stage == 1 else cand.full)[j] = res
@@ -526,8 +528,19 @@ class Evaluator:
             lat = [r.latency_median_ms for r in results if r.latency_median_ms > 0]
             latency = float(np.exp(np.mean(np.log(lat)))) if lat else None
         fit = 0.0 if failed is not None else suite.fitness if stage == 2 else None
+        sample = {self.topics[j].name: signature(docs) for j, docs in cand.sample_docs.items()} if ok else {}
         return CandidateResult(cand.name, stage, suite, fit, fit1, reason, detail, latency, dict(cand.outputs),
-                               cand.seconds, validation, val_fit, cand.runs, cand.reused)
+                               cand.seconds, validation, val_fit, cand.runs, cand.reused, sample,
+                               self._start_it_ranks_as(cand) if ok else None)
+
+    def _start_it_ranks_as(self, cand: _Candidate) -> int | None:
+        """Which of the candidate's starts it ranks as on every collection's stage-1 sample (None: none, or a
+        collection without its sample rankings)."""
+        for i, start in enumerate(cand.starts):
+            if start and all(j in cand.sample_docs and ranks_as(cand.sample_docs[j], start.get(t.name, ""))
+                             for j, t in enumerate(self.topics)):
+                return i
+        return None
 
     def _stage1_from_full(self, results: list[CollectionResult]) -> float:
         per = {}

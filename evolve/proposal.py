@@ -38,6 +38,8 @@ COMMAND = "command"  # a proposal written by an external command (a coding agent
 TRUSTED_EDITS_FEATURE = "trusted_edits"  # the feature saying what trusted code changed in a candidate before evaluation
 REPAIR_KIND_FEATURE = "repair_kind"  # the feature saying how a repair was asked for (Proposal.repair_kind)
 DIRECTION_FEATURE = "direction"  # the feature naming the direction a proposal's chain was given (Proposal.direction)
+NO_OP = "no_op"  # the failure reason of a candidate that ran but ranks as the program it started from (not an elite)
+COPY = "copy"  # the failure reason of a candidate that is a program its prompt showed, up to code nothing uses
 
 # Failure reasons that a repair round cannot help with: the model or tool itself failed (llm:, command:,
 # proposer:), the program tried to cheat the latency measurement, or its text is far beyond any program (too
@@ -89,6 +91,12 @@ class Proposal:
     member: int | None = None  # which member of an ensemble writes it (EnsembleProposer)
     donors: tuple[tuple[str, str], ...] = ()  # (label, code) of the programs the prompt showed, to borrow the
     #                                           definitions of names the candidate reads but never defines from
+    shown: tuple[tuple[str, str], ...] = ()  # (label, code) of the programs other than the parent the chain's prompt
+    #                                          showed: a candidate that is one of them is a copy, not evaluated
+    change: str | None = None  # the lines the reply's candidate changed in the program it edited (untrusted text):
+    #                            what a repair shows as the change the proposal made
+    sent: tuple[tuple[str, str], ...] = ()  # (how it was asked, digest) of each request sent before in its chain:
+    #                                         a repair never sends one again, and asks for a shorter reply once
     repair_kind: str | None = None  # how a repair was asked for: "rewrite" (the idea again), "statement", "block",
     #                                 "shorter" (a cut-off reply asked again as a diff); recorded as a feature
     direction: str | None = None  # the direction the chain's first request gave (evolve/llm/directions.py); a
@@ -177,4 +185,4 @@ def repair_of(prop: Proposal, failed: ProgramRecord, **fields) -> Proposal:
     record, one round further; the engine gives it its own iteration number when it is sent."""
     return Proposal(iteration=0, island=prop.island, generation=prop.generation, operator=REPAIR, parent=failed,
                     repair_round=prop.repair_round + 1, origin=prop.base, member=prop.member, donors=prop.donors,
-                    opening=prop.opening, idea=prop.idea, direction=prop.direction, **fields)
+                    shown=prop.shown, opening=prop.opening, idea=prop.idea, direction=prop.direction, **fields)

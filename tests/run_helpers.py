@@ -34,14 +34,27 @@ def run_engine(cfg, collection, resume=False):
         evaluator.close()
 
 
-RAISES = diff("    rows = state[query.term_ids]", "    rows = state[query.term_ids]\n    boost = UNDEFINED_BOOST * 2",
-              (100, 20))
+RETURN = "    return np.where(matched, scores, -np.inf)"  # the BM25 seed's last line
+
+
+def prior(weight, usage):
+    """A reply adding ``weight`` x document length to the BM25 seed's scores: a change that ranks the tiny
+    collection's queries differently (a different K1 or B does not: its documents are too alike), so it is not a
+    no-op. Weights 0.1, 1.0 and -0.5 rank three ways, each unlike the seed."""
+    return diff(RETURN, f"    return np.where(matched, scores + {weight} * index.doc_len, -np.inf)", usage)
+
+
+# raises NameError at the boost line; its fix (FIX) ranks unlike the seed (the boost weighs document length)
+RAISES = {"content": "Idea.\n<<<<<<< SEARCH\n    rows = state[query.term_ids]\n=======\n    rows = state[query.term_ids]\n"
+                     "    boost = UNDEFINED_BOOST * 2\n>>>>>>> REPLACE\n<<<<<<< SEARCH\n" + RETURN + "\n=======\n"
+                     "    return np.where(matched, scores + boost * index.doc_len, -np.inf)\n>>>>>>> REPLACE\n",
+          "usage": (100, 20)}
 FIX = diff("    boost = UNDEFINED_BOOST * 2", "    boost = 2.0", (300, 15))
 # returns NaN scores: a failure that names no line, so the whole block is repaired
 NAN_SCORES = diff("    scores = rows.T @ query.qtf.astype(np.float32)",
                   "    scores = rows.T @ query.qtf.astype(np.float32) * np.nan", (100, 20))
 FIX_NAN = diff("    scores = rows.T @ query.qtf.astype(np.float32) * np.nan",
-               "    scores = rows.T @ query.qtf.astype(np.float32) * 2.0", (300, 15))
+               "    scores = rows.T @ query.qtf.astype(np.float32) + 0.5 * index.doc_len", (300, 15))
 
 
 def programs(run_dir) -> dict[int, object]:

@@ -61,11 +61,15 @@ from evorank.evolve.config import RunConfig, batch_size, not_reproducible
 from .descriptors import describe, grid_for
 from .heldout import HeldoutTracker
 from evorank.evolve.llm.client import Budget
-from evorank.evolve.proposal import CROSSOVER, REPAIR, Proposal, Proposer, repairable
+from evorank.evaluators.sample import TOP, metrics_alike
+from evorank.evolve.proposal import CROSSOVER, NO_OP, REPAIR, Proposal, Proposer, repairable
 from .proposers import make_proposer
 
 log = logging.getLogger("evorank")
 PROPOSE_THREAD_PREFIX = "propose"  # the names of the threads that fill proposals (model requests)
+#: The feature holding a program's ranking on the cascade's query sample (evaluators/sample.py): a candidate that
+#: ranks as the program it started from is a no-op, found before its full evaluation
+SAMPLE_RANKING_FEATURE = "sample_ranking"
 
 
 @dataclass
@@ -178,7 +182,9 @@ class Engine:
         log.info("seeds evaluated: %s (BM25 median latency %.3f ms/query)",
                  ", ".join(f"{n}={r.fitness:.4f}" for n, r in self.seed_records.items()), self.bm25_latency_ms or 0)
 
-    def _record_from_result(self, rec: ProgramRecord, result) -> ProgramRecord:
+    def _record_from_result(self, rec: ProgramRecord, result, starts: tuple[ProgramRecord, ...] = ()) -> ProgramRecord:
+        """``rec`` completed from its evaluation; ``starts``: the programs it was checked against for a no-op (the
+        ``starts`` given to the evaluator, in the same order)."""
         suite = result.suite
         rec.stage = result.stage
         rec.features = dict(rec.features)
@@ -188,6 +194,13 @@ class Engine:
         # with the batch (an event), never as a feature
         self._prepare_counts[0] += result.prepare_runs
         self._prepare_counts[1] += result.prepare_reused
+        if result.sample_ranking:
+            rec.features[SAMPLE_RANKING_FEATURE] = result.sample_ranking
+        if result.ranks_as_start is not None and result.ranks_as_start < len(starts):
+            rec.status, rec.failure_reason = "duplicate", NO_OP  # ran, but changes no ranking: never an elite
+            rec.failure_detail = (f"it ran, but ranks the top {TOP} documents of every sampled query exactly as "
+                                  f"program {starts[result.ranks_as_start].id} does, so it changes nothing")
+            return rec
         if result.stopped_by_cascade:
             rec.status, rec.failure_reason = "rejected_cascade", "cascade"
             rec.failure_detail = (f"stage-1 fitness {result.stage1_fitness:.4f} on a query sample was below the "
@@ -275,15 +288,38 @@ class Engine:
 
     # -- what a proposer may read while preparing (the engine is its ArchiveView) ---------------
     def inspirations(self, prop: Proposal) -> list[ProgramRecord]:
-        """Elites to show next to the parent, drawn from the proposal's stream 2 (so no other draw moves)."""
-        return select_inspirations(self.islands, prop.island, prop.parent, rng_for(self.cfg.seed, prop.iteration, 2),
-                                   self.policy)
+        """Elites to show next to the parent, drawn from the proposal's stream 2 (so no other draw moves): each
+        program once (not the parent or the crossover partner again), and none that ranks as the program it
+        started from (a no-op archived before it could be told, whose comments say it does something)."""
+        drawn = select_inspirations(self.islands, prop.island, prop.parent, rng_for(self.cfg.seed, prop.iteration, 2),
+                                    self.policy)
+        shown = {p.code_hash for p in (prop.parent, prop.other) if p is not None}
+        out = []
+        for rec in drawn:
+            if rec.code_hash not in shown and not self._ranks_as_its_start(rec):
+                shown.add(rec.code_hash)
+                out.append(rec)
+        return out
+
+    def _ranks_as_its_start(self, rec: ProgramRecord) -> bool:
+        """Whether an accepted program ranks as a program it started from (its parents; for a repair, its chain's)."""
+        start = rec
+        try:
+            while start.operator in (REPAIR, "migration") and start.parent_ids:
+                start = self.store.get(start.parent_ids[0])
+            starts = [self.store.get(i) for i in start.parent_ids] if start.operator != "seed" else []
+        except KeyError:
+            return False
+        mine = rec.features.get(SAMPLE_RANKING_FEATURE)
+        return any((mine and mine == s.features.get(SAMPLE_RANKING_FEATURE)) or metrics_alike(rec.metrics, s.metrics)
+                   for s in starts)
 
     def recent_failures(self, prop: Proposal) -> list[ProgramRecord]:
-        """The last failures of the proposal's island, the parent's own line first."""
+        """The last failures of the proposal's island, the parent's own line first (a prompt shows the few it can
+        say something useful about)."""
         return self._failures_for(prop.parent, prop.island)
 
-    def _failures_for(self, parent: ProgramRecord, island: int, n: int = 3) -> list[ProgramRecord]:
+    def _failures_for(self, parent: ProgramRecord, island: int, n: int = 10) -> list[ProgramRecord]:
         recent = self.store.recent_failures(island, limit=20)
         recent.sort(key=lambda p: (parent.id not in p.parent_ids, -p.id))  # own line first
         return recent[:n]
@@ -326,13 +362,15 @@ class Engine:
             seen.add(h)
             to_eval.append(i)
         if to_eval:
+            starts = [(props[i].base, *((props[i].other,) if props[i].other is not None else ())) for i in to_eval]
             results = self.evaluator.evaluate(
                 [props[i].source for i in to_eval],
                 [self._seed_source_of(props[i].base) for i in to_eval],
                 [props[i].base.features.get("stage1_fitness") for i in to_eval],
+                starts=[[p.features.get(SAMPLE_RANKING_FEATURE) or {} for p in ps] for ps in starts],
             )
-            for i, result in zip(to_eval, results):
-                self._record_from_result(records[i], result)
+            for i, result, ps in zip(to_eval, results, starts):
+                self._record_from_result(records[i], result, ps)
         with self.store.atomic():  # the batch, its migration and re-binning: all archived or none
             self._archive(props, records)
         self._track_heldout()

@@ -9,9 +9,11 @@
 - ``transfer``  how a run's programs do on collections never used for selection
 - ``ablation``  the parts a program adds over its seed, from the two syntax trees, and the program without each
 - ``explain``   ``evorank explain``: each part taken out and measured (sandboxed), and each lineage step
+- ``funnel``    what a run's model-written proposals came to: ideas, copies, no-ops, failures, per chain
 
-Public: ``open_run``, ``run_status``, ``top_programs``, ``lineage``, ``build_report``, ``export_program``, ``explain``.
+Public: ``open_run``, ``run_status``, ``top_programs``, ``lineage``, ``build_report``, ``export_program``, ``explain``,
+``funnel_summary``.
 
 May import: evorank.archive, evorank.evaluators, evorank.threadsafe_ast, evorank.evolve.config,
-evorank.evolve.engine
+evorank.evolve.proposal, evorank.evolve.engine
 """

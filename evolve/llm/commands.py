@@ -35,7 +35,7 @@ from evorank.evaluators.program.source import split_block
 from evorank.evaluators.program.output import fence
 
 from .replies import ReplyError, apply_reply
-from .prompts import PromptTemplates, build_messages, repair_message
+from .prompts import PromptTemplates, build_messages, repair_message, request_digest
 from evorank.evolve.proposal import COMMAND, ArchiveView, Proposal, repair_of
 
 PROGRAM_FILE = "program.py"
@@ -183,6 +183,7 @@ class CommandProposer:
         )
         prop.prompt = "\n\n".join(m["content"] for m in messages)
         prop.messages = [{"role": "user", "content": prop.prompt}]  # the first prompt, which repairs extend
+        prop.sent = (("first", request_digest(prop.messages)),)
 
     def fill(self, prop: Proposal, rng: np.random.Generator) -> None:
         name, parent_code = self.spec.label, prop.parent.code
@@ -219,7 +220,9 @@ class CommandProposer:
                 prop.failure_reason, prop.failure_detail = e.reason, str(e)
 
     def follow_up(self, prop: Proposal, failed) -> Proposal | None:
-        """Run the command again on the failed version, the first prompt followed by what went wrong."""
+        """Run the command again on the failed version, the first prompt followed by what went wrong with this
+        proposal (its own failure; for a change that ran exactly as its start, why that changes nothing); None when
+        that prompt is one its chain sent before (a command given the same prompt tends to do the same)."""
         if not prop.messages:
             return None
         try:
@@ -229,7 +232,11 @@ class CommandProposer:
         ask = repair_message(self.templates, failed, block)
         prompt = (f"{prop.messages[0]['content']}\n\n# Your previous attempt\n{ask}\n\n"
                   f"The file {PROGRAM_FILE} holds that version now: fix it there.")
-        return repair_of(prop, failed, prompt=prompt, messages=prop.messages, model=self.spec.label)
+        digest = request_digest([{"role": "user", "content": prompt}])
+        if any(d == digest for _, d in prop.sent):
+            return None
+        return repair_of(prop, failed, prompt=prompt, messages=prop.messages, model=self.spec.label,
+                         sent=(*prop.sent, ("command", digest)))
 
     def close(self) -> None:
         pass  # every run ends before fill returns

@@ -1,16 +1,17 @@
-"""Directions: the one way a chat model is asked to improve its parent in a proposal.
+"""Directions: the one idea a chat model is asked to write into its parent in a proposal.
 
 The system prompt names a dozen families of ideas (saturation, smoothing, proximity, fields, feedback, ...), and a
-model left to choose mixes them or reaches for index attributes that do not exist: with a small local model
-(Qwen2.5-Coder-1.5B), ideas on term statistics ran about a third of the time, ideas on proximity, fields or feedback
-almost never, and most failures named attributes the contract lacks (``bench/RESULTS.md``). So each diff or
-full-rewrite proposal is given ONE direction: a few sentences and working helper code written against the contract,
-then a complete ``prepare`` and ``score`` that call it (``evolve/llm/prompts/directions.txt``, overridable like
-every template; tests/evolve/llm/test_directions.py runs every section as a program). The use is a program of its
-own, not commented lines inside the helper block, because a small model copies such a block with its comments and
-leaves the use commented (refused as ``no_change``). Which direction is drawn from the run's seed and the proposal's
-iteration (reproducible on resume, independent of islands), among those the run allows (``--directions``); it is
-recorded as the proposal's ``direction`` feature, and its repairs keep it.
+model left to choose mixes them or reaches for index attributes that do not exist (with a small local model,
+Qwen2.5-Coder-1.5B, most failures named attributes the contract lacks: ``bench/RESULTS.md``). So each diff or full-rewrite proposal is
+given ONE direction (``evolve/llm/prompts/directions.txt``, overridable like every template): the technique, not a
+program: what evidence it uses, which formula, where in a program it goes, and a helper written against the
+contract where the evidence needs more than a line of numpy (offered to be called; trusted code adds its definition
+to a candidate that calls it). Shown a complete ``prepare`` and ``score`` with the direction, the small model gave
+that program back (exactly, or with an unused line added) instead of changing its parent: it ran, and said nothing
+about the parent. A directions file may still hold a second ```python block, a complete program
+(:attr:`Direction.example`); a candidate that is that program is then refused as a copy. Which direction is drawn
+from the run's seed and the proposal's iteration (reproducible on resume, independent of islands), among those the
+run allows (``--directions``); it is recorded as the proposal's ``direction`` feature, and its repairs keep it.
 
 Prompt sampling of this kind is FunSearch's and AlphaEvolve's way to keep a population diverse; here it also
 decides what the model can get right.
@@ -31,7 +32,7 @@ _SECTION = re.compile(r"^## (\w+)[ \t]*$", re.MULTILINE)
 @dataclass(frozen=True)
 class Direction:
     name: str
-    text: str  # prose and helper code, as shown in the prompt
+    text: str  # the technique and its helper code, as shown in the prompt
 
     @property
     def code(self) -> str:
@@ -41,14 +42,14 @@ class Direction:
     @property
     def example(self) -> str:
         """A complete ``prepare`` and ``score`` calling the helpers: the section's second ```python block ("" when
-        it has none)."""
+        it has none, as the shipped directions do)."""
         return self._block(1)
 
     @property
     def program_block(self) -> str:
-        """The helpers and the complete prepare and score, as one EVOLVE-BLOCK (what a reply copying the example
-        would run)."""
-        return f"{self.code}\n\n{self.example}"
+        """The helpers and the example, as one EVOLVE-BLOCK (a donor of definitions; with an example, what a reply
+        copying it would run)."""
+        return f"{self.code}\n\n{self.example}" if self.example else self.code
 
     def _block(self, n: int) -> str:
         blocks = self.text.split("```python\n")[1:]

@@ -12,6 +12,8 @@ placeholder between ```python fences of its own, is read as the placeholder alon
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import string
 from dataclasses import dataclass
@@ -62,6 +64,12 @@ class PromptTemplates:
         return parse_directions(self.texts["directions"])
 
 
+def request_digest(messages: list[dict]) -> str:
+    """A digest of a request (chat messages, or a command's prompt as one message): two requests with the same
+    digest ask exactly the same, and a repair never sends one its chain sent before."""
+    return hashlib.sha256(json.dumps(messages, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
 def check_directions(cfg: RunConfig, source: str = "config") -> None:
     """Raise ConfigError when ``cfg.directions`` names a direction that the run's templates (``directions.txt``,
     maybe from ``cfg.prompts_dir``) do not have; the message names the unknown ones and the choices."""
@@ -105,38 +113,68 @@ def failure_detail_text(text: str | None) -> str:
     return head[:300] + ("\n" + fenced if fenced else "")
 
 
+#: Failure reasons a prompt's failures section can say something useful about: the candidate failed a static
+#: check or raised (with the line it raised at). Replies that did not parse, echoes and cut-off replies are left out:
+#: "avoid repeating them" says nothing a model can act on when there is nothing to show.
+_ACTIONABLE = ("exception:", "forbidden:", "invalid_scores", "query_in_prepare", "missing_score")
+
+
 def failures_text(failures) -> str:
-    if not failures:
-        return "(none)"
-    return "\n".join(f"- {f.operator} proposal {f.id}: {f.failure_reason}: {failure_detail_text(f.failure_detail)}"
-                     for f in failures)
+    """The prompt section on recent failures, or "" when none has content a model can act on: each shown failure
+    with its reason, the trusted first line of its detail, the program's own error text (fenced by the evaluator)
+    and, when the sandbox named one, the line it failed at (quoted from the archived code, fenced). At most two."""
+    items = []
+    for f in failures:
+        reason = f.failure_reason or ""
+        line = failing_line(f.failure_detail)
+        lines = (f.code or "").splitlines()
+        at = "the line it failed at:\n" + quoted_code(lines[line - 1].strip(), LINE_CHARS) \
+            if line is not None and 1 <= line <= len(lines) else ""
+        if not reason.startswith(_ACTIONABLE) or (reason.startswith("exception:") and not at):
+            continue
+        items.append("- " + "\n".join(filter(None, [f"{reason}: {failure_detail_text(f.failure_detail)}", at])))
+        if len(items) == 2:
+            break
+    if not items:
+        return ""
+    return "\n# Mistakes that made recent programs like it fail (do not repeat them)\n" + "\n".join(items) + "\n"
 
 
 def inspirations_text(programs, block_of) -> str:
+    """The prompt section showing other programs of the archive, or "" when there are none. The instruction that
+    governs them comes before them."""
     if not programs:
-        return "(none yet)"
-    parts = []
+        return ""
+    parts = ["\n# Other programs of the archive, for ideas (do not copy them)"]
     for p in programs:
         parts.append(
             f"## Program {p.id} (fitness {_fmt(p.fitness)}, latency {_fmt(p.latency_ratio, 2)} x BM25)\n"
             + quoted_code(block_of(p.code).strip())
         )
-    return "\n\n".join(parts)
+    return "\n".join(parts) + "\n"
 
 
 def direction_text(direction: Direction | None) -> str:
-    """The prompt section giving a proposal its direction ("" for none). Its helpers are offered as a library, not
-    as code to copy: a reply that calls one without defining it gets the definition from trusted code
-    (``mend.names``; the direction's helpers are a proposal's first donors). Copying them costs a small model its
-    token budget (a 20-line helper such as the proximity one leaves little of 800 tokens for the program), and
-    helpers copied but never called leave the ranking unchanged."""
+    """The task's first part: the idea to write into the program (\"\" for none). A direction names the evidence,
+    the formula and where in a program it goes, with a helper where one is needed; its own text says, before the
+    helper, that the helper is to be called, not copied (a reply that calls it without defining it gets the
+    definition from trusted code: ``mend.names``, the direction's helpers are a proposal's first donors). A complete
+    program shown with the direction was copied rather than adapted: the local 1.5B model gave back the example,
+    exactly or with an unused line, instead of changing its parent."""
     if direction is None:
         return ""
-    return (f"# The direction for this proposal: {direction.name}\n{direction.text}\n"
-            "Apply this direction to the program above, adapted to what it already does (its state, its "
-            "constants). The helper functions in the first code block are provided: call them by name and do NOT "
-            "copy them into your answer (they are added to the program for you); the complete prepare and score "
-            "after them show how they are used. Your answer changes prepare and/or score.\n\n")
+    return f"Apply this idea to the program to improve ({direction.name}):\n{direction.text.strip()}\n\n"
+
+
+def prompt_contract() -> str:
+    """The program contract as a prompt shows it: without its closing example program, since the prompt shows the
+    program to improve right after it (each program once per prompt)."""
+    text = contract_text()
+    cut = text.find("\n## Example")
+    text = text[:cut] if cut >= 0 else text
+    if text.startswith("# "):  # its own title: the prompt's section header names it
+        text = text.partition("\n")[2]
+    return text.strip() + "\n"
 
 
 def build_messages(templates: PromptTemplates, kind: str, parent, seeds: dict[str, object], objective: str,
@@ -161,7 +199,7 @@ def build_messages(templates: PromptTemplates, kind: str, parent, seeds: dict[st
     user = templates.render(
         "mutation",
         objective=objective,
-        contract=contract_text(),
+        contract=prompt_contract(),
         parent_id=parent.id,
         parent_fitness=_fmt(parent.fitness),
         parent_latency=_fmt(parent.latency_ratio, 2),
@@ -203,6 +241,18 @@ def array_sizes_text(reason: str | None, detail: str | None, sizes: dict[str, tu
             "with x[index.term_doc.indices]; a query's terms are query.term_ids (per-term arrays: x[query.term_ids]).\n")
 
 
+#: Why a change that ran (or would have) exactly as a program already there changed nothing, for a repair request.
+_WHY = {
+    "no_op": "A value that is the same for every document of a query (or zero everywhere), or one factor for all of "
+             "them, changes no ranking, and neither does a value that score never returns: use evidence that differs "
+             "between documents.",
+    "copy": "A program shown to you, given back, tells nothing new: change the program to improve itself.",
+    "no_change": "Code that nothing calls or reads changes nothing: what score returns must change.",
+    "duplicate": "A program already evaluated, up to layout and comments, tells nothing new: what score returns must "
+                 "change.",
+}
+
+
 def repair_message(templates: PromptTemplates, failed, block: str,
                    sizes: dict[str, tuple[int, int, int]] | None = None) -> str:
     """The follow-up user message asking to fix ``failed`` (an archived failed proposal): its failure reason (from
@@ -210,6 +260,8 @@ def repair_message(templates: PromptTemplates, failed, block: str,
     lengths of the collection for a shape error (``sizes``: name -> (documents, terms, postings)), and the
     EVOLVE-BLOCK to edit."""
     detail = failure_detail_text(failed.failure_detail)
+    if failed.failure_reason in _WHY:
+        detail += "\n" + _WHY[failed.failure_reason]
     return templates.render("repair_instructions", reason=failed.failure_reason, detail=detail,
                             where=failing_line_text(failed.code, failed.failure_detail),
                             sizes=array_sizes_text(failed.failure_reason, failed.failure_detail, sizes or {}),
@@ -230,29 +282,54 @@ def statement_repair_message(templates: PromptTemplates, failed, st: FailingStat
                             context=quoted_code(marked_context(failed.code, st)))
 
 
-#: How much of a chain's first reply a rewrite repair quotes as its idea (the start: operators.reply_prose).
-IDEA_CHARS = 800
+#: How much of a chain's first reply a repair quotes as its idea (the start: replies.reply_prose).
+IDEA_CHARS = 600
+
+#: What a rewrite repair asks (``{base}``: the program the chain started from): after a change that ran, or would
+#: have, exactly as a program already there, a change that moves documents; after any other failure, the same change
+#: without the failure.
+_AGAIN = "Write the idea into program {base} again, so that it ranks documents differently."
+_FIX = "Make the same change again on program {base}, in a way that cannot fail like this."
+
+
+def attempt_text(idea: str | None, direction: str | None, change: str | None) -> tuple[str, str]:
+    """(the idea, the change) of an earlier attempt as a repair shows them: the direction it was given and the
+    model's own words (fenced: untrusted text), and the lines its candidate changed (candidate code, in a code
+    block nothing inside can close), or "" for each."""
+    where = f"You were applying the idea above ({direction})" if direction else "You proposed a change"
+    said = fence(idea, len(idea), f"{where}; your reply said (quoted)") if idea else where + "."
+    shown = ("\nthe lines your change removed (-) and added (+):\n" + code_block(change, "diff")) if change else ""
+    return said, shown
 
 
 def rewrite_repair_message(templates: PromptTemplates, opening: list[dict], idea: str | None, failed, base_id: int,
-                           sizes: dict[str, tuple[int, int, int]] | None = None) -> list[dict]:
+                           sizes: dict[str, tuple[int, int, int]] | None = None, change: str | None = None,
+                           direction: str | None = None) -> list[dict]:
     """The chat request asking for the idea of a chain again, written afresh on program ``base_id``: the chain's
-    first request (``opening``: system and user message, which shows that program) with, added to its user
-    message, the idea the model gave then (``idea``, its own words, fenced and labelled), why ``failed`` (the
-    last failed attempt) could not be used (trusted reason, program text fenced), the line it names and, for a
-    shape error, the array lengths. The failed code itself is not shown: small models given code to correct
-    mostly give it back."""
-    said = (fence(idea, len(idea), "You proposed this idea (your earlier reply, quoted)") if idea
-            else "You proposed a change to the program above.")
-    ask = templates.render("rewrite_repair_instructions", idea=said, reason=failed.failure_reason,
+    first request (``opening``: system and user message, which shows that program and the direction) with, added
+    to its user message, the earlier attempt (the direction, the model's own words ``idea`` and the lines its
+    candidate changed, ``change``: both fenced), why ``failed`` (this proposal's own archived failure) could not be
+    used (trusted reason, program text fenced), the line it names and, for a shape error, the array lengths, and
+    what to do about it: the same change without the failure, or for a change that ranked as before, a copy or
+    code nothing uses, a change that moves documents."""
+    said, shown = attempt_text(idea, direction, change)
+    reason = failed.failure_reason or ""
+    again = (_AGAIN + " " + _WHY[reason] if reason in _WHY else _FIX).format(base=base_id)
+    ask = templates.render("rewrite_repair_instructions", idea=said, change=shown, reason=failed.failure_reason,
                            detail=failure_detail_text(failed.failure_detail),
                            where=failing_line_text(failed.code, failed.failure_detail),
                            sizes=array_sizes_text(failed.failure_reason, failed.failure_detail, sizes or {}),
-                           base_id=base_id)
+                           base_id=base_id, task=again)
     *head, first_user = opening
     return [*head, {"role": "user", "content": first_user["content"].rstrip() + "\n\n" + ask.strip() + "\n"}]
 
 
-def truncated_message(templates: PromptTemplates, max_tokens: int) -> str:
-    """The follow-up user message after a reply was cut off at ``max_tokens``: the same change as a short diff."""
-    return templates.render("truncated_instructions", max_tokens=max_tokens)
+def truncated_message(templates: PromptTemplates, opening: list[dict], idea: str | None, max_tokens: int,
+                      direction: str | None = None) -> list[dict]:
+    """The chat request after a reply was cut off at ``max_tokens``: the chain's first request again (``opening``,
+    a conversation that does not grow by the cut reply) with the idea that reply gave (fenced) and a request for
+    the same change, much shorter."""
+    said, _ = attempt_text(idea, direction, None)
+    ask = templates.render("truncated_instructions", idea=said, max_tokens=max_tokens)
+    *head, first_user = opening
+    return [*head, {"role": "user", "content": first_user["content"].rstrip() + "\n\n" + ask.strip() + "\n"}]

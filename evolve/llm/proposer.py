@@ -13,17 +13,17 @@ import numpy as np
 
 from evorank.evaluators.metrics import FitnessSpec
 from evorank.evaluators.program.source import BLOCK_END, BLOCK_START, split_block
-from evorank.evolve.proposal import CROSSOVER, REPAIR, ArchiveView, Proposal, repair_of
+from evorank.evolve.proposal import COPY, CROSSOVER, NO_OP, REPAIR, ArchiveView, Proposal, repair_of
 
 from .client import LLMClient, unreachable
 from .directions import Direction
 from .directions import choose as choose_direction
 from .failing_statement import MARKER, failing_statement
 from .mend import fix_candidate
-from .prompts import (IDEA_CHARS, PromptTemplates, build_messages, repair_message, rewrite_repair_message,
-                      statement_repair_message, truncated_message)
-from .replies import (REPLY_FAILURES, ReplyError, apply_reply, apply_statement_fix, check_changes_what_runs,
-                      check_prepare_reads_no_query, reply_prose)
+from .prompts import (IDEA_CHARS, PromptTemplates, build_messages, repair_message, request_digest,
+                      rewrite_repair_message, statement_repair_message, truncated_message)
+from .replies import (REPLY_FAILURES, ReplyError, apply_reply, apply_statement_fix, change_lines,
+                      check_changes_what_runs, check_not_a_copy, check_prepare_reads_no_query, reply_prose)
 
 __all__ = ["LLMProposer", "objective_text", "metric_label", "direction_donor", "donor_label",
            "candidate_failed", "REPEATED_NOTE"]
@@ -76,18 +76,24 @@ def donor_label(rec) -> str:
 
 #: Failure reasons of a reply that gave back code already there: unchanged, or a program already archived.
 ECHOES = ("no_change", "duplicate")
+#: Failures of a candidate that ran, or would have, exactly as a program already there: the code given back (the
+#: echoes), a program the prompt showed, or a change that ranks every sampled query as its start. A rewrite repair
+#: asks for a change that moves documents.
+UNCHANGED = (*ECHOES, COPY, NO_OP)
 
 
 def direction_donor(direction: Direction) -> tuple[str, str]:
-    """(label, code) of a direction's helpers and its complete prepare and score, as a program to borrow
-    definitions from (``mend.names``, ``mend.state``)."""
+    """(label, code) of a direction's helpers (and its example program, when its directions file has one), as a
+    program to borrow definitions from (``mend.names``, ``mend.state``)."""
     return f"direction {direction.name}", f"{BLOCK_START}\n{direction.program_block}{BLOCK_END}\n"
 
 
 def candidate_failed(reason: str | None) -> bool:
     """Whether a failure is the candidate's own (it failed the static checks or when run), not its reply's (did
     not parse or apply, or gave back code already there)."""
-    return bool(reason) and reason not in REPLY_FAILURES and reason not in ECHOES
+    return bool(reason) and reason not in REPLY_FAILURES and reason not in UNCHANGED
+
+
 
 
 #: Said before a repair request when the previous repair returned the failing code unchanged (small models often
@@ -147,6 +153,7 @@ class LLMProposer:
         )
         prop.prompt = prop.messages[-1]["content"]
         prop.opening = prop.messages
+        prop.sent = (("first", request_digest(prop.messages)),)
         shown = [r for r in (prop.parent, prop.other, *insp, *view.seed_records.values()) if r is not None]
         donors: dict[str, tuple[str, str]] = {}
         if direction is not None and direction.code:  # its helpers first: a candidate that calls one without
@@ -155,6 +162,11 @@ class LLMProposer:
         for r in shown:
             donors.setdefault(r.code, (donor_label(r), r.code))
         prop.donors = tuple(donors.values())
+        # what the prompt showed besides the parent: a candidate that is one of these is a copy (not evaluated)
+        others = [(f"program {r.id}", r.code) for r in (prop.other, *insp) if r is not None]
+        if direction is not None and direction.example:  # a directions file that shows a complete program
+            others.append(direction_donor(direction))
+        prop.shown = tuple(others)
 
     def fill(self, prop: Proposal, rng: np.random.Generator) -> None:
         """One chat completion (the model preset for a repair, else drawn from the ensemble) applied to the
@@ -186,9 +198,11 @@ class LLMProposer:
             prop.failure_reason, prop.failure_detail = e.reason, str(e)
             return
         prop.source, prop.trusted_edits = fix_candidate(prop.source, prop.donors)
+        prop.change = change_lines(prop.edits.code, prop.source) or None
         try:
-            check_changes_what_runs(prop.edits.code, prop.source)  # helpers added that nothing calls
             check_prepare_reads_no_query(prop.source)  # a line that raises whenever prepare runs
+            check_changes_what_runs(prop.edits.code, prop.source)  # helpers added that nothing calls
+            check_not_a_copy(prop.source, prop.shown)  # a program the prompt showed, given back
         except ReplyError as e:  # not evaluated: it would rank as before, or fail, as the message says
             prop.source, prop.failure_reason, prop.failure_detail = None, e.reason, str(e)
             return
@@ -196,69 +210,73 @@ class LLMProposer:
             prop.operator = applied  # record what the reply really was
 
     def follow_up(self, prop: Proposal, failed) -> Proposal | None:
-        """A repair of ``prop`` (archived as ``failed``), or None when there is no conversation to continue.
+        """A repair of ``prop`` (archived as ``failed``), or None when there is no conversation to continue or the
+        repair would ask exactly what its chain asked before (a model asked the same twice answers the same).
 
-        - a reply cut off at max_tokens: the same conversation, asking for the same change as a short diff;
-        - with ``repair_style`` "rewrite", a candidate that failed the static checks or when run: the chain's first
-          request again, with the idea its first reply gave, the failure and the line it names, asking for the
-          idea written afresh on the program the chain started from (:func:`rewrite_repair_message`); a rewrite
-          that gave back code unchanged, or a program already archived, is asked again about the failure before;
+        Every request names this proposal's own failure (``failed``), never an earlier one's.
+
+        - a reply cut off at max_tokens: the chain's first request again, with the idea that reply gave, asking for
+          the same change much shorter; once per chain (a second cut-off ends it);
+        - with ``repair_style`` "rewrite", a candidate that failed the static checks or when run, or that ran (or
+          would have) exactly as a program already there (code given back unchanged, an archived program, a
+          program the prompt showed, a change that ranks every sampled query as its start): the chain's first
+          request again, with the direction, the idea its first reply gave and the lines this candidate changed,
+          the failure and the line it names, asking for the idea written afresh on the program the chain started
+          from (:func:`rewrite_repair_message`);
         - with "fix", a program that raised in a statement of its block: a fresh, short conversation showing the
           function it failed in with the statement marked, asking for that code corrected
-          (:mod:`evorank.evolve.llm.failing_statement`); a repair that repeated the code it was shown: a fresh conversation
-          about the failure the code still has, saying so; a statement repair after a block repair, a block
-          repair after a statement repair (a model that echoed once tends to echo the same request again);
-        - with "rewrite", a first reply that gave code already there (unchanged, or an archived program), and a
-          rewrite of it that did the same: the chain's first request again, saying why that reply could not be
-          used;
-        - anything else (a reply that did not parse or apply, or with "fix" gave the program back unchanged, a
-          failure without a line with "fix"): the same conversation, the model's reply, then a request to fix the
-          block.
+          (:mod:`evorank.evolve.llm.failing_statement`); a repair that gave back the failing code unchanged: a fresh
+          conversation about the failure that code still has, saying so, asked the other way round (a statement
+          repair after a block repair, a block repair after a statement repair);
+        - anything else (a reply that did not parse or apply; with "fix", a failure without a line): the same
+          conversation, the model's reply, then a request to fix the block.
         """
         if prop.messages is None or prop.response is None:
             return None
-        system = prop.messages[:1]
-        if failed.failure_reason == "truncated" or (failed.failure_reason == "syntax_error"
-                                                    and prop.finish_reason == "length"):
-            # a reply stopped at max_tokens: its code is incomplete (whether or not a fence happened to close); the
-            # same change comes back as a diff of the program that reply was editing
-            ask = truncated_message(self.templates, self.client.settings.max_tokens)
-            return self._repair(prop, failed, [*prop.messages, {"role": "assistant", "content": prop.response}],
-                                ask, edit_base=prop.edits, repair_kind="shorter")
-        echoed = failed.failure_reason in ECHOES and prop.operator == REPAIR and bool(prop.parent.failure_reason)
-        target = prop.parent if echoed else failed  # an echo still fails as the attempt before it did
-        # a first reply that gave code already there is asked afresh too: in the same conversation, with its own
-        # echo in view, a small model tends to echo again (most such block repairs come back as no_change)
-        if self.repair_style == "rewrite" and prop.opening is not None and (candidate_failed(target.failure_reason)
-                                                                             or target.failure_reason in ECHOES):
-            messages = rewrite_repair_message(self.templates, prop.opening, prop.idea, target, prop.base.id,
-                                              self.collection_sizes)
-            return repair_of(prop, failed, messages=messages, prompt=messages[-1]["content"], model=prop.model,
-                             edit_base=prop.base, repair_kind="rewrite")
-        if echoed:
+        system, reason = prop.messages[:1], failed.failure_reason
+        opening = prop.opening or prop.messages[:2]
+        if reason == "truncated" or (prop.finish_reason == "length" and (reason == "syntax_error"
+                                                                           or not candidate_failed(reason))):
+            # a reply stopped at max_tokens: its code is incomplete (whether or not a fence happened to close, and
+            # whatever became of what it gave: code that does not parse, code already there)
+            if any(kind == "shorter" for kind, _ in prop.sent):
+                return None
+            messages = truncated_message(self.templates, opening, prop.idea, self.client.settings.max_tokens,
+                                         prop.direction)
+            return self._ask(prop, failed, messages, edit_base=prop.base, repair_kind="shorter")
+        if self.repair_style == "rewrite" and (candidate_failed(reason) or reason in UNCHANGED):
+            messages = rewrite_repair_message(self.templates, opening, prop.idea, failed, prop.base.id,
+                                              self.collection_sizes, prop.change, prop.direction)
+            return self._ask(prop, failed, messages, edit_base=prop.base, repair_kind="rewrite")
+        if reason in ECHOES and prop.operator == REPAIR and candidate_failed(prop.parent.failure_reason):
+            target = prop.parent  # the code it gave back still fails as the attempt before it did
             st = failing_statement(target.code, target.failure_detail) if prop.statement is None else None
             if st is not None:
                 ask = REPEATED_NOTE + "\n\n" + statement_repair_message(self.templates, target, st,
                                                                          self.collection_sizes)
-                return self._repair(prop, failed, system, ask, edit_base=target,
-                                    statement=(st.first, st.last, st.simple), repair_kind="statement")
+                return self._ask(prop, failed, [*system, {"role": "user", "content": ask}], edit_base=target,
+                                 statement=(st.first, st.last, st.simple), repair_kind="statement")
             ask = REPEATED_NOTE + "\n\n" + repair_message(self.templates, target, split_block(target.code).block,
                                                            self.collection_sizes)
-            return self._repair(prop, failed, system, ask, edit_base=target, repair_kind="block")
-        st = failing_statement(failed.code, failed.failure_detail) \
-            if (failed.failure_reason or "").startswith("exception:") else None
+            return self._ask(prop, failed, [*system, {"role": "user", "content": ask}], edit_base=target,
+                             repair_kind="block")
+        st = failing_statement(failed.code, failed.failure_detail) if (reason or "").startswith("exception:") else None
         if st is not None:
             ask = statement_repair_message(self.templates, failed, st, self.collection_sizes)
-            return self._repair(prop, failed, system, ask, statement=(st.first, st.last, st.simple),
-                                repair_kind="statement")
+            return self._ask(prop, failed, [*system, {"role": "user", "content": ask}],
+                             statement=(st.first, st.last, st.simple), repair_kind="statement")
         ask = repair_message(self.templates, failed, split_block(failed.code).block, self.collection_sizes)
-        return self._repair(prop, failed, [*prop.messages, {"role": "assistant", "content": prop.response}], ask,
-                            repair_kind="block")
+        return self._ask(prop, failed, [*prop.messages, {"role": "assistant", "content": prop.response},
+                                        {"role": "user", "content": ask}], repair_kind="block")
 
     @staticmethod
-    def _repair(prop: Proposal, failed, history: list[dict], ask: str, **fields) -> Proposal:
-        messages = [*history, {"role": "user", "content": ask}]
-        return repair_of(prop, failed, messages=messages, prompt=ask, model=prop.model, **fields)
+    def _ask(prop: Proposal, failed, messages: list[dict], **fields) -> Proposal | None:
+        """The repair sending ``messages``, or None when its chain sent exactly this request before."""
+        digest = request_digest(messages)
+        if any(d == digest for _, d in prop.sent):
+            return None
+        return repair_of(prop, failed, messages=messages, prompt=messages[-1]["content"], model=prop.model,
+                         sent=(*prop.sent, (fields["repair_kind"], digest)), **fields)
 
     def close(self) -> None:
         pass  # the HTTP client closes with the process

@@ -8,20 +8,22 @@ from __future__ import annotations
 
 import ast
 import builtins
+import difflib
 import re
 import textwrap
 from dataclasses import dataclass
 
-from evorank.archive.programs import normalized_code
+from evorank.archive.programs import essential_code, normalized_code
 from evorank.evaluators.program.output import fence
 from evorank.evaluators.program.source import BLOCK_END, BLOCK_START, ProgramError, split_block
+from evorank.evolve.proposal import COPY
 from evorank.threadsafe_ast import parse_ast
 
 from .mend.bindings import bound_names, defined_names, free_names, read_names
 
 #: The reasons a reply gives no candidate (every ``ReplyError``); other failures are the candidate's own.
 REPLY_FAILURES = ("no_code", "truncated", "diff_no_match", "diff_ambiguous", "diff_outside_block", "code_fragment",
-                  "no_change")
+                  "no_change", COPY)
 
 _DIFF = re.compile(r"<{5,}\s*SEARCH[^\n]*\n(.*?)\n?={5,}[^\n]*\n(.*?)\n?>{5,}\s*REPLACE", re.DOTALL)
 _FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)```", re.DOTALL)
@@ -359,6 +361,40 @@ def check_changes_what_runs(parent_source: str, source: str) -> None:
                                           f"the program ranks exactly as before: call {names} from prepare or score")
     except SyntaxError:
         return
+    if essential_code(block) is not None and essential_code(block) == essential_code(parent) \
+            and normalized_code(block) != normalized_code(parent):  # (same up to comments: a duplicate)
+        raise ReplyError("no_change", "the change only adds or edits code that nothing uses (a value never read, a "
+                                      "constant no function reads), so the program ranks exactly as before: use what "
+                                      "it computes in what score returns")
+
+
+def check_not_a_copy(source: str, shown: tuple[tuple[str, str], ...]) -> None:
+    """Raise ``copy`` when the candidate is one of the programs its prompt showed besides the parent (``shown``:
+    label, code), up to layout, comments and code nothing uses (``archive.essential_code``): it would rank exactly
+    as that program, and evaluating it would tell nothing new (small models given a complete example program gave
+    it back, exactly or with an unused line added)."""
+    mine = essential_code(source)
+    if mine is None:
+        return
+    for label, code in shown:
+        if essential_code(code) == mine:
+            raise ReplyError(COPY, f"the candidate is {label}, which the prompt showed, up to layout, comments and "
+                                     "code nothing uses, so it would rank exactly as that program: write the idea "
+                                     "into the program to improve instead")
+
+
+def change_lines(old: str, new: str, limit: int = 30) -> str:
+    """The lines of the evolve block of ``new`` that differ from ``old``'s, as ``- `` (removed) and ``+ `` (added)
+    lines in order, at most ``limit`` of them ("" when the blocks are the same or a program has no block)."""
+    try:
+        a, b = split_block(old).block.splitlines(), split_block(new).block.splitlines()
+    except ProgramError:
+        return ""
+    lines = [line[0] + " " + line[1:] for line in difflib.unified_diff(a, b, n=0, lineterm="")
+             if line[:1] in "+-" and not line.startswith(("---", "+++")) and line[1:].strip()]
+    if len(lines) > limit:
+        lines = lines[:limit] + [f"(and {len(lines) - limit} more changed lines)"]
+    return "\n".join(lines)
 
 
 def check_prepare_reads_no_query(source: str) -> None:

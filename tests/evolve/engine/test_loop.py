@@ -12,12 +12,12 @@ import pytest
 from evorank.archive import RunStore
 
 from fake_openai import FakeOpenAI
-from run_helpers import diff, make_config, run_engine
+from run_helpers import diff, make_config, prior, run_engine
 
 REPO = Path(__file__).resolve().parents[3]
 
 
-FULL_REWRITE = '''A log-idf variant.
+FULL_REWRITE = '''A log-idf variant, with a document-length prior.
 ```python
 K1 = 0.9
 B = 0.4
@@ -36,7 +36,7 @@ def score(query, index, state):
     rows = state[query.term_ids]
     scores = rows.T @ query.qtf.astype(np.float32)
     matched = rows.T @ np.ones(len(query.term_ids), dtype=np.float32) > 0
-    return np.where(matched, scores, -np.inf)
+    return np.where(matched, scores + 1.0 * index.doc_len, -np.inf)
 ```
 '''
 HOSTILE = '''```python
@@ -49,7 +49,7 @@ def score(query, index, state):
 ```'''
 
 SCRIPT = [
-    diff("K1 = 0.9", "K1 = 1.2", (100, 20)),                                   # 1 accepted
+    prior(0.1, (100, 20)),                                                     # 1 accepted
     diff("K1 = 7.7", "K1 = 1.0", (110, 21)),                                   # 2 diff does not apply
     {"content": FULL_REWRITE, "usage": (120, 30)},                             # 3 accepted (full)
     {"content": "BM25 is great; I would keep it.", "usage": (130, 10)},         # 4 prose, no code
@@ -57,17 +57,16 @@ SCRIPT = [
      "usage": (140, 40)},                                                      # 5 truncated
     {"content": HOSTILE, "usage": (150, 25)},                                  # 6 hostile
     {"status": 429, "headers": {"Retry-After": "1"}},                          # 7: 429, then
-    diff("B = 0.4", "B = 0.6", (160, 20)),                                     #    accepted
+    diff("    scores = rows.T @ query.qtf.astype(np.float32)",
+         "    scores = rows.T @ query.qtf.astype(np.float32) - 0.5 * index.doc_len", (160, 20)),  # accepted
     {"status": 500},                                                           # 8: 500, then
-    diff("    weights = np.repeat(idf, np.diff(td.indptr)) * tf / (tf + norm[td.indices])",
-         "    weights = np.repeat(idf, np.diff(td.indptr)) * tf / (tf + norm[td.indices] + 0.05)", (170, 22)),
+    diff("    matched = rows.T", "    scores = -scores\n    matched = rows.T", (170, 22)),  # accepted (reversed)
     {"content": "too late", "delay": 3.0, "usage": (999, 999)},                # 9: slower than the timeout, then
-    diff("    matched = rows.T @ np.ones(len(query.term_ids), dtype=np.float32) > 0",
-         "    matched = rows.T @ np.ones(len(query.term_ids), dtype=np.float32) >= 1", (180, 23)),  # accepted
+    diff("    rows = state[query.term_ids]", "    rows = state[query.term_ids] * 2.0", (180, 23)),  # ranks as before
 ]
 EXPECTED = {1: ("accepted", None), 2: ("failed", "diff_no_match"), 3: ("accepted", None), 4: ("failed", "no_code"),
             5: ("failed", "truncated"), 6: ("failed", "forbidden"), 7: ("accepted", None), 8: ("accepted", None),
-            9: ("accepted", None)}
+            9: ("duplicate", "no_op")}
 
 
 def test_scripted_llm_run_records_every_proposal(tmp_path, tiny_collection, monkeypatch):
@@ -98,7 +97,9 @@ def test_scripted_llm_run_records_every_proposal(tmp_path, tiny_collection, monk
     assert sum(p.cost_usd for p in progs.values()) == pytest.approx(sum(u[0] * 2 + u[1] * 8 for u in usage) / 1e6)
     # the prompt shows the contract, the parent and the failures of its line
     assert "EVOLVE-BLOCK" in progs[9].prompt and "index.term_doc" in progs[9].prompt
-    assert "diff_no_match" in progs[9].prompt or "no_code" in progs[9].prompt
+    # only failures with something to act on: the forbidden import, not the replies that gave no usable code
+    assert "forbidden:import os" in progs[9].prompt
+    assert "diff_no_match" not in progs[9].prompt and "no_code" not in progs[9].prompt
     assert best is not None and best.status == "accepted"
     store.close()
 

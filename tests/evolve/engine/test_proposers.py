@@ -78,8 +78,13 @@ def test_proposal_to_record():
         "parent code", "failed", 0.0, "no_code", "d", "no code here")
 
 
+#: The document-length weight K1Proposer adds at each iteration: the three rank the tiny collection three ways, each
+#: unlike the seed, so none ranks as its parent (a no-op) whichever parent the threads' timing draws.
+LENGTH_WEIGHT = {1: 0.1, 2: -0.5, 4: 1.0}
+
+
 class K1Proposer:
-    """A slow proposer of its own: sets K1 in worker threads; iteration 3 raises."""
+    """A slow proposer of its own: sets K1 and a document-length weight in worker threads; iteration 3 raises."""
 
     instantaneous = False
     concurrency = 2
@@ -100,7 +105,10 @@ class K1Proposer:
         if prop.iteration == 3:
             raise RuntimeError("proposer bug")
         # whatever K1 the parent has (which parent is drawn depends on the timing of the threads)
-        prop.source = re.sub(r"K1 = [0-9.]+", f"K1 = {1 + prop.iteration / 10}", prop.parent.code, count=1)
+        code = re.sub(r"K1 = [0-9.]+", f"K1 = {1 + prop.iteration / 10}", prop.parent.code, count=1)
+        prop.source = re.sub(r"return np\.where\(matched, scores.*, -np\.inf\)",
+                             f"return np.where(matched, scores + {LENGTH_WEIGHT[prop.iteration]} * index.doc_len, "
+                             "-np.inf)", code, count=1)
         prop.model, prop.description = "k1-setter", f"K1 for iteration {prop.iteration}"
 
     def close(self):

@@ -34,9 +34,9 @@ elif mode == "broken":  # a first attempt that raises when run; the repair fixes
     if "# Your previous attempt" in prompt:
         assert "exception:NameError" in prompt
         file.write_text(code.replace("UNDEFINED_SCALE", "1.5"))
-    else:
-        file.write_text(code.replace("    rows = state[query.term_ids]\n",
-                                     "    rows = state[query.term_ids] * UNDEFINED_SCALE\n"))
+    else:  # (its fix weighs document length: a change that ranks the tiny collection unlike the seed)
+        file.write_text(code.replace("    matched = rows.T",
+                                     "    scores = scores + UNDEFINED_SCALE * index.doc_len\n    matched = rows.T"))
 elif mode == "print":  # a prompt-in/text-out tool: the change is printed, the file left alone
     print("Raise B.\n<<<<<<< SEARCH\nB = 0.4\n=======\nB = 0.55\n>>>>>>> REPLACE")
 elif mode == "sleep":
@@ -134,7 +134,7 @@ def test_a_command_proposal_that_raises_is_repaired(tmp_path, tiny_collection, a
     assert first.status == "failed" and first.failure_reason == "exception:NameError", first.failure_detail
     assert repair.operator == "repair" and repair.model == "cmd:agent" and repair.parent_ids == (first.id,)
     assert repair.status == "accepted", (repair.failure_reason, repair.failure_detail)
-    assert "state[query.term_ids] * 1.5" in repair.code
+    assert "scores + 1.5 * index.doc_len" in repair.code
     assert "# Your previous attempt" in repair.prompt and "exception:NameError" in repair.prompt
 
 

@@ -37,21 +37,89 @@ def titled_topics(tmp_path_factory):
         yield load_topics(str(write_beir(root / "coll", docs, queries, qrels)))
 
 
+#: How each direction's text says to change BM25, written out: its helper (when it has one) called, or its formula in
+#: place. A prompt shows no such program (small models copied it instead of adapting their parent); these check that
+#: what the text offers works on a real index and changes the ranking.
+BM25_PREPARE = """def prepare(index):
+    td = index.term_doc
+    idf = np.log1p((index.n_docs - index.df + 0.5) / (index.df + 0.5))
+    norm = 0.9 * (1.0 - 0.4 + 0.4 * index.doc_len / index.avg_doc_len)
+    weights = np.repeat(idf, np.diff(td.indptr)) * td.data / (td.data + norm[td.indices])
+    return sp.csr_matrix((weights, td.indices, td.indptr), shape=td.shape)
+"""
+BM25_SCORES = ("    rows = state[query.term_ids]\n"
+               "    scores = np.bincount(rows.indices, weights=rows.data * np.repeat(query.qtf, np.diff(rows.indptr)),"
+               " minlength=index.n_docs).astype(np.float64)\n")
+MASK = "    matched = np.bincount(rows.indices, minlength=index.n_docs) > 0\n"
+USES = {
+    "saturation": BM25_PREPARE.replace("td.data / (td.data + norm[td.indices])",
+                                       "(1.9 * td.data / (td.data + norm[td.indices]) + 1.0)")
+    + "def score(query, index, state):\n" + BM25_SCORES + MASK + "    return np.where(matched, scores, -np.inf)\n",
+    "idf": BM25_PREPARE.replace("np.log1p((index.n_docs - index.df + 0.5) / (index.df + 0.5))",
+                                "np.log(index.total_tokens / np.maximum(index.cf, 1))")
+    + "def score(query, index, state):\n" + BM25_SCORES + MASK + "    return np.where(matched, scores, -np.inf)\n",
+    "smoothing": """def prepare(index):
+    td = index.term_doc
+    p = np.repeat(index.cf / index.total_tokens, np.diff(td.indptr))
+    dl = index.doc_len[td.indices]
+    w = np.maximum(np.log1p(td.data / (1000.0 * p)) + np.log(1000.0 / (dl + 1000.0)), 0.0)
+    return sp.csr_matrix((w, td.indices, td.indptr), shape=td.shape)
+""" + "def score(query, index, state):\n" + BM25_SCORES + MASK + "    return np.where(matched, scores, -np.inf)\n",
+    "proximity": BM25_PREPARE + "def score(query, index, state):\n" + BM25_SCORES + MASK
+    + "    docs, d = min_pair_distance(query, index)\n    scores[docs] += np.log1p(np.exp(-d) / 0.3)\n"
+    "    return np.where(matched, scores, -np.inf)\n",
+    "phrase": BM25_PREPARE + "def score(query, index, state):\n" + BM25_SCORES + MASK
+    + "    c = bigram_counts(query, index)\n    return np.where(matched, scores + 0.5 * c / (c + 1), -np.inf)\n",
+    "fields": """def prepare(index):
+    td = index.term_doc
+    idf = np.log1p((index.n_docs - index.df + 0.5) / (index.df + 0.5))
+    tf = field_tf(index)
+    weights = np.repeat(idf, np.diff(td.indptr)) * tf / (tf + 0.9)
+    return sp.csr_matrix((weights, td.indices, td.indptr), shape=td.shape)
+""" + "def score(query, index, state):\n" + BM25_SCORES + MASK + "    return np.where(matched, scores, -np.inf)\n",
+    "variants": BM25_PREPARE.replace("    return sp.csr_matrix((weights, td.indices, td.indptr), shape=td.shape)",
+                                     "    return sp.csr_matrix((weights, td.indices, td.indptr), shape=td.shape), "
+                                     "prefix_classes(index, 0)")  # (the test collection's words share no prefix:
+    #                                                                    every other term is a variant of every term)
+    + "def score(query, index, state):\n    state, classes = state\n" + BM25_SCORES + MASK
+    + "    extra = state[variant_terms(query, classes, 0)]\n"
+    "    scores += 0.3 * np.bincount(extra.indices, weights=extra.data, minlength=index.n_docs)\n"
+    "    matched |= np.bincount(extra.indices, minlength=index.n_docs) > 0\n"
+    "    return np.where(matched, scores, -np.inf)\n",
+    "feedback": BM25_PREPARE + "def score(query, index, state):\n" + BM25_SCORES + MASK
+    + "    first = np.where(matched, scores, -np.inf)\n    terms, w = feedback_terms(first, index)\n"
+    "    fb = state[terms]\n"
+    "    extra = np.bincount(fb.indices, weights=fb.data * np.repeat(w, np.diff(fb.indptr)), minlength=index.n_docs)\n"
+    "    matched |= np.bincount(fb.indices, minlength=index.n_docs) > 0\n"
+    "    return np.where(matched, scores + 0.5 * extra, -np.inf)\n",
+    "coordination": BM25_PREPARE + "def score(query, index, state):\n" + BM25_SCORES + MASK
+    + "    m = max(len(query.term_ids), 1)\n"
+    "    count = np.bincount(index.term_doc[query.term_ids].indices, minlength=index.n_docs)\n"
+    "    return np.where(matched, scores + 0.5 * count / m, -np.inf)\n",
+    "prior": BM25_PREPARE.replace("    return sp.csr_matrix((weights, td.indices, td.indptr), shape=td.shape)",
+                                  "    prior = np.log1p(np.diff(index.doc_term.indptr))\n"
+                                  "    return sp.csr_matrix((weights, td.indices, td.indptr), shape=td.shape), "
+                                  "prior / max(prior.mean(), 1e-9)")
+    + "def score(query, index, state):\n    state, prior = state\n" + BM25_SCORES + MASK
+    + "    return np.where(matched, scores + 0.2 * prior, -np.inf)\n",
+}
+
+
 def test_the_shipped_directions_are_the_documented_ones():
-    assert tuple(DIRECTIONS) == shipped_directions() == (
+    assert tuple(DIRECTIONS) == shipped_directions() == tuple(USES) == (
         "saturation", "idf", "smoothing", "proximity", "phrase", "fields", "variants", "feedback", "coordination",
         "prior")
     for d in DIRECTIONS.values():
-        assert d.text.count("```python\n") == 2 and d.code and "def score(query, index, state):" in d.example, d.name
-        assert "def prepare(" not in d.code and "def score(" not in d.code, d.name
+        assert d.text.count("```python\n") <= 1 and not d.example, d.name
+        assert "def prepare(" not in d.text and "def score(" not in d.text, d.name
 
 
 @pytest.mark.parametrize("name", sorted(DIRECTIONS))
-def test_a_directions_helpers_and_their_use_run_as_a_program_and_change_the_ranking(name, titled_topics):
-    """The BM25 seed with its block replaced by the helpers and the complete prepare and score passes the static
-    checks and gives finite-or--inf float scores for every query, different from BM25's for some."""
+def test_a_directions_helper_and_formula_run_as_a_program_and_change_the_ranking(name, titled_topics):
+    """The BM25 seed with its block replaced by the direction's helpers and its use (USES) passes the static checks
+    and gives finite-or--inf float scores for every query, different from BM25's for some."""
     seed = load_program("bm25")
-    source = split_block(seed.source).join(DIRECTIONS[name].program_block)
+    source = split_block(seed.source).join(DIRECTIONS[name].code + "\n\n" + USES[name])
     static_check(source, seed.source)
     program = compile_program(source, f"direction {name}")
     index = titled_topics.index
@@ -64,7 +132,7 @@ def test_a_directions_helpers_and_their_use_run_as_a_program_and_change_the_rank
         assert scores.dtype.kind == "f", (name, query.id)
         assert not np.isnan(scores).any() and not np.isposinf(scores).any(), (name, query.id)
         changed += not np.allclose(np.where(np.isinf(scores), -1e9, scores), np.where(np.isinf(bm25), -1e9, bm25))
-    assert changed, f"{name}: the direction's program never changed a ranking"
+    assert changed, f"{name}: the direction's use never changed a ranking"
 
 
 def test_sections_parse_in_file_order_and_the_header_is_left_out():
@@ -107,11 +175,9 @@ def test_a_run_gives_diff_proposals_a_direction_and_repairs_keep_it(tmp_path, ti
     progs = programs(cfg.out)
     name = choose(("fields", "phrase"), 5, progs[1].iteration)
     assert progs[1].features["direction"] == name and progs[2].features["direction"] == name
-    assert f"# The direction for this proposal: {name}\n" in first_prompt
-    assert DIRECTIONS[name].code in first_prompt and DIRECTIONS[name].example in first_prompt
-    assert "call them by name and do NOT copy them into your answer" in first_prompt
+    assert f"Apply this idea to the program to improve ({name}):\n{DIRECTIONS[name].text.strip()}" in first_prompt
     other = {"fields": "phrase", "phrase": "fields"}[name]
-    assert f"direction for this proposal: {other}" not in first_prompt
+    assert f"to improve ({other})" not in first_prompt
 
 
 def test_no_direction_leaves_the_prompt_without_one(tmp_path, tiny_collection, monkeypatch):
@@ -125,7 +191,7 @@ def test_no_direction_leaves_the_prompt_without_one(tmp_path, tiny_collection, m
                           operator_mix={"diff": 1.0}, repair_rounds=0, directions="none")
         run_engine(cfg, tiny_collection)
         prompt = srv.requests[0]["body"]["messages"][-1]["content"]
-    assert "direction for this proposal" not in prompt and "direction" not in programs(cfg.out)[1].features
+    assert "Apply this idea" not in prompt and "direction" not in programs(cfg.out)[1].features
     assert "$direction" not in prompt and "\n\n\n# Your task" not in prompt
 
 
@@ -147,7 +213,8 @@ def test_a_reply_that_calls_the_directions_helper_without_copying_it_gets_it(tmp
                           operator_mix={"diff": 1.0}, repair_rounds=0, directions="proximity")
         run_engine(cfg, tiny_collection)
     p = programs(cfg.out)[1]
-    assert p.status == "accepted", (p.failure_reason, p.failure_detail)
+    # it ran (on the tiny collection proximity moves no document: it ranks as its parent, a no-op)
+    assert p.status == "accepted" or p.failure_reason == "no_op", (p.failure_reason, p.failure_detail)
     assert p.features[TRUSTED_EDITS_FEATURE] == "defined min_pair_distance from direction proximity (function)"
     assert DIRECTIONS["proximity"].code.strip() in p.code
 
@@ -163,7 +230,7 @@ def test_a_reply_that_copies_the_helper_but_never_calls_it_is_no_change_and_aske
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     helper = DIRECTIONS["fields"].code
-    call = "def prepare(index):\n    return bm25f_weights(index)\n"
+    call = USES["fields"].split("def score")[0]
     with FakeOpenAI([fenced(helper, (100, 20)), fenced(call, (100, 20))]) as srv:
         cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=2,
                           operator_mix={"full": 1.0}, repair_rounds=1, directions="fields")
@@ -171,21 +238,8 @@ def test_a_reply_that_copies_the_helper_but_never_calls_it_is_no_change_and_aske
         ask = srv.requests[1]["body"]["messages"][-1]["content"]
     progs = programs(cfg.out)
     assert progs[1].status == "failed" and progs[1].failure_reason == "no_change"
-    assert "only adds bm25f_weights, which score and prepare never call" in progs[1].failure_detail
-    assert "call bm25f_weights from prepare or score" in ask
-    assert progs[2].operator == "repair" and progs[2].status == "accepted", (progs[2].failure_reason,
-                                                                             progs[2].failure_detail)
-    assert "def bm25f_weights" in progs[2].code and "return bm25f_weights(index)" in progs[2].code
-
-
-def test_scores_made_by_a_bincount_are_float_even_for_a_query_matching_nothing():
-    """numpy's bincount of nothing is int64 whatever the weights, and ``scores += <floats>`` on it raises (for
-    instance on a query of nfcorpus without a vocabulary term). Every line of the directions' programs that makes
-    ``scores`` from a bincount asks for float64."""
-    empty = np.bincount(np.zeros(0, dtype=np.int32), weights=np.zeros(0), minlength=3)
-    assert empty.dtype == np.int64  # the trap, as numpy has it
-    lines = [line.strip() for d in DIRECTIONS.values() for line in d.example.splitlines()
-             if re.match(r"scores = np\.bincount\(", line.strip())]
-    assert len(lines) >= 5
-    for line in lines:
-        assert line.endswith(".astype(np.float64, copy=False)"), line
+    assert "only adds field_tf, which score and prepare never call" in progs[1].failure_detail
+    assert "call field_tf from prepare or score" in ask
+    assert progs[2].operator == "repair" and (progs[2].status == "accepted" or progs[2].failure_reason == "no_op"), (
+        progs[2].failure_reason, progs[2].failure_detail)  # it ran (BM25F ranks the tiny collection as BM25 does)
+    assert "def field_tf" in progs[2].code and "tf = field_tf(index)" in progs[2].code

@@ -16,6 +16,7 @@ from evorank.evolve.llm.prompts import (
     failures_text,
     inspirations_text,
     metrics_table,
+    prompt_contract,
 )
 
 TEMPLATE_NAMES = ("system", "mutation", "diff_instructions", "full_instructions", "crossover_instructions")
@@ -151,32 +152,39 @@ def test_metrics_table_of_unevaluated_program():
 # ------------------------------------------------------------------ failures and inspirations
 
 
-def test_failures_text():
-    assert failures_text([]) == "(none)"
-    assert failures_text(()) == "(none)"
-    long_detail = "Traceback: " + "x" * 2000
-    failed = [
-        program(7, operator="diff", status="failed", failure_reason="timeout", failure_detail="took 61 s"),
-        program(9, operator="crossover", status="failed", failure_reason="forbidden:import os", failure_detail=None),
-        program(11, operator="full", status="failed", failure_reason="exception:KeyError", failure_detail=long_detail),
-    ]
-    lines = failures_text(failed).splitlines()
-    assert len(lines) == 3
-    assert lines[0].startswith("- ") and "diff" in lines[0] and re.search(r"\b7\b", lines[0])
-    assert "timeout" in lines[0] and "took 61 s" in lines[0]
-    assert "crossover" in lines[1] and re.search(r"\b9\b", lines[1]) and "forbidden:import os" in lines[1]
-    assert "None" not in lines[1]  # a missing detail is not printed as 'None'
-    # A long traceback is cut so one failure cannot flood the prompt.
-    assert "Traceback: xxx" in lines[2] and len(lines[2]) < len(long_detail) // 2
+def test_failures_text_shows_only_failures_a_model_can_act_on():
+    """A failure is shown with its reason, the trusted first line of its detail and the line it failed at; replies
+    that gave no code, cut-off replies and time-outs are left out (nothing to act on), and so is the section when
+    nothing is left. At most two."""
+    assert failures_text([]) == "" and failures_text(()) == ""
+    code = blocked("def score(query, index, state):\n    x = np.zeros(3)\n    return x[query.term_ids]")
+    raised = program(11, code, operator="full", status="failed", failure_reason="exception:IndexError",
+                     failure_detail="tiny: score() on query 'q1' raised IndexError at line 5\n~~~~\nindex 5 is out\n~~~~")
+    vague = [program(7, operator="diff", status="failed", failure_reason=r, failure_detail="d")
+             for r in ("timeout", "no_code", "truncated", "no_change", "no_op")]
+    assert failures_text(vague) == ""
+    text = failures_text([*vague, raised])
+    assert text.startswith("\n# Mistakes that made recent programs like it fail (do not repeat them)\n")
+    assert "exception:IndexError: tiny: score() on query 'q1' raised IndexError at line 5" in text
+    assert "index 5 is out" in text and "~~~~\nreturn x[query.term_ids]\n~~~~" in text
+    assert "timeout" not in text and "no_code" not in text
+    forbidden = program(9, operator="crossover", status="failed", failure_reason="forbidden:import os",
+                        failure_detail="import of os is not allowed " + "x" * 2000)
+    assert "forbidden:import os" in failures_text([forbidden]) and len(failures_text([forbidden])) < 600
+    # an exception whose line is unknown says nothing a model can find in its program
+    unplaced = program(12, code, status="failed", failure_reason="exception:KeyError", failure_detail="tiny: raised")
+    assert failures_text([unplaced]) == ""
+    assert failures_text([raised, forbidden, raised]).count("\n- ") == 2
 
 
 def test_inspirations_text_shows_each_program_block():
-    assert inspirations_text([], block_of) == "(none yet)"
+    assert inspirations_text([], block_of) == ""
     a = program(4, blocked("def score(q):\n    return 'ALPHA'"), fitness=0.4321, latency_ratio=2.5)
     b = program(8, blocked("def score(q):\n    return 'BETA'"), fitness=None, latency_ratio=None)
     text = inspirations_text([a, b], block_of)
     assert text.index("ALPHA") < text.index("BETA")
     assert "Program 4" in text and "0.4321" in text and "2.50" in text
+    assert text.index("do not copy them") < text.index("ALPHA")  # the instruction before the code it governs
     assert "Program 8" in text and "n/a" in text
     # Only the evolve block is shown, fenced as Python.
     assert "import numpy" not in text and "TAIL_MARKER" not in text and "EVOLVE-BLOCK" not in text
@@ -214,7 +222,7 @@ def test_build_messages_roles_and_content(parties, kind):
     assert msgs[0]["content"] == t.render("system")
     user = msgs[1]["content"]
     assert "OBJECTIVE_MARKER" in user
-    assert contract_text().strip() in user
+    assert prompt_contract().strip() in user and "## Example" not in user
     assert parent.code.strip() in user  # the whole parent, not only its block
     assert "21" in user and "0.6789" in user and "1.50" in user
     assert metrics_table(parent, seeds) in user
@@ -267,3 +275,41 @@ def test_build_messages_unknown_kind(parties):
     parent, other, seeds, _, _ = parties
     with pytest.raises(ValueError, match="mutate"):
         build_messages(PromptTemplates.load(), "mutate", parent, seeds, "obj", other=other)
+
+
+# ------------------------------------------------------------------ what a prompt holds, and in which order
+
+
+def seed_record(pid: int, name: str) -> ProgramRecord:
+    from evorank.evaluators.program.source import seed_path
+    return program(pid, seed_path(name).read_text(encoding="utf-8"), operator="seed", features={"seed_name": name},
+                   metrics={"scifact": {"ndcg@10": 0.6, "recall@100": 0.9}})
+
+
+@pytest.mark.parametrize("kind", ["diff", "full", "crossover", "command"])
+def test_each_program_once_imports_once_and_instructions_before_the_code_they_govern(kind):
+    """The contract's closing example is left out (the program to improve follows it: each program once); the
+    allowed imports are stated once, by the contract; a direction's helper comes after the sentence saying it is
+    to be called, not copied, and the crossover partner after the request to combine."""
+    from evorank.evolve.llm.directions import Direction  # noqa: F401
+    t = PromptTemplates.load()
+    bm25, ql = seed_record(1, "bm25"), seed_record(3, "ql_dirichlet")
+    direction = t.directions()["proximity"] if kind in ("diff", "full") else None
+    user = build_messages(t, kind, bm25, {"bm25": bm25}, "obj", other=ql if kind == "crossover" else None,
+                          block_of=block_of, direction=direction)[-1]["content"]
+    assert user.count("def score(query, index, state):") == 1 + (kind == "crossover")
+    assert user.count("scipy.special") == 1 and user.count("Allowed imports") == 1
+    if direction is not None:
+        assert user.index("do not copy it") < user.index("def min_pair_distance")
+        assert user.index("Apply this idea to the program to improve (proximity)") < user.index("def min_pair_distance")
+        assert "def prepare" not in user[user.index("# Your task"):]  # a technique, not a program to paste
+    if kind == "crossover":
+        assert user.index("Combine the program to improve with program 3") < user.index("MU = 2000.0")
+
+
+def test_every_direction_is_a_technique_not_a_complete_program():
+    for d in PromptTemplates.load().directions().values():
+        assert "def score(" not in d.text and "def prepare(" not in d.text, d.name
+        assert not d.example, d.name
+        if d.code:  # a helper: offered to be called, said before it is shown
+            assert d.text.index("do not copy") < d.text.index("```python"), d.name

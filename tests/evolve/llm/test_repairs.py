@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -16,7 +17,13 @@ from evorank.archive import RunStore
 from evorank.evolve.cli.main import main
 
 from fake_openai import FakeOpenAI
-from run_helpers import FIX, FIX_NAN, NAN_SCORES, RAISES, REPO, diff, fenced, make_config, programs, run_engine
+from run_helpers import FIX, FIX_NAN, NAN_SCORES, RAISES, REPO, diff, fenced, make_config, prior, programs, run_engine
+
+# changes that rank unlike the seed, unlike prior(0.1) and unlike each other on top of any of them
+LESS_LENGTH = diff("    scores = rows.T @ query.qtf.astype(np.float32)",
+                   "    scores = rows.T @ query.qtf.astype(np.float32) - 0.5 * index.doc_len", (10, 5))
+REVERSED = diff("    matched = rows.T", "    scores = -scores\n    matched = rows.T", (10, 5))
+
 
 def test_a_failed_program_is_repaired_in_the_same_conversation(tmp_path, tiny_collection, monkeypatch, capsys):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
@@ -31,7 +38,7 @@ def test_a_failed_program_is_repaired_in_the_same_conversation(tmp_path, tiny_co
     assert failed.operator == "diff" and failed.status == "failed"
     assert failed.failure_reason == "invalid_scores:nan", failed.failure_detail
     assert repair.operator == "repair" and repair.status == "accepted", (repair.failure_reason, repair.failure_detail)
-    assert repair.parent_ids == (failed.id,) and "* 2.0" in repair.code
+    assert repair.parent_ids == (failed.id,) and "+ 0.5 * index.doc_len" in repair.code
     assert (repair.prompt_tokens, repair.completion_tokens) == (300, 15)
     assert repair.cost_usd == pytest.approx((300 * 1.0 + 15 * 2.0) / 1e6)
     assert engine.stats.repairs == 1 and engine.stats.prompt_tokens == 400 and engine.proposals_done()[0] == 2
@@ -61,15 +68,14 @@ def test_a_failed_program_is_repaired_in_the_same_conversation(tmp_path, tiny_co
 def test_a_program_that_raises_is_asked_for_its_idea_again_on_the_program_it_started_from(tmp_path, tiny_collection,
                                                                                        monkeypatch):
     """repair_style "rewrite" (the default): the chain's first request again, with the idea its first reply gave
-    (fenced, labelled), the failure and the line it names, not the failed code to correct; the reply edits the
-    program the chain started from. A rewrite that gives that program back unchanged is asked again about the
-    failure before it."""
+    and the lines it changed (fenced, labelled), this proposal's own failure and the line it names; the reply edits
+    the program the chain started from. A rewrite that gives that program back unchanged is asked again about its
+    own failure (no_change), not the one before it."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     same = diff("K1 = 0.9", "K1 = 0.9", (200, 10))
-    again = diff("    rows = state[query.term_ids]", "    rows = state[query.term_ids]\n    boost = 2.0", (300, 15))
-    with FakeOpenAI([RAISES, same, again]) as srv:
+    with FakeOpenAI([RAISES, same, prior(1.0, (300, 15))]) as srv:
         cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=3,
-                          operator_mix={"diff": 1.0}, repair_rounds=2)
+                          operator_mix={"diff": 1.0}, repair_rounds=2, directions="idf")
         run_engine(cfg, tiny_collection)
         first, second, third = (r["body"]["messages"] for r in srv.requests)
     progs = programs(cfg.out)
@@ -82,34 +88,43 @@ def test_a_program_that_raises_is_asked_for_its_idea_again_on_the_program_it_sta
         ask = request[1]["content"]
         assert ask.startswith(opening) and ask == archived.prompt  # the first request shows the program to edit
         added = ask[len(opening):]
-        assert "You proposed this idea (your earlier reply, quoted):\n~~~~\nIdea.\n~~~~" in added
-        assert "could not be used: exception:NameError" in added and "is not defined" in added
-        assert "It failed at line " in added and "```python\nboost = UNDEFINED_BOOST * 2\n```" in added
-        assert f"Write the same idea again on the program above (program {failed.parent_ids[0]})" in added
-        assert "rows = state[query.term_ids]" not in added  # the failed code is not shown to be corrected
+        assert "You were applying the idea above (idf); your reply said (quoted):\n~~~~\nIdea.\n~~~~" in added
+        assert re.search(rf"program {failed.parent_ids[0]}\b", added)
+    added = second[1]["content"][len(opening):]
+    assert "could not be used: exception:NameError" in added and "is not defined" in added
+    assert "It failed at line " in added and "```python\nboost = UNDEFINED_BOOST * 2\n```" in added
+    # the change it made, quoted: what the model was trying, not a program to correct
+    assert "removed (-) and added (+), quoted:\n~~~~\n+     boost = UNDEFINED_BOOST * 2\n" in added
+    assert "Make the same change again on program" in added
+    added = third[1]["content"][len(opening):]
+    assert "could not be used: no_change" in added and "NameError" not in added  # its own failure, not the one before
+    assert "ranks documents differently" in added and "what score returns must change" in added
     assert repair.operator == "repair" and repair.status == "accepted", (repair.failure_reason, repair.failure_detail)
-    assert repair.parent_ids == (echo.id,) and "boost = 2.0" in repair.code and "UNDEFINED" not in repair.code
+    assert repair.parent_ids == (echo.id,) and "+ 1.0 * index.doc_len" in repair.code and "UNDEFINED" not in repair.code
 
 
-def test_a_reply_that_gives_back_an_archived_program_is_followed_up(tmp_path, tiny_collection, monkeypatch):
+def test_a_reply_that_gives_back_an_archived_program_is_followed_up_once_not_twice_alike(tmp_path, tiny_collection,
+                                                                                         monkeypatch):
     """A candidate that is an archived program up to comments (here the seed) is a duplicate: not evaluated, and
     (repair style "rewrite") asked afresh: the first request again, saying why the reply could not be used; not
-    in the conversation that holds the echo."""
+    in the conversation that holds the echo. A repair that would send exactly the same request again is not sent:
+    the chain ends and a fresh proposal follows."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     comment_only = diff("K1 = 0.9", "K1 = 0.9  # saturation", (100, 20))
-    with FakeOpenAI([comment_only, comment_only, diff("K1 = 0.9", "K1 = 1.3", (300, 15))]) as srv:
+    with FakeOpenAI([comment_only, comment_only, prior(1.0, (300, 15))]) as srv:
         cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=3,
                           operator_mix={"diff": 1.0}, repair_rounds=2)
         run_engine(cfg, tiny_collection)
-        first, *follows = (r["body"]["messages"] for r in srv.requests)
+        first, follow, third = (r["body"]["messages"] for r in srv.requests)
     progs = programs(cfg.out)
     assert progs[1].status == "duplicate" and progs[2].status == "duplicate"
-    for follow in follows:  # the repair that echoed again is asked afresh as well
-        assert [m["role"] for m in follow] == ["system", "user"] and follow[0] == first[0]
-        assert follow[1]["content"].startswith(first[1]["content"].rstrip())
-        assert "could not be used: duplicate" in follow[1]["content"] and comment_only["content"] not in str(follow)
-    assert progs[3].operator == "repair" and progs[3].status == "accepted" and "K1 = 1.3" in progs[3].code
-    assert progs[3].parent_ids == (progs[2].id,) and progs[2].parent_ids == (progs[1].id,)
+    assert [m["role"] for m in follow] == ["system", "user"] and follow[0] == first[0]
+    assert follow[1]["content"].startswith(first[1]["content"].rstrip())
+    assert "could not be used: duplicate" in follow[1]["content"] and comment_only["content"] not in str(follow)
+    assert progs[2].operator == "repair" and progs[2].parent_ids == (progs[1].id,)
+    # the second duplicate would be asked exactly as the first was: the chain ends, the next proposal is fresh
+    assert progs[3].operator == "diff" and progs[3].status == "accepted" and "+ 1.0 * index.doc_len" in progs[3].code
+    assert "Your earlier attempt" not in third[1]["content"]
 
 
 def test_a_prepare_that_reads_query_is_not_evaluated_and_its_idea_is_asked_again(tmp_path, tiny_collection,
@@ -120,7 +135,7 @@ def test_a_prepare_that_reads_query_is_not_evaluated_and_its_idea_is_asked_again
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     in_prepare = diff("    td = index.term_doc\n", "    td = index.term_doc\n    boost = len(query.term_ids)\n",
                       (100, 20))
-    with FakeOpenAI([in_prepare, diff("K1 = 0.9", "K1 = 1.3", (300, 15))]) as srv:
+    with FakeOpenAI([in_prepare, prior(1.0, (300, 15))]) as srv:
         cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=2,
                           operator_mix={"diff": 1.0}, repair_rounds=1)
         run_engine(cfg, tiny_collection)
@@ -139,7 +154,7 @@ def test_a_prepare_that_reads_query_is_not_evaluated_and_its_idea_is_asked_again
 def test_repair_rounds_stop_after_the_configured_number(tmp_path, tiny_collection, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     prose = {"content": "I would rather not change anything.", "usage": (10, 5)}
-    with FakeOpenAI([prose, prose, prose, diff("K1 = 0.9", "K1 = 1.4", (10, 5))]) as srv:
+    with FakeOpenAI([prose, prose, prose, prior(1.0, (10, 5))]) as srv:
         cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=4,
                           operator_mix={"diff": 1.0}, repair_rounds=2)
         run_engine(cfg, tiny_collection)
@@ -158,21 +173,42 @@ def test_repair_rounds_stop_after_the_configured_number(tmp_path, tiny_collectio
     # the follow-up still asks for the change as a short diff, not for a fix of the syntax
     ("```python\ndef score(query, index, state):\n    return np.where(\n```", "syntax_error"),
 ])
-def test_a_cut_off_reply_is_asked_again_as_a_diff(tmp_path, tiny_collection, monkeypatch, reply, reason):
+def test_a_cut_off_reply_is_asked_once_for_a_shorter_one(tmp_path, tiny_collection, monkeypatch, reply, reason):
+    """A reply cut off at max_tokens gets the chain's first request again (a conversation that does not grow by the
+    cut reply) with the idea it gave, asking for the same change much shorter; a second cut-off ends the chain."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     cut = {"content": reply, "finish_reason": "length", "usage": (140, 40)}
-    with FakeOpenAI([cut, diff("K1 = 0.9", "K1 = 1.25", (500, 30))]) as srv:
+    with FakeOpenAI([cut, cut, prior(1.0, (500, 30))]) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=3, max_tokens=40,
+                          operator_mix={"full": 1.0}, repair_rounds=2)
+        run_engine(cfg, tiny_collection)
+        first, follow, third = (r["body"]["messages"] for r in srv.requests)
+    progs = programs(cfg.out)
+    assert progs[1].status == "failed" and progs[1].failure_reason == reason
+    assert [m["role"] for m in follow] == ["system", "user"] and follow[1]["content"].startswith(
+        first[1]["content"].rstrip())
+    ask = follow[1]["content"][len(first[1]["content"].rstrip()):]
+    assert "cut off at the length limit (40 tokens)" in ask and "much shorter" in ask and "SEARCH/REPLACE" in ask
+    assert cut["content"] not in ask  # the cut reply is not sent back
+    assert progs[2].operator == "repair" and progs[2].status in ("failed", "duplicate")  # (the same cut code again)
+    assert progs[2].parent_ids == (progs[1].id,)
+    # the shorter reply was cut off too: no second request of that kind, the next proposal is fresh
+    assert progs[3].operator != "repair" and progs[3].status == "accepted" and "+ 1.0 * index.doc_len" in progs[3].code
+    assert "cut off" not in third[1]["content"]
+
+
+def test_a_cut_off_reply_then_a_short_change_that_runs(tmp_path, tiny_collection, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    cut = {"content": "A new idea.\n```python\ndef score(query, index, state):\n    return np.",
+           "finish_reason": "length", "usage": (140, 40)}
+    with FakeOpenAI([cut, prior(1.0, (500, 30))]) as srv:
         cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=2, max_tokens=40,
                           operator_mix={"full": 1.0})
         run_engine(cfg, tiny_collection)
-        follow = srv.requests[1]["body"]["messages"]
     progs = programs(cfg.out)
-    assert progs[1].status == "failed" and progs[1].failure_reason == reason
-    assert follow[2] == {"role": "assistant", "content": cut["content"]}
-    assert "cut off at the length limit (40 tokens)" in follow[3]["content"]
-    assert "SEARCH/REPLACE" in follow[3]["content"] and "Do not write the whole block again" in follow[3]["content"]
-    assert progs[2].operator == "repair" and progs[2].status == "accepted" and "K1 = 1.25" in progs[2].code
+    assert progs[2].operator == "repair" and progs[2].status == "accepted" and "+ 1.0 * index.doc_len" in progs[2].code
     assert progs[2].parent_ids == (progs[1].id,) and progs[2].completion_tokens == 30
+    assert progs[2].features["repair_kind"] == "shorter"
 
 
 def test_a_program_that_raises_in_a_statement_is_asked_for_that_statement_alone(tmp_path, tiny_collection,
@@ -258,7 +294,7 @@ def test_a_shape_error_is_repaired_with_the_failing_statement_and_the_array_leng
     says how long per-term, per-document and per-posting arrays are on the collection where it failed."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     wrong = diff("    scores = rows.T @ query.qtf.astype(np.float32)", "    scores = rows.T @ query.qtf.astype(np.float32) + index.df", (100, 20))
-    fix = fenced("scores = rows.T @ query.qtf.astype(np.float32) + 0.0", (100, 20))
+    fix = fenced("scores = rows.T @ query.qtf.astype(np.float32) + 0.1 * index.doc_len", (100, 20))
     with FakeOpenAI([wrong, fix]) as srv:
         cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=2,
                           operator_mix={"diff": 1.0}, repair_style="fix", repair_rounds=1)
@@ -286,8 +322,7 @@ def test_other_failures_get_no_array_lengths():
 
 def test_attempts_that_reach_no_model_are_not_proposals(tmp_path, tiny_collection, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    script = [{"status": 401}, diff("K1 = 0.9", "K1 = 1.1", (10, 5)), {"status": 404},
-              diff("B = 0.4", "B = 0.5", (10, 5))]
+    script = [{"status": 401}, prior(0.1, (10, 5)), {"status": 404}, LESS_LENGTH]
     with FakeOpenAI(script) as srv:
         cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=2,
                           operator_mix={"diff": 1.0}, max_consecutive_llm_failures=2)
@@ -303,7 +338,7 @@ def test_consecutive_failures_stop_the_run_which_resumes_later(tmp_path, tiny_co
     """Through the command line: the stop is a non-zero exit with the cause, nothing is counted, and --resume
     finishes the run once the server answers again."""
     run_dir = tmp_path / "run"
-    script = [{"content": "O"}, diff("K1 = 0.9", "K1 = 1.1", (10, 5))]  # the start-up check, one proposal
+    script = [{"content": "O"}, prior(0.1, (10, 5))]  # the start-up check, one proposal
     with FakeOpenAI(script, fallback={"status": 401}) as srv:
         env = {**os.environ, "OPENAI_API_KEY": "sk-test", "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
         args = [sys.executable, "-m", "evorank", "run", "--llm", "m", "--base-url", srv.url, "--datasets",
@@ -323,8 +358,7 @@ def test_consecutive_failures_stop_the_run_which_resumes_later(tmp_path, tiny_co
         assert stop["reason"] == "llm_unavailable" and stop["proposals"] == 1 and "HTTP 401" in stop["detail"]
         # the server is fixed: resume finishes the total (with edits that apply to whichever parent is drawn: the
         # elites depend on measured latencies)
-        srv.script[:] = [{"content": "O"}, diff("B = 0.4", "B = 0.6", (10, 5)),
-                         diff("    rows = state[query.term_ids]", "    rows = state[query.term_ids] * 1.01", (10, 5))]
+        srv.script[:] = [{"content": "O"}, LESS_LENGTH, REVERSED]
         p = subprocess.run([sys.executable, "-m", "evorank", "run", "--resume", str(run_dir), "--quiet"], cwd=REPO,
                            env=env, capture_output=True, text=True, timeout=120)
         assert p.returncode == 0, p.stdout + p.stderr

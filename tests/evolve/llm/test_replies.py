@@ -226,8 +226,10 @@ def test_a_helper_that_is_called_or_comes_with_another_change_is_a_change():
     other = added.replace("K1 = 0.9", "K1 = 1.2")
     assert other != added
     check_changes_what_runs(BM25, other)
-    # a parent's own uncalled helper is not the candidate's doing
-    check_changes_what_runs(added, added.replace("x * 2.0", "x * 3.0"))
+    # a change made only inside a helper nothing calls changes nothing that runs, whoever added the helper
+    with pytest.raises(ReplyError, match="only adds or edits code that nothing uses") as e:
+        check_changes_what_runs(added, added.replace("x * 2.0", "x * 3.0"))
+    assert e.value.reason == "no_change"
 
 
 def test_a_candidate_that_only_reorders_its_functions_is_no_change():

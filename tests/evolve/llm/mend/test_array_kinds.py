@@ -159,7 +159,9 @@ def test_a_reply_that_mixes_levels_runs_with_the_gather_and_says_so(tmp_path, ti
         run_engine(cfg, tiny_collection)
     with RunStore.open(Path(cfg.out), readonly=True) as store:
         [edited] = [p for p in store.programs() if p.operator == "diff"]
-    assert edited.status == "accepted", (edited.failure_reason, edited.failure_detail)
+    # it ran (with another saturation it ranks the tiny collection as its parent does: a no-op, not an elite)
+    assert edited.status == "accepted" or edited.failure_reason == "no_op", (edited.failure_reason,
+                                                                            edited.failure_detail)
     assert "    weights = np.repeat(idf, np.diff(index.term_doc.indptr)) * tf / (tf + 1.2 * norm[td.indices])" \
         in edited.code
     assert edited.features["trusted_edits"].startswith("brought to the postings: line ")

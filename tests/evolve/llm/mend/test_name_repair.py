@@ -97,7 +97,9 @@ def test_a_reply_that_uses_a_seeds_constant_runs_with_that_definition(tmp_path, 
         edited = [p for p in store.programs() if p.operator == "diff" and "/ MU)" in p.code]
     assert edited and all(p.status != "failed" for p in edited), [(p.failure_reason, p.failure_detail) for p in edited]
     first = min(edited, key=lambda p: p.id)
-    assert first.status == "accepted" and "# EVOLVE-BLOCK-START\nMU = 2000.0\n" in first.code
+    # it ran (a factor common to every document ranks as its parent does: a no-op, not an elite)
+    assert (first.status == "accepted" or first.failure_reason == "no_op") and \
+        "# EVOLVE-BLOCK-START\nMU = 2000.0\n" in first.code
     assert first.features["trusted_edits"] == "defined MU from seed ql_dirichlet"
 
 

@@ -6,14 +6,79 @@ import numpy as np
 import pytest
 
 from evorank.evaluators.program.checks import static_check
-from evorank.evolve.llm.prompts import PromptTemplates
+from evorank.evolve.llm.directions import Direction
 from evorank.evolve.llm.mend import fix_candidate
 from evorank.evolve.llm.proposer import direction_donor
 from evorank.evolve.llm.mend.state import take_prepare_for_unpacked_state
 
 from block_programs import SEEDS, TinyIndex, TinyQuery, exec_module, program
 
-DIRECTIONS = PromptTemplates.load().directions()
+# Two directions as the prompts of run local-q showed them, each with a complete prepare and score after its helpers
+# (a directions file may still hold such an example program): the donors the replies below copied from.
+DIRECTIONS = {
+    "smoothing": Direction("smoothing", r'''Score by how likely the document's language model makes the query: query likelihood with Dirichlet or
+Jelinek-Mercer smoothing (Zhai & Lafferty 2001), two-stage smoothing, or a different collection model
+p(t|C) = cf / total_tokens.
+```python
+def dirichlet_weights(index, mu=1000.0):
+    """Query likelihood with Dirichlet smoothing in its rank-equivalent form: a per-posting weight
+    log(1 + tf / (mu p(t|C))) and a per-document part log(mu / (dl + mu)) counted once per query term."""
+    td = index.term_doc
+    p_c = np.repeat(index.cf / index.total_tokens, np.diff(td.indptr))   # per posting
+    posting = sp.csr_matrix((np.log1p(td.data / (mu * p_c)), td.indices, td.indptr), shape=td.shape)
+    per_doc = np.log(mu / (index.doc_len + mu))
+    return posting, per_doc
+```
+Used in a complete program (prepare and score):
+```python
+def prepare(index):
+    return dirichlet_weights(index)
+
+
+def score(query, index, state):
+    posting, per_doc = state
+    rows = posting[query.term_ids]
+    scores = np.bincount(rows.indices, weights=rows.data * np.repeat(query.qtf, np.diff(rows.indptr)), minlength=index.n_docs).astype(np.float64, copy=False)
+    return scores + query.qtf.sum() * per_doc
+```
+'''),
+    "variants": Direction("variants", r'''Let vocabulary terms that share a long prefix with a query term count as weaker matches (morphological
+variants that stemming missed). `index.terms` is the vocabulary (strings in term-id order); scan it in prepare.
+```python
+def prefix_classes(index, length=5):
+    """Prefix -> ids of the vocabulary terms that start with it (terms of at least `length` characters)."""
+    classes = {}
+    for t, s in enumerate(index.terms):
+        if len(s) >= length:
+            classes.setdefault(s[:length], []).append(t)
+    return {p: np.array(ts, dtype=np.int64) for p, ts in classes.items()}
+
+def variant_terms(query, classes, length=5):
+    """Vocabulary terms sharing a prefix with a query term, the query terms themselves left out."""
+    found = [classes[s[:length]] for s in query.terms if s[:length] in classes]
+    if not found:
+        return np.zeros(0, dtype=np.int64)
+    return np.setdiff1d(np.concatenate(found), query.term_ids)
+```
+Used in a complete program (prepare and score):
+```python
+def prepare(index):
+    td = index.term_doc
+    idf = np.log1p((index.n_docs - index.df + 0.5) / (index.df + 0.5))
+    norm = 0.9 * (1.0 - 0.4 + 0.4 * index.doc_len / index.avg_doc_len)
+    weights = np.repeat(idf, np.diff(td.indptr)) * td.data / (td.data + norm[td.indices])
+    return sp.csr_matrix((weights, td.indices, td.indptr), shape=td.shape), prefix_classes(index)
+
+
+def score(query, index, state):
+    weights, classes = state
+    rows = weights[query.term_ids]
+    scores = np.bincount(rows.indices, weights=rows.data * np.repeat(query.qtf, np.diff(rows.indptr)), minlength=index.n_docs).astype(np.float64, copy=False)
+    extra = weights[variant_terms(query, classes)]
+    return scores + 0.3 * np.bincount(extra.indices, weights=extra.data, minlength=index.n_docs)
+```
+'''),
+}
 ONE_MATRIX = ("def prepare(index):\n    td = index.term_doc\n"
               "    return sp.csr_matrix((td.data * 2.0, td.indices, td.indptr), shape=td.shape)\n\n\n")
 DONOR = ("program 7", program(

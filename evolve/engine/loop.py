@@ -62,14 +62,11 @@ from .descriptors import describe, grid_for
 from .heldout import HeldoutTracker
 from evorank.evolve.llm.client import Budget
 from evorank.evaluators.sample import TOP, metrics_alike
-from evorank.evolve.proposal import CROSSOVER, NO_OP, REPAIR, Proposal, Proposer, repairable
+from evorank.evolve.proposal import CROSSOVER, NO_OP, REPAIR, SAMPLE_RANKING_FEATURE, Proposal, Proposer, repairable
 from .proposers import make_proposer
 
 log = logging.getLogger("evorank")
 PROPOSE_THREAD_PREFIX = "propose"  # the names of the threads that fill proposals (model requests)
-#: The feature holding a program's ranking on the cascade's query sample (evaluators/sample.py): a candidate that
-#: ranks as the program it started from is a no-op, found before its full evaluation
-SAMPLE_RANKING_FEATURE = "sample_ranking"
 
 
 @dataclass

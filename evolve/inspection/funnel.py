@@ -26,8 +26,7 @@ from dataclasses import dataclass
 
 from evorank.archive import ProgramRecord, essential_code
 from evorank.evaluators.sample import metrics_alike
-from evorank.evolve.engine.loop import SAMPLE_RANKING_FEATURE
-from evorank.evolve.proposal import COPY, DIRECTION_FEATURE, NO_OP, REPAIR
+from evorank.evolve.proposal import COPY, DIRECTION_FEATURE, NO_OP, REPAIR, SAMPLE_RANKING_FEATURE
 
 __all__ = ["KINDS", "shown_programs", "classify_run", "funnel_summary"]
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from evorank.archive import Islands, ProgramRecord, RunStore
 from evorank.evaluators.errors import EvorankError
 from .format import ID_FORMS, METRIC_LABELS, macro
+from .funnel import funnel_summary
 
 
 class InspectError(EvorankError):
@@ -245,6 +246,9 @@ def run_status(store: RunStore) -> dict:
         seeds = seed_records(store)
         n_islands = store.n_islands()
         reuse = store.feature_sums(["prepare_runs", "prepare_reused"])
+        # what model-written proposals came to (ideas, copies, no-ops): only runs with such proposals read them all
+        wrote = any(m.model not in (None, "offline") for m in models)
+        funnel = funnel_summary(store.programs(), cfg.get("max_tokens")) if wrote else None
     pid = writer_pid(run_dir)
     alive = pid is not None
     proposals = Counter()
@@ -320,6 +324,7 @@ def run_status(store: RunStore) -> dict:
             "runs": int(reuse["prepare_runs"]) + sum(e["data"].get("runs", 0) for e in events if e["kind"] == "prepare"),
             "reused": int(reuse["prepare_reused"]) + sum(e["data"].get("reused", 0) for e in events
                                                          if e["kind"] == "prepare")},
+        "funnel": funnel,
         "models": [{"model": m.model, "proposals": m.proposals, "prompt_tokens": m.prompt_tokens,
                     "completion_tokens": m.completion_tokens, "cost_usd": m.cost_usd} for m in models],
         "operators": [{"operator": o.operator, "proposals": o.proposals, "accepted": o.accepted,

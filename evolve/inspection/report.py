@@ -220,6 +220,24 @@ def explain_section(run_dir: Path, best: ProgramRecord, log=None) -> str:
         return f"<p class=warn>{esc(e)}</p>"
 
 
+def funnel_html(f: dict) -> str:
+    """The chains of model-written proposals by outcome, and each idea against the program it started from."""
+    rows = "".join(f"<tr><td>{label}</td><td class=num>{f[key]}</td></tr>" for key, label in (
+        ("chains", "chains (fresh proposals and their repairs)"), ("ideas", "ended in an idea (runs, ranks differently, "
+         "not a copy)"), ("improved", "of which improved their start on train"), ("no_ops", "ended in a no-op (ranks "
+         "as its start)"), ("copies", "ended in a copy (of a program its prompt showed)"), ("failed", "failed"),
+        ("cut_off", f"replies cut off (of {f['requests']})")))
+    def gain(i) -> str:
+        return "-" if i["relative"] is None else f"{i['relative'] * 100:+.2f}%"
+
+    ideas = "".join(f"<tr><td class=num>#{i['id']}</td><td>{esc(i['direction'] or '-')}</td>"
+                    f"<td class=num>#{i['start']}</td><td class=num>{fmt(i['fitness'])}</td>"
+                    f"<td class=num>{gain(i)}</td></tr>" for i in f["idea_list"])
+    return (f"<table><tbody>{rows}</tbody></table>"
+            + (f"<table><thead><tr><th>idea</th><th>direction</th><th>start</th><th>fitness</th><th>vs start</th></tr>"
+               f"</thead><tbody>{ideas}</tbody></table>" if ideas else ""))
+
+
 def _card(k, v) -> str:
     return f"<div class=card><div class=k>{esc(k)}</div><div class=v>{v}</div></div>"
 
@@ -334,6 +352,8 @@ def build_report(run_dir, out_path, heldout: str | None = "heldout", log=None) -
                      f"<figure>{plot_outcomes(P, programs)}</figure>"
                      + (f"<table><thead><tr><th>reason</th><th>proposals</th></tr></thead><tbody>{reasons}</tbody></table>"
                         if reasons else "<p class=note>Every proposal was accepted.</p>")))
+    if st.get("funnel"):
+        sections.append(("ideas", "What model proposals came to", funnel_html(st["funnel"])))
     models = "".join(f"<tr><td>{esc(m['model'] or '(none)')}</td><td class=num>{m['proposals']}</td>"
                      f"<td class=num>{m['prompt_tokens']:,}</td><td class=num>{m['completion_tokens']:,}</td>"
                      f"<td class=num>${m['cost_usd']:.4f}</td></tr>" for m in st["models"])

@@ -45,6 +45,11 @@ def print_status(st: dict) -> None:
             f"{shown(o['operator'])} {o['proposals']} ({o['accepted']} accepted"
             + (f", {o['prompt_tokens'] + o['completion_tokens']:,} tokens, ${o['cost_usd']:.4f}"
                if o["prompt_tokens"] + o["completion_tokens"] else "") + ")" for o in st["operators"]))
+    f = st.get("funnel")
+    if f and f["chains"]:
+        c.print(f"model proposals: {f['chains']} chains, {f['ideas']} ended in an idea ({f['improved']} improved "
+                f"their start), {f['no_ops']} in a no-op, {f['copies']} in a copy, {f['failed']} failed; "
+                f"{f['cut_off']} of {f['requests']} replies cut off")
     if st["failure_reasons"]:
         items = list(st["failure_reasons"].items())
         reasons = ", ".join(f"{shown(k)} {v}" for k, v in items[:8]) + (f", ... ({len(items) - 8} more)" if len(items) > 8 else "")

@@ -13,7 +13,7 @@ from evorank.evolve.llm.mend.state import take_prepare_for_unpacked_state
 
 from block_programs import SEEDS, TinyIndex, TinyQuery, exec_module, program
 
-# Two directions as the prompts of run local-q showed them, each with a complete prepare and score after its helpers
+# Two directions as an earlier version of the prompts showed them, each with a complete prepare and score after its helpers
 # (a directions file may still hold such an example program): the donors the replies below copied from.
 DIRECTIONS = {
     "smoothing": Direction("smoothing", r'''Score by how likely the document's language model makes the query: query likelihood with Dirichlet or

@@ -166,7 +166,7 @@ def test_failures_text_shows_only_failures_a_model_can_act_on():
     text = failures_text([*vague, raised])
     assert text.startswith("\n# Mistakes that made recent programs like it fail (do not repeat them)\n")
     assert "exception:IndexError: tiny: score() on query 'q1' raised IndexError at line 5" in text
-    assert "index 5 is out" in text and "~~~~\nreturn x[query.term_ids]\n~~~~" in text
+    assert "index 5 is out" in text and "the line it failed at:\n```python\nreturn x[query.term_ids]\n```" in text
     assert "timeout" not in text and "no_code" not in text
     forbidden = program(9, operator="crossover", status="failed", failure_reason="forbidden:import os",
                         failure_detail="import of os is not allowed " + "x" * 2000)

@@ -94,7 +94,7 @@ def test_a_program_that_raises_is_asked_for_its_idea_again_on_the_program_it_sta
     assert "could not be used: exception:NameError" in added and "is not defined" in added
     assert "It failed at line " in added and "```python\nboost = UNDEFINED_BOOST * 2\n```" in added
     # the change it made, quoted: what the model was trying, not a program to correct
-    assert "removed (-) and added (+), quoted:\n~~~~\n+     boost = UNDEFINED_BOOST * 2\n" in added
+    assert "removed (-) and added (+):\n```diff\n+     boost = UNDEFINED_BOOST * 2\n" in added
     assert "Make the same change again on program" in added
     added = third[1]["content"][len(opening):]
     assert "could not be used: no_change" in added and "NameError" not in added  # its own failure, not the one before

@@ -94,8 +94,9 @@ def test_program_text_reaches_prompts_only_fenced_and_the_terminal_only_escaped(
                                                                                  monkeypatch, capsys):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     # reading the vocabulary puts the program in a cell of its own (evidence), so it is an elite that later
-    # prompts show as the parent or as an inspiration
-    fences = with_both("    td = index.term_doc", "    td = index.term_doc\n    vocabulary = len(index.terms)",
+    # prompts show as the parent or as an inspiration (and a ranking unlike its parent's: not a no-op)
+    fences = with_both("    return np.where(matched, scores, -np.inf)",
+                       "    return np.where(matched, scores + 0.001 * len(index.terms) * index.doc_len, -np.inf)",
                        FIRST_DOC_LINE, FENCES_DOC, (100, 20))
     ansi = with_both("K1 = 0.9", "K1 = 1.3", FIRST_DOC_LINE, ANSI_DOC, (100, 20))
     with FakeOpenAI([fences, ansi]) as srv:

@@ -11,8 +11,8 @@ Subpackages, lowest first:
 and, beside them, what evaluates: ``errors`` (messages fit to show a user, and the check that an output path can be
 written; imported by everything), ``metrics`` (trusted metrics and fitness), ``significance`` (paired tests of a
 program against a baseline, per query), ``evaluate`` (in-process evaluation), ``parallel`` (many candidates,
-sandboxed), ``cascade`` (its query sample and threshold), ``sample`` (whether a candidate ranks on that sample as
-the program it started from: a no-op), ``tasks`` (one evaluation task and its worker processes), ``workers`` (the
+sandboxed), ``cascade`` (its query sample and threshold, and whether a candidate ranks on that sample as the
+program it started from: a no-op), ``tasks`` (one evaluation task and its worker processes), ``workers`` (the
 workers' environment; workers forked from a one-shot command), ``cluster`` (Dask), ``splits`` (train/validation
 queries), ``cost`` (estimated evaluation cost), ``availability`` (what is on this machine).
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .cascade import CascadeConfig, cascade_sample, mean_query_ms
+from .cascade import TOP, CascadeConfig, cascade_sample, mean_query_ms, ranks_as, signature
 from .evaluate import (CollectionResult, SuiteResult, Topics, failed_result, latency_ratio, load_topics, measure,
                        subset_ranking, subset_topics)
 from .errors import ProgramError
@@ -44,7 +44,6 @@ from evorank.evaluators.program.source import seed_path
 from evorank.evaluators.program.ranking import DEFAULT_K, program_queries
 from evorank.evaluators.program.output import failure_text
 from evorank.evaluators.sandbox.runner import Limits, SandboxResult, warn_missing_layers
-from .sample import TOP, ranks_as, signature
 from .splits import relevant_counts, validation_split
 from evorank.evaluators.program.checks import static_check
 from .tasks import (EvalTask, init_worker, merge_shards, remove_worker_leftovers, run_local_task, shard_bounds,

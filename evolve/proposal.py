@@ -38,7 +38,7 @@ COMMAND = "command"  # a proposal written by an external command (a coding agent
 TRUSTED_EDITS_FEATURE = "trusted_edits"  # the feature saying what trusted code changed in a candidate before evaluation
 REPAIR_KIND_FEATURE = "repair_kind"  # the feature saying how a repair was asked for (Proposal.repair_kind)
 DIRECTION_FEATURE = "direction"  # the feature naming the direction a proposal's chain was given (Proposal.direction)
-SAMPLE_RANKING_FEATURE = "sample_ranking"  # a program's ranking on the cascade's query sample (evaluators/sample.py):
+SAMPLE_RANKING_FEATURE = "sample_ranking"  # a program's ranking on the cascade's query sample (evaluators/cascade.py):
 #                                           a candidate ranking as the program it started from is found before its full
 #                                           evaluation
 NO_OP = "no_op"  # the failure reason of a candidate that ran but ranks as the program it started from (not an elite)

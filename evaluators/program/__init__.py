@@ -7,6 +7,7 @@
 - ``export_check`` the exportable subset: the allowlist a program must stay within to be exported
 - ``ranking``    ``rank``: analysed queries in, validated top-k rankings out (used in the jail and in-process);
                  ``allocator``: per-query arrays kept mapped in a scoring loop
+- ``parts``      what a program adds over its seed, read from the two syntax trees, and the program without each
 - ``output``     text a candidate produced, made safe to show (truncated, cleaned, fenced, code blocks nothing
                  inside can close, hidden characters escaped)
 

@@ -61,7 +61,7 @@ from evorank.evolve.config import RunConfig, batch_size, not_reproducible
 from .descriptors import describe, grid_for
 from .heldout import HeldoutTracker
 from evorank.evolve.llm.client import Budget
-from evorank.evaluators.sample import TOP, metrics_alike
+from evorank.evaluators.cascade import TOP, metrics_alike
 from evorank.evolve.proposal import CROSSOVER, NO_OP, REPAIR, SAMPLE_RANKING_FEATURE, Proposal, Proposer, repairable
 from .proposers import make_proposer
 

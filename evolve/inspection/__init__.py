@@ -7,8 +7,8 @@
 - ``report``    ``evorank report``: one self-contained HTML file; ``plots``: its inline SVG plots
 - ``export``    ``evorank export``: one program as a standalone scorer module
 - ``transfer``  how a run's programs do on collections never used for selection
-- ``ablation``  the parts a program adds over its seed, from the two syntax trees, and the program without each
-- ``explain``   ``evorank explain``: each part taken out and measured (sandboxed), and each lineage step
+- ``explain``   ``evorank explain``: the parts a program adds over its seed (``evaluators.program.parts``), each
+                taken out and measured (sandboxed), and each lineage step
 - ``funnel``    what a run's model-written proposals came to: ideas, copies, no-ops, failures, per chain
 
 Public: ``open_run``, ``run_status``, ``top_programs``, ``lineage``, ``build_report``, ``export_program``, ``explain``,

@@ -1,6 +1,6 @@
 """``evorank explain PROGRAM``: what a program adds over its seed, measured.
 
-The program's parts (``ablation.parts``: terms added to the score, changed formulas, changed constants) are
+The program's parts (``evaluators.program.parts``: terms added to the score, changed formulas, changed constants) are
 each taken out (a formula or constant restored to the seed's), and the program, its seed and every ablated
 program are evaluated on the same queries: a part's contribution on a collection is the program's metric
 minus the metric without that part (positive: the part helps there). For a program of a run, each step of
@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 
 from evorank.evaluators.errors import EvorankError
-from .ablation import parts
+from evorank.evaluators.program.parts import parts
 
 #: the metrics explain reports per collection (the two that make up the default fitness)
 EXPLAINED = ("ndcg@10", "recall@100")

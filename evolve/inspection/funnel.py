@@ -10,7 +10,7 @@ change that ranks every query as its start. Every program a model or command wro
   (``duplicate``);
 - **no-op**: it ran but ranks as the program it started from (the chain's start, or for a crossover either
   parent): the evaluator found it on the query sample (reason ``no_op``), or its sample signature or its
-  metrics say so (``evaluators.sample``: top 100 documents per query, or metrics equal within a small tolerance);
+  metrics say so (``evaluators.cascade``: top 100 documents per query, or metrics equal within a small tolerance);
 - **idea**: it ran, changes the ranking and is not a copy (cut by the cascade included: it ran and ranks
   differently, worse);
 - **failed**: anything else (no code, a failed check, an exception).
@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 
 from evorank.archive import ProgramRecord, essential_code
-from evorank.evaluators.sample import metrics_alike
+from evorank.evaluators.cascade import metrics_alike
 from evorank.evolve.proposal import COPY, DIRECTION_FEATURE, NO_OP, REPAIR, SAMPLE_RANKING_FEATURE
 
 __all__ = ["KINDS", "shown_programs", "classify_run", "funnel_summary"]

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import write_beir
 from evorank.evaluators.program.source import seed_path, split_block
-from evorank.evolve.inspection.ablation import parts
+from evorank.evaluators.program.parts import parts
 from evorank.evolve.inspection.explain import Subject, explain
 
 BM25 = seed_path("bm25").read_text(encoding="utf-8")

@@ -13,7 +13,7 @@ import pytest
 
 from evorank.archive import ProgramRecord, RunStore, essential_code
 from evorank.evaluators.program.source import seed_path, split_block
-from evorank.evaluators.sample import metrics_alike
+from evorank.evaluators.cascade import metrics_alike
 from evorank.evolve.inspection.funnel import classify_run, funnel_summary, shown_programs
 
 REPO = Path(__file__).resolve().parents[3]

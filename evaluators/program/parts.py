@@ -1,6 +1,7 @@
 """What a program adds over its seed, read from the two syntax trees: its parts, and the program without each.
 
-Nothing here runs a program; ``explain`` evaluates what :func:`parts` returns. A part is one of
+Nothing here runs a program; ``evorank explain`` (``evolve.inspection.explain``) evaluates what :func:`parts`
+returns. A part is one of
 
 ``channel``   a term added to the score: a statement that adds to (``scores = scores + W * evidence``,
               ``scores += ...``) or widens (``matched = matched | ...``) a variable the seed computes, beyond
@@ -23,7 +24,7 @@ import ast
 import copy
 from dataclasses import dataclass
 
-from evorank.evaluators.program.source import split_block
+from .source import split_block
 from evorank.threadsafe_ast import parse_ast
 
 #: what the offline splices call their channels' variables, in words

@@ -9,5 +9,5 @@
 
 Public: ``Index``, ``get_index``, ``load_index``, ``Analyzer``, ``analyze``.
 
-May import: evorank.evaluators.errors
+May import: evorank.evaluators.errors, evorank.threadsafe_ast
 """

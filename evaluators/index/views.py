@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from evorank.threadsafe_ast import parse_ast
+
 PREFIX_LENGTHS = range(1, 17)
 NGRAM_SIZES = range(1, 7)
 BOUNDARY = "#"
@@ -219,7 +221,7 @@ def views_named(source: str) -> list[tuple[str, int]]:
     """(kind, n) of every ``x.prefix_groups(n)`` / ``x.char_ngrams(n)`` call in ``source`` whose n is a number, or
     a name bound to numbers anywhere in the module (each of them); [] for a program that does not parse."""
     try:
-        tree = ast.parse(source)
+        tree = parse_ast(source)  # bounded, and serialised with the trusted process's other parses
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return []
     numbers: dict[str, set[int]] = {}

@@ -267,12 +267,14 @@ def test_rewritten_timing_gets_the_real_latency_or_fails(topics, forge):
 
 def test_moderately_under_reported_latency_is_scaled_to_the_measured_work(topics):
     """Under-reporting that stays within the mismatch slack (a fifth of the real time, on little work) is scaled up
-    to the scoring phase's CPU time: the median latency comes out near the work done, not a fifth of it."""
+    to the scoring phase's CPU time: the mean latency comes out near the work done, not a fifth of it. (The mean:
+    scaling keeps the reported shape, and on a loaded machine one query's wall time, preempted, can take a share
+    of the total that pulls the median down; the total is what is checked against CPU time.)"""
     count = 100_000
     res = run(topics, TIMING_FORGERY.format(count=count, forge=RECORDS.format(factor=0.2)))
     loop_ms = cpu_ms_of(lambda: count_to(count))
     assert res.ok, (res.reason, res.message)
-    assert np.median(res.ranking.latency_ms) >= 0.5 * loop_ms
+    assert np.mean(res.ranking.latency_ms) >= 0.5 * loop_ms
     assert res.ranking.prepare_ms <= res.phases.prepare_wall_ms  # the forged 10^6 ms are bounded by the worker's clock
 
 
@@ -463,13 +465,18 @@ def test_program_text_reaches_a_prompt_only_fenced(topics):
                         failure_reason=res.failure_reason, failure_detail=res.failure_detail)
     rec.id = 7
     text = failures_text([rec])
-    inside, outside, fenced = [], [], False
+    # two kinds of fence: the evaluator's around the program's own output, and a code block around the program
+    # line it failed at (a backtick fence the line cannot close: it closes only on the same run of backticks)
+    inside, outside, fence = [], [], None
     for line in text.splitlines():
-        if line == FENCE:
-            fenced = not fenced
+        if fence is None and (line == FENCE or line.startswith("```")):
+            fence = FENCE if line == FENCE else line[:len(line) - len(line.lstrip("`"))]
             continue
-        (inside if fenced else outside).append(line)
-    assert not fenced, "a fence was left open"
+        if fence is not None and line == fence:
+            fence = None
+            continue
+        (inside if fence is not None else outside).append(line)
+    assert fence is None, "a fence was left open"
     assert "NOTE TO THE MODEL" in "\n".join(inside) and "NOTE" not in "\n".join(outside)
     assert sum(line == FENCE for line in text.splitlines()) == 4  # the program's message and its output
 

@@ -7,14 +7,15 @@ ran, but ranks as the program it started from: top 100 documents of every sample
 small tolerance), an *idea* (it ran, changes the ranking, is not a copy) or a failure
 (``evolve/inspection/funnel.py`` says exactly how); a chain ends in the best of its programs' classes. For each
 idea chain: did its best idea improve its start on the train queries, and by how much. Per request: prompt tokens,
-seconds, replies cut off at ``max_tokens``; per proposal, the wall time over the run.
+seconds, replies cut off at ``max_tokens``; per proposal, the wall time from its iteration's start to its archiving
+(with ``--in-flight 1``, proposals do not overlap).
 
 Below that, for fresh proposals and repairs separately: how many replies parsed into a candidate, reached
 evaluation, ran cleanly, were mended by trusted code, and the failure reasons; repairs by how they were asked.
 
 Usage:
 
-    python bench/llm_funnel.py RUN [--json]
+    python bench/llm_funnel.py RUN [--json] [--since-iteration N]
 """
 from __future__ import annotations
 
@@ -63,22 +64,28 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--since-iteration", dest="since", type=int, default=0, metavar="N",
+                    help="only the chains whose fresh proposal was made at iteration N or later")
     args = ap.parse_args(argv)
     with RunStore.open(args.run, readonly=True) as store:
         programs = store.programs()
         stops = store.events("stop")
         max_tokens = store.config().get("max_tokens")
-    progs = [p for p in programs if p.iteration > 0 and p.operator not in ("seed", "migration")]
+    progs = [p for p in programs if p.iteration > max(0, args.since - 1) and p.operator not in ("seed", "migration")]
     fresh = [p for p in progs if p.operator != "repair"]
     repairs = [p for p in progs if p.operator == "repair"]
 
     def repair_kind(r):
         return r.features.get(REPAIR_KIND_FEATURE) or ("statement" if MARKER in (r.prompt or "") else "block")
 
+    # each proposal's own time, from its iteration's start to its archiving (the request or requests, the reply's
+    # mending, the evaluation); the sessions' elapsed time misses a session that was killed (it logs no stop)
+    took = [p.created_at - p.started_at for p in progs if p.started_at and p.created_at]
     elapsed = sum(e["data"].get("elapsed_s", 0) for e in stops)
     out = {"run": args.run, "proposals": len(progs),
-           "wall_seconds_per_proposal": round(elapsed / len(progs), 1) if progs else None,
-           **funnel_summary(programs, max_tokens),
+           "wall_seconds_per_proposal": round(sum(took) / len(took), 1) if took else
+           (round(elapsed / len(progs), 1) if progs and elapsed else None),
+           **funnel_summary(programs, max_tokens, args.since),
            "fresh": stages(fresh), "repairs": stages(repairs),
            **{f"{kind}_repairs": stages([r for r in repairs if repair_kind(r) == kind]) for kind in REPAIR_KINDS}}
     if args.json:

@@ -124,12 +124,13 @@ def _ranks_alike(p: ProgramRecord, start: ProgramRecord) -> bool:
     return bool(mine) and mine == theirs or metrics_alike(p.metrics, start.metrics)
 
 
-def funnel_summary(programs: list[ProgramRecord], max_tokens: int | None = None) -> dict:
+def funnel_summary(programs: list[ProgramRecord], max_tokens: int | None = None, since_iteration: int = 0) -> dict:
     """Chains and their outcomes (``chains``, ``clean``, ``ideas``, ``no_ops``, ``copies``, ``failed``,
     ``improved``), each idea chain's best idea and how it compares with its start on the train queries (and the
     validation queries, when measured), the same by direction, and per request: prompt tokens, seconds, and how
-    many replies were cut off (``max_tokens`` completion tokens)."""
-    classified = classify_run(programs)
+    many replies were cut off (``max_tokens`` completion tokens). ``since_iteration``: only the chains whose fresh
+    proposal was made at that iteration or later (a part of a run, e.g. after its model server was changed)."""
+    classified = [c for c in classify_run(programs) if c.root.iteration >= since_iteration]
     chains: dict[int, list[Classified]] = {}
     for c in classified:
         chains.setdefault(c.root.id, []).append(c)

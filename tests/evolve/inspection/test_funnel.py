@@ -140,6 +140,9 @@ def test_the_summary_counts_chains_by_their_best_program_and_says_what_each_idea
     assert idea["val_delta"] == pytest.approx(0.005) and idea["direction"] == "prior"
     assert s["requests"] == 7 and s["cut_off"] == 1 and s["prompt_tokens_per_request"] == 4000
     assert s["by_direction"] == {"prior": {"chains": 6, "ideas": 1}}
+    with RunStore.open(build(tmp_path / "part"), readonly=True) as store:
+        part = funnel_summary(store.programs(), max_tokens=800, since_iteration=5)  # the chains of iterations 5, 7
+    assert (part["chains"], part["ideas"], part["requests"]) == (2, 1, 3)
 
 
 def test_the_bench_prints_the_funnel_as_json_and_as_text(tmp_path):
@@ -155,3 +158,7 @@ def test_the_bench_prints_the_funnel_as_json_and_as_text(tmp_path):
     assert text.returncode == 0, text.stderr
     assert "6: 1 ended in an idea (17%), 3 in a no-op, 2 in a copy, 0 failed" in text.stdout
     assert "idea #7 (chain #6, diff, prior): train +0.0200 (+4.00%) vs #1" in text.stdout
+    part = subprocess.run([sys.executable, str(REPO / "bench" / "llm_funnel.py"), str(run), "--json",
+                           "--since-iteration", "5"], capture_output=True, text=True, timeout=60)
+    assert part.returncode == 0, part.stderr
+    assert json.loads(part.stdout)["chains"] == 2 and json.loads(part.stdout)["proposals"] == 3

@@ -214,6 +214,8 @@ def _drop_dead_assignments(func: ast.FunctionDef) -> bool:
             body = getattr(node, attr, None)
             if not isinstance(body, list) or not body or not isinstance(body[0], ast.stmt):
                 continue
+            if attr == "body" and len(body) == 1 and isinstance(body[0], ast.Pass):
+                continue  # what an emptied body becomes: removing it again would loop for ever
             kept = []
             for stmt in body:
                 names = _name_targets(stmt)

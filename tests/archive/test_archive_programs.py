@@ -91,3 +91,21 @@ def test_complexity_sums_several_blocks():
 
 def test_complexity_of_unparsable_code_is_a_positive_proxy():
     assert complexity("def f(:\n  return 1") > 0
+
+
+def test_essential_code_ends_on_bodies_left_empty():
+    """A body whose statements are all dead becomes ``pass``; that ``pass`` is not removed again (which looped for
+    ever, stalling the proposer that asked). In a child process, so that a loop fails the test instead of hanging."""
+    import subprocess
+    import sys
+
+    check = """
+from evorank.archive import essential_code
+score = "def score(query, index, state):\\n    if query:\\n        {}\\n    return index.doc_len\\n"
+assert essential_code(score.format("x = 1")) == essential_code(score.format("pass"))
+assert essential_code(score.format("x = 1")) != essential_code(score.format("return -index.doc_len"))
+assert "pass" in essential_code("def prepare(index):\\n    pass\\n" + score.format("pass"))
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]

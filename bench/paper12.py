@@ -179,20 +179,11 @@ class RssSampler:
         self._thread.start()
 
     def _run(self) -> None:
+        from scale import process_tree  # bench/scale.py, beside this script
+
         while not self._stop.is_set():
-            children: dict[int, list[int]] = {}
-            for d in os.listdir("/proc"):
-                if d.isdigit():
-                    try:
-                        stat = Path(f"/proc/{d}/stat").read_text()
-                        children.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(d))
-                    except (OSError, ValueError, IndexError):
-                        pass
             rss = pss = 0
-            todo = [self.pid]
-            while todo:
-                p = todo.pop()
-                todo.extend(children.get(p, []))
+            for p in process_tree(self.pid):
                 try:
                     text = Path(f"/proc/{p}/smaps_rollup").read_text()
                     m, n = re.search(r"^Rss:\s+(\d+) kB", text, re.M), re.search(r"^Pss:\s+(\d+) kB", text, re.M)

@@ -113,6 +113,24 @@ print(json.dumps(out))
 '''
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants, read from /proc (``bench/paper12.py`` uses it too)."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = Path(f"/proc/{d}/stat").read_text()
+                children.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
 class TreeRss:
     """Peak resident memory of a process and all its descendants (sum over processes), sampled from /proc."""
 
@@ -123,26 +141,10 @@ class TreeRss:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def _tree(self) -> list[int]:
-        children: dict[int, list[int]] = {}
-        for d in os.listdir("/proc"):
-            if d.isdigit():
-                try:
-                    stat = Path(f"/proc/{d}/stat").read_text()
-                    children.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(d))
-                except (OSError, ValueError, IndexError):
-                    pass
-        out, todo = [], [self.pid]
-        while todo:
-            p = todo.pop()
-            out.append(p)
-            todo.extend(children.get(p, []))
-        return out
-
     def _run(self) -> None:
         while not self._stop.is_set():
             total = 0
-            for p in self._tree():
+            for p in process_tree(self.pid):
                 try:
                     m = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{p}/status").read_text())
                     total += int(m.group(1)) * 1024 if m else 0

@@ -13,7 +13,8 @@ import time
 
 from evorank.archive import ProgramRecord, ProgramSummary, RunStore
 from evorank.evolve.inspection.format import bin_labels, program_diff, short_names
-from evorank.evolve.inspection.queries import lineage, metric_comparison, resolve_id, run_status, validation_fitness
+from evorank.evolve.inspection.queries import (lineage, listed_once, metric_comparison, resolve_id, run_status,
+                                              validation_fitness)
 
 # Point fields sent to the page for the fitness plot, in this order (compact rows: a long run has many programs).
 POINT_FIELDS = ("id", "iteration", "island", "operator", "status", "fitness", "val_fitness", "created_at")
@@ -82,16 +83,7 @@ def grids(store: RunStore, by_id: dict[int, ProgramSummary], seed_best: float | 
 def top_rows(summaries: list[ProgramSummary], n: int = TOP_N) -> tuple[list[dict], list[str]]:
     """The best accepted programs by fitness (each seed once, no migration copies) and the collections their
     metrics cover."""
-    seen_seeds, pool = set(), []
-    for p in summaries:
-        if p.status != "accepted" or p.fitness is None or p.operator == "migration":
-            continue
-        if p.operator == "seed":
-            name = p.features.get("seed_name")
-            if name in seen_seeds:
-                continue
-            seen_seeds.add(name)
-        pool.append(p)
+    pool = list(listed_once(p for p in summaries if p.fitness is not None))
     pool.sort(key=lambda p: (-p.fitness, p.id))
     rows = pool[:n]
     colls = list(dict.fromkeys(c for p in rows for c in p.metrics))

@@ -347,18 +347,24 @@ def _sort_key(by: str, known_metrics: set[str]):
     return lambda r: (-(macro(r, by) if macro(r, by) is not None else -math.inf), r.id)
 
 
-def top_programs(store: RunStore, n: int = 10, by: str = "fitness", island: int | None = None) -> list[ProgramRecord]:
-    """Accepted programs, best first by ``by``: migration copies left out, each seed listed once."""
-    recs, seen_seeds = [], set()
-    for r in store.programs(status="accepted", island=island):
-        if r.operator == "migration":
+def listed_once(records):
+    """The accepted programs among ``records`` (records or summaries), in their order, as a ranking lists them:
+    migration copies left out, each seed once (the first record of each seed name)."""
+    seen_seeds = set()
+    for r in records:
+        if r.status != "accepted" or r.operator == "migration":
             continue
         if r.operator == "seed":
             name = r.features.get("seed_name")
             if name in seen_seeds:
                 continue
             seen_seeds.add(name)
-        recs.append(r)
+        yield r
+
+
+def top_programs(store: RunStore, n: int = 10, by: str = "fitness", island: int | None = None) -> list[ProgramRecord]:
+    """Accepted programs, best first by ``by``: migration copies left out, each seed listed once."""
+    recs = list(listed_once(store.programs(status="accepted", island=island)))
     known = set(METRIC_LABELS) | {m for r in recs for v in r.metrics.values() for m in v}
     recs.sort(key=_sort_key(by, known))
     return recs[:n] if n and n > 0 else recs

@@ -304,7 +304,7 @@ def test_each_program_once_imports_once_and_instructions_before_the_code_they_go
         assert user.index("Apply this idea to the program to improve (proximity)") < user.index("def min_pair_distance")
         assert "def prepare" not in user[user.index("# Your task"):]  # a technique, not a program to paste
     if kind == "crossover":
-        assert user.index("Combine the program to improve with program 3") < user.index("MU = 2000.0")
+        assert user.index("Bring into the program to improve one idea that program 3") < user.index("MU = 2000.0")
 
 
 def test_every_direction_is_a_technique_not_a_complete_program():

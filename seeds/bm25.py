@@ -5,6 +5,10 @@ score(d, q) = sum over query terms t in d of
 with idf(t) = ln(1 + (N - df(t) + 0.5) / (df(t) + 0.5)). Repeated query terms count qtf times
 (Pyserini builds a bag-of-words query with each term boosted by its count). Documents that contain
 no query term are not retrieved.
+
+Weights in float32, as Lucene (and bm25s): half the memory traffic of float64. The length normalisation is per
+document, gathered to the postings inside the formula, and tf is the index's own float32 array, so two float32
+arrays per posting are alive at the peak (docs/scale.md). Said here, outside the block, so rewrites need not copy it.
 """
 import numpy as np
 import scipy.sparse as sp
@@ -15,12 +19,7 @@ B = 0.4
 
 
 def prepare(index):
-    """Precompute the BM25 weight of every posting: a term x doc matrix shaped like index.term_doc.
-
-    In float32, as Lucene scores (and bm25s): half the memory and half the memory traffic of float64. The length
-    normalisation is computed per document and gathered to the postings inside the weight formula, and tf is
-    the index's own float32 array: numpy reuses the formula's temporaries, so two float32 arrays per posting are
-    alive at the peak (the paper-scale memory targets, docs/scale.md)."""
+    """Precompute the BM25 weight of every posting (float32): a term x doc matrix shaped like index.term_doc."""
     td = index.term_doc
     idf = np.log1p((index.n_docs - index.df + 0.5) / (index.df + 0.5)).astype(np.float32)
     norm = (K1 * (1.0 - B + B * index.doc_len / index.avg_doc_len)).astype(np.float32)

@@ -192,9 +192,7 @@ class FitnessSpec:
     each loss counted ``regression_penalty`` times, so an nDCG@10 loss is not hidden by a larger recall gain
     on the same collection. ``worst_weight``: that share of the fitness is the worst collection's gain
     instead of the mean (a gain carried by some collections while another loses is worth less than the
-    same mean gain everywhere). ``worst_per_metric`` (per-metric specs): the worst is taken over every
-    (collection, metric) pair, so a loss of top-rank precision on one collection is not averaged away by a
-    larger recall gain on the same collection.
+    same mean gain everywhere).
     """
 
     name: str = "rankevolve"
@@ -204,7 +202,6 @@ class FitnessSpec:
     regression_penalty: float = 2.0
     per_metric: bool = False
     worst_weight: float = 0.0
-    worst_per_metric: bool = False
 
 
 PRESETS = {
@@ -212,7 +209,7 @@ PRESETS = {
     "latency-aware": FitnessSpec(name="latency-aware", latency_exponent=0.05),
     "robust": FitnessSpec(name="robust", robust=True),
     # what ``evorank run`` selects on: gains that hold on every collection and for every metric
-    "consistent": FitnessSpec(name="consistent", robust=True, per_metric=True, worst_weight=0.5, worst_per_metric=True),
+    "consistent": FitnessSpec(name="consistent", robust=True, per_metric=True, worst_weight=0.5),
 }
 
 #: A recall or MAP cutoff k counts toward fitness only on collections of at least this many times k documents.
@@ -270,12 +267,7 @@ def fitness(per_collection: dict[str, dict[str, float]] | None, spec: FitnessSpe
         if not reference:
             raise ValueError(f"the {spec.name!r} fitness needs the reference program's metrics")
         gains = [_collection_gain(per_collection[c], reference[c], v, spec, sizes.get(c)) for c, v in values.items()]
-        worst = min(gains)
-        if spec.per_metric and spec.worst_per_metric:
-            worst = min([worst] + [g for c in values
-                                   for m, g in _metric_gains(per_collection[c], reference[c], spec, sizes.get(c)).items()
-                                   if spec.weights[m] > 0])
-        value = 1.0 + (1.0 - spec.worst_weight) * float(np.mean(gains)) + spec.worst_weight * worst
+        value = 1.0 + (1.0 - spec.worst_weight) * float(np.mean(gains)) + spec.worst_weight * min(gains)
     else:
         value = float(np.mean(list(values.values())))
     if spec.latency_exponent and latency_ratio is not None and latency_ratio > 1.0:
@@ -295,12 +287,6 @@ def _collection_gain(metrics: dict[str, float], reference: dict[str, float], val
         ref = collection_fitness(reference, spec, n_docs)
         return _penalised(value / ref - 1.0 if ref > 0 else 0.0, spec)
     total = sum(abs(w) for w in weights.values())
-    gains = _metric_gains(metrics, reference, spec, n_docs)
-    return float(sum(weights[m] * g for m, g in gains.items()) / total) if total > 0 else 0.0
-
-
-def _metric_gains(metrics: dict[str, float], reference: dict[str, float], spec: FitnessSpec,
-                  n_docs: int | None) -> dict[str, float]:
-    """Each counting metric's relative gain over the reference on one collection, a loss penalised."""
-    return {m: _penalised(metrics.get(m, 0.0) / reference[m] - 1.0, spec)
-            for m in collection_weights(spec, n_docs) if reference.get(m, 0.0) > 0}
+    gains = [w * _penalised(metrics.get(m, 0.0) / reference[m] - 1.0, spec)
+             for m, w in weights.items() if reference.get(m, 0.0) > 0]
+    return float(sum(gains) / total) if total > 0 else 0.0

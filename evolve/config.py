@@ -30,7 +30,7 @@ class ConfigError(EvorankError):
 FITNESS_NAMES = ("consistent", "rankevolve", "robust", "latency-aware")
 FITNESS_HELP = (
     "consistent: 1 + the gain over BM25 (0.8 x R@100's + 0.2 x nDCG@10's, each loss counted twice), half the mean over "
-    "collections and half the worst collection's or metric's, so a gain must hold everywhere; rankevolve: 0.8 x R@100 + 0.2 x "
+    "collections and half the worst collection's, so a gain must hold everywhere; rankevolve: 0.8 x R@100 + 0.2 x "
     "nDCG@10 per collection, averaged (R@100 only on collections of 1,000+ documents); robust: 1 + the mean "
     "per-collection gain over BM25, losses counted twice; latency-aware: rankevolve discounted for programs slower than "
     "BM25, measured (a run with it is not reproducible)")

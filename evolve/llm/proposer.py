@@ -56,8 +56,7 @@ def objective_text(spec: FitnessSpec) -> str:
     else:
         latency = "Also keep scoring about as fast as BM25; latency is reported."
     if spec.robust:
-        which = "collection's or metric's" if spec.per_metric and spec.worst_per_metric else "collection's"
-        worst = (f" {spec.worst_weight:g} of it is the worst {which} gain, the rest the mean over collections:"
+        worst = (f" {spec.worst_weight:g} of it is the worst collection's gain, the rest the mean over collections:"
                  " a gain must hold on every collection." if spec.worst_weight else "")
         per = "each metric's relative gain, weighted as" if spec.per_metric else "the relative gain of"
         return (f"Maximise fitness = 1 + the gain over BM25 on each evaluation collection ({per} {formula}; a "

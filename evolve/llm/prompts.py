@@ -166,14 +166,45 @@ def direction_text(direction: Direction | None) -> str:
     return f"Apply this idea to the program to improve ({direction.name}):\n{direction.text.strip()}\n\n"
 
 
-def prompt_contract() -> str:
+#: The contract's sections on optional evidence (bold-headed paragraphs with their tables and examples): a prompt
+#: documents one only when its task reads an index attribute the section documents.
+OPTIONAL_SECTIONS = ("Term variants", "Token order and positions", "Fields")
+_SECTION_START = re.compile(r"^(\*\*[^*\n]+\.\*\*|## )", re.MULTILINE)
+_INDEX_ATTRIBUTE = re.compile(r"\bindex\.(\w+)")
+_TABLE_ATTRIBUTE = re.compile(r"^\| `index\.(\w+)", re.MULTILINE)
+
+
+def prompt_contract(uses: str | None = None) -> str:
     """The program contract as a prompt shows it: without its closing example program, since the prompt shows the
-    program to improve right after it (each program once per prompt)."""
+    program to improve right after it (each program once per prompt).
+
+    ``uses``: what the prompt's task works with (its direction, the programs it shows). Each of ``OPTIONAL_SECTIONS``
+    is kept whole when ``uses`` reads an index attribute the section documents, and is otherwise named in one line
+    with its attributes, so a prompt about idf does not carry a page on character n-grams and token positions;
+    ``None`` keeps every section (a model free to choose its idea sees everything)."""
     text = contract_text()
     cut = text.find("\n## Example")
     text = text[:cut] if cut >= 0 else text
     if text.startswith("# "):  # its own title: the prompt's section header names it
         text = text.partition("\n")[2]
+    if uses is None:
+        return text.strip() + "\n"
+    starts = [m.start() for m in _SECTION_START.finditer(text)] + [len(text)]
+    spans = {}  # optional section name -> (start, end)
+    for start, end in zip(starts, starts[1:]):
+        head = text[start:start + 80]
+        name = head[2:head.find(".**")] if head.startswith("**") else ""
+        if name in OPTIONAL_SECTIONS:
+            spans[name] = (start, end)
+    core = "".join(text[a:b] for a, b in zip([0] + [e for _, e in sorted(spans.values())],
+                                              [s for s, _ in sorted(spans.values())] + [len(text)]))
+    general = set(_TABLE_ATTRIBUTE.findall(core))  # the core tables' attributes: no sign of an optional section
+    read = set(_INDEX_ATTRIBUTE.findall(uses))
+    for name, (start, end) in sorted(spans.items(), key=lambda kv: -kv[1][0]):
+        own = [a for a in dict.fromkeys(_INDEX_ATTRIBUTE.findall(text[start:end])) if a not in general]
+        if own and read.isdisjoint(own):
+            listed = ", ".join(f"`index.{a}`" for a in own)
+            text = text[:start] + f"**{name}**, documented when a task uses them: {listed}.\n\n" + text[end:]
     return text.strip() + "\n"
 
 
@@ -199,7 +230,7 @@ def build_messages(templates: PromptTemplates, kind: str, parent, seeds: dict[st
     user = templates.render(
         "mutation",
         objective=objective,
-        contract=prompt_contract(),
+        contract=prompt_contract(_task_text(kind, parent, other, inspirations, direction)),
         parent_id=parent.id,
         parent_fitness=_fmt(parent.fitness),
         parent_latency=_fmt(parent.latency_ratio, 2),
@@ -211,6 +242,15 @@ def build_messages(templates: PromptTemplates, kind: str, parent, seeds: dict[st
         direction=direction_text(direction),
     )
     return [{"role": "system", "content": templates.render("system")}, {"role": "user", "content": user}]
+
+
+def _task_text(kind: str, parent, other, inspirations, direction: Direction | None) -> str | None:
+    """What a proposal's task works with, for ``prompt_contract``: its direction and the programs it shows; None
+    (the whole contract) when the model is free to choose its idea (no direction, not a crossover)."""
+    if direction is None and kind != "crossover":
+        return None
+    shown = [r.code for r in (parent, other, *inspirations) if r is not None]
+    return "\n".join([direction.text if direction is not None else "", *shown])
 
 
 #: Failures that usually come from mixing arrays of different lengths (per term, per document, per posting).

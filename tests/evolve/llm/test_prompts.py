@@ -2,6 +2,8 @@
 the metrics table, failure and inspiration sections, and the chat messages of each proposal kind."""
 from __future__ import annotations
 
+import dataclasses
+
 import re
 from importlib import resources
 
@@ -222,7 +224,9 @@ def test_build_messages_roles_and_content(parties, kind):
     assert msgs[0]["content"] == t.render("system")
     user = msgs[1]["content"]
     assert "OBJECTIVE_MARKER" in user
-    assert prompt_contract().strip() in user and "## Example" not in user
+    # a crossover has no direction: the contract's optional sections follow what the programs it shows read
+    uses = "\n".join(["", parent.code, other.code, insp.code]) if kind == "crossover" else None
+    assert prompt_contract(uses).strip() in user and "## Example" not in user
     assert parent.code.strip() in user  # the whole parent, not only its block
     assert "21" in user and "0.6789" in user and "1.50" in user
     assert metrics_table(parent, seeds) in user
@@ -313,3 +317,28 @@ def test_every_direction_is_a_technique_not_a_complete_program():
         assert not d.example, d.name
         if d.code:  # a helper: offered to be called, said before it is shown
             assert d.text.index("do not copy") < d.text.index("```python"), d.name
+
+
+def test_the_contract_documents_optional_evidence_only_where_the_task_uses_it():
+    """A direction on idf gets the contract's core and one line naming the positions, fields and term-variant
+    attributes; a proximity direction gets the positions section whole; a crossover whose partner reads title
+    frequencies gets the fields section; a proposal free to choose its idea gets everything."""
+    t = PromptTemplates.load()
+    bm25, ql = seed_record(1, "bm25"), seed_record(3, "ql_dirichlet")
+    seeds = {"bm25": bm25}
+
+    def user(kind, direction=None, other=None):
+        d = t.directions()[direction] if direction else None
+        return build_messages(t, kind, bm25, seeds, "obj", other=other, block_of=block_of, direction=d)[-1]["content"]
+
+    positions, fields, variants = "| `index.positions(t)`", "| `index.title_tf`", "| `index.prefix_groups(n)`"
+    idf, proximity, free = user("diff", "idf"), user("diff", "proximity"), user("diff")
+    assert all(row not in idf for row in (positions, fields, variants))
+    assert "`index.positions`" in idf and "`index.title_tf`" in idf and "`index.char_ngrams`" in idf  # named
+    assert positions in proximity and fields not in proximity
+    assert all(row in free for row in (positions, fields, variants))
+    assert len(idf) < len(free) - 3000
+    titled = dataclasses.replace(ql, code=ql.code.replace("dl = index.doc_len[td.indices]",
+                                                          "dl = index.doc_len[td.indices] + index.title_tf"))
+    crossover = user("crossover", other=titled)
+    assert fields in crossover and positions not in crossover

@@ -169,7 +169,7 @@ def direction_text(direction: Direction | None) -> str:
 #: The contract's sections on optional evidence (bold-headed paragraphs with their tables and examples): a prompt
 #: documents one only when its task reads an index attribute the section documents.
 OPTIONAL_SECTIONS = ("Term variants", "Token order and positions", "Fields")
-_SECTION_START = re.compile(r"^(\*\*[^*\n]+\.\*\*|## )", re.MULTILINE)
+_SECTION_START = re.compile(r"^(?:\*\*([^*\n]+)\.\*\*|## )", re.MULTILINE)  # a bold-headed paragraph or a heading
 _INDEX_ATTRIBUTE = re.compile(r"\bindex\.(\w+)")
 _TABLE_ATTRIBUTE = re.compile(r"^\| `index\.(\w+)", re.MULTILINE)
 
@@ -189,18 +189,14 @@ def prompt_contract(uses: str | None = None) -> str:
         text = text.partition("\n")[2]
     if uses is None:
         return text.strip() + "\n"
-    starts = [m.start() for m in _SECTION_START.finditer(text)] + [len(text)]
-    spans = {}  # optional section name -> (start, end)
-    for start, end in zip(starts, starts[1:]):
-        head = text[start:start + 80]
-        name = head[2:head.find(".**")] if head.startswith("**") else ""
-        if name in OPTIONAL_SECTIONS:
-            spans[name] = (start, end)
-    core = "".join(text[a:b] for a, b in zip([0] + [e for _, e in sorted(spans.values())],
-                                              [s for s, _ in sorted(spans.values())] + [len(text)]))
+    heads = [(0, "")] + [(m.start(), m.group(1) or "") for m in _SECTION_START.finditer(text)]
+    sections = [(start, end, name) for (start, name), (end, _) in zip(heads, heads[1:] + [(len(text), "")])]
+    core = "".join(text[start:end] for start, end, name in sections if name not in OPTIONAL_SECTIONS)
     general = set(_TABLE_ATTRIBUTE.findall(core))  # the core tables' attributes: no sign of an optional section
     read = set(_INDEX_ATTRIBUTE.findall(uses))
-    for name, (start, end) in sorted(spans.items(), key=lambda kv: -kv[1][0]):
+    for start, end, name in reversed(sections):  # from the end, so earlier offsets stay valid
+        if name not in OPTIONAL_SECTIONS:
+            continue
         own = [a for a in dict.fromkeys(_INDEX_ATTRIBUTE.findall(text[start:end])) if a not in general]
         if own and read.isdisjoint(own):
             listed = ", ".join(f"`index.{a}`" for a in own)

@@ -3,7 +3,6 @@ the metrics table, failure and inspiration sections, and the chat messages of ea
 from __future__ import annotations
 
 import dataclasses
-
 import re
 from importlib import resources
 

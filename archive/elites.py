@@ -27,7 +27,7 @@ import json
 from collections import Counter
 
 from evorank.archive.features import Cell, GridSpec, beats, complete_features, refine
-from evorank.archive.programs import ProgramRecord, normalized_code_hash
+from evorank.archive.programs import ProgramRecord, normalized_code_hash, placeable
 
 
 class ArchiveInconsistentError(RuntimeError):
@@ -243,8 +243,8 @@ def _verify(store, spec, n_islands, islands, deep) -> list[str]:
         max_iter = max(max_iter, r["iteration"])
         if not 0 <= r["island"] < n:
             problems.append(f"program {pid}: island {r['island']} out of range")
-        placeable = r["status"] == "accepted" and r["fitness"] is not None
-        expected = spec.cell(json.loads(r["features"])) if placeable else None
+        expected = spec.cell(json.loads(r["features"])) if placeable(r["status"], r["fitness"], r["operator"]) \
+            else None
         stored = None if r["cell"] is None else tuple(json.loads(r["cell"]))
         if stored != expected:
             problems.append(f"program {pid}: stored cell {stored} != recomputed {expected}")

@@ -15,9 +15,19 @@ from dataclasses import dataclass, field
 
 from evorank.threadsafe_ast import parse_ast
 
-OPERATORS = ("seed", "diff", "full", "crossover", "offline", "migration", "repair", "command")
+OPERATORS = ("seed", "diff", "full", "crossover", "offline", "migration", "repair", "command", "prune")
 """Allowed `ProgramRecord.operator` values. Add here (not in callers) when the
 loop grows a new mutation operator, so typos fail loudly at insert time."""
+
+PRUNE = "prune"
+"""The operator of a run's best with the parts its validation queries do not support removed
+(``evolve.engine.pruning``): archived, never placed in a grid; the run's best in place of its parent."""
+
+def placeable(status: str, fitness: float | None, operator: str) -> bool:
+    """Whether a program with this status, fitness and operator may enter a grid: accepted, with a finite fitness,
+    and not a pruned best."""
+    return status == "accepted" and operator != PRUNE and fitness is not None and math.isfinite(fitness)
+
 
 STATUSES = ("accepted", "failed", "duplicate", "rejected_cascade")
 """Allowed `ProgramRecord.status` values; only 'accepted' may enter a grid."""
@@ -44,10 +54,12 @@ class ProgramRecord:
       placeable": the program is archived but never enters a grid.
     - A migrant copy has operator 'migration' and parent_ids == (original,);
       it is never selected for migration again.
+    - A pruned best has operator 'prune' and parent_ids == (the best,); it is
+      never placed in a grid (``PRUNE``).
     """
 
     code: str
-    operator: str  # seed | diff | full | crossover | offline | migration | repair | command
+    operator: str  # seed | diff | full | crossover | offline | migration | repair | command | prune
     island: int
     generation: int
     iteration: int
@@ -82,11 +94,7 @@ class ProgramRecord:
     @property
     def placeable(self) -> bool:
         """May enter a grid (cell membership is decided by the grid spec)."""
-        return (
-            self.status == "accepted"
-            and self.fitness is not None
-            and math.isfinite(self.fitness)
-        )
+        return placeable(self.status, self.fitness, self.operator)
 
 
 def _strip_docstrings(tree: ast.AST) -> ast.AST:

@@ -242,9 +242,9 @@ class RunQueries:
         """The run's best program: among the ``top_n`` accepted programs with the highest (train) fitness, the one
         with the highest validation fitness (``features['val_fitness']``; ties, or runs without a validation
         split, go to the higher train fitness, then the older program). Over the whole run migration copies are
-        left out (their originals compete); on one ``island`` they count, as its programs. None when nothing is
-        accepted yet."""
-        sql = ("SELECT * FROM programs WHERE status = 'accepted' AND fitness IS NOT NULL"
+        left out (their originals compete); on one ``island`` they count, as its programs. Where that program was
+        pruned at the end of the run (``pruned_from``), the pruned program. None when nothing is accepted yet."""
+        sql = ("SELECT * FROM programs WHERE status = 'accepted' AND fitness IS NOT NULL AND operator != 'prune'"
                + (" AND island = ?" if island is not None else " AND operator != 'migration'")
                + " ORDER BY fitness DESC, id LIMIT ?")
         args = (island, top_n) if island is not None else (top_n,)
@@ -256,4 +256,14 @@ class RunQueries:
             val = rec.features.get("val_fitness")
             return (val if isinstance(val, (int, float)) else float("-inf"), rec.fitness, -rec.id)
 
-        return max(top, key=key)
+        chosen = max(top, key=key)
+        return self.pruned_from(chosen.id) or chosen
+
+    def pruned_from(self, program_id: int) -> ProgramRecord | None:
+        """The program pruned from ``program_id`` at the end of a run (operator ``prune``), None if there is none."""
+        for row in self._conn.execute("SELECT * FROM programs WHERE operator = 'prune' AND status = 'accepted' "
+                                      "ORDER BY id").fetchall():
+            rec = record_from_row(row)
+            if rec.parent_ids == (program_id,):
+                return rec
+        return None

@@ -15,6 +15,7 @@ import time
 
 from evorank.archive.features import GridSpec, complete_features, decode_cell, encode_cell
 from evorank.archive.programs import ProgramRecord, normalized_code_hash
+from evorank.archive.programs import placeable as is_placeable
 
 
 def clean(obj):
@@ -86,7 +87,7 @@ def prepare(rec: ProgramRecord, grid: GridSpec) -> tuple[dict, dict]:
     cell only if accepted with a fitness and all grid features known."""
     fitness = finite_or_none(rec.fitness)
     features = clean(complete_features(rec, grid))
-    placeable = rec.status == "accepted" and fitness is not None
+    placeable = is_placeable(rec.status, fitness, rec.operator)
     decided = {
         "code_hash": normalized_code_hash(rec.code),
         "fitness": fitness,

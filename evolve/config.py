@@ -102,6 +102,10 @@ class RunConfig:
     cascade_threshold: float = 0.9
     validation_fraction: float = 0.3  # of each collection's judged queries, held out of selection (evaluators.splits)
     best_of: int = 10  # the run's best: chosen on validation among this many best programs by train fitness
+    # at the end of a run, remove each part of its best that the validation queries do not show to help
+    # (evolve/engine/pruning.py); the pruned program is then the run's best. Off by default: on the dev suite it
+    # lowered the best's fitness (bench/RESULTS.md)
+    prune_best: bool = False
     heldout: str | None = None  # suite or collections measured in the background for each new best (never steers)
     cluster: str | None = None  # Dask scheduler address (tcp://HOST:8786): evaluate there instead of local workers
     shard_queries: int = 0  # split collections into tasks of at most this many queries (0 = one task per collection)

@@ -313,6 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of each collection's judged queries kept apart as validation queries (default 0.3; "
                    "0 = none): they " + VALIDATION_ROLE.format(best_of=RunConfig.best_of)
                    + ", and show the train/validation gap")
+    p.add_argument("--prune-best", dest="prune_best", action=argparse.BooleanOptionalAction, default=None,
+                   help="at the end of the run, take out each part of its best (a channel, a formula or a constant "
+                   "changed from the seed) that does not make it significantly better on the validation queries, "
+                   "one at a time; the pruned program is then the run's best (operator 'prune'; default: off)")
     p.add_argument("--heldout", metavar="SUITE",
                    help="also measure each new best program on these collections (a suite such as heldout, or "
                    "comma-separated addresses) in the background; logged and reported, never used for selection")

@@ -5,6 +5,7 @@
 - ``descriptors``  MAP-Elites descriptors of a program (evidence read, recall vs precision, size, work per query)
 - ``evidence``     which kinds of index evidence a program reads, from its syntax tree
 - ``heldout``      ``HeldoutTracker``: each new best measured on collections the run never selects on
+- ``pruning``      ``--prune-best``: the run's best with each part its validation queries do not support removed
 - ``provenance``   the docstring an evolved program carries into ``best.py`` and exports
 
 Public: ``Engine``, ``open_run_store``, ``make_proposer``, ``describe``, ``evidence_kinds``, ``program_docstring``.

@@ -60,6 +60,7 @@ from evorank.archive.elites import regrid
 from evorank.evolve.config import RunConfig, batch_size, not_reproducible
 from .descriptors import describe, grid_for
 from .heldout import HeldoutTracker
+from .pruning import prune_best
 from evorank.evolve.llm.client import Budget
 from evorank.evaluators.cascade import TOP, metrics_alike
 from evorank.evolve.proposal import CROSSOVER, NO_OP, REPAIR, SAMPLE_RANKING_FEATURE, Proposal, Proposer, repairable
@@ -135,6 +136,7 @@ class Engine:
         self.seed_sources: dict[str, str] = {}
         self.bm25_latency_ms: float | None = None
         self.reference_metrics: dict[str, dict[str, float]] | None = None  # the BM25 seed's, on the train queries
+        self.reference_validation: dict[str, dict[str, float]] | None = None  # and on the validation queries
         self.heldout: HeldoutTracker | None = None
         self._prepare_counts = [0, 0]  # sandboxed runs, and how many reused a prepare() state, not yet logged
 
@@ -159,6 +161,8 @@ class Engine:
             if name == "bm25":
                 self.bm25_latency_ms = result.latency_ms
                 self.reference_metrics = {c.name: dict(c.metrics) for c in result.suite.collections}
+                if result.validation is not None:
+                    self.reference_validation = {c.name: dict(c.metrics) for c in result.validation.collections}
             if name not in self.cfg.seeds:
                 continue  # measured only as the latency reference
             self.seed_sources[name] = source
@@ -447,6 +451,13 @@ class Engine:
         """The run's best program: chosen on the validation queries among the best by train fitness."""
         return self.store.best_on_validation(self.cfg.best_of)
 
+    def _prune_best(self) -> None:
+        """Prune the run's best on the validation queries, once (``pruning.prune_best``)."""
+        best = self.best()
+        if best is not None and self.reference_validation is not None:
+            prune_best(self.store, self.evaluator, best, self._seed_source_of(best), self.reference_validation,
+                       self.spec, self._record_from_result)
+
     def request_stop(self, reason: str) -> None:
         if self.stop_reason is None:
             self.stop_reason = reason
@@ -512,6 +523,8 @@ class Engine:
                 props = self._screen(props)
                 self._settle(props)
                 done += len(props)
+            if done >= cfg.iterations and not self._stop.is_set() and cfg.prune_best:
+                self._prune_best()
         finally:
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)

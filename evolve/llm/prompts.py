@@ -328,11 +328,22 @@ _AGAIN = "Write the idea into program {base} again, so that it ranks documents d
 _FIX = "Make the same change again on program {base}, in a way that cannot fail like this."
 
 
+def first_sentence(text: str) -> str:
+    """The first sentence of ``text`` (up to the first full stop, question or exclamation mark followed by a space
+    or a line end, or the first blank line), whitespace-trimmed."""
+    text = text.strip()
+    ends = [m.end() for m in (re.search(r"[.!?](\s|$)", text), re.search(r"\n\s*\n", text)) if m]
+    return text[:min(ends)].strip() if ends else text
+
+
 def attempt_text(idea: str | None, direction: str | None, change: str | None) -> tuple[str, str]:
-    """(the idea, the change) of an earlier attempt as a repair shows them: the direction it was given and the
-    model's own words (fenced: untrusted text), and the lines its candidate changed (candidate code, in a code
-    block nothing inside can close), or "" for each."""
+    """(the idea, the change) of an earlier attempt as a repair shows them: the direction it was given, and the
+    lines its candidate changed (candidate code, in a code block nothing inside can close) or, where there are
+    none (a reply cut off or without code), the first sentence of the model's own words (fenced: untrusted
+    text); "" for each that is missing. The change says what was tried; the model's explanation quoted whole
+    beside it is what a model continues, instead of writing code."""
     where = f"You were applying the idea above ({direction})" if direction else "You proposed a change"
+    idea = first_sentence(idea) if idea and not change else None
     said = fence(idea, len(idea), f"{where}; your reply said (quoted)") if idea else where + "."
     shown = ("\nthe lines your change removed (-) and added (+):\n" + code_block(change, "diff")) if change else ""
     return said, shown

@@ -341,3 +341,16 @@ def test_the_contract_documents_optional_evidence_only_where_the_task_uses_it():
                                                           "dl = index.doc_len[td.indices] + index.title_tf"))
     crossover = user("crossover", other=titled)
     assert fields in crossover and positions not in crossover
+
+
+def test_a_repair_quotes_the_first_sentence_of_an_explanation_only_where_no_change_shows_the_idea():
+    from evorank.evolve.llm.prompts import attempt_text, first_sentence
+
+    assert first_sentence("  Use idf squared. Then more.") == "Use idf squared."
+    assert first_sentence("**Change:** scale tf by 0.5\n\nBecause: e.g. reasons.") == "**Change:** scale tf by 0.5"
+    assert first_sentence("no full stop at all") == "no full stop at all"
+    assert first_sentence("Version 2.5 of tf. Rest") == "Version 2.5 of tf."
+    said, shown = attempt_text("Use idf squared. It helps.", "idf", None)
+    assert "~~~~\nUse idf squared.\n~~~~" in said and "It helps" not in said and shown == ""
+    said, shown = attempt_text("Use idf squared. It helps.", "idf", "+ x = 1")
+    assert said == "You were applying the idea above (idf)." and "+ x = 1" in shown

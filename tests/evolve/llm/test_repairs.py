@@ -88,8 +88,14 @@ def test_a_program_that_raises_is_asked_for_its_idea_again_on_the_program_it_sta
         ask = request[1]["content"]
         assert ask.startswith(opening) and ask == archived.prompt  # the first request shows the program to edit
         added = ask[len(opening):]
-        assert "You were applying the idea above (idf); your reply said (quoted):\n~~~~\nIdea.\n~~~~" in added
+        assert "Start your reply with the code" in added
         assert re.search(rf"program {failed.parent_ids[0]}\b", added)
+    # the direction and the lines the change made; not the model's explanation, which its change already shows
+    added = second[1]["content"][len(opening):]
+    assert "You were applying the idea above (idf).\n" in added and "your reply said" not in added
+    # after a reply that changed nothing, the first sentence of the chain's explanation says what was tried
+    added = third[1]["content"][len(opening):]
+    assert "You were applying the idea above (idf); your reply said (quoted):\n~~~~\nIdea.\n~~~~" in added
     added = second[1]["content"][len(opening):]
     assert "could not be used: exception:NameError" in added and "is not defined" in added
     assert "It failed at line " in added and "```python\nboost = UNDEFINED_BOOST * 2\n```" in added
@@ -167,8 +173,9 @@ def test_repair_rounds_stop_after_the_configured_number(tmp_path, tiny_collectio
 
 
 @pytest.mark.parametrize("reply, reason", [
-    # cut inside the code: the fence never closes
-    ("A new idea.\n```python\ndef score(query, index, state):\n    return np.", "truncated"),
+    # cut inside the code: the fence never closes; of its explanation the first sentence is quoted
+    ("A new idea. It should help because of many things.\n```python\ndef score(query, index, state):\n"
+     "    return np.", "truncated"),
     # cut with its fence closed (the model's last line was lost, not its fence): the code is a syntax error, and
     # the follow-up still asks for the change as a short diff, not for a fix of the syntax
     ("```python\ndef score(query, index, state):\n    return np.where(\n```", "syntax_error"),
@@ -190,6 +197,8 @@ def test_a_cut_off_reply_is_asked_once_for_a_shorter_one(tmp_path, tiny_collecti
     ask = follow[1]["content"][len(first[1]["content"].rstrip()):]
     assert "cut off at the length limit (40 tokens)" in ask and "much shorter" in ask and "SEARCH/REPLACE" in ask
     assert cut["content"] not in ask  # the cut reply is not sent back
+    if reason == "truncated":
+        assert "~~~~\nA new idea.\n~~~~" in ask and "many things" not in ask
     assert progs[2].operator == "repair" and progs[2].status in ("failed", "duplicate")  # (the same cut code again)
     assert progs[2].parent_ids == (progs[1].id,)
     # the shorter reply was cut off too: no second request of that kind, the next proposal is fresh

@@ -34,8 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from evorank.archive import ProgramRecord
-from evorank.archive.programs import PRUNE
+from evorank.archive import PRUNE, ProgramRecord
 from evorank.evaluators.metrics import FitnessSpec, collection_weights
 from evorank.evaluators.program.parts import parts
 from evorank.evaluators.significance import ALPHA, paired_test

@@ -39,7 +39,8 @@ def print_status(st: dict) -> None:
     p = st["proposals"]
     c.print(f"programs:   {p['accepted']} accepted, {p['failed']} failed, {p['duplicate']} duplicate, "
             f"{p['rejected_cascade']} cut by the cascade  (+ {st['seed_programs']} seed, "
-            f"{st['migration_copies']} migration copies)")
+            f"{st['migration_copies']} migration copies"
+            + (f", {st['pruned_programs']} pruned best" if st.get("pruned_programs") else "") + ")")
     if st["operators"]:
         c.print("by operator: " + ", ".join(
             f"{shown(o['operator'])} {o['proposals']} ({o['accepted']} accepted"
@@ -66,6 +67,9 @@ def print_status(st: dict) -> None:
         b = st["best"]
         gain = f" ({b['gain_vs_best_seed'] * 100:+.2f}% vs best seed)" if b["gain_vs_best_seed"] is not None else ""
         c.print(f"best:       [bold]#{b['id']} fitness {fmt(b['fitness'])}[/]{gain} on island {b['island']}")
+        if b.get("pruned_from") is not None:
+            c.print(f"            pruned from #{b['pruned_from']} (--prune-best): took out "
+                    f"{shown(', '.join(b['pruned'] or []))}, which the validation queries did not show to help")
         if b["validation_fitness"] is not None:
             role = VALIDATION_ROLE.format(best_of=st["config"].get("best_of", 10))
             c.print(f"            train {fmt(b['fitness'])}, validation {fmt(b['validation_fitness'])} "

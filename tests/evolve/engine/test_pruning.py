@@ -2,6 +2,7 @@
 run's best, archived beside (never instead of) the program it came from."""
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -89,7 +90,7 @@ def test_query_values_weigh_each_metric_by_the_fitness_and_divide_by_the_referen
 
 
 @pytest.mark.slow
-def test_a_run_with_prune_best_archives_the_pruned_best_once(tmp_path, cache_dir):
+def test_a_run_with_prune_best_archives_the_pruned_best_once(tmp_path, cache_dir, capsys):
     out = tmp_path / "run"
     args = ["run", "--llm", "offline", "--suite", "demo", "--iterations", "60", "--workers", "1", "--seed", "3",
             "--out", str(out), "--quiet", "--prune-best"]
@@ -106,6 +107,13 @@ def test_a_run_with_prune_best_archives_the_pruned_best_once(tmp_path, cache_dir
     assert len(pruned) == 1 and best.id == pruned[0].id and best.parent_ids == (event["best"],)
     assert best.cell is None and best.features["pruned"] == event["removed"]
     assert all(name not in parts_of(best.code) for name in event["removed"])
+    # status names the pruned best and what was taken out; it is no proposal
+    capsys.readouterr()
+    assert main(["status", str(out), "--json"]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert st["proposals_done"] == 60 and st["pruned_programs"] == 1
+    assert st["best"]["id"] == best.id and st["best"]["pruned_from"] == event["best"]
+    assert st["best"]["pruned"] == event["removed"]
     # a resumed run that is already complete does not prune the same best again
     assert main(["run", "--resume", str(out), "--quiet"]) == 0
     with RunStore.open(out, readonly=True) as store:

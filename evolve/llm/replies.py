@@ -214,16 +214,26 @@ def merge_definitions(parent_block: str, new_code: str) -> str:
     return "\n\n".join(kept) + "\n\n\n" + new_code.strip("\n") + "\n"
 
 
+def _closed_before_the_cut(reply: str) -> bool:
+    """Whether a reply cut off at the length limit closed every code fence before the cut, with text after the last
+    one: what was cut is the explanation after the code, not the code."""
+    if reply.count("```") % 2 == 1:
+        return False
+    return bool(reply[reply.rfind("```") + 3:].strip())
+
+
 def apply_full(source: str, reply: str, finish_reason: str | None = None) -> str:
     """Replace the EVOLVE-BLOCK with the reply's code (the block, a whole module, or only the definitions it
     changes: ``merge_definitions``). A block whose end marker is missing is taken to the end of the code when
-    the reply ended by itself (models drop the marker), and is ``truncated`` when it hit max_tokens."""
+    the reply ended by itself (models drop the marker) or when it hit max_tokens in the explanation after its last
+    code fence closed, and is ``truncated`` when it hit max_tokens inside the code or right at its fence (where
+    the last line of code may be what was lost)."""
     code = extract_code(reply)
     parts = split_block(source)
     if BLOCK_START in code:
         if BLOCK_END in code:
             block = split_block(code).block
-        elif finish_reason == "length":
+        elif finish_reason == "length" and not _closed_before_the_cut(reply):
             raise ReplyError("truncated", f"the code has '{BLOCK_START}' but no '{BLOCK_END}' (truncated?)")
         else:
             block = code.split(BLOCK_START, 1)[1].strip("\n") + "\n"

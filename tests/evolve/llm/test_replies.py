@@ -101,6 +101,13 @@ def test_a_missing_end_marker_is_truncation_only_when_the_reply_hit_the_limit():
     with pytest.raises(ReplyError) as e:
         apply_reply(BM25, reply, "full", finish_reason="length")
     assert e.value.reason == "truncated"
+    # cut in the explanation after the code: the code's fence closed before the cut, so the code is complete
+    out, _ = apply_reply(BM25, reply + "\nThis raises K1 because longer", "full", finish_reason="length")
+    assert "K1 = 1.1" in out and out.count("# EVOLVE-BLOCK-END") == 1
+    # cut inside a second fence: still truncated
+    with pytest.raises(ReplyError) as e:
+        apply_reply(BM25, reply + "\nAlso:\n```python\ndef helper(", "full", finish_reason="length")
+    assert e.value.reason == "truncated"
 
 
 def test_a_reply_repeating_the_parents_function_is_no_change():

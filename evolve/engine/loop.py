@@ -315,6 +315,16 @@ class Engine:
         return any((mine and mine == s.features.get(SAMPLE_RANKING_FEATURE)) or metrics_alike(rec.metrics, s.metrics)
                    for s in starts)
 
+    def _shown_records(self, prop: Proposal) -> list[ProgramRecord]:
+        """The archived programs a proposal's prompt showed besides its parent (``Proposal.shown``: inspirations,
+        the crossover partner): a candidate that ranks the query sample as one of them does is no new idea either."""
+        out = []
+        for _, code in prop.shown:
+            found = self.store.has_code_hash(normalized_code_hash(code), status="accepted")
+            if found is not None:
+                out.append(self.store.get(found))
+        return out
+
     def recent_failures(self, prop: Proposal) -> list[ProgramRecord]:
         """The last failures of the proposal's island, the parent's own line first (a prompt shows the few it can
         say something useful about)."""
@@ -363,7 +373,8 @@ class Engine:
             seen.add(h)
             to_eval.append(i)
         if to_eval:
-            starts = [(props[i].base, *((props[i].other,) if props[i].other is not None else ())) for i in to_eval]
+            starts = [(props[i].base, *((props[i].other,) if props[i].other is not None else ()),
+                       *self._shown_records(props[i])) for i in to_eval]
             results = self.evaluator.evaluate(
                 [props[i].source for i in to_eval],
                 [self._seed_source_of(props[i].base) for i in to_eval],
@@ -451,13 +462,6 @@ class Engine:
         """The run's best program: chosen on the validation queries among the best by train fitness."""
         return self.store.best_on_validation(self.cfg.best_of)
 
-    def _prune_best(self) -> None:
-        """Prune the run's best on the validation queries, once (``pruning.prune_best``)."""
-        best = self.best()
-        if best is not None and self.reference_validation is not None:
-            prune_best(self.store, self.evaluator, best, self._seed_source_of(best), self.reference_validation,
-                       self.spec, self._record_from_result)
-
     def request_stop(self, reason: str) -> None:
         if self.stop_reason is None:
             self.stop_reason = reason
@@ -523,8 +527,10 @@ class Engine:
                 props = self._screen(props)
                 self._settle(props)
                 done += len(props)
-            if done >= cfg.iterations and not self._stop.is_set() and cfg.prune_best:
-                self._prune_best()
+            best = self.best() if done >= cfg.iterations and not self._stop.is_set() and cfg.prune_best else None
+            if best is not None and self.reference_validation is not None:  # --prune-best: once, on validation
+                prune_best(self.store, self.evaluator, best, self._seed_source_of(best), self.reference_validation,
+                           self.spec, self._record_from_result)
         finally:
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)

@@ -9,8 +9,10 @@ change that ranks every query as its start. Every program a model or command wro
   proposer refused it as such before evaluation (``no_change``, ``copy``), or the archive as an archived program
   (``duplicate``);
 - **no-op**: it ran but ranks as the program it started from (the chain's start, or for a crossover either
-  parent): the evaluator found it on the query sample (reason ``no_op``), or its sample signature or its
-  metrics say so (``evaluators.cascade``: top 100 documents per query, or metrics equal within a small tolerance);
+  parent) or as an archived program its prompt showed (an inspiration: a seed with a helper added that changes
+  nothing is that seed again): the evaluator found it on the query sample (reason ``no_op``), or its sample
+  signature or its metrics say so (``evaluators.cascade``: top 100 documents per query, or metrics equal within a
+  small tolerance);
 - **idea**: it ran, changes the ranking and is not a copy (cut by the cascade included: it ran and ranks
   differently, worse);
 - **failed**: anything else (no code, a failed check, an exception).
@@ -92,6 +94,15 @@ def classify_run(programs: list[ProgramRecord]) -> list[Classified]:
             p = by_id[p.parent_ids[0]]
         return p
 
+    ran_by_code: dict[str, list[ProgramRecord]] = {}  # essential code -> the archived programs with it that ran
+
+    def archived_as(codes: set) -> list[ProgramRecord]:
+        if not ran_by_code:
+            for r in programs:
+                if r.status == "accepted" and r.metrics:
+                    ran_by_code.setdefault(ess(r.code), []).append(r)
+        return [r for code in codes if code is not None for r in ran_by_code.get(code, [])]
+
     out = []
     for p in sorted(programs, key=lambda r: r.id):
         if p.prompt is None or p.iteration <= 0 or p.operator in ("seed", "migration") or not p.parent_ids:
@@ -111,7 +122,7 @@ def classify_run(programs: list[ProgramRecord]) -> list[Classified]:
             shown |= {ess(s.code) for s in starts}
             if mine is not None and mine in shown:
                 kind = "copy"
-            elif p.status == "accepted" and any(_ranks_alike(p, s) for s in starts):
+            elif p.status == "accepted" and any(_ranks_alike(p, s) for s in [*starts, *archived_as(shown)]):
                 kind = "no_op"
             else:
                 kind = "idea"

@@ -3,6 +3,8 @@ and the engine driving a proposer of its own through the Proposer interface."""
 from __future__ import annotations
 
 import re
+
+from evorank.evaluators.program.source import split_block
 import threading
 from pathlib import Path
 
@@ -152,3 +154,51 @@ def test_repairable_reasons():
     for reason in (None, "", "llm:http_400", "llm:connection", "command:timeout", "command:exit",
                    "proposer:RuntimeError", "latency_mismatch"):
         assert not repairable(reason), reason
+
+
+class ShownCopyProposer:
+    """Writes, from whichever seed is the parent, the other seed with a term that changes no ranking, and says the
+    prompt showed that other seed (as an inspiration)."""
+
+    instantaneous = True
+    concurrency = 1
+
+    def choose_operator(self, rng, has_partner):
+        return "full"
+
+    def prepare(self, prop, view):
+        other = next(r for r in view.seed_records.values() if r.code != prop.parent.code)
+        prop.shown = ((f"program {other.id}", other.code),)
+        block = split_block(other.code).block.replace("return np.where(", "scores = scores + 0.0\n    return np.where(", 1)
+        prop.source = split_block(prop.parent.code).join(block)  # the parent's head and tail, the other's block
+        prop.model, self.shown_id = "shown-copier", other.id
+
+    def fill(self, prop, rng):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_a_candidate_that_ranks_as_a_program_its_prompt_showed_is_a_no_op(tmp_path):
+    from conftest import write_random_beir
+    from evorank.evaluators.parallel import Evaluator, Limits
+
+    coll = str(write_random_beir(tmp_path / "coll", n_docs=150, n_queries=40, seed=4))  # BM25 and QL rank it apart
+    cfg = RunConfig(seeds=["bm25", "ql_dirichlet"], datasets=[coll], iterations=1, islands=1, workers=1,
+                    llm="offline", out=str(tmp_path / "run"))
+    proposer = ShownCopyProposer()
+    evaluator = Evaluator([coll], n_workers=1, limits=Limits(timeout_s=20))
+    try:
+        engine = Engine(cfg, Path(cfg.out), [coll], evaluator, proposer=proposer)
+        engine.run()
+        engine.close()
+    finally:
+        evaluator.close()
+    with RunStore.open(Path(cfg.out), readonly=True) as store:
+        rec = next(p for p in store.programs() if p.iteration == 1)
+        seeds = store.seed_programs()
+    assert seeds[0].features["sample_ranking"] != seeds[1].features["sample_ranking"]
+    assert "scores = scores + 0.0" in rec.code
+    assert (rec.status, rec.failure_reason) == ("duplicate", "no_op"), (rec.status, rec.failure_reason)
+    assert f"as program {proposer.shown_id} does" in rec.failure_detail

@@ -162,3 +162,27 @@ def test_the_bench_prints_the_funnel_as_json_and_as_text(tmp_path):
                            "--since-iteration", "5"], capture_output=True, text=True, timeout=60)
     assert part.returncode == 0, part.stderr
     assert json.loads(part.stdout)["chains"] == 2 and json.loads(part.stdout)["proposals"] == 3
+
+
+def test_a_program_that_ranks_as_an_archived_program_its_prompt_showed_is_a_no_op(tmp_path):
+    """Its start is BM25, but it ranks as the other program its prompt showed (an inspiration): no idea of its own."""
+    store = RunStore.create(tmp_path / "run", {"max_tokens": 800}, 0)
+    seed = ProgramRecord(code=BM25, operator="seed", island=0, generation=0, iteration=0, metrics=METRICS,
+                         fitness=0.5, features={"seed_name": "bm25"})
+    store.add_program(seed)
+    other_code = BM25.replace("B = 0.4", "B = 0.75")
+    theirs = {"a": {**METRICS["a"], "ndcg@10": 0.29}, "b": METRICS["b"]}
+    other = ProgramRecord(code=other_code, operator="offline", island=0, generation=1, iteration=1,
+                          parent_ids=(seed.id,), metrics=theirs, fitness=0.49)
+    store.add_program(other)
+    prompt = (f"# The program to improve (program 1)\n```python\n{BM25}\n```\n\n# Program {other.id}\n```python\n"
+              f"{split_block(other_code).block}```\n\n# Your task\nDo it.\n")
+    for iteration, metrics in ((2, theirs), (3, {"a": {**METRICS["a"], "ndcg@10": 0.30}, "b": METRICS["b"]})):
+        store.add_program(ProgramRecord(
+            code=other_code.replace(RETURN, "    scores = scores * 1.0\n" + RETURN), operator="diff", island=0,
+            generation=1, iteration=iteration, parent_ids=(seed.id,), metrics=metrics, fitness=0.49, model="m",
+            prompt=prompt, response="idea"))
+    with RunStore.open(tmp_path / "run", readonly=True) as store_r:
+        kinds = {c.program.iteration: c.kind for c in classify_run(store_r.programs())}
+    store.close()
+    assert kinds == {2: "no_op", 3: "idea"}  # the same metrics as the program shown; other metrics: its own ranking

@@ -129,6 +129,11 @@ def apply_diff(source: str, reply: str) -> str:
     return parts.join(_ensure_newline(block))
 
 
+def _fence_left_open(reply: str) -> bool:
+    """Whether the reply opened a ``` code fence it never closed (an odd number of fence marks)."""
+    return reply.count("```") % 2 == 1
+
+
 def extract_code(reply: str) -> str:
     """The code of the fenced block that looks most like a program (or the whole reply if it is bare code with the
     markers). Fences indented inside a markdown list are dedented. A reply that gives its functions in separate
@@ -144,7 +149,7 @@ def extract_code(reply: str) -> str:
                 if len(names) == len(set(names)):
                     return "\n\n".join(b.strip("\n") for b in blocks) + "\n"
         return best
-    if reply.count("```") % 2 == 1:
+    if _fence_left_open(reply):
         raise ReplyError("truncated", "the reply opened a ``` code fence but never closed it (truncated?)")
     if BLOCK_START in reply or "def score" in reply:
         return reply
@@ -217,9 +222,7 @@ def merge_definitions(parent_block: str, new_code: str) -> str:
 def _closed_before_the_cut(reply: str) -> bool:
     """Whether a reply cut off at the length limit closed every code fence before the cut, with text after the last
     one: what was cut is the explanation after the code, not the code."""
-    if reply.count("```") % 2 == 1:
-        return False
-    return bool(reply[reply.rfind("```") + 3:].strip())
+    return not _fence_left_open(reply) and bool(reply[reply.rfind("```") + 3:].strip())
 
 
 def apply_full(source: str, reply: str, finish_reason: str | None = None) -> str:
@@ -491,7 +494,7 @@ def apply_statement_fix(source: str, first: int, last: int, reply: str, marker: 
         raise ReplyError("no_code", "the reply gave no complete function for a statement that cannot be replaced alone")
     blocks = _FENCE.findall(reply)
     if not blocks:
-        if reply.count("```") % 2 == 1 or finish_reason == "length":
+        if _fence_left_open(reply) or finish_reason == "length":
             raise ReplyError("truncated", "the reply opened a ``` code fence but never closed it (truncated?)")
         raise ReplyError("no_code", "the reply contained no Python code block with the corrected statement")
     fix = textwrap.dedent(_drop_marker(max(blocks, key=len), marker).strip("\n")).split("\n")

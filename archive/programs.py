@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 
 from evorank.threadsafe_ast import parse_ast
 
-OPERATORS = ("seed", "diff", "full", "crossover", "offline", "migration", "repair", "command", "prune")
-"""Allowed `ProgramRecord.operator` values. Add here (not in callers) when the
-loop grows a new mutation operator, so typos fail loudly at insert time."""
-
 PRUNE = "prune"
 """The operator of a run's best with the parts its validation queries do not support removed
 (``evolve.engine.pruning``): archived, never placed in a grid; the run's best in place of its parent."""
+
+OPERATORS = ("seed", "diff", "full", "crossover", "offline", "migration", "repair", "command", PRUNE)
+"""Allowed `ProgramRecord.operator` values. Add here (not in callers) when the
+loop grows a new mutation operator, so typos fail loudly at insert time."""
+
 
 def placeable(status: str, fitness: float | None, operator: str) -> bool:
     """Whether a program with this status, fitness and operator may enter a grid: accepted, with a finite fitness,

@@ -14,7 +14,7 @@ import sqlite3
 from dataclasses import dataclass, field
 
 from evorank.archive.features import decode_cell
-from evorank.archive.programs import ProgramRecord
+from evorank.archive.programs import PRUNE, ProgramRecord
 from evorank.archive.rows import record_from_row
 
 # Programs that count as proposals: everything the loop proposed (iteration > 0), not the
@@ -244,10 +244,10 @@ class RunQueries:
         split, go to the higher train fitness, then the older program). Over the whole run migration copies are
         left out (their originals compete); on one ``island`` they count, as its programs. Where that program was
         pruned at the end of the run (``pruned_from``), the pruned program. None when nothing is accepted yet."""
-        sql = ("SELECT * FROM programs WHERE status = 'accepted' AND fitness IS NOT NULL AND operator != 'prune'"
+        sql = ("SELECT * FROM programs WHERE status = 'accepted' AND fitness IS NOT NULL AND operator != ?"
                + (" AND island = ?" if island is not None else " AND operator != 'migration'")
                + " ORDER BY fitness DESC, id LIMIT ?")
-        args = (island, top_n) if island is not None else (top_n,)
+        args = (PRUNE, island, top_n) if island is not None else (PRUNE, top_n)
         top = [record_from_row(r) for r in self._conn.execute(sql, args).fetchall()]
         if not top:
             return None
@@ -261,8 +261,8 @@ class RunQueries:
 
     def pruned_from(self, program_id: int) -> ProgramRecord | None:
         """The program pruned from ``program_id`` at the end of a run (operator ``prune``), None if there is none."""
-        for row in self._conn.execute("SELECT * FROM programs WHERE operator = 'prune' AND status = 'accepted' "
-                                      "ORDER BY id").fetchall():
+        for row in self._conn.execute("SELECT * FROM programs WHERE operator = ? AND status = 'accepted' ORDER BY id",
+                                      (PRUNE,)).fetchall():
             rec = record_from_row(row)
             if rec.parent_ids == (program_id,):
                 return rec

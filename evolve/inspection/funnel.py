@@ -94,10 +94,12 @@ def classify_run(programs: list[ProgramRecord]) -> list[Classified]:
             p = by_id[p.parent_ids[0]]
         return p
 
-    ran_by_code: dict[str, list[ProgramRecord]] = {}  # essential code -> the archived programs with it that ran
+    ran_by_code: dict[str | None, list[ProgramRecord]] = {}  # essential code -> the archived programs that ran
 
     def archived_as(codes: set) -> list[ProgramRecord]:
+        """The archived programs that ran with one of these essential codes (the map built on first use)."""
         if not ran_by_code:
+            ran_by_code[None] = []  # built: a run with no program that ran is not read again
             for r in programs:
                 if r.status == "accepted" and r.metrics:
                     ran_by_code.setdefault(ess(r.code), []).append(r)

@@ -42,7 +42,7 @@ programs:
         cost_usd=0.0, features={}, started_at=None,
         id=None, code_hash=None, created_at=None, cell=None)   # last 4 set by the store
         .is_migrant -> bool; .placeable -> bool
-    OPERATORS, STATUSES, PRUNE   # PRUNE: the operator of a pruned best, never placed in a grid
+    OPERATORS, STATUSES, PRUNE, FUSE, NOT_IN_GRIDS   # a pruned best, a fusion: never placed in a grid
     normalized_code(code: str) -> str | None
     normalized_code_hash(code: str) -> str
     complexity(code: str) -> int
@@ -91,6 +91,7 @@ queries (read-only, on every RunStore):
     .summaries(since_id=None) -> list[ProgramSummary]   # every program without code, prompt, reply
     .seed_programs() -> list[ProgramRecord]   .children(program_id) -> list[ProgramSummary]
     .best_on_validation(top_n=10, island=None) -> ProgramRecord | None   .pruned_from(program_id) -> ProgramRecord | None
+    .fusion() -> ProgramRecord | None   # the run's fusion of its island bests
 schema:
     SCHEMA_VERSION; SchemaVersionError
 elites:
@@ -129,6 +130,8 @@ from evorank.archive.elites import (
 )
 from evorank.archive.features import FeatureDim, GridSpec, default_grid_spec, feature_value
 from evorank.archive.programs import (
+    FUSE,
+    NOT_IN_GRIDS,
     OPERATORS,
     PRUNE,
     STATUSES,
@@ -156,6 +159,8 @@ __all__ = [
     "HashMatch",
     "Islands",
     "ModelUsage",
+    "FUSE",
+    "NOT_IN_GRIDS",
     "OPERATORS",
     "OperatorUsage",
     "OutcomeCount",

@@ -19,15 +19,22 @@ PRUNE = "prune"
 """The operator of a run's best with the parts its validation queries do not support removed
 (``evolve.engine.pruning``): archived, never placed in a grid; the run's best in place of its parent."""
 
-OPERATORS = ("seed", "diff", "full", "crossover", "offline", "migration", "repair", "command", PRUNE)
+FUSE = "fusion"
+"""The operator of the score fusion of a run's island bests (``evolve.engine.fusion``): archived, never placed in
+a grid; the run's best when its validation fitness is higher than the best single program's."""
+
+NOT_IN_GRIDS = (PRUNE, FUSE)
+"""Operators of programs made from a finished run's best, which compete for best but never enter a grid."""
+
+OPERATORS = ("seed", "diff", "full", "crossover", "offline", "migration", "repair", "command", PRUNE, FUSE)
 """Allowed `ProgramRecord.operator` values. Add here (not in callers) when the
 loop grows a new mutation operator, so typos fail loudly at insert time."""
 
 
 def placeable(status: str, fitness: float | None, operator: str) -> bool:
     """Whether a program with this status, fitness and operator may enter a grid: accepted, with a finite fitness,
-    and not a pruned best."""
-    return status == "accepted" and operator != PRUNE and fitness is not None and math.isfinite(fitness)
+    and not a pruned best or a fusion (``NOT_IN_GRIDS``)."""
+    return status == "accepted" and operator not in NOT_IN_GRIDS and fitness is not None and math.isfinite(fitness)
 
 
 STATUSES = ("accepted", "failed", "duplicate", "rejected_cascade")
@@ -55,12 +62,13 @@ class ProgramRecord:
       placeable": the program is archived but never enters a grid.
     - A migrant copy has operator 'migration' and parent_ids == (original,);
       it is never selected for migration again.
-    - A pruned best has operator 'prune' and parent_ids == (the best,); it is
-      never placed in a grid (``PRUNE``).
+    - A pruned best has operator 'prune' and parent_ids == (the best,); a fusion
+      has operator 'fusion' and parent_ids == (its members); neither is ever
+      placed in a grid (``NOT_IN_GRIDS``).
     """
 
     code: str
-    operator: str  # seed | diff | full | crossover | offline | migration | repair | command | prune
+    operator: str  # seed | diff | full | crossover | offline | migration | repair | command | prune | fusion
     island: int
     generation: int
     iteration: int

@@ -14,7 +14,7 @@ import sqlite3
 from dataclasses import dataclass, field
 
 from evorank.archive.features import decode_cell
-from evorank.archive.programs import PRUNE, ProgramRecord
+from evorank.archive.programs import FUSE, NOT_IN_GRIDS, PRUNE, ProgramRecord
 from evorank.archive.rows import record_from_row
 
 # Programs that count as proposals: everything the loop proposed (iteration > 0), not the
@@ -238,16 +238,22 @@ class RunQueries:
         ).fetchall()
         return [record_from_row(r) for r in found]
 
-    def best_on_validation(self, top_n: int = 10, island: int | None = None) -> ProgramRecord | None:
+    def best_on_validation(self, top_n: int = 10, island: int | None = None,
+                           migrants: bool = True) -> ProgramRecord | None:
         """The run's best program: among the ``top_n`` accepted programs with the highest (train) fitness, the one
         with the highest validation fitness (``features['val_fitness']``; ties, or runs without a validation
         split, go to the higher train fitness, then the older program). Over the whole run migration copies are
-        left out (their originals compete); on one ``island`` they count, as its programs. Where that program was
-        pruned at the end of the run (``pruned_from``), the pruned program. None when nothing is accepted yet."""
-        sql = ("SELECT * FROM programs WHERE status = 'accepted' AND fitness IS NOT NULL AND operator != ?"
-               + (" AND island = ?" if island is not None else " AND operator != 'migration'")
+        left out (their originals compete); on one ``island`` they count, as its programs, unless ``migrants`` is
+        false (the island's own best, e.g. to fuse with another island's). Over the whole run, the
+        fusion of the island bests (``fusion``) where its validation fitness is higher than that program's; else,
+        where that program was pruned at the end of the run (``pruned_from``), the pruned program. None when
+        nothing is accepted yet."""
+        sql = ("SELECT * FROM programs WHERE status = 'accepted' AND fitness IS NOT NULL AND operator NOT IN "
+               f"({', '.join('?' * len(NOT_IN_GRIDS))})"
+               + (" AND island = ?" if island is not None else "")
+               + (" AND operator != 'migration'" if island is None or not migrants else "")
                + " ORDER BY fitness DESC, id LIMIT ?")
-        args = (PRUNE, island, top_n) if island is not None else (PRUNE, top_n)
+        args = (*NOT_IN_GRIDS, island, top_n) if island is not None else (*NOT_IN_GRIDS, top_n)
         top = [record_from_row(r) for r in self._conn.execute(sql, args).fetchall()]
         if not top:
             return None
@@ -257,7 +263,16 @@ class RunQueries:
             return (val if isinstance(val, (int, float)) else float("-inf"), rec.fitness, -rec.id)
 
         chosen = max(top, key=key)
+        fused = self.fusion() if island is None else None
+        if fused is not None and key(fused)[:2] > key(chosen)[:2]:
+            return fused
         return self.pruned_from(chosen.id) or chosen
+
+    def fusion(self) -> ProgramRecord | None:
+        """The run's fusion of its island bests (operator ``fusion``, accepted; the newest), None if there is none."""
+        row = self._conn.execute("SELECT * FROM programs WHERE operator = ? AND status = 'accepted' AND fitness IS NOT "
+                                 "NULL ORDER BY id DESC LIMIT 1", (FUSE,)).fetchone()
+        return record_from_row(row) if row is not None else None
 
     def pruned_from(self, program_id: int) -> ProgramRecord | None:
         """The program pruned from ``program_id`` at the end of a run (operator ``prune``), None if there is none."""

@@ -106,6 +106,9 @@ class RunConfig:
     # (evolve/engine/pruning.py); the pruned program is then the run's best. Off by default: on the dev suite it
     # lowered the best's fitness (bench/RESULTS.md)
     prune_best: bool = False
+    # at the end of a run, fuse its best with the other islands' bests (CombSUM of z-scores,
+    # evolve/engine/fusion.py); the fusion is then the run's best where its validation fitness is higher
+    fuse_best: bool = False
     heldout: str | None = None  # suite or collections measured in the background for each new best (never steers)
     cluster: str | None = None  # Dask scheduler address (tcp://HOST:8786): evaluate there instead of local workers
     shard_queries: int = 0  # split collections into tasks of at most this many queries (0 = one task per collection)

@@ -8,6 +8,7 @@
 - ``ranking``    ``rank``: analysed queries in, validated top-k rankings out (used in the jail and in-process);
                  ``allocator``: per-query arrays kept mapped in a scoring loop
 - ``parts``      what a program adds over its seed, read from the two syntax trees, and the program without each
+- ``fusion``     several programs written as one that sums their per-query z-scores (CombSUM), and back
 - ``output``     text a candidate produced, made safe to show (truncated, cleaned, fenced, code blocks nothing
                  inside can close, hidden characters escaped)
 

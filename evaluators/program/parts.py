@@ -13,6 +13,8 @@ returns. A part is one of
               inserted idf factor, a title-weighted tf mix, a changed return. Restored to the seed's statement.
 ``constant``  a module-level constant the seed also has, with another value (``K1``, ``B``, ``MU``). Restored
               to the seed's value.
+``member``    one program of a score fusion (``fusion``): the fusion without it is the fusion of the others
+              (or the one left). A fused program's parts are its members.
 
 Helper functions and constants the seed lacks are not parts of their own: they belong to the channel or
 formula that uses them, and stay in the program (unused) when it is removed. Each ablated program keeps the
@@ -24,6 +26,7 @@ import ast
 import copy
 from dataclasses import dataclass
 
+from .fusion import members, without_member
 from .source import split_block
 from evorank.threadsafe_ast import parse_ast
 
@@ -41,7 +44,7 @@ class Part:
     """One part of a program that its seed lacks, and the program without it."""
 
     name: str  # short label, unique within a program
-    kind: str  # channel | formula | constant
+    kind: str  # channel | formula | constant | member
     detail: str  # the statement or value, as code
     ablated: str  # the whole program without this part (or with the seed's version of it)
 
@@ -50,6 +53,10 @@ def parts(program: str, seed: str) -> list[Part]:
     """The parts ``program`` adds over ``seed`` (see the module docstring), in the order of the code: changed
     constants first, then each function's changed formulas and added channels. ValueError when either has no
     EVOLVE-BLOCK or a block that does not parse."""
+    fused = members(program)
+    if fused is not None:
+        return [Part(f"member {k + 1} of {len(fused)}", "member", _short(" ".join(split_block(m).block.split())),
+                     without_member(program, k)) for k, m in enumerate(fused)]
     prog_split, seed_split = split_block(program), split_block(seed)
     tree, seed_tree = parse_ast(prog_split.block), parse_ast(seed_split.block)
 

@@ -317,6 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="at the end of the run, take out each part of its best (a channel, a formula or a constant "
                    "changed from the seed) that does not make it significantly better on the validation queries, "
                    "one at a time; the pruned program is then the run's best (operator 'prune'; default: off)")
+    p.add_argument("--fuse-best", dest="fuse_best", action=argparse.BooleanOptionalAction, default=None,
+                   help="at the end of the run, fuse its best with the best of each other island (the sum of their "
+                   "per-query z-scores, as one program, operator 'fusion'); the fusion is then the run's best if "
+                   "its validation fitness is higher (default: off)")
     p.add_argument("--heldout", metavar="SUITE",
                    help="also measure each new best program on these collections (a suite such as heldout, or "
                    "comma-separated addresses) in the background; logged and reported, never used for selection")

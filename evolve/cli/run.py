@@ -17,7 +17,8 @@ RUN_FLAGS = ("seeds", "suite", "datasets", "iterations", "llm", "base_url", "wor
              "max_hours", "seed", "fitness", "islands", "in_flight", "prompts_dir", "max_tokens", "inspirations",
              "cluster", "shard_queries", "api_key_env", "request_timeout_s", "eval_timeout_s", "eval_memory_mb",
              "repair_rounds", "repair_style", "directions", "max_consecutive_llm_failures", "command_timeout_s",
-             "preflight", "validation_fraction", "heldout", "batch", "prune_best")
+             "preflight", "validation_fraction", "heldout", "batch", "prune_best",
+             "fuse_best")
 
 
 def resolve_run_config(args):

@@ -54,12 +54,12 @@ from evorank.evaluators.metrics import fitness as fitness_of
 from evorank.evaluators.metrics import fitness_spec
 from evorank.evaluators.errors import EvorankError
 from evorank.evaluators.program.source import program_path, split_block
-
 from evorank.archive.elites import regrid
 
 from evorank.evolve.config import RunConfig, batch_size, not_reproducible
 from .descriptors import describe, grid_for
 from .heldout import HeldoutTracker
+from .fusion import fuse_best
 from .pruning import prune_best
 from evorank.evolve.llm.client import Budget
 from evorank.evaluators.cascade import TOP, metrics_alike
@@ -102,9 +102,7 @@ def open_run_store(cfg: RunConfig, run_dir: Path, resume: bool) -> RunStore:
 
 class Engine:
     """Runs (or resumes) one evolution job in ``run_dir``. Construct, then call ``run()``, then ``close()``.
-
-    ``proposer``: who writes the candidates; by default the one ``cfg`` asks for (``make_proposer``).
-    """
+    ``proposer``: who writes the candidates; by default the one ``cfg`` asks for (``make_proposer``)."""
 
     def __init__(self, cfg: RunConfig, run_dir: Path, addresses: list[str], evaluator, resume: bool = False,
                  reporter=None, proposer: Proposer | None = None, store: RunStore | None = None):
@@ -336,8 +334,7 @@ class Engine:
         return recent[:n]
 
     def _fill(self, prop: Proposal) -> Proposal:
-        """Produce the candidate's code with the proposal's stream 1 (in a worker thread unless the
-        proposer is instantaneous)."""
+        """Produce the candidate's code with the proposal's stream 1 (in a worker thread unless instantaneous)."""
         rng = rng_for(self.cfg.seed, prop.iteration, stream=1)
         try:
             self.proposer.fill(prop, rng)
@@ -527,8 +524,10 @@ class Engine:
                 props = self._screen(props)
                 self._settle(props)
                 done += len(props)
-            best = self.best() if done >= cfg.iterations and not self._stop.is_set() and cfg.prune_best else None
-            if best is not None and self.reference_validation is not None:  # --prune-best: once, on validation
+            finished = done >= cfg.iterations and not self._stop.is_set() and self.reference_validation is not None
+            if finished and cfg.fuse_best:  # --fuse-best, then --prune-best: once each, on validation
+                fuse_best(self.store, self.evaluator, cfg, self._seed_source_of, self._record_from_result)
+            if finished and cfg.prune_best and (best := self.best()) is not None:
                 prune_best(self.store, self.evaluator, best, self._seed_source_of(best), self.reference_validation,
                            self.spec, self._record_from_result)
         finally:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from evorank.archive import PRUNE, ProgramRecord
+from evorank.archive import NOT_IN_GRIDS, PRUNE, ProgramRecord
 from evorank.evaluators.metrics import FitnessSpec, collection_weights
 from evorank.evaluators.program.parts import parts
 from evorank.evaluators.significance import ALPHA, paired_test
@@ -108,7 +108,7 @@ def prune_best(store, evaluator, best: ProgramRecord, seed_source: str, referenc
     from then on) when a part was removed, and log a ``prune`` event either way, so a resumed run does not prune
     the same best again; both in one transaction. ``complete(record, result)`` fills a record from its evaluation
     (the engine's). Returns the archived program (None: nothing pruned, or nothing to prune)."""
-    if best.operator in ("seed", PRUNE) or any(e["data"].get("best") == best.id for e in store.events("prune")):
+    if best.operator in ("seed", *NOT_IN_GRIDS) or any(e["data"].get("best") == best.id for e in store.events("prune")):
         return None
     log.info("pruning the best (#%d): each part kept only where the validation queries show it helps", best.id)
     result = evaluator.evaluate([best.code], [seed_source], None, [f"#{best.id}"])[0]

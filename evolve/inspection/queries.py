@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from evorank.archive import PRUNE, Islands, ProgramRecord, RunStore
+from evorank.archive import FUSE, PRUNE, Islands, ProgramRecord, RunStore
 from evorank.evaluators.errors import EvorankError
 from .format import ID_FORMS, METRIC_LABELS, macro
 from .funnel import funnel_summary
@@ -253,7 +253,7 @@ def run_status(store: RunStore) -> dict:
     alive = pid is not None
     proposals = Counter()
     reasons = Counter()
-    n_seed = n_migration = n_pruned = 0
+    n_seed = n_migration = n_pruned = n_fused = 0
     for o in outcomes:
         if o.operator == "seed":
             n_seed += o.n
@@ -261,6 +261,8 @@ def run_status(store: RunStore) -> dict:
             n_migration += o.n
         elif o.operator == PRUNE:
             n_pruned += o.n
+        elif o.operator == FUSE:
+            n_fused += o.n
         else:
             proposals[o.status] += o.n
             if o.status != "accepted":
@@ -312,6 +314,7 @@ def run_status(store: RunStore) -> dict:
         "seed_programs": n_seed,
         "migration_copies": n_migration,
         "pruned_programs": n_pruned,
+        "fusions": n_fused,
         "islands": per_island,
         "best": {"id": best.id, "fitness": best.fitness, "island": best.island,
                  "validation_fitness": validation_fitness(best),
@@ -319,7 +322,9 @@ def run_status(store: RunStore) -> dict:
                  "gain_vs_best_seed": (best.fitness / seed_best - 1) if seed_best else None,
                  # a pruned best (``--prune-best``): the program it was pruned from and the parts taken out
                  "pruned_from": best.parent_ids[0] if best.operator == PRUNE else None,
-                 "pruned": best.features.get("pruned") if best.operator == PRUNE else None} if best else None,
+                 "pruned": best.features.get("pruned") if best.operator == PRUNE else None,
+                 # a fusion of the island bests (``--fuse-best``) that won on validation: its members
+                 "fused_from": list(best.parent_ids) if best.operator == FUSE else None} if best else None,
         "heldout": heldout[-1] if heldout else None,
         "heldout_history": heldout,
         "not_reproducible": not_reproducible,

@@ -40,7 +40,8 @@ def print_status(st: dict) -> None:
     c.print(f"programs:   {p['accepted']} accepted, {p['failed']} failed, {p['duplicate']} duplicate, "
             f"{p['rejected_cascade']} cut by the cascade  (+ {st['seed_programs']} seed, "
             f"{st['migration_copies']} migration copies"
-            + (f", {st['pruned_programs']} pruned best" if st.get("pruned_programs") else "") + ")")
+            + (f", {st['pruned_programs']} pruned best" if st.get("pruned_programs") else "")
+            + (f", {st['fusions']} fusion" if st.get("fusions") else "") + ")")
     if st["operators"]:
         c.print("by operator: " + ", ".join(
             f"{shown(o['operator'])} {o['proposals']} ({o['accepted']} accepted"
@@ -70,6 +71,9 @@ def print_status(st: dict) -> None:
         if b.get("pruned_from") is not None:
             c.print(f"            pruned from #{b['pruned_from']} (--prune-best): took out "
                     f"{shown(', '.join(b['pruned'] or []))}, which the validation queries did not show to help")
+        if b.get("fused_from"):
+            c.print("            the fusion of the island bests " + ", ".join(f"#{i}" for i in b["fused_from"])
+                    + " (--fuse-best): the sum of their per-query z-scores, better on the validation queries")
         if b["validation_fitness"] is not None:
             role = VALIDATION_ROLE.format(best_of=st["config"].get("best_of", 10))
             c.print(f"            train {fmt(b['fitness'])}, validation {fmt(b['validation_fitness'])} "

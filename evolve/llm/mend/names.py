@@ -21,8 +21,9 @@ A name is missing when a function of the block reads it and neither that functio
 module binds it: the line raises NameError whenever it runs, so adding a definition never changes a program that
 could run. Definitions are looked for in the program itself (its other functions), then in the ``donors`` (the
 parent, the crossover partner, the inspirations and the seeds the prompt showed), first found first used. Code is
-parsed, never run. When any missing name has no definition, nothing is changed: the program fails as the model
-wrote it, and the repair round asks the model.
+parsed, never run. A missing name with no definition stays missing (the others are still added): the program then
+fails on that name, which is what the repair round shows the model, rather than on a helper the prompt promised
+to add for it.
 
 A missing name with no definition of its own may be another program's name, renamed or respelled: ``mu`` where the
 query-likelihood seed has ``MU``, or ``sat_threshold`` in a statement that is the seed's
@@ -223,7 +224,7 @@ class _Borrower:
 def borrow_missing_names(code: str, donors: list[tuple[str, str]]) -> NameFix | None:
     """``code`` with a definition added for every name that one of its EVOLVE-BLOCK's functions reads but that
     neither the function nor the module binds (a NameError whenever that line runs), or None when there is no
-    such name or one of them has no definition to borrow (then the program is left as the model wrote it).
+    such name or none of them has a definition to borrow (a name without one stays missing).
     ``donors``: (label, code) of other programs to borrow from, in order of preference, after the program's own
     other functions. A borrowed statement goes just before the first top-level statement of the function that
     needs it; imports and module definitions go at the top of the block."""
@@ -253,9 +254,8 @@ def borrow_missing_names(code: str, donors: list[tuple[str, str]]) -> NameFix | 
             out: list[str] = []
             borrower.unresolvable.clear()
             for name in sorted(free_names(stmt) - bound - borrower.module_names - local):
-                missing_all.append(name)
-                if not borrower.borrow(name, local, out):
-                    return None
+                if borrower.borrow(name, local, out):
+                    missing_all.append(name)
             if out:
                 inserts.append((stmt.lineno, out))
             local |= {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}

@@ -55,11 +55,16 @@ def test_an_allowed_module_used_without_its_import_is_imported(name, attr, line)
     assert MODULE_IMPORTS["np"] == "import numpy as np"
 
 
-def test_nothing_changes_when_a_missing_name_has_no_definition_to_borrow():
-    # query does not exist in prepare(); a donor defining it elsewhere does not help
+def test_a_missing_name_without_a_definition_stays_missing_and_the_others_are_added():
+    # query does not exist in prepare(); a donor defining it elsewhere does not help; MU has a definition
     code = program("def prepare(index):\n    q = query.term_ids\n    return MU * q\n\n\n"
                    "def score(query, index, state):\n    return state\n")
-    assert borrow_missing_names(code, SEEDS) is None
+    fix = borrow_missing_names(code, SEEDS)
+    assert fix.names == ("MU",) and "MU = " in fix.source and "query" not in fix.description
+    # so the program fails on the name nothing defines, not on the one trusted code could add
+    nothing = program("def prepare(index):\n    return query.term_ids\n\n\ndef score(query, index, state):\n"
+                      "    return state\n")
+    assert borrow_missing_names(nothing, SEEDS) is None
 
 
 def test_names_bound_anywhere_in_the_function_or_in_its_comprehensions_are_not_missing():

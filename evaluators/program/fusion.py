@@ -10,11 +10,12 @@ program runs every member, so it is as slow as their sum.
 
 :func:`fuse` writes the fused program from the members' sources. It is a program like any other (head and tail of
 the first member, one EVOLVE-BLOCK), goes through the same static checks and sandbox, and is exported the same
-way: each member's block is kept statement for statement (docstrings aside), with every name it binds at its top level (constants,
-functions) and every use of those names renamed with the member's prefix (``m0_K1``, ``m1_score``), so that the
-members' names cannot collide. Renaming an identifier everywhere it occurs in a block (names, parameters, keyword
-arguments of the block's own functions, ``global`` lists) changes nothing a block computes. :func:`members` reads
-the members back from a fused program, so that ``explain`` can take each one out (:func:`without_member`).
+way: each member's block is kept statement for statement (docstrings aside), with every name it binds at its top
+level (constants, functions) and every use of those names renamed with the member's prefix (``m0_K1``,
+``m1_score``), so that the members' names cannot collide. Renaming an identifier everywhere it occurs in a block
+(names, parameters, keyword arguments of the block's own functions, ``global`` lists) changes nothing a block
+computes. :func:`members` reads the members back from a fused program, so that ``explain`` can take each one out
+(:func:`without_member`).
 Code is parsed and rewritten, never run.
 """
 from __future__ import annotations

@@ -4,15 +4,15 @@ Islands evolve apart, and their bests reach a similar fitness by different parts
 collections selection saw, and the bets differ. Their score fusion (``evaluators.program.fusion``: CombSUM of
 per-query z-scores) keeps what they agree on and dilutes what only one of them bets on. A run asked to
 (``--fuse-best``) ends, after its last proposal, by fusing the best program of the whole run
-(``RunStore.best_on_validation``) with each island's own best (chosen by the same rule among the programs the
-island made, not the copies it received) whose code differs and whose text outside the EVOLVE-BLOCK is the same
-(one seed's), evaluating the fusion like any candidate (sandboxed, train and
-validation queries), and archiving it (operator ``fusion``, parents the members; never placed in a grid).
-``best_on_validation`` answers it in place of the best single program only where its validation fitness is
-higher: the same rule, on the same queries never selected on during the run, that chose among the single
-programs. A ``fusion`` event records the members and both validation fitnesses, so a resumed run does not fuse
-the same programs again. Members are taken in that order for as long as the fused program stays within the
-EVOLVE-BLOCK size limits every candidate is held to. Everything is deterministic, so a run still reproduces under its seed.
+(``RunStore.best_on_validation``) with each other island's own best (chosen by the same rule among the programs
+the island made, not the copies it received) whose code differs and whose text outside the EVOLVE-BLOCK is the
+same (one seed's), for as many members as keep the fused block within the size limits every candidate is held
+to. The fusion is evaluated like any candidate (sandboxed, train and validation queries) and archived (operator
+``fusion``, parents the members; never placed in a grid). ``best_on_validation`` answers it in place of the best
+single program only where its validation fitness is higher: the same rule, on the same queries never selected on
+during the run, that chose among the single programs. A ``fusion`` event records the members and both validation
+fitnesses, so a resumed run does not fuse the same programs again. Everything is deterministic, so a run still
+reproduces under its seed.
 
 A fused program runs all its members: its scoring time is their sum (reported as latency, as for any program).
 """

@@ -130,8 +130,8 @@ def _member_block(source: str, prefix: str) -> tuple[str, bool]:
     when the block cannot be renamed apart (a name bound both by import and otherwise) or has no ``score``."""
     try:
         tree = parse_ast(split_block(source).block)
-    except SyntaxError as e:
-        raise ProgramError("syntax_error", f"a member does not parse: {e}") from None
+    except (SyntaxError, ValueError, RecursionError) as e:
+        raise ProgramError("syntax_error", f"a member does not parse: {type(e).__name__}") from None
     names = _top_level_names(tree)
     if names is None or "score" not in names:
         raise ProgramError("fusion", "a member binds a name both by import and otherwise, or defines no score")
@@ -139,8 +139,11 @@ def _member_block(source: str, prefix: str) -> tuple[str, bool]:
                                                                       if isinstance(a, ast.arg)}
     if any(u.startswith(prefix) for u in used):
         raise ProgramError("fusion", f"a member already uses names starting with {prefix!r}")
-    renamed = _Rename(names, prefix).visit(_without_docstrings(tree))
-    return ast.unparse(ast.fix_missing_locations(renamed)), "prepare" in names
+    try:
+        renamed = _Rename(names, prefix).visit(_without_docstrings(tree))
+        return ast.unparse(ast.fix_missing_locations(renamed)), "prepare" in names
+    except RecursionError:  # nested too deeply to rewrite: the member is left out, not the run
+        raise ProgramError("fusion", "a member is nested too deeply to rewrite") from None
 
 
 def _without_docstrings(tree: ast.Module) -> ast.Module:
@@ -180,7 +183,7 @@ def members(source: str) -> list[str] | None:
     try:
         split = split_block(source)
         tree = parse_ast(split.block)
-    except (ProgramError, SyntaxError):
+    except (ProgramError, SyntaxError, ValueError, RecursionError):
         return None
     if not any(isinstance(s, ast.Assign) and any(isinstance(t, ast.Name) and t.id == MEMBERS_NAME
                                                  for t in s.targets) for s in tree.body):
@@ -197,8 +200,11 @@ def members(source: str) -> list[str] | None:
         prefix = f"m{k}_"
         module = ast.Module(body=groups[k], type_ignores=[])
         names = {n[len(prefix):] for n in _top_level_names(module) or () if n.startswith(prefix)}
-        back = _Unprefix(prefix).visit(module)
-        out.append(split.join(ast.unparse(ast.fix_missing_locations(back)) + "\n") if names else None)
+        try:
+            back = _Unprefix(prefix).visit(module)
+            out.append(split.join(ast.unparse(ast.fix_missing_locations(back)) + "\n") if names else None)
+        except RecursionError:
+            return None
     return [m for m in out if m is not None] or None
 
 

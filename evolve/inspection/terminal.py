@@ -382,7 +382,8 @@ def cmd_lineage(args) -> int:
                       ("note", "left")):
         table.add_column(col, justify=just)
     for s in steps:
-        note = ", ".join(f"crossed with #{p}" for p in s["other_parents"])
+        joined = "fused with" if s["operator"] == "fusion" else "crossed with"
+        note = ", ".join(f"{joined} #{p}" for p in s["other_parents"])
         if s["operator"] == "seed":
             note = shown(s["seed_name"] or "")
         delta = f"{s['delta']:+.4f}" if s["delta"] is not None else ""

@@ -68,6 +68,8 @@ def test_a_run_with_fuse_best_fuses_its_island_bests_once(tmp_path, cache_dir, c
     assert main(["status", str(out), "--json"]) == 0
     st = json.loads(capsys.readouterr().out)
     assert st["proposals_done"] == 60 and st["fusions"] == 1
+    assert main(["lineage", str(out), str(fusion.id)]) == 0
+    assert f"fused with #{event['members'][1]}" in capsys.readouterr().out
     # a resumed run that is already complete does not fuse the same programs again
     assert main(["run", "--resume", str(out), "--quiet", "--fuse-best"]) == 0
     with RunStore.open(out, readonly=True) as store:

@@ -38,6 +38,17 @@ def edited(*pairs: tuple[str, str]) -> str:
     return out
 
 
+def feedback_in_bm25() -> str:
+    """BM25 with the feedback direction's helper and the lines its text gives for a weight-matrix state."""
+    from evorank.evolve.llm.prompts import PromptTemplates
+
+    helper = PromptTemplates.load().directions()["feedback"].code
+    block = split_block(BM25).block
+    lines = ("    terms, w = feedback_terms(np.where(matched, scores, -np.inf), index)\n    extra = state[terms].T @ w\n"
+             "    scores = scores + 0.5 * extra\n    matched = matched | (extra > 0)\n")
+    return split_block(BM25).join(helper + "\n\n" + block.replace(RETURN, lines + RETURN))
+
+
 def programs() -> dict[str, str]:
     """Direction (and the variant its text names) -> program text, or the name of a shipped program."""
     return {
@@ -53,6 +64,7 @@ def programs() -> dict[str, str]:
         "proximity (examples/proximity.py)": "examples/proximity.py",
         "fields (examples/bm25f.py)": "examples/bm25f.py",
         "variants (examples/variants.py)": "examples/variants.py",
+        "feedback: the direction's lines in BM25": feedback_in_bm25(),
         "feedback (examples/rm3.py)": "examples/rm3.py",
         "coordination: x (matched / m) ** 0.5": edited((RETURN, COUNT + "    scores = scores * (held / max(len("
                                                         "query.term_ids), 1)) ** 0.5\n" + RETURN)),

@@ -87,11 +87,9 @@ USES = {
     "    matched |= np.bincount(extra.indices, minlength=index.n_docs) > 0\n"
     "    return np.where(matched, scores, -np.inf)\n",
     "feedback": BM25_PREPARE + "def score(query, index, state):\n" + BM25_SCORES + MASK
-    + "    first = np.where(matched, scores, -np.inf)\n    terms, w = feedback_terms(first, index)\n"
-    "    fb = state[terms]\n"
-    "    extra = np.bincount(fb.indices, weights=fb.data * np.repeat(w, np.diff(fb.indptr)), minlength=index.n_docs)\n"
-    "    matched |= np.bincount(fb.indices, minlength=index.n_docs) > 0\n"
-    "    return np.where(matched, scores + 0.5 * extra, -np.inf)\n",
+    + "    terms, w = feedback_terms(np.where(matched, scores, -np.inf), index)\n    extra = state[terms].T @ w\n"
+    "    scores = scores + 0.5 * extra\n    matched = matched | (extra > 0)\n"  # the lines the direction gives
+    "    return np.where(matched, scores, -np.inf)\n",
     "coordination": BM25_PREPARE + "def score(query, index, state):\n" + BM25_SCORES + MASK
     + "    m = max(len(query.term_ids), 1)\n"
     "    count = np.bincount(index.term_doc[query.term_ids].indices, minlength=index.n_docs)\n"
@@ -133,6 +131,16 @@ def test_a_directions_helper_and_formula_run_as_a_program_and_change_the_ranking
         assert not np.isnan(scores).any() and not np.isposinf(scores).any(), (name, query.id)
         changed += not np.allclose(np.where(np.isinf(scores), -1e9, scores), np.where(np.isinf(bm25), -1e9, bm25))
     assert changed, f"{name}: the direction's use never changed a ranking"
+
+
+@pytest.mark.parametrize("name, lines", [
+    ("feedback", ("terms, w = feedback_terms(np.where(matched, scores, -np.inf), index)", "extra = state[terms].T @ w",
+                  "scores = scores + 0.5 * extra", "matched = matched | (extra > 0)")),
+    ("proximity", ("docs, d = min_pair_distance(query, index)", "scores[docs] += np.log1p(np.exp(-d) / 0.3)")),
+])
+def test_the_lines_a_direction_gives_for_bm25_are_the_ones_run_above(name, lines):
+    text = " ".join(DIRECTIONS[name].text.split())
+    assert all(line in text and line in USES[name] for line in lines)
 
 
 def test_sections_parse_in_file_order_and_the_header_is_left_out():

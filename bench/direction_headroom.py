@@ -44,9 +44,24 @@ def feedback_in_bm25() -> str:
 
     helper = PromptTemplates.load().directions()["feedback"].code
     block = split_block(BM25).block
-    lines = ("    terms, w = feedback_terms(np.where(matched, scores, -np.inf), index)\n    extra = state[terms].T @ w\n"
-             "    scores = scores + 0.5 * extra\n    matched = matched | (extra > 0)\n")
+    lines = ("    terms, w = feedback_terms(np.where(matched, scores, -np.inf), index)\n"
+             "    extra = state[terms].T @ w\n    scores = scores + 0.5 * extra\n    matched = matched | (extra > 0)\n")
     return split_block(BM25).join(helper + "\n\n" + block.replace(RETURN, lines + RETURN))
+
+
+def variants_in_bm25() -> str:
+    """BM25 with the variants direction's helpers and the lines its text gives for a weight-matrix state."""
+    from evorank.evolve.llm.prompts import PromptTemplates
+
+    helpers = PromptTemplates.load().directions()["variants"].code
+    block = split_block(BM25).block.replace(STATE, STATE.replace("shape=td.shape)", "shape=td.shape), "
+                                                                 "prefix_classes(index)"))
+    block = block.replace("    rows = state[query.term_ids]\n",
+                          "    state, classes = state\n    rows = state[query.term_ids]\n")
+    lines = ("    extra = state[variant_terms(query, classes)]\n"
+             "    v = 0.3 * np.bincount(extra.indices, weights=extra.data, minlength=index.n_docs)\n"
+             "    scores = scores + v\n    matched = matched | (v > 0)\n")
+    return split_block(BM25).join(helpers + "\n\n" + block.replace(RETURN, lines + RETURN))
 
 
 def programs() -> dict[str, str]:
@@ -54,7 +69,8 @@ def programs() -> dict[str, str]:
     return {
         "saturation: BM25+ (delta 1.0)": edited((WEIGHTS, WEIGHTS.replace(
             "tf / (tf + norm[td.indices])", "((K1 + 1) * tf / (tf + norm[td.indices]) + 1.0)"))),
-        "saturation: log-tf": edited((WEIGHTS, "    ltf = 1 + np.log(tf)\n" + WEIGHTS.replace("tf / (tf +", "ltf / (ltf +"))),
+        "saturation: log-tf": edited((WEIGHTS, "    ltf = 1 + np.log(tf)\n"
+                                      + WEIGHTS.replace("tf / (tf +", "ltf / (ltf +"))),
         "saturation: b = 0.75": edited(("B = 0.4", "B = 0.75")),
         "idf: plain log(N/df)": edited((IDF, "    idf = np.log(index.n_docs / index.df).astype(np.float32)\n")),
         "idf: RSJ floored at 0": edited((IDF, "    idf = np.maximum(np.log((index.n_docs - index.df + 0.5) / "
@@ -63,6 +79,7 @@ def programs() -> dict[str, str]:
         "smoothing: query likelihood (mu 2000)": "ql_dirichlet",
         "proximity (examples/proximity.py)": "examples/proximity.py",
         "fields (examples/bm25f.py)": "examples/bm25f.py",
+        "variants: the direction's lines in BM25": variants_in_bm25(),
         "variants (examples/variants.py)": "examples/variants.py",
         "feedback: the direction's lines in BM25": feedback_in_bm25(),
         "feedback (examples/rm3.py)": "examples/rm3.py",

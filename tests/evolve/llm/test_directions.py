@@ -82,9 +82,9 @@ USES = {
                                      "prefix_classes(index, 0)")  # (the test collection's words share no prefix:
     #                                                                    every other term is a variant of every term)
     + "def score(query, index, state):\n    state, classes = state\n" + BM25_SCORES + MASK
-    + "    extra = state[variant_terms(query, classes, 0)]\n"
-    "    scores += 0.3 * np.bincount(extra.indices, weights=extra.data, minlength=index.n_docs)\n"
-    "    matched |= np.bincount(extra.indices, minlength=index.n_docs) > 0\n"
+    + "    extra = state[variant_terms(query, classes, 0)]\n"  # the direction's lines, with the test's length 0
+    "    v = 0.3 * np.bincount(extra.indices, weights=extra.data, minlength=index.n_docs)\n"
+    "    scores = scores + v\n    matched = matched | (v > 0)\n"
     "    return np.where(matched, scores, -np.inf)\n",
     "feedback": BM25_PREPARE + "def score(query, index, state):\n" + BM25_SCORES + MASK
     + "    terms, w = feedback_terms(np.where(matched, scores, -np.inf), index)\n    extra = state[terms].T @ w\n"
@@ -137,6 +137,8 @@ def test_a_directions_helper_and_formula_run_as_a_program_and_change_the_ranking
     ("feedback", ("terms, w = feedback_terms(np.where(matched, scores, -np.inf), index)", "extra = state[terms].T @ w",
                   "scores = scores + 0.5 * extra", "matched = matched | (extra > 0)")),
     ("proximity", ("docs, d = min_pair_distance(query, index)", "scores[docs] += np.log1p(np.exp(-d) / 0.3)")),
+    ("variants", ("state, classes = state", "v = 0.3 * np.bincount(extra.indices, weights=extra.data, "
+                  "minlength=index.n_docs)", "scores = scores + v", "matched = matched | (v > 0)")),
 ])
 def test_the_lines_a_direction_gives_for_bm25_are_the_ones_run_above(name, lines):
     text = " ".join(DIRECTIONS[name].text.split())

@@ -154,12 +154,12 @@ from evorank.archive.store import ReadOnlyStoreError, RunStore, StoreLockedError
 
 __all__ = [
     "ArchiveInconsistentError",
+    "FUSE",
     "FeatureDim",
     "GridSpec",
     "HashMatch",
     "Islands",
     "ModelUsage",
-    "FUSE",
     "NOT_IN_GRIDS",
     "OPERATORS",
     "OperatorUsage",

@@ -212,18 +212,21 @@ class LLMClient:
         out.finish_reason = getattr(choice, "finish_reason", None)
         out.error = out.detail = None
 
-    def complete(self, messages: list[dict], rng: np.random.Generator, model: str | None = None) -> Completion:
-        """One chat completion with retries; never raises for API trouble (see ``Completion.error``)."""
+    def complete(self, messages: list[dict], rng: np.random.Generator, model: str | None = None,
+                 stop: tuple[str, ...] = ()) -> Completion:
+        """One chat completion with retries; never raises for API trouble (see ``Completion.error``). ``stop``:
+        strings at which the server ends the reply (OpenAI's ``stop``; none sent when empty)."""
         s = self.settings
         model = model or self.pick_model(rng)
         seed = int(rng.integers(0, 2**31 - 1))
         out = Completion(model=model, text=None)
         t_start = time.monotonic()
+        extra = {"stop": list(stop)} if stop else {}
         for attempt in range(s.max_retries + 1):
             out.attempts = attempt + 1
             resp, wait, retry = self._attempt(out, attempt + 1, model=model, messages=messages,
                                               temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
-                                              seed=seed)
+                                              seed=seed, **extra)
             if resp is not None:
                 self._take(out, resp, model)
                 break

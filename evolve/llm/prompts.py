@@ -59,6 +59,16 @@ class PromptTemplates:
     def render(self, name: str, /, **values) -> str:
         return string.Template(self.texts[name]).safe_substitute(**values)
 
+    def echo_stops(self) -> tuple[str, ...]:
+        """Where to end a reply that is echoing its prompt: the heading line just above the contract in the
+        ``mutation`` template (``"\n# The program contract\n"``), which no answer writes as a line of its own. Small
+        models sometimes answer a long prompt by repeating it from the top; without a stop such a reply runs to the
+        length limit (the contract alone is about 2,000 tokens) and is cut off with no code. None when the
+        template has no heading line above ``$contract``."""
+        lines = self.texts["mutation"].split("\n")
+        found = [lines[i - 1] for i, line in enumerate(lines) if line.strip() == "$contract" and i > 0]
+        return tuple(f"\n{h}\n" for h in found if h.startswith("#") and h.strip("# "))
+
     def directions(self) -> dict[str, Direction]:
         """The directions a proposal may be given (``directions.txt``; :mod:`evorank.evolve.llm.directions`)."""
         return parse_directions(self.texts["directions"])

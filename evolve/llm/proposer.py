@@ -172,7 +172,7 @@ class LLMProposer:
         """One chat completion (the model preset for a repair, else drawn from the ensemble) applied to the
         parent; a repair keeps its operator, the others record what the reply really was."""
         kind = prop.operator
-        completion = self.client.complete(prop.messages, rng, model=prop.model)
+        completion = self.client.complete(prop.messages, rng, model=prop.model, stop=self.templates.echo_stops())
         prop.model = completion.model
         prop.prompt_tokens, prop.completion_tokens = completion.prompt_tokens, completion.completion_tokens
         prop.cost_usd = completion.cost_usd

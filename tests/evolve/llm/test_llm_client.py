@@ -93,3 +93,11 @@ def test_probe_asks_for_one_token_without_retries_and_explain_names_url_cause_an
     nokey = LLMClient(LLMSettings(models=(ModelSpec("m"),), base_url="http://h/v1", api_key_env="MY_KEY"))
     assert "no API key was sent: $MY_KEY is not set" in nokey.explain(Completion(model="m", text=None, error="http_401"))
     assert "has no model 'm' (HTTP 404)" in nokey.explain(Completion(model="m", text=None, error="http_404"))
+
+
+def test_stop_strings_are_sent_only_when_given():
+    with FakeOpenAI([{"content": "a"}, {"content": "b"}]) as srv:
+        c = client(srv.url, [])
+        c.complete([{"role": "user", "content": "x"}], np.random.default_rng(0), stop=("\n# Heading\n",))
+        c.complete([{"role": "user", "content": "x"}], np.random.default_rng(0))
+    assert srv.requests[0]["body"]["stop"] == ["\n# Heading\n"] and "stop" not in srv.requests[1]["body"]

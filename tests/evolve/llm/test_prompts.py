@@ -354,3 +354,11 @@ def test_a_repair_quotes_the_first_sentence_of_an_explanation_only_where_no_chan
     assert "~~~~\nUse idf squared.\n~~~~" in said and "It helps" not in said and shown == ""
     said, shown = attempt_text("Use idf squared. It helps.", "idf", "+ x = 1")
     assert said == "You were applying the idea above (idf)." and "+ x = 1" in shown
+
+
+def test_the_echo_stop_is_the_heading_above_the_contract_and_none_without_one():
+    shipped = PromptTemplates.load()
+    assert shipped.echo_stops() == ("\n# The program contract\n",)
+    texts = dict(shipped.texts)
+    texts["mutation"] = texts["mutation"].replace("# The program contract\n$contract", "$contract")
+    assert PromptTemplates(texts).echo_stops() == ()

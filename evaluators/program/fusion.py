@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import re
+from typing import Callable
 
 from .source import ProgramError, split_block
 from evorank.threadsafe_ast import parse_ast
@@ -88,38 +89,39 @@ def _targets(stmt: ast.stmt) -> list[ast.AST]:
 
 
 class _Rename(ast.NodeTransformer):
-    def __init__(self, names: set[str], prefix: str):
-        self.names, self.prefix = names, prefix
+    """Renames identifiers everywhere a block has them: names, parameters, function names, ``global`` lists, and
+    keyword arguments of calls to functions the renaming applies to (the block's own). ``rename(name)`` gives the
+    new name, the name itself for one left alone; it serves both ways (prefixing, and taking a prefix off)."""
 
-    def _new(self, name: str) -> str:
-        return self.prefix + name if name in self.names else name
+    def __init__(self, rename: Callable[[str], str]):
+        self.rename = rename
 
     def visit_Name(self, node: ast.Name) -> ast.Name:
-        node.id = self._new(node.id)
+        node.id = self.rename(node.id)
         return node
 
     def visit_arg(self, node: ast.arg) -> ast.arg:
-        node.arg = self._new(node.arg)
+        node.arg = self.rename(node.arg)
         self.generic_visit(node)
         return node
 
     def visit_FunctionDef(self, node):
-        node.name = self._new(node.name)
+        node.name = self.rename(node.name)
         self.generic_visit(node)
         return node
 
     visit_AsyncFunctionDef = visit_FunctionDef
 
     def visit_Call(self, node: ast.Call) -> ast.Call:
-        if isinstance(node.func, ast.Name) and node.func.id in self.names:  # a call of the block's own function
+        if isinstance(node.func, ast.Name) and self.rename(node.func.id) != node.func.id:  # a block function
             for kw in node.keywords:
                 if kw.arg is not None:
-                    kw.arg = self._new(kw.arg)
+                    kw.arg = self.rename(kw.arg)
         self.generic_visit(node)
         return node
 
     def visit_Global(self, node):
-        node.names = [self._new(n) for n in node.names]
+        node.names = [self.rename(n) for n in node.names]
         return node
 
     visit_Nonlocal = visit_Global
@@ -140,7 +142,7 @@ def _member_block(source: str, prefix: str) -> tuple[str, bool]:
     if any(u.startswith(prefix) for u in used):
         raise ProgramError("fusion", f"a member already uses names starting with {prefix!r}")
     try:
-        renamed = _Rename(names, prefix).visit(_without_docstrings(tree))
+        renamed = _Rename(lambda n: prefix + n if n in names else n).visit(_without_docstrings(tree))
         return ast.unparse(ast.fix_missing_locations(renamed)), "prepare" in names
     except RecursionError:  # nested too deeply to rewrite: the member is left out, not the run
         raise ProgramError("fusion", "a member is nested too deeply to rewrite") from None
@@ -198,52 +200,13 @@ def members(source: str) -> list[str] | None:
     out = []
     for k in sorted(groups):
         prefix = f"m{k}_"
-        module = ast.Module(body=groups[k], type_ignores=[])
-        names = {n[len(prefix):] for n in _top_level_names(module) or () if n.startswith(prefix)}
         try:
-            back = _Unprefix(prefix).visit(module)
-            out.append(split.join(ast.unparse(ast.fix_missing_locations(back)) + "\n") if names else None)
+            back = _Rename(lambda n: n[len(prefix):] if n.startswith(prefix) else n).visit(
+                ast.Module(body=groups[k], type_ignores=[]))
+            out.append(split.join(ast.unparse(ast.fix_missing_locations(back)) + "\n"))
         except RecursionError:
             return None
-    return [m for m in out if m is not None] or None
-
-
-class _Unprefix(ast.NodeTransformer):
-    """The inverse of :class:`_Rename` for one member's prefix."""
-
-    def __init__(self, prefix: str):
-        self.prefix = prefix
-
-    def _old(self, name: str) -> str:
-        return name[len(self.prefix):] if name.startswith(self.prefix) else name
-
-    def visit_Name(self, node):
-        node.id = self._old(node.id)
-        return node
-
-    def visit_arg(self, node):
-        node.arg = self._old(node.arg)
-        self.generic_visit(node)
-        return node
-
-    def visit_FunctionDef(self, node):
-        node.name = self._old(node.name)
-        self.generic_visit(node)
-        return node
-
-    visit_AsyncFunctionDef = visit_FunctionDef
-
-    def visit_keyword(self, node):
-        if node.arg is not None:
-            node.arg = self._old(node.arg)
-        self.generic_visit(node)
-        return node
-
-    def visit_Global(self, node):
-        node.names = [self._old(n) for n in node.names]
-        return node
-
-    visit_Nonlocal = visit_Global
+    return out or None
 
 
 def without_member(source: str, k: int) -> str | None:

@@ -22,11 +22,13 @@ import logging
 
 from evorank.archive import FUSE, NOT_IN_GRIDS, ProgramRecord
 from evorank.evaluators.errors import ProgramError
-from evorank.evaluators.program.checks import DEFAULT_MAX_BLOCK_BYTES, DEFAULT_MAX_BLOCK_LINES
+from evorank.evaluators.program.checks import check_source
 from evorank.evaluators.program.fusion import fuse
 from evorank.evaluators.program.source import split_block
 
 log = logging.getLogger(__name__)
+#: the static checks' verdicts a fusion is trimmed to avoid (its other checks it meets or fails as any candidate)
+BLOCK_LIMITS = ("too_large:block_bytes", "too_large:block_lines")
 
 
 def fusion_members(store, n_islands: int, top_n: int) -> list[ProgramRecord]:
@@ -50,17 +52,15 @@ def fusion_members(store, n_islands: int, top_n: int) -> list[ProgramRecord]:
 
 
 def fitting_fusion(members: list[ProgramRecord]) -> tuple[tuple[str, list[ProgramRecord]] | None, str | None]:
-    """((the fusion of the first k members, those members), None) for the largest k >= 2 whose fused block fits
-    the static checks' size limits (a fusion of large programs may not), or (None, why) when none does or fusing
-    fails."""
+    """((the fusion of the first k members, those members), None) for the largest k >= 2 whose fused block the
+    static checks do not find too large (``BLOCK_LIMITS``; a fusion of large programs may be), or (None, why) when
+    none fits or fusing fails."""
     for k in range(len(members), 1, -1):
         try:
             source = fuse([m.code for m in members[:k]])
         except ProgramError as e:
             return None, str(e)
-        block = split_block(source).block
-        if len(block.encode("utf-8", "surrogatepass")) <= DEFAULT_MAX_BLOCK_BYTES \
-                and block.count("\n") <= DEFAULT_MAX_BLOCK_LINES:
+        if not any(v.reason in BLOCK_LIMITS for v in check_source(source).violations):
             return (source, members[:k]), None
     return None, "the fused program would exceed the EVOLVE-BLOCK size limits"
 

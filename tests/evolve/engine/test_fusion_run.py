@@ -9,8 +9,9 @@ import pytest
 from evorank.archive import FUSE, ProgramRecord, RunStore
 from evorank.archive.programs import essential_code
 from evorank.evaluators.program.fusion import members
-from evorank.evaluators.program.source import program_path
+from evorank.evaluators.program.source import program_path, split_block
 from evorank.evolve.cli.main import main
+from evorank.evolve.engine.fusion import fitting_fusion
 
 SEED = program_path("bm25").read_text(encoding="utf-8")
 
@@ -41,6 +42,15 @@ def test_the_fusion_is_the_best_only_where_its_validation_fitness_is_higher(tmp_
         store.add_program(copy)
         assert store.best_on_validation(10, island=0).id == copy.id
         assert store.best_on_validation(10, island=0, migrants=False).id == a.id
+
+
+def test_members_are_taken_while_the_fusion_is_not_too_large():
+    def large(k1: str) -> ProgramRecord:  # a block of about 140 lines: two fit the 400-line limit, three do not
+        padding = "".join(f"PAD_{i} = B\n" for i in range(120))
+        return record(SEED.replace("K1 = 0.9", f"K1 = {k1}\n" + padding), 1.0, 1.0)
+    members = [large("1.1"), large("1.2"), large("1.3")]
+    (source, kept), why = fitting_fusion(members)
+    assert kept == members[:2] and why is None and split_block(source).block.count("\n") > 250
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 
+from evorank.archive import FUSE
 from evorank.evaluators.program.output import escape_hidden
 
 from .console import console, print_json, shown
@@ -382,7 +383,7 @@ def cmd_lineage(args) -> int:
                       ("note", "left")):
         table.add_column(col, justify=just)
     for s in steps:
-        joined = "fused with" if s["operator"] == "fusion" else "crossed with"
+        joined = "fused with" if s["operator"] == FUSE else "crossed with"
         note = ", ".join(f"{joined} #{p}" for p in s["other_parents"])
         if s["operator"] == "seed":
             note = shown(s["seed_name"] or "")

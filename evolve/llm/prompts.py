@@ -63,7 +63,7 @@ class PromptTemplates:
         """Where to end a reply that is echoing its prompt: the heading line just above the contract in the
         ``mutation`` template (``"\n# The program contract\n"``), which no answer writes as a line of its own. Small
         models sometimes answer a long prompt by repeating it from the top; without a stop such a reply runs to the
-        length limit (the contract alone is about 2,000 tokens) and is cut off with no code. None when the
+        length limit (the contract alone is about 2,000 tokens) and is cut off with no code. Empty when the
         template has no heading line above ``$contract``."""
         lines = self.texts["mutation"].split("\n")
         found = [lines[i - 1] for i, line in enumerate(lines) if line.strip() == "$contract" and i > 0]

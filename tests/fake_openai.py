@@ -3,7 +3,8 @@
 Each request to ``/v1/chat/completions`` takes the next item of the script; when the script is
 used up, ``fallback`` answers. An item is a dict:
   content: str                reply text (HTTP 200)
-  finish_reason: str          default "stop"
+  finish_reason: str          default "stop"; a request's ``stop`` strings end the content at the first one found
+                              (left out, finish_reason "stop"), as OpenAI's servers do
   usage: (prompt, completion) token counts reported
   status: int                 an HTTP error instead of a reply (429, 500, ...)
   headers: dict               extra response headers (e.g. {"Retry-After": "1"})
@@ -66,11 +67,15 @@ class FakeOpenAI:
                                item.get("headers", {}))
                     return
                 p, c = item.get("usage", (0, 0))
+                content, finish = item["content"], item.get("finish_reason", "stop")
+                cuts = [content.find(x) for x in body.get("stop") or () if x in content]
+                if cuts:  # as OpenAI's servers do: the reply ends before the first stop string, which it leaves out
+                    content, finish = content[:min(cuts)], "stop"
                 self._json(200, {
                     "id": f"chatcmpl-{len(server.requests)}", "object": "chat.completion", "created": int(time.time()),
                     "model": body.get("model", "fake"),
-                    "choices": [{"index": 0, "finish_reason": item.get("finish_reason", "stop"),
-                                 "message": {"role": "assistant", "content": item["content"]}}],
+                    "choices": [{"index": 0, "finish_reason": finish,
+                                 "message": {"role": "assistant", "content": content}}],
                     "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c},
                 }, item.get("headers", {}))
 

@@ -22,8 +22,9 @@ from .failing_statement import MARKER, failing_statement
 from .mend import fix_candidate
 from .prompts import (IDEA_CHARS, PromptTemplates, build_messages, repair_message, request_digest,
                       rewrite_repair_message, statement_repair_message, truncated_message)
-from .replies import (REPLY_FAILURES, ReplyError, apply_reply, apply_statement_fix, change_lines,
-                      check_changes_what_runs, check_not_a_copy, check_prepare_reads_no_query, reply_prose)
+from .replies import (BLOCK_END_STOP, REPLY_FAILURES, ReplyError, apply_reply, apply_statement_fix, change_lines,
+                      check_changes_what_runs, check_not_a_copy, check_prepare_reads_no_query, reply_prose,
+                      with_block_end)
 
 __all__ = ["LLMProposer", "objective_text", "metric_label", "direction_donor", "donor_label",
            "candidate_failed", "REPEATED_NOTE"]
@@ -172,14 +173,17 @@ class LLMProposer:
         """One chat completion (the model preset for a repair, else drawn from the ensemble) applied to the
         parent; a repair keeps its operator, the others record what the reply really was."""
         kind = prop.operator
-        completion = self.client.complete(prop.messages, rng, model=prop.model, stop=self.templates.echo_stops())
+        completion = self.client.complete(prop.messages, rng, model=prop.model,
+                                          stop=(*self.templates.echo_stops(), BLOCK_END_STOP))
+        # the reply as the model wrote it: with the block's end marker where the server stopped it
+        text = None if completion.text is None else with_block_end(completion.text, completion.finish_reason)
         prop.model = completion.model
         prop.prompt_tokens, prop.completion_tokens = completion.prompt_tokens, completion.completion_tokens
         prop.cost_usd = completion.cost_usd
-        prop.response, prop.finish_reason = completion.text, completion.finish_reason
-        if prop.repair_round == 0 and completion.text is not None:
-            prop.idea = reply_prose(completion.text, IDEA_CHARS)
-        if completion.text is None:
+        prop.response, prop.finish_reason = text, completion.finish_reason
+        if prop.repair_round == 0 and text is not None:
+            prop.idea = reply_prose(text, IDEA_CHARS)
+        if text is None:
             if unreachable(completion.error):
                 prop.unavailable = self.client.explain(completion)
             prop.failure_reason = f"llm:{completion.error}"
@@ -188,10 +192,10 @@ class LLMProposer:
         try:
             if prop.statement is not None:
                 first, last, alone = prop.statement
-                prop.source, applied = apply_statement_fix(prop.edits.code, first, last, completion.text, MARKER,
+                prop.source, applied = apply_statement_fix(prop.edits.code, first, last, text, MARKER,
                                                            completion.finish_reason, alone)
             else:
-                prop.source, applied = apply_reply(prop.edits.code, completion.text,
+                prop.source, applied = apply_reply(prop.edits.code, text,
                                                    "diff" if kind in ("diff", REPAIR) else "full",
                                                    completion.finish_reason)
         except ReplyError as e:

@@ -112,6 +112,11 @@ def apply_edit(block: str, edit: Edit) -> str:
     )
 
 
+def _quotes_a_marker() -> ReplyError:
+    return ReplyError("diff_outside_block", f"a SEARCH/REPLACE block quotes a '{BLOCK_START}' or '{BLOCK_END}' "
+                                            "line; edit only the lines between the markers")
+
+
 def apply_diff(source: str, reply: str) -> str:
     """Apply every SEARCH/REPLACE block of ``reply`` to the program's EVOLVE-BLOCK."""
     parts = split_block(source)
@@ -121,6 +126,8 @@ def apply_diff(source: str, reply: str) -> str:
             block = apply_edit(block, edit)
         except ReplyError as e:
             fixed = parts.head + parts.tail
+            if e.reason == "diff_no_match" and (BLOCK_START in edit.search or BLOCK_END in edit.search):
+                raise _quotes_a_marker() from None
             if e.reason == "diff_no_match" and edit.search.strip() and edit.search.strip() in fixed:
                 raise ReplyError("diff_outside_block", "a SEARCH text is outside the EVOLVE-BLOCK; only the block may change") from None
             raise
@@ -134,11 +141,43 @@ def _fence_left_open(reply: str) -> bool:
     return reply.count("```") % 2 == 1
 
 
+BLOCK_END_STOP = "\n" + BLOCK_END
+"""Where the server ends a reply (OpenAI's ``stop``): at the EVOLVE-BLOCK's end marker, the last line of code a
+reply can give. Whatever a model writes after it is not used: the module's tail is fixed, a second rewrite of the
+block is never preferred to the first (:func:`extract_code`), and a SEARCH part that quotes the marker matches
+nothing in the block. Without the stop, an explanation written after a long block runs the reply to
+``max_tokens``; the code was complete, but the request is spent to its limit."""
+
+
+def with_block_end(reply: str, finish_reason: str | None) -> str:
+    """``reply`` with the block's end marker put back where the server stopped it at :data:`BLOCK_END_STOP`
+    (servers leave the stop string out of the reply): a reply that ended by itself (``finish_reason`` "stop")
+    inside a SEARCH/REPLACE block, or inside the block it was writing (more start markers than end markers, and no
+    fence or one left open). Any other reply comes back as it is. A model that ended its reply inside the block
+    without writing the marker gets the reading :func:`apply_full` gives a block whose marker was dropped: the
+    block runs to the end of the code."""
+    if finish_reason != "stop":
+        return reply
+    in_block = reply.count(BLOCK_START) > reply.count(BLOCK_END) and (
+        "```" not in reply or _fence_left_open(reply))
+    in_diff = len(_SEARCH_OPENS.findall(reply)) > len(_DIFF.findall(reply))
+    return reply + BLOCK_END_STOP + "\n" if in_block or in_diff else reply
+
+
+def _closed_at_block_end(reply: str) -> str:
+    """``reply`` with its last code fence closed when the fence was left open right after the block's end marker
+    (a reply stopped there: :func:`with_block_end`); any other reply as it is."""
+    if _fence_left_open(reply) and reply.rstrip().endswith(BLOCK_END):
+        return reply.rstrip() + "\n```\n"
+    return reply
+
+
 def extract_code(reply: str) -> str:
     """The code of the fenced block that looks most like a program (or the whole reply if it is bare code with the
     markers). Fences indented inside a markdown list are dedented. A reply that gives its functions in separate
     fences (``prepare`` in one, ``score`` in the next) gets them together, in the reply's order, when every such
     fence holds only definitions and no name is defined twice (a before-and-after pair keeps the old choice)."""
+    reply = _closed_at_block_end(reply)
     blocks = [textwrap.dedent(b) for b in _FENCE.findall(reply)]
     if blocks:
         best = max(blocks, key=lambda b: (BLOCK_START in b or "def score" in b, "def " in b, len(b)))
@@ -463,9 +502,13 @@ def apply_reply(source: str, reply: str, mode: str, finish_reason: str | None = 
     length limit (``finish_reason == "length"``) is ``truncated`` when what it gave is incomplete, including a
     diff cut off after some complete blocks (applying only those would not be the change the model meant).
     """
+    at_marker = reply.rstrip().endswith(BLOCK_END)  # the reply's last line is the end marker (or a stop there)
+    reply = _closed_at_block_end(reply)
     try:
         has_diff = bool(_DIFF.search(reply)) or "<<<<<<< SEARCH" in reply
         opened, complete = len(_SEARCH_OPENS.findall(reply)), len(_DIFF.findall(reply))
+        if opened > complete and at_marker:  # stopped at the marker a SEARCH part quoted
+            raise _quotes_a_marker()
         if finish_reason == "length" and opened > complete:
             raise ReplyError("truncated", f"the reply was cut off inside a SEARCH/REPLACE block ({complete} of "
                                           f"{opened} blocks complete), so none of it was applied")

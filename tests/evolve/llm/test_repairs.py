@@ -14,10 +14,12 @@ import sys
 import pytest
 
 from evorank.archive import RunStore
+from evorank.evaluators.program.source import load_program, split_block
 from evorank.evolve.cli.main import main
 
 from fake_openai import FakeOpenAI
-from run_helpers import FIX, FIX_NAN, NAN_SCORES, RAISES, REPO, diff, fenced, make_config, prior, programs, run_engine
+from run_helpers import (FIX, FIX_NAN, NAN_SCORES, RAISES, REPO, RETURN, diff, fenced, make_config, prior, programs,
+                         run_engine)
 
 # changes that rank unlike the seed, unlike prior(0.1) and unlike each other on top of any of them
 LESS_LENGTH = diff("    scores = rows.T @ query.qtf.astype(np.float32)",
@@ -79,8 +81,9 @@ def test_a_program_that_raises_is_asked_for_its_idea_again_on_the_program_it_sta
         run_engine(cfg, tiny_collection)
         first, second, third = (r["body"]["messages"] for r in srv.requests)
         stops = [r["body"].get("stop") for r in srv.requests]
-    # every request, repairs too, ends a reply that echoes its prompt at the contract's heading, which each holds
-    assert stops == [["\n# The program contract\n"]] * 3
+    # every request, repairs too, ends a reply that echoes its prompt at the contract's heading, which each holds,
+    # and a reply that gave the block at its end marker
+    assert stops == [["\n# The program contract\n", "\n# EVOLVE-BLOCK-END"]] * 3
     assert all(m[-1]["content"].count("\n# The program contract\n") == 1 for m in (first, second, third))
     progs = programs(cfg.out)
     failed, echo, repair = progs[1], progs[2], progs[3]
@@ -222,6 +225,27 @@ def test_a_cut_off_reply_then_a_short_change_that_runs(tmp_path, tiny_collection
     assert progs[2].operator == "repair" and progs[2].status == "accepted" and "+ 1.0 * index.doc_len" in progs[2].code
     assert progs[2].parent_ids == (progs[1].id,) and progs[2].completion_tokens == 30
     assert progs[2].features["repair_kind"] == "shorter"
+
+
+def test_a_reply_is_ended_at_the_block_end_marker_and_its_program_runs(tmp_path, tiny_collection, monkeypatch):
+    """The server stops a reply at the block's end marker (the scripted server honours ``stop`` as OpenAI's do):
+    the explanation the model would have written after its code is not generated, the marker is archived as the
+    model wrote it, and the program is the one the whole reply gives."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    block = split_block(load_program("bm25").source).block.replace(
+        RETURN, "    return np.where(matched, scores + 1.0 * index.doc_len, -np.inf)")
+    whole = ("Longer documents first.\n```python\n# EVOLVE-BLOCK-START\n" + block + "# EVOLVE-BLOCK-END\n```\n\n"
+             "### Explanation of the change\n" + "- it helps, at length.\n" * 200)
+    with FakeOpenAI([{"content": whole, "finish_reason": "length", "usage": (400, 800)}]) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=1, max_tokens=800,
+                          operator_mix={"full": 1.0})
+        run_engine(cfg, tiny_collection)
+        served = srv.requests[0]["body"]["stop"]
+    assert "\n# EVOLVE-BLOCK-END" in served
+    (prop,) = [p for p in programs(cfg.out).values() if p.iteration > 0]
+    assert prop.status == "accepted" and "+ 1.0 * index.doc_len" in prop.code, (prop.failure_reason, prop.failure_detail)
+    assert prop.response == whole[:whole.index("# EVOLVE-BLOCK-END\n```")] + "# EVOLVE-BLOCK-END\n"
+    assert "Explanation" not in prop.response
 
 
 def test_a_program_that_raises_in_a_statement_is_asked_for_that_statement_alone(tmp_path, tiny_collection,

@@ -1,7 +1,7 @@
 import pytest
 
 from evorank.evaluators.program.source import load_program, split_block
-from evorank.evolve.llm.replies import ReplyError, apply_reply
+from evorank.evolve.llm.replies import BLOCK_END_STOP, ReplyError, apply_reply, with_block_end
 
 BM25 = load_program("bm25").source
 
@@ -288,3 +288,49 @@ def test_a_prepare_with_its_own_query_name_or_none_at_all_is_not_refused():
                                                                         "    td = index.term_doc\n"):
         check_prepare_reads_no_query(BM25.replace("    td = index.term_doc\n", local + "    q = query\n", 1))
     check_prepare_reads_no_query("not a program")  # no markers: the static check says so
+
+
+def _stopped(reply: str) -> str:
+    """``reply`` as a server returns it when ``BLOCK_END_STOP`` is one of the request's stop strings."""
+    return reply[:reply.find(BLOCK_END_STOP)] if BLOCK_END_STOP in reply else reply
+
+
+@pytest.mark.parametrize("code", [
+    BM25.replace("K1 = 0.9", "K1 = 1.5"),  # the whole module, its tail after the marker
+    "# EVOLVE-BLOCK-START\n" + split_block(BM25).block.replace("K1 = 0.9", "K1 = 1.5") + "# EVOLVE-BLOCK-END\n",
+])
+def test_a_reply_stopped_at_the_block_end_marker_gives_the_program_the_whole_reply_gives(code):
+    whole = ("Stronger saturation.\n```python\n" + code + "```\n\n### Explanation\n"
+             + "- why it helps, at length.\n" * 80)
+    stopped = _stopped(whole)
+    assert len(stopped) < len(whole) and not stopped.endswith("END")
+    back = with_block_end(stopped, "stop")
+    assert back == stopped + "\n# EVOLVE-BLOCK-END\n"  # the marker the model wrote, nothing else
+    assert apply_reply(BM25, back, "full", "stop") == apply_reply(BM25, whole, "full", "length")
+    assert "K1 = 1.5" in apply_reply(BM25, back, "diff", "stop")[0]
+
+
+def test_only_a_reply_the_server_stopped_inside_the_block_gets_the_marker_back():
+    inside = "Idea.\n```python\n# EVOLVE-BLOCK-START\nK1 = 1.5\n"
+    assert with_block_end(inside, "length") == inside  # cut off: what was lost is unknown
+    closed = inside + "```\nThe marker was dropped."  # the model closed its fence: it ended where it meant to
+    assert with_block_end(closed, "stop") == closed
+    done = inside + "# EVOLVE-BLOCK-END\n```\n"
+    assert with_block_end(done, "stop") == done
+    diff = "Idea.\n<<<<<<< SEARCH\nK1 = 0.9\n=======\nK1 = 1.2\n>>>>>>> REPLACE\n"
+    assert with_block_end(diff, "stop") == diff
+    with pytest.raises(ReplyError) as e:  # an open fence not ended at the marker is still cut code
+        apply_reply(BM25, inside, "full", "length")
+    assert e.value.reason == "truncated"
+
+
+def test_a_diff_that_quotes_the_end_marker_gives_no_candidate_stopped_or_not():
+    """A SEARCH part holding the end marker matches nothing in the block, so stopping such a reply there loses
+    no change that would have been applied."""
+    tail = "    return np.where(matched, scores, -np.inf)\n"
+    whole = (f"Idea.\n<<<<<<< SEARCH\n{tail}# EVOLVE-BLOCK-END\n=======\n{tail}\n\ndef unused():\n"
+             f"    return 1\n# EVOLVE-BLOCK-END\n>>>>>>> REPLACE\n")
+    for reply in (whole, with_block_end(_stopped(whole), "stop")):
+        with pytest.raises(ReplyError) as e:
+            apply_reply(BM25, reply, "diff", "stop")
+        assert e.value.reason == "diff_outside_block", e.value  # not "truncated": the model is told what it did

@@ -142,11 +142,10 @@ def _fence_left_open(reply: str) -> bool:
 
 
 BLOCK_END_STOP = "\n" + BLOCK_END
-"""Where the server ends a reply (OpenAI's ``stop``): at the EVOLVE-BLOCK's end marker, the last line of code a
-reply can give. Whatever a model writes after it is not used: the module's tail is fixed, a second rewrite of the
-block is never preferred to the first (:func:`extract_code`), and a SEARCH part that quotes the marker matches
-nothing in the block. Without the stop, an explanation written after a long block runs the reply to
-``max_tokens``; the code was complete, but the request is spent to its limit."""
+"""Where the server ends a reply (OpenAI's ``stop``): at the EVOLVE-BLOCK's end marker, the end of the block a reply
+gives. What a model writes after it is an explanation, the module's fixed tail, or (rarely) the block once more; a
+SEARCH part that quotes the marker matches nothing in the block. Without the stop, an explanation written after a
+long block runs the reply to ``max_tokens``: the code was complete, but the request is spent to its limit."""
 
 
 def with_block_end(reply: str, finish_reason: str | None) -> str:

@@ -61,13 +61,20 @@ class PromptTemplates:
 
     def echo_stops(self) -> tuple[str, ...]:
         """Where to end a reply that is echoing its prompt: the heading line just above the contract in the
-        ``mutation`` template (``"\n# The program contract\n"``), which no answer writes as a line of its own. Small
-        models sometimes answer a long prompt by repeating it from the top; without a stop such a reply runs to the
-        length limit (the contract alone is about 2,000 tokens) and is cut off with no code. Empty when the
-        template has no heading line above ``$contract``."""
+        ``mutation`` template (``"\n# The program contract\n"``), which no answer writes as a line of its own, and
+        the contract's first sentence (``"A ranking program is a self-contained Python module."``), which an echo
+        that rewrites the headings (``**The program contract**``) still copies. Small models sometimes answer a
+        long prompt by repeating it from the top; without a stop such a reply runs to the length limit (the
+        contract alone is about 2,000 tokens) and is cut off with no code. Empty when the template does not show
+        the contract."""
         lines = self.texts["mutation"].split("\n")
-        found = [lines[i - 1] for i, line in enumerate(lines) if line.strip() == "$contract" and i > 0]
-        return tuple(f"\n{h}\n" for h in found if h.startswith("#") and h.strip("# "))
+        at = [i for i, line in enumerate(lines) if line.strip() == "$contract"]
+        if not at:
+            return ()
+        headings = [lines[i - 1] for i in at if i > 0 and lines[i - 1].startswith("#") and lines[i - 1].strip("# ")]
+        first = prompt_contract().split("\n", 1)[0]
+        sentence = re.match(r".*?\.(?=\s|$)", first)
+        return (*(f"\n{h}\n" for h in headings), sentence.group(0) if sentence else first)
 
     def directions(self) -> dict[str, Direction]:
         """The directions a proposal may be given (``directions.txt``; :mod:`evorank.evolve.llm.directions`)."""

@@ -356,9 +356,13 @@ def test_a_repair_quotes_the_first_sentence_of_an_explanation_only_where_no_chan
     assert said == "You were applying the idea above (idf)." and "+ x = 1" in shown
 
 
-def test_the_echo_stop_is_the_heading_above_the_contract_and_none_without_one():
+def test_the_echo_stops_are_the_heading_above_the_contract_and_its_first_sentence():
     shipped = PromptTemplates.load()
-    assert shipped.echo_stops() == ("\n# The program contract\n",)
+    sentence = "A ranking program is a self-contained Python module."
+    assert shipped.echo_stops() == ("\n# The program contract\n", sentence)
+    assert prompt_contract().startswith(sentence + " ")  # what a prompt shows, so what an echo copies
     texts = dict(shipped.texts)
     texts["mutation"] = texts["mutation"].replace("# The program contract\n$contract", "$contract")
-    assert PromptTemplates(texts).echo_stops() == ()
+    assert PromptTemplates(texts).echo_stops() == (sentence,)  # no heading line: the sentence alone
+    texts["mutation"] = texts["mutation"].replace("$contract", "")
+    assert PromptTemplates(texts).echo_stops() == ()  # no contract shown: nothing to echo

@@ -81,9 +81,10 @@ def test_a_program_that_raises_is_asked_for_its_idea_again_on_the_program_it_sta
         run_engine(cfg, tiny_collection)
         first, second, third = (r["body"]["messages"] for r in srv.requests)
         stops = [r["body"].get("stop") for r in srv.requests]
-    # every request, repairs too, ends a reply that echoes its prompt at the contract's heading, which each holds,
-    # and a reply that gave the block at its end marker
-    assert stops == [["\n# The program contract\n", "\n# EVOLVE-BLOCK-END"]] * 3
+    # every request, repairs too, ends a reply that echoes its prompt at the contract's heading or first sentence,
+    # which each holds, and a reply that gave the block at its end marker
+    assert stops == [["\n# The program contract\n", "A ranking program is a self-contained Python module.",
+                      "\n# EVOLVE-BLOCK-END"]] * 3
     assert all(m[-1]["content"].count("\n# The program contract\n") == 1 for m in (first, second, third))
     progs = programs(cfg.out)
     failed, echo, repair = progs[1], progs[2], progs[3]

@@ -9,6 +9,8 @@ trusted code (:mod:`~evorank.evolve.llm.mend`) and handed to the engine. A candi
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from evorank.evaluators.metrics import FitnessSpec
@@ -130,6 +132,11 @@ class LLMProposer:
         self.concurrency = concurrency
         self.collection_sizes: dict[str, tuple[int, int, int]] = {}
 
+    @functools.cached_property
+    def stops(self) -> tuple[str, ...]:
+        """Where the server ends every reply: an echo of the prompt, and the end of the block a reply gives."""
+        return (*self.templates.echo_stops(), BLOCK_END_STOP)
+
     def set_collection_sizes(self, sizes: dict[str, tuple[int, int, int]]) -> None:
         """Collection name -> (documents, terms, postings): repair requests for shape errors quote them."""
         self.collection_sizes = dict(sizes)
@@ -173,8 +180,7 @@ class LLMProposer:
         """One chat completion (the model preset for a repair, else drawn from the ensemble) applied to the
         parent; a repair keeps its operator, the others record what the reply really was."""
         kind = prop.operator
-        completion = self.client.complete(prop.messages, rng, model=prop.model,
-                                          stop=(*self.templates.echo_stops(), BLOCK_END_STOP))
+        completion = self.client.complete(prop.messages, rng, model=prop.model, stop=self.stops)
         # the reply as the model wrote it: with the block's end marker where the server stopped it
         text = None if completion.text is None else with_block_end(completion.text, completion.finish_reason)
         prop.model = completion.model

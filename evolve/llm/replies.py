@@ -165,7 +165,8 @@ def with_block_end(reply: str, finish_reason: str | None) -> str:
 
 def _closed_at_block_end(reply: str) -> str:
     """``reply`` with its last code fence closed when the fence was left open right after the block's end marker
-    (a reply stopped there: :func:`with_block_end`); any other reply as it is."""
+    (a reply stopped there: :func:`with_block_end`); any other reply as it is. :func:`apply_reply` reads every
+    reply through it."""
     if _fence_left_open(reply) and reply.rstrip().endswith(BLOCK_END):
         return reply.rstrip() + "\n```\n"
     return reply
@@ -176,7 +177,6 @@ def extract_code(reply: str) -> str:
     markers). Fences indented inside a markdown list are dedented. A reply that gives its functions in separate
     fences (``prepare`` in one, ``score`` in the next) gets them together, in the reply's order, when every such
     fence holds only definitions and no name is defined twice (a before-and-after pair keeps the old choice)."""
-    reply = _closed_at_block_end(reply)
     blocks = [textwrap.dedent(b) for b in _FENCE.findall(reply)]
     if blocks:
         best = max(blocks, key=lambda b: (BLOCK_START in b or "def score" in b, "def " in b, len(b)))

@@ -9,7 +9,7 @@ from importlib import resources
 import pytest
 
 from evorank.archive import ProgramRecord
-from evorank.evaluators.program.source import contract_text, split_block
+from evorank.evaluators.program.source import contract_text, seed_path, split_block
 from evorank.evolve.llm.prompts import (
     quoted_code,
     PromptTemplates,
@@ -18,6 +18,7 @@ from evorank.evolve.llm.prompts import (
     inspirations_text,
     metrics_table,
     prompt_contract,
+    without_module_docstring,
 )
 
 TEMPLATE_NAMES = ("system", "mutation", "diff_instructions", "full_instructions", "crossover_instructions")
@@ -235,6 +236,22 @@ def test_build_messages_roles_and_content(parties, kind):
                     other_code=quoted_code(block_of(other.code).strip())) in user
     # Every placeholder of the shipped templates got a value.
     assert not re.search(r"\$\{?[A-Za-z_]\w*", user), re.findall(r"\$\{?[A-Za-z_]\w*", user)
+
+
+def test_the_program_to_improve_is_shown_without_the_docstring_above_its_block():
+    code = seed_path("bm25").read_text()
+    first_line = code.splitlines()[0].strip('"')
+    shown = without_module_docstring(code)
+    assert first_line.startswith("BM25") and first_line not in shown
+    assert shown == code[code.index("import numpy as np"):]  # the rest, byte for byte
+    inside = '# EVOLVE-BLOCK-START\n"""Doc."""\ndef score(q, i, s):\n    return 1\n# EVOLVE-BLOCK-END\n'
+    unparsed = '"""Doc."""\nimport numpy as np\n# EVOLVE-BLOCK-START\ndef score(:\n# EVOLVE-BLOCK-END\n'
+    for whole in (inside, unparsed, PARENT_CODE):  # a docstring inside the block, code that does not parse, none
+        assert without_module_docstring(whole) == whole
+    parent = program(3, code, metrics={"scifact": {"ndcg@10": 0.7, "recall@100": 0.95}})
+    user = build_messages(PromptTemplates.load(), "diff", parent, {}, "objective")[1]["content"]
+    assert first_line not in user and split_block(code).block.strip() in user
+    assert "```python\nimport numpy as np\nimport scipy.sparse as sp\n\n# EVOLVE-BLOCK-START\n" in user
 
 
 def test_build_messages_kinds_differ_and_only_crossover_shows_the_other(parties):

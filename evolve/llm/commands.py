@@ -178,9 +178,9 @@ class CommandProposer:
         prop.operator, prop.other, prop.model = COMMAND, None, self.spec.label
         failures, inspirations = view.recent_failures(prop), view.inspirations(prop)
 
-        def prompt(failures, inspirations) -> str:
+        def prompt(shown_failures, shown_programs) -> str:
             messages = build_messages(self.templates, COMMAND, prop.parent, view.seed_records, self.objective,
-                                      failures=failures, inspirations=inspirations,
+                                      failures=shown_failures, inspirations=shown_programs,
                                       block_of=lambda code: split_block(code).block)
             return "\n\n".join(m["content"] for m in messages)
 

@@ -156,9 +156,9 @@ class LLMProposer:
         direction = self.templates.directions()[prop.direction] if prop.direction else None
         failures = view.recent_failures(prop)
 
-        def request(failures, inspirations):
+        def request(shown_failures, shown_programs):
             return build_messages(self.templates, prop.operator, prop.parent, view.seed_records, self.objective,
-                                  failures=failures, inspirations=inspirations, other=prop.other,
+                                  failures=shown_failures, inspirations=shown_programs, other=prop.other,
                                   block_of=lambda code: split_block(code).block, direction=direction)
 
         prop.messages = request(failures, insp)

@@ -227,8 +227,9 @@ class CommandProposer:
 
     def follow_up(self, prop: Proposal, failed) -> Proposal | None:
         """Run the command again on the failed version, the first prompt (less the archive's other programs and
-        recent failures, ``prop.opening``) followed by what went wrong with this proposal (its own failure; for a change that ran exactly as its start, why that changes nothing); None when
-        that prompt is one its chain sent before (a command given the same prompt tends to do the same)."""
+        recent failures, ``prop.opening``) followed by what went wrong with this proposal (its own failure; for a
+        change that ran exactly as its start, why that changes nothing); None when that prompt is one its chain sent
+        before (a command given the same prompt tends to do the same)."""
         if not prop.messages:
             return None
         try:

@@ -176,19 +176,13 @@ class CommandProposer:
     def prepare(self, prop: Proposal, view: ArchiveView) -> None:
         """The prompt: the chat prompt's sections with instructions to edit the file (``prop.prompt``)."""
         prop.operator, prop.other, prop.model = COMMAND, None, self.spec.label
-        failures, inspirations = view.recent_failures(prop), view.inspirations(prop)
-
-        def prompt(shown_failures, shown_programs) -> str:
-            messages = build_messages(self.templates, COMMAND, prop.parent, view.seed_records, self.objective,
-                                      failures=shown_failures, inspirations=shown_programs,
-                                      block_of=lambda code: split_block(code).block)
-            return "\n\n".join(m["content"] for m in messages)
-
-        prop.prompt = prompt(failures, inspirations)
-        prop.messages = [{"role": "user", "content": prop.prompt}]
-        # what repairs extend: the first prompt less other programs and their failures, as for chat models
-        prop.opening = ([{"role": "user", "content": prompt((), ())}] if failures or inspirations
-                        else prop.messages)
+        messages = build_messages(
+            self.templates, COMMAND, prop.parent, view.seed_records, self.objective,
+            failures=view.recent_failures(prop), inspirations=view.inspirations(prop),
+            block_of=lambda code: split_block(code).block,
+        )
+        prop.prompt = "\n\n".join(m["content"] for m in messages)
+        prop.messages = [{"role": "user", "content": prop.prompt}]  # the first prompt, which repairs extend
         prop.sent = (("first", request_digest(prop.messages)),)
 
     def fill(self, prop: Proposal, rng: np.random.Generator) -> None:
@@ -226,10 +220,9 @@ class CommandProposer:
                 prop.failure_reason, prop.failure_detail = e.reason, str(e)
 
     def follow_up(self, prop: Proposal, failed) -> Proposal | None:
-        """Run the command again on the failed version, the first prompt (less the archive's other programs and
-        recent failures, ``prop.opening``) followed by what went wrong with this proposal (its own failure; for a
-        change that ran exactly as its start, why that changes nothing); None when that prompt is one its chain sent
-        before (a command given the same prompt tends to do the same)."""
+        """Run the command again on the failed version, the first prompt followed by what went wrong with this
+        proposal (its own failure; for a change that ran exactly as its start, why that changes nothing); None when
+        that prompt is one its chain sent before (a command given the same prompt tends to do the same)."""
         if not prop.messages:
             return None
         try:
@@ -237,8 +230,7 @@ class CommandProposer:
         except ProgramError:  # the command removed the markers: show the whole file
             block = failed.code
         ask = repair_message(self.templates, failed, block)
-        first = (prop.opening or prop.messages)[0]["content"]
-        prompt = (f"{first}\n\n# Your previous attempt\n{ask}\n\n"
+        prompt = (f"{prop.messages[0]['content']}\n\n# Your previous attempt\n{ask}\n\n"
                   f"The file {PROGRAM_FILE} holds that version now: fix it there.")
         digest = request_digest([{"role": "user", "content": prompt}])
         if any(d == digest for _, d in prop.sent):

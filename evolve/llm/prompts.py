@@ -415,8 +415,8 @@ def rewrite_repair_message(templates: PromptTemplates, opening: list[dict], idea
 def truncated_message(templates: PromptTemplates, opening: list[dict], idea: str | None, max_tokens: int,
                       direction: str | None = None) -> list[dict]:
     """The chat request after a reply was cut off at ``max_tokens``: the chain's first request again (``opening``,
-    as for :func:`rewrite_repair_message`, a conversation that does not grow by the cut reply) with the idea that
-    reply gave (fenced) and a request for the same change, much shorter."""
+    as for :func:`rewrite_repair_message`, a conversation that does not grow by the cut reply) with the idea that reply gave (fenced) and a request for
+    the same change, much shorter."""
     said, _ = attempt_text(idea, direction, None)
     ask = templates.render("truncated_instructions", idea=said, max_tokens=max_tokens)
     *head, first_user = opening

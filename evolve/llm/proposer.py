@@ -154,18 +154,13 @@ class LLMProposer:
         if prop.operator != CROSSOVER:
             prop.direction = choose_direction(self.directions, self.seed, prop.iteration)
         direction = self.templates.directions()[prop.direction] if prop.direction else None
-        failures = view.recent_failures(prop)
-
-        def request(shown_failures, shown_programs):
-            return build_messages(self.templates, prop.operator, prop.parent, view.seed_records, self.objective,
-                                  failures=shown_failures, inspirations=shown_programs, other=prop.other,
-                                  block_of=lambda code: split_block(code).block, direction=direction)
-
-        prop.messages = request(failures, insp)
+        prop.messages = build_messages(
+            self.templates, prop.operator, prop.parent, view.seed_records, self.objective,
+            failures=view.recent_failures(prop), inspirations=insp, other=prop.other,
+            block_of=lambda code: split_block(code).block, direction=direction,
+        )
         prop.prompt = prop.messages[-1]["content"]
-        # what a repair asks again from: the same request without other programs and their failures, which a
-        # repair about this chain's own failure does not need (and a shorter request is answered sooner)
-        prop.opening = request((), ()) if failures or insp else prop.messages
+        prop.opening = prop.messages
         prop.sent = (("first", request_digest(prop.messages)),)
         shown = [r for r in (prop.parent, prop.other, *insp, *view.seed_records.values()) if r is not None]
         donors: dict[str, tuple[str, str]] = {}
@@ -228,8 +223,7 @@ class LLMProposer:
         """A repair of ``prop`` (archived as ``failed``), or None when there is no conversation to continue or the
         repair would ask exactly what its chain asked before (a model asked the same twice answers the same).
 
-        Every request names this proposal's own failure (``failed``), never an earlier one's. "The chain's first
-        request" below is ``prop.opening``: that request less its other programs and recent failures.
+        Every request names this proposal's own failure (``failed``), never an earlier one's.
 
         - a reply cut off at max_tokens: the chain's first request again, with the idea that reply gave, asking for
           the same change much shorter; once per chain (a second cut-off ends it);

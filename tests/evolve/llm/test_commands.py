@@ -138,32 +138,6 @@ def test_a_command_proposal_that_raises_is_repaired(tmp_path, tiny_collection, a
     assert "# Your previous attempt" in repair.prompt and "exception:NameError" in repair.prompt
 
 
-def test_a_command_repair_prompt_leaves_out_the_other_programs_and_failures_of_the_first():
-    from types import SimpleNamespace
-    parent = bm25_record()
-    other = ProgramRecord(code=load_program("ql_dirichlet").source, operator="seed", island=0, generation=0,
-                          iteration=0, fitness=0.97)
-    other.id = 2
-    failure = ProgramRecord(code=parent.code.replace("    tf = td.data\n", "    tf = td.data * MISSING_NAME\n"),
-                            operator="command", island=0, generation=1, iteration=3, status="failed",
-                            failure_reason="exception:NameError",
-                            failure_detail="tiny: prepare() raised NameError at line 28\n~~~~\nname 'MISSING_NAME'\n~~~~")
-    view = SimpleNamespace(seed_records={"bm25": parent}, inspirations=lambda prop: [other],
-                           recent_failures=lambda prop: [failure])
-    proposer = CommandProposer(CommandSpec("agent", "true"), PromptTemplates.load(), "objective", 30.0, 1)
-    prop = Proposal(4, 0, 1, COMMAND, parent)
-    proposer.prepare(prop, view)
-    assert "# Other programs of the archive" in prop.prompt and "MISSING_NAME" in prop.prompt
-    prop.response = "done"
-    failed = ProgramRecord(code=parent.code.replace("K1 = 0.9", "K1 = UNDEFINED"), operator="command", island=0,
-                           generation=1, iteration=4, status="failed", failure_reason="exception:NameError",
-                           failure_detail="tiny: prepare() raised NameError at line 20\n~~~~\nname 'UNDEFINED'\n~~~~")
-    repair = proposer.follow_up(prop, failed).prompt
-    assert "# Your previous attempt" in repair and "UNDEFINED" in repair
-    assert "# Other programs of the archive" not in repair and "MISSING_NAME" not in repair
-    assert repair.startswith(prop.prompt.split("\n# Mistakes that made recent programs")[0])
-
-
 def test_an_ensemble_mixes_a_chat_model_and_a_command(tmp_path, tiny_collection, agent, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     script = [diff("K1 = 0.9", f"K1 = {1 + i / 10}", (10 * i, i)) for i in range(1, 9)]

@@ -117,62 +117,6 @@ def test_a_program_that_raises_is_asked_for_its_idea_again_on_the_program_it_sta
     assert repair.parent_ids == (echo.id,) and "+ 1.0 * index.doc_len" in repair.code and "UNDEFINED" not in repair.code
 
 
-def test_a_rewrite_repair_asks_again_without_the_failures_its_first_request_showed(tmp_path, tiny_collection,
-                                                                                     monkeypatch):
-    """The repair is about this chain's own failure: its request is the chain's first request less the recent
-    failures of other proposals, with the attempt and its failure added."""
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    raises = diff("    rows = state[query.term_ids]", "    rows = state[query.term_ids] * UNDEFINED_BOOST", (100, 20))
-    raises_too = diff("    rows = state[query.term_ids]", "    rows = state[query.term_ids] * UNDEFINED_TOO", (100, 20))
-    with FakeOpenAI([raises, prior(1.0, (300, 15)), raises_too, prior(0.1, (300, 15))]) as srv:
-        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=4,
-                          operator_mix={"diff": 1.0}, repair_rounds=1, inspirations=1, directions="idf")
-        run_engine(cfg, tiny_collection)
-        asked = [r["body"]["messages"][-1]["content"] for r in srv.requests]
-    progs = programs(cfg.out)
-    second_chain = [p for p in progs.values() if p.iteration > 0 and p.operator != "repair"][1]
-    assert second_chain.failure_reason == "exception:NameError"
-    first = asked[2]  # the second chain's first request: after a failure
-    assert "\n# Mistakes that made recent programs" in first and "UNDEFINED_BOOST" in first
-    repair = asked[3]
-    assert "Your earlier attempt" in repair and "could not be used: exception:NameError" in repair
-    assert "# Mistakes that made recent programs" not in repair and "UNDEFINED_BOOST" not in repair
-    head = first.split("\n# Mistakes that made recent programs")[0]
-    assert repair.startswith(head) and "# Your task\nApply this idea" in repair
-
-
-def test_the_request_repairs_ask_again_from_leaves_out_the_other_programs_and_failures():
-    from types import SimpleNamespace
-    from evorank.archive import ProgramRecord
-    from evorank.evaluators.program.source import seed_path
-    from evorank.evolve.llm.prompts import PromptTemplates
-    from evorank.evolve.llm.proposer import LLMProposer
-    from evorank.evolve.proposal import Proposal
-
-    def record(pid, code, **kw):
-        rec = ProgramRecord(code=code, operator="diff", island=0, generation=1, iteration=pid, metrics={},
-                            fitness=0.9, latency_ratio=1.0, **kw)
-        rec.id = pid
-        return rec
-
-    parent = record(1, seed_path("bm25").read_text())
-    other = record(7, seed_path("ql_dirichlet").read_text())
-    failure = record(8, parent.code.replace("    tf = td.data\n", "    tf = td.data * MISSING_NAME\n"),
-                     status="failed", failure_reason="exception:NameError",
-                     failure_detail="tiny: prepare() raised NameError at line 28\n~~~~\nname 'MISSING_NAME'\n~~~~")
-    view = SimpleNamespace(seed_records={"bm25": parent}, inspirations=lambda prop: [other],
-                           recent_failures=lambda prop: [failure])
-    prop = Proposal(2, 0, 1, "diff", parent)
-    LLMProposer(None, PromptTemplates.load(), "obj", {"diff": 1.0}, 1).prepare(prop, view)
-    first, again = prop.messages[1]["content"], prop.opening[1]["content"]
-    assert "# Other programs of the archive" in first and "MISSING_NAME" in first
-    assert "# Other programs of the archive" not in again and "MISSING_NAME" not in again
-    assert "# Mistakes that made recent programs" not in again and prop.opening[0] == prop.messages[0]
-    assert again.split("# Its results per collection")[0] == first.split("# Its results per collection")[0]
-    assert again.split("# Your task")[1] == first.split("# Your task")[1]
-    assert prop.shown == (("program 7", other.code),)  # a repair that gives it back is still a copy
-
-
 def test_a_reply_that_gives_back_an_archived_program_is_followed_up_once_not_twice_alike(tmp_path, tiny_collection,
                                                                                          monkeypatch):
     """A candidate that is an archived program up to comments (here the seed) is a duplicate: not evaluated, and

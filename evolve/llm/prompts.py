@@ -393,8 +393,7 @@ def rewrite_repair_message(templates: PromptTemplates, opening: list[dict], idea
                            sizes: dict[str, tuple[int, int, int]] | None = None, change: str | None = None,
                            direction: str | None = None) -> list[dict]:
     """The chat request asking for the idea of a chain again, written afresh on program ``base_id``: the chain's
-    first request (``opening``: system and user message, which shows that program and the direction; the proposer
-    leaves out the archive's other programs and their failures) with, added
+    first request (``opening``: system and user message, which shows that program and the direction) with, added
     to its user message, the earlier attempt (the direction, the model's own words ``idea`` and the lines its
     candidate changed, ``change``: both fenced), why ``failed`` (this proposal's own archived failure) could not be
     used (trusted reason, program text fenced), the line it names and, for a shape error, the array lengths, and
@@ -415,7 +414,7 @@ def rewrite_repair_message(templates: PromptTemplates, opening: list[dict], idea
 def truncated_message(templates: PromptTemplates, opening: list[dict], idea: str | None, max_tokens: int,
                       direction: str | None = None) -> list[dict]:
     """The chat request after a reply was cut off at ``max_tokens``: the chain's first request again (``opening``,
-    as for :func:`rewrite_repair_message`, a conversation that does not grow by the cut reply) with the idea that reply gave (fenced) and a request for
+    a conversation that does not grow by the cut reply) with the idea that reply gave (fenced) and a request for
     the same change, much shorter."""
     said, _ = attempt_text(idea, direction, None)
     ask = templates.render("truncated_instructions", idea=said, max_tokens=max_tokens)

@@ -27,6 +27,7 @@ from evorank.evaluators.program.checks import DEFAULT_MAX_SOURCE_BYTES
 from evorank.evaluators.program.output import code_block, fence
 
 from evorank.evolve.config import ConfigError, RunConfig
+from evorank.threadsafe_ast import parse_ast
 
 from .directions import Direction, allowed, parse_directions
 from .failing_statement import FailingStatement, failing_line, marked_context, names_hint
@@ -131,8 +132,8 @@ def without_module_docstring(code: str) -> str:
     out again starts with it: the local 1.5B model copied a seed's header into 20 of 278 replies, 15 of which then
     ran to the length limit. Code that does not parse, or whose docstring is inside the block, is shown whole."""
     try:
-        body = ast.parse(code).body
-    except (SyntaxError, ValueError):
+        body = parse_ast(code).body
+    except (SyntaxError, ValueError):  # SourceTooComplex is a SyntaxError
         return code
     if not body or not (isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
                         and isinstance(body[0].value.value, str)):

@@ -22,7 +22,8 @@ from importlib import resources
 from pathlib import Path
 
 from evorank.evaluators.metrics import METRICS
-from evorank.evaluators.program.source import BLOCK_START, contract_text
+from evorank.evaluators.errors import ProgramError
+from evorank.evaluators.program.source import contract_text, split_block
 from evorank.evaluators.program.checks import DEFAULT_MAX_SOURCE_BYTES
 from evorank.evaluators.program.output import code_block, fence
 
@@ -133,15 +134,15 @@ def without_module_docstring(code: str) -> str:
     ran to the length limit. Code that does not parse, or whose docstring is inside the block, is shown whole."""
     try:
         body = parse_ast(code).body
-    except (SyntaxError, ValueError):  # SourceTooComplex is a SyntaxError
+        marker_line = split_block(code).head.count("\n")  # the head ends with the block's start marker line
+    except (SyntaxError, ValueError, ProgramError):  # SourceTooComplex is a SyntaxError
         return code
     if not body or not (isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
                         and isinstance(body[0].value.value, str)):
         return code
     lines = code.splitlines(keepends=True)
     first, last = body[0].lineno, body[0].end_lineno
-    block_start = next((i for i, line in enumerate(lines, 1) if line.strip() == BLOCK_START), None)
-    if block_start is None or block_start <= last or any(line.strip() for line in lines[:first - 1]):
+    if last >= marker_line or any(line.strip() for line in lines[:first - 1]):
         return code
     return "".join(lines[last:]).lstrip("\n")
 

@@ -378,6 +378,21 @@ def first_sentence(text: str) -> str:
     return text[:min(ends)].strip() if ends else text
 
 
+def _words(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
+def repeats_prompt(idea: str | None, prompt: str) -> bool:
+    """Whether a reply's own words (``idea``) are the prompt's text given back rather than an idea: the first
+    sentence, its words alone (markdown marks, punctuation and layout aside), at least six of them, is a passage of
+    ``prompt``. A small model often starts its reply by echoing the prompt's first section; quoting that back to it
+    as "your reply said" would be a second copy of the prompt, not its idea."""
+    if not idea:
+        return False
+    said = _words(first_sentence(idea))
+    return len(said.split()) >= 6 and said in _words(prompt)
+
+
 def attempt_text(idea: str | None, direction: str | None, change: str | None) -> tuple[str, str]:
     """(the idea, the change) of an earlier attempt as a repair shows them: the direction it was given, and the
     lines its candidate changed (candidate code, in a code block nothing inside can close) or, where there are

@@ -22,7 +22,7 @@ from .directions import Direction
 from .directions import choose as choose_direction
 from .failing_statement import MARKER, failing_statement
 from .mend import fix_candidate
-from .prompts import (IDEA_CHARS, PromptTemplates, build_messages, repair_message, request_digest,
+from .prompts import (IDEA_CHARS, PromptTemplates, build_messages, repair_message, repeats_prompt, request_digest,
                       rewrite_repair_message, statement_repair_message, truncated_message)
 from .replies import (BLOCK_END_STOP, REPLY_FAILURES, ReplyError, apply_reply, apply_statement_fix, change_lines,
                       check_changes_what_runs, check_not_a_copy, check_prepare_reads_no_query, reply_prose,
@@ -83,6 +83,9 @@ ECHOES = ("no_change", "duplicate")
 #: echoes), a program the prompt showed, or a change that ranks every sampled query as its start. A rewrite repair
 #: asks for a change that moves documents.
 UNCHANGED = (*ECHOES, COPY, NO_OP)
+#: Failures of a reply that gave nothing to run: no code, or edits that do not apply to the program (a cut-off reply,
+#: ``truncated``, is asked for a shorter one instead).
+UNAPPLIED = tuple(r for r in REPLY_FAILURES if r not in ("truncated", *UNCHANGED))
 
 
 def direction_donor(direction: Direction) -> tuple[str, str]:
@@ -233,29 +236,36 @@ class LLMProposer:
           request again, with the direction, the idea its first reply gave and the lines this candidate changed,
           the failure and the line it names, asking for the idea written afresh on the program the chain started
           from (:func:`rewrite_repair_message`);
+          a reply that gave nothing to apply (no code, edits that do not match the program) is asked the same way, in
+          the same fresh conversation: continuing one that holds such a reply (often the prompt echoed back, or the
+          format's template filled in) leads a model to answer it again;
         - with "fix", a program that raised in a statement of its block: a fresh, short conversation showing the
           function it failed in with the statement marked, asking for that code corrected
           (:mod:`evorank.evolve.llm.failing_statement`); a repair that gave back the failing code unchanged: a fresh
           conversation about the failure that code still has, saying so, asked the other way round (a statement
           repair after a block repair, a block repair after a statement repair);
-        - anything else (a reply that did not parse or apply; with "fix", a failure without a line): the same
+        - anything else (with "fix", a reply that did not parse or apply, or a failure without a line): the same
           conversation, the model's reply, then a request to fix the block.
+
+        The idea a repair quotes is the first reply's own words, left out where they are the prompt's text given
+        back (:func:`~evorank.evolve.llm.prompts.repeats_prompt`).
         """
         if prop.messages is None or prop.response is None:
             return None
         system, reason = prop.messages[:1], failed.failure_reason
         opening = prop.opening or prop.messages[:2]
+        idea = None if repeats_prompt(prop.idea, opening[-1]["content"]) else prop.idea
         if reason == "truncated" or (prop.finish_reason == "length" and (reason == "syntax_error"
                                                                            or not candidate_failed(reason))):
             # a reply stopped at max_tokens: its code is incomplete (whether or not a fence happened to close, and
             # whatever became of what it gave: code that does not parse, code already there)
             if any(kind == "shorter" for kind, _ in prop.sent):
                 return None
-            messages = truncated_message(self.templates, opening, prop.idea, self.client.settings.max_tokens,
+            messages = truncated_message(self.templates, opening, idea, self.client.settings.max_tokens,
                                          prop.direction)
             return self._ask(prop, failed, messages, edit_base=prop.base, repair_kind="shorter")
-        if self.repair_style == "rewrite" and (candidate_failed(reason) or reason in UNCHANGED):
-            messages = rewrite_repair_message(self.templates, opening, prop.idea, failed, prop.base.id,
+        if self.repair_style == "rewrite" and (candidate_failed(reason) or reason in UNCHANGED or reason in UNAPPLIED):
+            messages = rewrite_repair_message(self.templates, opening, idea, failed, prop.base.id,
                                               self.collection_sizes, prop.change, prop.direction)
             return self._ask(prop, failed, messages, edit_base=prop.base, repair_kind="rewrite")
         if reason in ECHOES and prop.operator == REPAIR and candidate_failed(prop.parent.failure_reason):

@@ -141,6 +141,42 @@ def test_a_reply_that_gives_back_an_archived_program_is_followed_up_once_not_twi
     assert "Your earlier attempt" not in third[1]["content"]
 
 
+def test_a_reply_that_gives_nothing_to_apply_is_asked_again_afresh_without_its_echo(tmp_path, tiny_collection,
+                                                                                      monkeypatch):
+    """A reply with no code (here the prompt's opening given back) or with edits that match nothing is asked again
+    (repair style "rewrite") from the chain's first request with this reply's own failure: not in the conversation
+    that holds it. Words that are the prompt's own are not quoted back as the reply's idea; a reply's own words
+    are."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with FakeOpenAI([{"content": "placeholder", "usage": (1, 1)}]) as probe:
+        cfg = make_config(tmp_path / "probe", tiny_collection, llm="m", base_url=probe.url, iterations=1,
+                          operator_mix={"diff": 1.0}, repair_rounds=0)
+        run_engine(cfg, tiny_collection)
+        opening = probe.requests[0]["body"]["messages"][1]["content"]
+    echo = {"content": opening[:300], "usage": (100, 60)}  # the prompt's start, given back
+    no_match = diff("    scores = something_else(rows)", "    scores = 2 * something_else(rows)", (200, 30))
+    no_match["content"] = no_match["content"].replace("Idea.", "I double the scores of long matches.")
+    with FakeOpenAI([echo, prior(1.0, (300, 15)), no_match, prior(0.1, (300, 15))]) as srv:
+        cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=4,
+                          operator_mix={"diff": 1.0}, repair_rounds=1)
+        run_engine(cfg, tiny_collection)
+        requests = [r["body"]["messages"] for r in srv.requests]
+    progs = programs(cfg.out)
+    assert [(p.operator, p.failure_reason) for p in map(progs.get, (1, 2, 3, 4))] == [("diff", "no_code"), ("repair", None),
+                                                                  ("diff", "diff_no_match"), ("repair", None)]
+    for first, repair, reason in ((requests[0], requests[1], "no_code"), (requests[2], requests[3], "diff_no_match")):
+        start = first[1]["content"].rstrip()
+        assert [m["role"] for m in repair] == ["system", "user"] and repair[0] == first[0]
+        ask = repair[1]["content"]
+        assert ask.startswith(start) and ask.count("\n# The program contract\n") == 1  # no echo in a history
+        added = ask[len(start):]
+        assert f"could not be used: {reason}" in added and "Make the same change again on program" in added
+    # an echo is not an idea: nothing of it is quoted; a reply's own words are
+    assert "your reply said" not in requests[1][1]["content"]
+    assert "your reply said (quoted):\n~~~~\nI double the scores of long matches.\n~~~~" in requests[3][1]["content"]
+    assert "SEARCH must copy existing lines" in requests[3][1]["content"]
+
+
 def test_a_prepare_that_reads_query_is_not_evaluated_and_its_idea_is_asked_again(tmp_path, tiny_collection,
                                                                                    monkeypatch):
     """prepare(index) runs before any query: a candidate whose prepare reads ``query`` fails whenever it runs. It is
@@ -166,11 +202,12 @@ def test_a_prepare_that_reads_query_is_not_evaluated_and_its_idea_is_asked_again
 
 
 def test_repair_rounds_stop_after_the_configured_number(tmp_path, tiny_collection, monkeypatch):
+    """Repair style "fix": a reply without code is followed up in its conversation, which grows each round."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     prose = {"content": "I would rather not change anything.", "usage": (10, 5)}
     with FakeOpenAI([prose, prose, prose, prior(1.0, (10, 5))]) as srv:
         cfg = make_config(tmp_path, tiny_collection, llm="m", base_url=srv.url, iterations=4,
-                          operator_mix={"diff": 1.0}, repair_rounds=2)
+                          operator_mix={"diff": 1.0}, repair_rounds=2, repair_style="fix")
         run_engine(cfg, tiny_collection)
         conversation_lengths = [len(r["body"]["messages"]) for r in srv.requests]
     progs = programs(cfg.out)

@@ -36,6 +36,21 @@ def signal_mask(pid: int, field: str) -> int:
     raise AssertionError(f"no {field} in /proc/{pid}/status")
 
 
+def wait_until_ignored(pid: int, sig_bit: int, deadline_s: float = 60.0) -> None:
+    """Wait until process ``pid`` ignores the signal (``sig_bit``: its bit in the masks) and no longer holds it back.
+    A worker still starting (the pool may start the others while one runs the first task) holds it back: it inherits
+    the mask the parent set while submitting, until its initializer ignores the signal. At no moment may the signal
+    be neither ignored nor held back: a Ctrl-C then would reach the worker."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        ignored, held = signal_mask(pid, "SigIgn") & sig_bit, signal_mask(pid, "SigBlk") & sig_bit
+        assert ignored or held, f"worker {pid} can take SIGINT: neither ignored nor held back"
+        if ignored and not held:  # ignored, not merely held back
+            return
+        assert time.monotonic() < deadline, f"worker {pid} still holds SIGINT back after {deadline_s:g} s"
+        time.sleep(0.02)
+
+
 def test_workers_leave_ctrl_c_to_the_parent(tmp_path, cache_dir):
     topics = load_topics(str(write_random_beir(tmp_path / "c", n_docs=60, n_queries=20)))
     bm25 = seed_path("bm25").read_text()
@@ -45,8 +60,7 @@ def test_workers_leave_ctrl_c_to_the_parent(tmp_path, cache_dir):
         workers = children()
         assert workers
         for pid in workers:
-            assert signal_mask(pid, "SigIgn") & sigint, f"worker {pid} does not ignore SIGINT"
-            assert not signal_mask(pid, "SigBlk") & sigint  # ignored, not merely held back
+            wait_until_ignored(pid, sigint)
             os.kill(pid, signal.SIGINT)
         time.sleep(0.5)
         again = ev.evaluate_trusted(bm25)

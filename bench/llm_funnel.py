@@ -11,7 +11,8 @@ seconds, replies cut off at ``max_tokens``; per proposal, the wall time from its
 (with ``--in-flight 1``, proposals do not overlap).
 
 Below that, for fresh proposals and repairs separately: how many replies parsed into a candidate, reached
-evaluation, ran cleanly, were mended by trusted code, and the failure reasons; repairs by how they were asked.
+evaluation, ran cleanly and were ideas, were mended by trusted code, and the failure reasons; repairs by how they were
+asked.
 
 Usage:
 
@@ -26,7 +27,7 @@ from collections import Counter
 
 from evorank.archive import RunStore
 from evorank.archive.programs import RAN_STATUSES
-from evorank.evolve.inspection.funnel import funnel_summary
+from evorank.evolve.inspection.funnel import classify_run, funnel_summary
 from evorank.evolve.llm.failing_statement import MARKER
 from evorank.evolve.llm.replies import REPLY_FAILURES
 from evorank.evolve.proposal import NO_OP, REPAIR_KIND_FEATURE, TRUSTED_EDITS_FEATURE
@@ -48,10 +49,11 @@ def ran(p) -> bool:
     return p.status in RAN_STATUSES or p.failure_reason == NO_OP
 
 
-def stages(rows) -> dict:
+def stages(rows, ideas: set[int]) -> dict:
+    """Counts of ``rows`` (proposals made one way) at each stage; ``ideas``: the ids of the run's ideas."""
     secs = [p.created_at - p.started_at for p in rows if p.created_at and p.started_at]
     return {"requests": len(rows), "parsed": sum(map(parsed, rows)), "evaluated": sum(map(evaluated, rows)),
-            "ran_cleanly": sum(map(ran, rows)),
+            "ran_cleanly": sum(map(ran, rows)), "ideas": sum(p.id in ideas for p in rows),
             # candidates that trusted code mended before evaluation, and how many of them ran
             "trusted_edits": sum(TRUSTED_EDITS_FEATURE in p.features for p in rows),
             "trusted_edits_ran": sum(TRUSTED_EDITS_FEATURE in p.features and ran(p) for p in rows),
@@ -75,6 +77,8 @@ def main(argv=None) -> int:
     fresh = [p for p in progs if p.operator != "repair"]
     repairs = [p for p in progs if p.operator == "repair"]
 
+    ideas = {c.program.id for c in classify_run(programs) if c.kind == "idea"}
+
     def repair_kind(r):
         return r.features.get(REPAIR_KIND_FEATURE) or ("statement" if MARKER in (r.prompt or "") else "block")
 
@@ -86,8 +90,9 @@ def main(argv=None) -> int:
            "wall_seconds_per_proposal": round(sum(took) / len(took), 1) if took else
            (round(elapsed / len(progs), 1) if progs and elapsed else None),
            **funnel_summary(programs, max_tokens, args.since),
-           "fresh": stages(fresh), "repairs": stages(repairs),
-           **{f"{kind}_repairs": stages([r for r in repairs if repair_kind(r) == kind]) for kind in REPAIR_KINDS}}
+           "fresh": stages(fresh, ideas), "repairs": stages(repairs, ideas),
+           **{f"{kind}_repairs": stages([r for r in repairs if repair_kind(r) == kind], ideas)
+              for kind in REPAIR_KINDS}}
     if args.json:
         json.dump(out, sys.stdout, indent=2)
         print()
@@ -116,7 +121,7 @@ def main(argv=None) -> int:
             continue
         label = f"  of which {REPAIR_KINDS[stage[:-8]]}" if stage.endswith("_repairs") else stage
         print(f"  {label:8s} {f['requests']:3d} requests  parsed {f['parsed']}  evaluated {f['evaluated']}  "
-              f"ran cleanly {f['ran_cleanly']}  ({f['seconds_per_request']} s/request)")
+              f"ran cleanly {f['ran_cleanly']}  ideas {f['ideas']}  ({f['seconds_per_request']} s/request)")
         if f["trusted_edits"]:
             print(f"           mended by trusted code {f['trusted_edits']} (ran cleanly {f['trusted_edits_ran']})")
         if f["failure_reasons"]:

@@ -153,6 +153,8 @@ def test_the_bench_prints_the_funnel_as_json_and_as_text(tmp_path):
     data = json.loads(out.stdout)
     assert {k: data[k] for k in ("chains", "clean", "copies", "no_ops", "ideas", "improved")} == {
         "chains": 6, "clean": 5, "copies": 2, "no_ops": 3, "ideas": 1, "improved": 1}
+    # the idea (#7) is the repair of chain #6's fresh proposal: counted where it was asked
+    assert (data["fresh"]["ideas"], data["repairs"]["ideas"]) == (0, 1)
     text = subprocess.run([sys.executable, str(REPO / "bench" / "llm_funnel.py"), str(run)], capture_output=True,
                           text=True, timeout=60)
     assert text.returncode == 0, text.stderr

@@ -89,7 +89,7 @@ class Proposal:
     #                                         (first, last) a reply's code replaces, and whether it may replace them
     #                                         alone (not the header of an if, for, ...)
     opening: list[dict] | None = None  # the chat request that began the proposal's chain (system, first user
-    #                                    message): a rewrite repair asks again from there
+    #                                    message): a rewrite or shorter-reply repair asks again from there
     idea: str | None = None  # the prose of the chain's first reply (untrusted model text): what a rewrite redoes
     member: int | None = None  # which member of an ensemble writes it (EnsembleProposer)
     donors: tuple[tuple[str, str], ...] = ()  # (label, code) of the programs the prompt showed, to borrow the

@@ -83,9 +83,6 @@ ECHOES = ("no_change", "duplicate")
 #: echoes), a program the prompt showed, or a change that ranks every sampled query as its start. A rewrite repair
 #: asks for a change that moves documents.
 UNCHANGED = (*ECHOES, COPY, NO_OP)
-#: Failures of a reply that gave nothing to run: no code, or edits that do not apply to the program (a cut-off reply,
-#: ``truncated``, is asked for a shorter one instead).
-UNAPPLIED = tuple(r for r in REPLY_FAILURES if r not in ("truncated", *UNCHANGED))
 
 
 def direction_donor(direction: Direction) -> tuple[str, str]:
@@ -230,21 +227,20 @@ class LLMProposer:
 
         - a reply cut off at max_tokens: the chain's first request again, with the idea that reply gave, asking for
           the same change much shorter; once per chain (a second cut-off ends it);
-        - with ``repair_style`` "rewrite", a candidate that failed the static checks or when run, or that ran (or
-          would have) exactly as a program already there (code given back unchanged, an archived program, a
-          program the prompt showed, a change that ranks every sampled query as its start): the chain's first
+        - with ``repair_style`` "rewrite", every other failure: a candidate that failed the static checks or when
+          run, one that ran (or would have) exactly as a program already there (code given back unchanged, an
+          archived program, a program the prompt showed, a change that ranks every sampled query as its start), a
+          reply that gave nothing to apply (no code, edits that do not match the program): the chain's first
           request again, with the direction, the idea its first reply gave and the lines this candidate changed,
           the failure and the line it names, asking for the idea written afresh on the program the chain started
-          from (:func:`rewrite_repair_message`);
-          a reply that gave nothing to apply (no code, edits that do not match the program) is asked the same way, in
-          the same fresh conversation: continuing one that holds such a reply (often the prompt echoed back, or the
-          format's template filled in) leads a model to answer it again;
+          from (:func:`rewrite_repair_message`), in a fresh conversation: continuing one that holds a reply without
+          code (often the prompt echoed back, or the format's template filled in) leads a model to answer it again;
         - with "fix", a program that raised in a statement of its block: a fresh, short conversation showing the
           function it failed in with the statement marked, asking for that code corrected
           (:mod:`evorank.evolve.llm.failing_statement`); a repair that gave back the failing code unchanged: a fresh
           conversation about the failure that code still has, saying so, asked the other way round (a statement
           repair after a block repair, a block repair after a statement repair);
-        - anything else (with "fix", a reply that did not parse or apply, or a failure without a line): the same
+        - with "fix", anything else (a reply that did not parse or apply, a failure without a line): the same
           conversation, the model's reply, then a request to fix the block.
 
         The idea a repair quotes is the first reply's own words, left out where they are the prompt's text given
@@ -264,7 +260,7 @@ class LLMProposer:
             messages = truncated_message(self.templates, opening, idea, self.client.settings.max_tokens,
                                          prop.direction)
             return self._ask(prop, failed, messages, edit_base=prop.base, repair_kind="shorter")
-        if self.repair_style == "rewrite" and (candidate_failed(reason) or reason in UNCHANGED or reason in UNAPPLIED):
+        if self.repair_style == "rewrite":  # any failure but a cut-off (the engine follows up repairable ones)
             messages = rewrite_repair_message(self.templates, opening, idea, failed, prop.base.id,
                                               self.collection_sizes, prop.change, prop.direction)
             return self._ask(prop, failed, messages, edit_base=prop.base, repair_kind="rewrite")

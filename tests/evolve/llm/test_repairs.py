@@ -162,8 +162,8 @@ def test_a_reply_that_gives_nothing_to_apply_is_asked_again_afresh_without_its_e
         run_engine(cfg, tiny_collection)
         requests = [r["body"]["messages"] for r in srv.requests]
     progs = programs(cfg.out)
-    assert [(p.operator, p.failure_reason) for p in map(progs.get, (1, 2, 3, 4))] == [("diff", "no_code"), ("repair", None),
-                                                                  ("diff", "diff_no_match"), ("repair", None)]
+    assert [(p.operator, p.failure_reason) for p in map(progs.get, (1, 2, 3, 4))] == [
+        ("diff", "no_code"), ("repair", None), ("diff", "diff_no_match"), ("repair", None)]
     for first, repair, reason in ((requests[0], requests[1], "no_code"), (requests[2], requests[3], "diff_no_match")):
         start = first[1]["content"].rstrip()
         assert [m["role"] for m in repair] == ["system", "user"] and repair[0] == first[0]
